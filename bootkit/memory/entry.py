@@ -1,0 +1,120 @@
+"""Entry policy: when does a board run its bootloader rather than its application?
+
+Triggers come from the xmega raw-HID bootloader and Arduino's Caterina:
+
+- ``blank``: the first application word reads 0xFFFF (nothing to run);
+- ``invalid``: the last update never reached ``manifest()`` (power safety:
+  an interrupted update keeps the device in its bootloader, so a retry works);
+- ``magic``: the application left MAGIC_WORD in no-init RAM and reset
+  (0x97e1e28e, as the xmega raw-HID bootloader uses);
+- ``double-reset``: reset pressed twice within ``double_reset_window`` s;
+- ``baud1200``: the host opened the CDC port at 1200 baud and dropped DTR
+  (Arduino's "1200-baud touch");
+- ``timeout``: a bootloader entered for any soft reason leaves for a valid
+  application after ``timeout`` s without host activity (Caterina: 8 s).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+MAGIC_WORD = 0x97E1E28E
+TRIGGERS = ("blank", "invalid", "magic", "double-reset", "baud1200", "timeout")
+
+
+@dataclass
+class EntryPolicy:
+    triggers: frozenset[str] = frozenset(TRIGGERS)
+    double_reset_window: float = 0.5
+    timeout: float = 8.0
+
+    def __post_init__(self):
+        unknown = set(self.triggers) - set(TRIGGERS)
+        if unknown:
+            raise ValueError(f"unknown entry trigger(s) {sorted(unknown)}; allowed: {', '.join(TRIGGERS)}")
+
+
+@dataclass
+class Board:
+    """The reset logic of one emulated board: which mode it runs, and why.
+
+    ``memory`` needs ``is_blank()`` and ``app_valid`` (SimulatedFlash has
+    both).  The clock is injectable so tests need no sleeps.
+    """
+
+    memory: object
+    policy: EntryPolicy = field(default_factory=EntryPolicy)
+    clock: Callable[[], float] = time.monotonic
+    mode: str = "off"  # off, bootloader, application
+    reason: str = ""
+    noinit_magic: int = 0
+    _last_reset: float | None = None
+    _entered_at: float = 0.0
+    _last_activity: float = 0.0
+
+    def _decide(self, soft: str | None) -> None:
+        t = self.policy.triggers
+        now = self.clock()
+        if "blank" in t and self.memory.is_blank():
+            mode, reason = "bootloader", "blank flash"
+        elif "invalid" in t and not self.memory.app_valid:
+            mode, reason = "bootloader", "application not valid (update incomplete)"
+        elif soft and soft in t:
+            mode, reason = "bootloader", soft
+        else:
+            mode, reason = "application", "valid application"
+        self.mode, self.reason = mode, reason
+        self._entered_at = self._last_activity = now
+        self.noinit_magic = 0  # the bootloader consumes the magic word
+
+    def power_on(self) -> str:
+        self._last_reset = None
+        self._decide(None)
+        return self.mode
+
+    def reset(self, *, soft: str | None = None) -> str:
+        """A reset; ``soft`` names the trigger that caused it, if any."""
+        now = self.clock()
+        if soft is None and self.noinit_magic == MAGIC_WORD:
+            soft = "magic"
+        if soft is None and self._last_reset is not None and now - self._last_reset <= self.policy.double_reset_window:
+            soft = "double-reset"
+        self._last_reset = now
+        self._decide(soft)
+        return self.mode
+
+    def hold_boot_button(self) -> str:
+        """Reset with the boot button held (LUFA's HWB pin, the RP2040 BOOTSEL): always the bootloader."""
+        self._decide(None)
+        self.mode, self.reason = "bootloader", "boot button held"
+        return self.mode
+
+    def reset_button(self) -> str:
+        return self.reset()
+
+    def application_requests_bootloader(self) -> str:
+        """The application writes the magic word to no-init RAM and resets."""
+        self.noinit_magic = MAGIC_WORD
+        return self.reset()
+
+    def touch_1200(self) -> str:
+        return self.reset(soft="baud1200")
+
+    def leave(self) -> str:
+        """The bootloader was told to start the application (after manifest)."""
+        self._last_reset = None
+        self._decide(None)
+        return self.mode
+
+    def activity(self) -> None:
+        self._last_activity = self.clock()
+
+    def tick(self) -> str:
+        """Leave a soft-entered bootloader after the timeout without host activity."""
+        if (self.mode == "bootloader" and "timeout" in self.policy.triggers
+                and self.memory.app_valid and not self.memory.is_blank()
+                and self.clock() - self._last_activity >= self.policy.timeout):
+            self._decide(None)
+        return self.mode
