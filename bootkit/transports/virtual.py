@@ -1,0 +1,302 @@
+"""The in-process bus, and a pyusb backend that sees the devices on it.
+
+``usb.core.find(backend=bootkit.transports.virtual.get_backend())`` finds
+emulated devices; pyusb's own descriptor parsing, ctrl_transfer, bulk and
+interrupt transfers, set_configuration and set_interface_altsetting work
+unchanged.  Errors surface as the exceptions pyusb's libusb1 backend
+raises for a real device: a STALL is ``USBError(errno=EPIPE)`` "Pipe
+error", a vanished device ``errno=ENODEV``, a timeout ``USBTimeoutError``.
+
+Everything is synchronous: a transfer calls straight into the sans-I/O
+device, so an emulated device is never the slow part of a test.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import struct
+import threading
+import time
+from dataclasses import dataclass
+
+import usb.backend
+import usb.core
+
+from ..usb import descriptors as D
+from ..usb.device import Device, SetupPacket, Stall, Target
+
+# libusb_speed
+SPEED_FULL, SPEED_HIGH = 2, 3
+
+# libusb error codes, as pyusb's libusb1 backend reports them
+_PIPE = ("Pipe error", -9, errno.EPIPE)
+_NODEV = ("No such device (it may have been disconnected)", -4, errno.ENODEV)
+_TIMEOUT = ("Operation timed out", -7, errno.ETIMEDOUT)
+_INVALID = ("Invalid parameter", -2, errno.EINVAL)
+
+
+class VirtualBus:
+    """Devices plugged into this process.  Thread-safe."""
+
+    number = 1
+
+    def __init__(self):
+        self._ports: dict[int, Target] = {}
+        self._lock = threading.RLock()
+        self._next_address = 1
+        self._addresses: dict[tuple[int, int], int] = {}
+
+    def attach(self, target: Target | Device) -> Target:
+        """Plug a device (or a re-enumerating Target) into a free port."""
+        if isinstance(target, Device):
+            target = Target(target)
+        with self._lock:
+            port = 1
+            while port in self._ports:
+                port += 1
+            self._ports[port] = target
+            target.bus = self
+            target.port = port
+        return target
+
+    def detach(self, target: Target) -> None:
+        with self._lock:
+            for port, t in list(self._ports.items()):
+                if t is target:
+                    del self._ports[port]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ports.clear()
+
+    def _address(self, port: int, generation: int) -> int:
+        key = (port, generation)
+        if key not in self._addresses:
+            self._addresses[key] = self._next_address
+            self._next_address = self._next_address % 127 + 1
+        return self._addresses[key]
+
+    def present(self) -> list["_DeviceId"]:
+        with self._lock:
+            out = []
+            for port, target in sorted(self._ports.items()):
+                target.poll()
+                if target.device is not None:
+                    out.append(_DeviceId(self, port, target, target.generation,
+                                         self._address(port, target.generation)))
+            return out
+
+    @property
+    def lock(self):
+        return self._lock
+
+
+DEFAULT_BUS = VirtualBus()
+
+
+@dataclass(frozen=True)
+class _DeviceId:
+    bus: VirtualBus
+    port: int
+    target: Target
+    generation: int
+    address: int
+
+
+class _Desc:
+    """A descriptor as pyusb expects it from a backend: fields as attributes."""
+
+    def __init__(self, fields: dict, **extra):
+        for k, v in fields.items():
+            if k not in ("raw", "interfaces", "endpoints", "extra"):
+                setattr(self, k, v)
+        for k, v in extra.items():
+            setattr(self, k, v)
+
+
+class _Handle:
+    def __init__(self, devid: _DeviceId):
+        self.devid = devid
+        self.claimed: set[int] = set()
+
+
+class VirtualBackend(usb.backend.IBackend):
+    def __init__(self, bus: VirtualBus = DEFAULT_BUS):
+        super().__init__()
+        self.bus = bus
+        self._config_cache: dict[_DeviceId, dict] = {}
+
+    # ------------------------------------------------------------------
+    # enumeration
+    def enumerate_devices(self):
+        return self.bus.present()
+
+    def get_parent(self, dev):
+        return None
+
+    def _device(self, devid: _DeviceId) -> Device:
+        t = devid.target
+        if t.generation != devid.generation or t.device is None:
+            raise usb.core.USBError(*_NODEV)
+        return t.device
+
+    def get_device_descriptor(self, dev):
+        raw = self._device(dev).device_descriptor()
+        fields = D.parse_descriptor(raw)
+        speed = SPEED_HIGH if self._device(dev).speed == "high" else SPEED_FULL
+        return _Desc(fields, bus=self.bus.number, address=dev.address, port_number=dev.port,
+                     port_numbers=(dev.port,), speed=speed)
+
+    def _config(self, dev):
+        if dev not in self._config_cache:
+            self._config_cache[dev] = D.parse_configuration(self._device(dev).configuration_descriptor())
+        return self._config_cache[dev]
+
+    def get_configuration_descriptor(self, dev, config):
+        if config != 0:
+            raise IndexError("virtual devices have one configuration")
+        cfg = self._config(dev)
+        extra = [b for raw in cfg["extra"] for b in raw]
+        return _Desc(cfg, extra_descriptors=extra)
+
+    def _interfaces(self, dev):
+        """Interfaces grouped by number: [[alt0, alt1...], ...] in descriptor order."""
+        groups: dict[int, list] = {}
+        for intf in self._config(dev)["interfaces"]:
+            groups.setdefault(intf["bInterfaceNumber"], []).append(intf)
+        return [groups[k] for k in groups]
+
+    def get_interface_descriptor(self, dev, intf, alt, config):
+        cfg_ifaces = self._interfaces(dev)
+        if intf >= len(cfg_ifaces) or alt >= len(cfg_ifaces[intf]):
+            raise IndexError("no such interface")
+        d = cfg_ifaces[intf][alt]
+        return _Desc(d, extra_descriptors=[b for raw in d["extra"] for b in raw])
+
+    def get_endpoint_descriptor(self, dev, ep, intf, alt, config):
+        d = self._interfaces(dev)[intf][alt]["endpoints"][ep]
+        raw = d["raw"]
+        # libusb reports bRefresh/bSynchAddress (0 for the 7-byte form)
+        return _Desc(d, bRefresh=raw[7] if len(raw) > 7 else 0, bSynchAddress=raw[8] if len(raw) > 8 else 0,
+                     extra_descriptors=[b for raw in d["extra"] for b in raw])
+
+    # ------------------------------------------------------------------
+    # handles
+    def open_device(self, dev):
+        self._device(dev)
+        return _Handle(dev)
+
+    def close_device(self, dev_handle):
+        pass
+
+    def _call(self, handle: _Handle, fn, *args):
+        devid = handle.devid
+        with self.bus.lock:
+            devid.target.poll()
+            device = self._device(devid)
+            try:
+                return fn(device, *args)
+            except Stall:
+                raise usb.core.USBError(*_PIPE) from None
+            finally:
+                devid.target.poll()
+
+    def set_configuration(self, dev_handle, config_value):
+        self._call(dev_handle, lambda d: d.control(SetupPacket(0x00, 9, config_value, 0, 0)))
+
+    def get_configuration(self, dev_handle):
+        return self._call(dev_handle, lambda d: d.configuration)
+
+    def set_interface_altsetting(self, dev_handle, intf, altsetting):
+        self._call(dev_handle, lambda d: d.control(SetupPacket(0x01, 11, altsetting, intf, 0)))
+
+    def claim_interface(self, dev_handle, intf):
+        dev_handle.claimed.add(intf)
+
+    def release_interface(self, dev_handle, intf):
+        dev_handle.claimed.discard(intf)
+
+    def is_kernel_driver_active(self, dev_handle, intf):
+        return False
+
+    def detach_kernel_driver(self, dev_handle, intf):
+        pass
+
+    def attach_kernel_driver(self, dev_handle, intf):
+        pass
+
+    # ------------------------------------------------------------------
+    # transfers
+    def ctrl_transfer(self, dev_handle, bmRequestType, bRequest, wValue, wIndex, data, timeout):
+        length = len(data) * data.itemsize
+        req = SetupPacket(bmRequestType, bRequest, wValue, wIndex, length)
+        if req.is_in:
+            reply = self._call(dev_handle, lambda d: d.control(req, b""))
+            n = len(reply)
+            struct.pack_into(f"{n}s", data, 0, reply) if n else None
+            return n
+        payload = data.tobytes() if isinstance(data, array.array) else bytes(data)
+        self._call(dev_handle, lambda d: d.control(req, payload))
+        return length
+
+    def _write(self, dev_handle, ep, data, timeout):
+        payload = data.tobytes() if isinstance(data, array.array) else bytes(data)
+        self._call(dev_handle, lambda d: d.ep_out(ep, payload))
+        return len(payload)
+
+    def _read(self, dev_handle, ep, buff, timeout):
+        size = len(buff) * buff.itemsize
+        deadline = None
+        delay = 0.0002
+        while True:
+            chunk = self._call(dev_handle, lambda d: d.ep_in(ep, size))
+            if chunk is not None:
+                n = min(len(chunk), size)
+                if n:
+                    struct.pack_into(f"{n}s", buff, 0, bytes(chunk[:n]))
+                return n
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + (timeout / 1000.0 if timeout else 3600.0)
+            if now >= deadline:
+                raise usb.core.USBTimeoutError(*_TIMEOUT)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def bulk_write(self, dev_handle, ep, intf, data, timeout):
+        return self._write(dev_handle, ep, data, timeout)
+
+    def bulk_read(self, dev_handle, ep, intf, buff, timeout):
+        return self._read(dev_handle, ep, buff, timeout)
+
+    def intr_write(self, dev_handle, ep, intf, data, timeout):
+        return self._write(dev_handle, ep, data, timeout)
+
+    def intr_read(self, dev_handle, ep, intf, buff, timeout):
+        return self._read(dev_handle, ep, buff, timeout)
+
+    def clear_halt(self, dev_handle, ep):
+        self._call(dev_handle, lambda d: d.control(SetupPacket(0x02, 1, 0, ep, 0)))
+
+    def reset_device(self, dev_handle):
+        devid = dev_handle.devid
+
+        def reset(d):
+            d.bus_reset()
+
+        self._call(dev_handle, reset)
+        # libusb_reset_device reports NOT_FOUND when the device re-enumerated
+        # as something else (a DFU detach); pyusb callers ignore it.
+        if devid.target.generation != devid.generation:
+            raise usb.core.USBError("Entity not found", -5, errno.ENOENT)
+
+
+_backends: dict[int, VirtualBackend] = {}
+
+
+def get_backend(bus: VirtualBus | None = None) -> VirtualBackend:
+    bus = bus or DEFAULT_BUS
+    if id(bus) not in _backends:
+        _backends[id(bus)] = VirtualBackend(bus)
+    return _backends[id(bus)]
