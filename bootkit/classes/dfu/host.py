@@ -1,0 +1,691 @@
+"""DFU host side: find, detach, erase, download, upload, verify and leave.
+
+Works through pyusb, so the same code drives real hardware (libusb) and
+the emulator (the virtual backend).  Behaviour follows dfu-util (DFU 1.1,
+DfuSe) and dfu-programmer (FLIP): GETSTATUS polling honours bwPollTimeout;
+a device that resets during the final step counts as success.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from dataclasses import dataclass, field
+
+import usb.core
+import usb.util
+
+from ...formats.image import Image
+from ...memory import Chip, Region, parse_dfuse_layout
+from ...memory.chips import EEPROM_BASE, get_chip
+from ...progress import progress_bar
+from .protocol import (
+    ABORT,
+    ATMEL_VID,
+    CLRSTATUS,
+    DETACH,
+    DFU_CLASS,
+    DFU_FUNCTIONAL,
+    DFU_SUBCLASS,
+    DFUSE_ERASE,
+    DFUSE_SET_ADDRESS_POINTER,
+    DFUSE_VERSION,
+    DNLOAD,
+    FLIP_CONTROL_SIZE,
+    FLIP_DISPLAY_DATA,
+    FLIP_HEADER_SIZE,
+    FLIP_PIDS,
+    FLIP_PROG_START,
+    FLIP_READ_COMMAND,
+    FLIP_SUFFIX_SIZE,
+    FLIP_WRITE_COMMAND,
+    FLIP_CHANGE_BASE_ADDR,
+    GETSTATE,
+    GETSTATUS,
+    PROTOCOL_RUNTIME,
+    UPLOAD,
+    FunctionalDescriptor,
+    State,
+    Status,
+    StatusReply,
+)
+
+OUT_CLASS_INTF = 0x21
+IN_CLASS_INTF = 0xA1
+GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.EPIPE, errno.ENOENT, errno.EPROTO}
+
+
+class DfuError(Exception):
+    """The device or the exchange failed: one line saying what and where."""
+
+
+class ImageRejected(ValueError):
+    """The image does not fit the target: refused before anything is erased."""
+
+
+@dataclass
+class DfuInterface:
+    """A DFU interface found on a device (run-time or DFU mode)."""
+
+    device: object  # usb.core.Device
+    interface: int
+    alts: list[tuple[int, str]]
+    functional: FunctionalDescriptor
+    runtime: bool
+
+    @property
+    def vid(self) -> int:
+        return self.device.idVendor
+
+    @property
+    def pid(self) -> int:
+        return self.device.idProduct
+
+    @property
+    def serial(self) -> str | None:
+        try:
+            return self.device.serial_number
+        except (ValueError, usb.core.USBError):
+            return None
+
+    def guess_dialect(self) -> str:
+        if self.functional.bcdDFUVersion == DFUSE_VERSION:
+            return "dfuse"
+        if self.vid == ATMEL_VID and self.pid in FLIP_PIDS.values():
+            return "flip"
+        return "dfu"
+
+    def describe(self) -> str:
+        mode = "runtime" if self.runtime else "dfu"
+        alts = "; ".join(f"alt={a} name=\"{n}\"" for a, n in self.alts)
+        return (f"[{self.vid:04x}:{self.pid:04x}] ver={self.device.bcdDevice:04x} intf={self.interface} "
+                f"mode={mode} serial=\"{self.serial or ''}\" {alts}")
+
+
+def find_interfaces(backend=None, *, vid=None, pid=None, serial=None) -> list[DfuInterface]:
+    found = []
+    for dev in usb.core.find(find_all=True, backend=backend):
+        if vid is not None and dev.idVendor != vid:
+            continue
+        if pid is not None and dev.idProduct != pid:
+            continue
+        try:
+            cfg = dev[0]
+        except (usb.core.USBError, IndexError):
+            continue
+        groups: dict[int, list] = {}
+        for intf in cfg:
+            if intf.bInterfaceClass == DFU_CLASS and intf.bInterfaceSubClass == DFU_SUBCLASS:
+                groups.setdefault(intf.bInterfaceNumber, []).append(intf)
+        for number, alts in groups.items():
+            raw = bytes(alts[0].extra_descriptors)
+            functional = _functional_from(raw)
+            names = []
+            for a in alts:
+                try:
+                    name = usb.util.get_string(dev, a.iInterface) if a.iInterface else ""
+                except (usb.core.USBError, ValueError):
+                    name = ""
+                names.append((a.bAlternateSetting, name or ""))
+            item = DfuInterface(dev, number, names, functional, alts[0].bInterfaceProtocol == PROTOCOL_RUNTIME)
+            if serial is not None and item.serial != serial:
+                continue
+            found.append(item)
+    return found
+
+
+def _functional_from(extra: bytes) -> FunctionalDescriptor:
+    i = 0
+    while i + 2 <= len(extra):
+        length = extra[i]
+        if length < 2:
+            break
+        if extra[i + 1] == DFU_FUNCTIONAL:
+            return FunctionalDescriptor.unpack(extra[i:i + length])
+        i += length
+    return FunctionalDescriptor()
+
+
+def _gone(exc: Exception) -> bool:
+    return isinstance(exc, usb.core.USBError) and getattr(exc, "errno", None) in GONE_ERRNOS
+
+
+class DfuClient:
+    """Class requests on one DFU interface, and the polling dfu-util does."""
+
+    def __init__(self, target: DfuInterface, *, timeout: int = 5000, alt: int | None = None):
+        self.target = target
+        self.dev = target.device
+        self.intf = target.interface
+        self.timeout = timeout
+        self.functional = target.functional
+        self.transfer_size = target.functional.wTransferSize or 1024
+        try:
+            self.dev.set_configuration()
+        except usb.core.USBError:
+            pass
+        if alt is not None and len(target.alts) > 1:
+            self.dev.set_interface_altsetting(interface=self.intf, alternate_setting=alt)
+        self.alt = alt or 0
+
+    # --- requests
+    def _out(self, request, value=0, data=None):
+        return self.dev.ctrl_transfer(OUT_CLASS_INTF, request, value, self.intf, data, self.timeout)
+
+    def _in(self, request, value, length):
+        return bytes(self.dev.ctrl_transfer(IN_CLASS_INTF, request, value, self.intf, length, self.timeout))
+
+    def detach(self, timeout_ms: int = 1000):
+        return self._out(DETACH, timeout_ms)
+
+    def dnload(self, block: int, data: bytes):
+        try:
+            return self._out(DNLOAD, block & 0xFFFF, data if data else None)
+        except usb.core.USBError as exc:
+            raise self._failure(f"DNLOAD block {block}", exc) from None
+
+    def upload(self, block: int, length: int) -> bytes:
+        try:
+            return self._in(UPLOAD, block & 0xFFFF, length)
+        except usb.core.USBError as exc:
+            raise self._failure(f"UPLOAD block {block}", exc) from None
+
+    def get_status(self) -> StatusReply:
+        return StatusReply.unpack(self._in(GETSTATUS, 0, 6))
+
+    def get_state(self) -> int:
+        return self._in(GETSTATE, 0, 1)[0]
+
+    def clear_status(self):
+        return self._out(CLRSTATUS)
+
+    def abort(self):
+        return self._out(ABORT)
+
+    def _failure(self, what: str, exc: usb.core.USBError) -> DfuError:
+        if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
+            return DfuError(f"{what}: device disconnected ({exc})")
+        try:
+            st = self.get_status()
+            return DfuError(f"{what}: device reports {st.describe()}")
+        except usb.core.USBError:
+            return DfuError(f"{what}: {exc}")
+
+    def make_idle(self) -> None:
+        """Bring the interface to dfuIDLE, as dfu-util and dfu-programmer do first."""
+        for _ in range(4):
+            st = self.get_status()
+            if st.bState == State.dfuIDLE:
+                return
+            if st.bState == State.dfuERROR:
+                self.clear_status()
+            elif st.bState in (State.dfuDNLOAD_IDLE, State.dfuUPLOAD_IDLE, State.dfuDNLOAD_SYNC,
+                               State.dfuMANIFEST_SYNC):
+                self.abort()
+            else:
+                time.sleep(st.bwPollTimeout / 1000.0)
+        raise DfuError(f"cannot bring the device to dfuIDLE (it reports {self.get_status().describe()})")
+
+    def wait_while_busy(self, what: str) -> StatusReply:
+        """GETSTATUS until the device is no longer busy, sleeping bwPollTimeout between polls."""
+        while True:
+            st = self.get_status()
+            if st.bStatus != Status.OK or st.bState == State.dfuERROR:
+                raise DfuError(f"{what}: device reports {st.describe()}")
+            if st.bState not in (State.dfuDNBUSY, State.dfuDNLOAD_SYNC, State.dfuMANIFEST):
+                return st
+            if st.bState == State.dfuMANIFEST and not self.functional.manifestation_tolerant:
+                return st
+            time.sleep(st.bwPollTimeout / 1000.0)
+
+
+def wait_for(backend, *, vid=None, pid=None, serial=None, runtime: bool | None = False, timeout: float = 5.0):
+    """Wait for a DFU interface to (re)appear, as dfu-util does after a detach."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for item in find_interfaces(backend, vid=vid, pid=pid, serial=serial):
+            if runtime is None or item.runtime == runtime:
+                return item
+        if time.monotonic() >= deadline:
+            raise DfuError("no DFU device came back after detach" if runtime is False else "no DFU device found")
+        time.sleep(0.05)
+
+
+def detach_to_dfu(item: DfuInterface, backend, timeout: float = 5.0) -> DfuInterface:
+    """DETACH a run-time device and wait for its DFU-mode self (DFU 1.1 section 5.1)."""
+    client = DfuClient(item)
+    serial = item.serial
+    client.detach(min(item.functional.wDetachTimeOut or 1000, 1000))
+    if not item.functional.will_detach:
+        try:
+            item.device.reset()
+        except usb.core.USBError:
+            pass  # the device re-enumerated under us: that is the point
+    return wait_for(backend, serial=serial, runtime=False, timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# validation (before anything is erased)
+
+def _check_ranges(image: Image, ranges: list[tuple[int, int]], protected, what: str) -> None:
+    for start, data in image.segments:
+        end = start + len(data)
+        for ps, pe in protected:
+            if start < pe and ps < end:
+                raise ImageRejected(
+                    f"image data at 0x{max(start, ps):X} reaches into the bootloader region "
+                    f"0x{ps:X}-0x{pe - 1:X} of {what}")
+        if not any(rs <= start and end <= re for rs, re in ranges):
+            span = ", ".join(f"0x{rs:X}-0x{re - 1:X}" for rs, re in ranges)
+            raise ImageRejected(f"image data 0x{start:X}-0x{end - 1:X} does not fit {what} (writable: {span})")
+
+
+@dataclass
+class FlashResult:
+    dialect: str
+    bytes: int
+    seconds: float
+    verified: bool
+    steps: list[str] = field(default_factory=list)
+
+
+class _Dialect:
+    name = "dfu"
+
+    def __init__(self, client: DfuClient, chip: Chip | None, progress: bool | None = None):
+        self.client = client
+        self.chip = chip
+        self.progress = progress
+        self.steps: list[str] = []
+
+    def validate(self, image: Image, memory: str = "flash") -> None:
+        raise NotImplementedError
+
+
+class Dfu11(_Dialect):
+    """Plain DFU 1.1: the image goes, in order, from the first application address."""
+
+    name = "dfu"
+
+    def app_range(self, image: Image) -> tuple[int, int]:
+        if self.chip is not None:
+            return self.chip.layout().application_ranges("flash")[0]
+        return image.start, image.start + 1 << 32
+
+    def validate(self, image: Image, memory: str = "flash") -> None:
+        if memory != "flash":
+            raise ImageRejected("plain DFU carries flash only")
+        start, end = self.app_range(image)
+        protected = self.chip.layout().protected if self.chip else ()
+        _check_ranges(image, [(start, end)], protected, self.chip.name if self.chip else "the device")
+
+    def write(self, image: Image, memory: str = "flash") -> int:
+        start, _ = self.app_range(image)
+        data = image.tobytes(start, image.end)
+        c = self.client
+        c.make_idle()
+        size = c.transfer_size
+        with progress_bar("download", len(data), self.progress) as bar:
+            for block, off in enumerate(range(0, len(data), size)):
+                chunk = data[off:off + size]
+                c.dnload(block, chunk)
+                c.wait_while_busy(f"block {block} at 0x{start + off:X}")
+                bar(len(chunk))
+        self.steps.append(f"downloaded {len(data)} bytes from 0x{start:X}")
+        return len(data)
+
+    def read(self, start: int | None = None, length: int | None = None, memory: str = "flash") -> Image:
+        c = self.client
+        c.make_idle()
+        app_start = self.app_range(Image())[0] if self.chip else 0
+        out = bytearray()
+        block = 0
+        limit = length if length is not None else 1 << 32
+        with progress_bar("upload", length, self.progress) as bar:
+            while len(out) < limit:
+                want = min(c.transfer_size, limit - len(out))
+                chunk = c.upload(block, want)
+                out += chunk
+                bar(len(chunk))
+                block += 1
+                if len(chunk) < want:
+                    break
+        if len(out) >= limit and len(out) % c.transfer_size == 0:
+            try:
+                c.abort()
+            except usb.core.USBError:
+                pass
+        return Image([(app_start, bytes(out))])
+
+    def manifest(self) -> None:
+        """Zero-length DNLOAD, then GETSTATUS through manifestation (DFU 1.1 section 7)."""
+        c = self.client
+        try:
+            c.dnload(0, b"")
+            st = c.get_status()
+            while st.bState == State.dfuMANIFEST and c.functional.manifestation_tolerant:
+                time.sleep(st.bwPollTimeout / 1000.0)
+                st = c.get_status()
+        except usb.core.USBError as exc:
+            if _gone(exc):
+                self.steps.append("manifested (device reset)")
+                self.gone = True
+                return
+            raise DfuError(f"manifestation: {exc}") from None
+        if st.bState == State.dfuERROR:
+            raise DfuError(f"manifestation failed: device reports {st.describe()}")
+        self.steps.append("manifested")
+
+    def leave(self) -> None:
+        # Tolerant devices wait in dfuIDLE for the reset that starts the
+        # application (dfu-util -R); others in dfuMANIFEST-WAIT-RESET.
+        if getattr(self, "gone", False):
+            return
+        try:
+            self.client.dev.reset()
+        except usb.core.USBError as exc:
+            if not _gone(exc):
+                raise DfuError(f"leaving DFU mode: {exc}") from None
+        self.steps.append("reset")
+
+
+class DfuSe(_Dialect):
+    """ST DfuSe: erase the sectors the image touches, download at addresses, leave."""
+
+    name = "dfuse"
+
+    def __init__(self, client, chip, progress=None):
+        super().__init__(client, chip, progress)
+        name = client.target.alts[client.alt][1] if client.target.alts else ""
+        try:
+            self.mem_name, self.regions = parse_dfuse_layout(name)
+        except ValueError:
+            raise DfuError(f"alt {client.alt} has no DfuSe layout string (interface name {name!r})") from None
+
+    def validate(self, image: Image, memory: str = "flash") -> None:
+        writable = [(r.start, r.end) for r in self.regions if r.writable]
+        protected = self.chip.layout().protected if self.chip else ()
+        _check_ranges(image, writable, protected, f"\"{self.mem_name}\"")
+
+    def _command(self, payload: bytes, what: str) -> None:
+        c = self.client
+        c.dnload(0, payload)
+        c.wait_while_busy(what)
+
+    def set_address(self, address: int) -> None:
+        self._command(struct.pack("<BI", DFUSE_SET_ADDRESS_POINTER, address), f"set address 0x{address:X}")
+
+    def sectors_for(self, image: Image) -> list[int]:
+        sectors = []
+        for region in self.regions:
+            for start, size in region.sector_bounds():
+                if any(s < start + size and start < s + len(d) for s, d in image.segments):
+                    sectors.append(start)
+        return sectors
+
+    def erase(self, image: Image) -> None:
+        c = self.client
+        c.make_idle()
+        sectors = self.sectors_for(image)
+        with progress_bar("erase", len(sectors), self.progress) as bar:
+            for start in sectors:
+                self._command(struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")
+                bar(1)
+        self.steps.append(f"erased {len(sectors)} sectors")
+
+    def write(self, image: Image, memory: str = "flash") -> int:
+        c = self.client
+        size = c.transfer_size
+        total = 0
+        with progress_bar("download", image.size, self.progress) as bar:
+            for seg_start, data in image.segments:
+                off = 0
+                while off < len(data):
+                    # dfu-util sets the pointer for each chunk, then uses block 2
+                    address = seg_start + off
+                    chunk = data[off:off + size]
+                    self.set_address(address)
+                    c.dnload(2, chunk)
+                    c.wait_while_busy(f"write at 0x{address:X}")
+                    off += len(chunk)
+                    total += len(chunk)
+                    bar(len(chunk))
+        self.steps.append(f"downloaded {total} bytes")
+        return total
+
+    def read(self, start: int | None = None, length: int | None = None, memory: str = "flash") -> Image:
+        c = self.client
+        c.make_idle()
+        region = self.regions[0]
+        start = region.start if start is None else start
+        length = (region.end - start) if length is None else length
+        self.set_address(start)
+        c.abort()  # dfu-util: ABORT to dfuIDLE, then UPLOAD from block 2
+        out = bytearray()
+        block = 2
+        with progress_bar("upload", length, self.progress) as bar:
+            while len(out) < length:
+                want = min(c.transfer_size, length - len(out))
+                chunk = c.upload(block, want)
+                out += chunk
+                bar(len(chunk))
+                block += 1
+                if len(chunk) < want:
+                    break
+        try:
+            c.abort()
+        except usb.core.USBError:
+            pass
+        return Image([(start, bytes(out))])
+
+    def leave(self, address: int | None = None) -> None:
+        c = self.client
+        try:
+            c.make_idle()
+            self.set_address(address if address is not None else self.regions[0].start)
+            c.dnload(2, b"")  # dfu-util: zero-length DNLOAD with wBlockNum 2
+            c.get_status()  # dfuMANIFEST: the device leaves now
+        except (usb.core.USBError, DfuError) as exc:
+            if isinstance(exc, usb.core.USBError) and not _gone(exc):
+                raise DfuError(f"leaving DFU mode: {exc}") from None
+        self.steps.append("left DFU mode")
+
+
+class Flip(_Dialect):
+    """Atmel FLIP (dfu-programmer's protocol against LUFA's DFU bootloader)."""
+
+    name = "flip"
+    BLOCK = 1024  # dfu-programmer's ATMEL_MAX_TRANSFER_SIZE
+
+    def __init__(self, client, chip, progress=None):
+        if chip is None:
+            names = [n for n, p in FLIP_PIDS.items() if p == client.target.pid]
+            for n in names:
+                try:
+                    chip = get_chip(n)
+                    break
+                except KeyError:
+                    continue
+        if chip is None:
+            raise DfuError(f"unknown FLIP product id 0x{client.target.pid:04X}: give the chip with --chip")
+        super().__init__(client, chip, progress)
+
+    def _cmd(self, payload: bytes, what: str) -> None:
+        c = self.client
+        c.dnload(0, payload)
+        st = c.get_status()
+        if st.bStatus != Status.OK:
+            raise DfuError(f"{what}: device reports {st.describe()}")
+
+    def validate(self, image: Image, memory: str = "flash") -> None:
+        layout = self.chip.layout()
+        if memory == "eeprom":
+            _check_ranges(image, [(0, self.chip.eeprom_size)], (), f"{self.chip.name} EEPROM")
+        else:
+            _check_ranges(image, layout.application_ranges("flash"), layout.protected, self.chip.name)
+
+    def signature(self) -> bytes:
+        out = []
+        for index in (0x31, 0x60, 0x61):
+            self._cmd(bytes((FLIP_READ_COMMAND, 0x01, index)), "read signature")
+            out.append(self.client.upload(0, 1)[0])
+        return bytes(out)
+
+    def erase(self, image: Image | None = None) -> None:
+        self.client.make_idle()
+        self._cmd(bytes((FLIP_WRITE_COMMAND, 0x00, 0xFF)), "chip erase")
+        self.steps.append("chip erased")
+
+    def _select_page(self, page: int) -> None:
+        self._cmd(bytes((FLIP_CHANGE_BASE_ADDR, 0x03, 0x00, page)), f"select 64 KiB page {page}")
+
+    def _blocks(self, image: Image):
+        for seg_start, data in image.segments:
+            off = 0
+            while off < len(data):
+                address = seg_start + off
+                room = min(self.BLOCK, 0x10000 - (address & 0xFFFF), len(data) - off)
+                yield address, data[off:off + room]
+                off += room
+
+    def write(self, image: Image, memory: str = "flash") -> int:
+        c = self.client
+        mem = 0x00 if memory == "flash" else 0x01
+        page = None
+        total = 0
+        with progress_bar("download", image.size, self.progress) as bar:
+            for address, chunk in self._blocks(image):
+                if mem == 0 and address >> 16 != page:
+                    page = address >> 16
+                    self._select_page(page)
+                start = address & 0xFFFF
+                end = start + len(chunk) - 1
+                header = bytes((FLIP_PROG_START, mem, start >> 8, start & 0xFF, end >> 8, end & 0xFF))
+                payload = (header + bytes(FLIP_HEADER_SIZE - len(header)) + bytes(start % FLIP_CONTROL_SIZE)
+                           + chunk + bytes(FLIP_SUFFIX_SIZE))
+                self._cmd(payload, f"program 0x{address:X}")
+                total += len(chunk)
+                bar(len(chunk))
+        self.steps.append(f"programmed {total} bytes of {memory}")
+        return total
+
+    def read_range(self, address: int, length: int, memory: str = "flash") -> bytes:
+        c = self.client
+        out = bytearray()
+        page = None
+        code = 0x00 if memory == "flash" else 0x02
+        while len(out) < length:
+            a = address + len(out)
+            if code == 0 and a >> 16 != page:
+                page = a >> 16
+                self._select_page(page)
+            n = min(self.BLOCK, length - len(out), 0x10000 - (a & 0xFFFF))
+            s, e = a & 0xFFFF, (a & 0xFFFF) + n - 1
+            self._cmd(bytes((FLIP_DISPLAY_DATA, code, s >> 8, s & 0xFF, e >> 8, e & 0xFF)), f"read 0x{a:X}")
+            out += c.upload(0, n)
+        return bytes(out)
+
+    def read(self, start: int | None = None, length: int | None = None, memory: str = "flash") -> Image:
+        self.client.make_idle()
+        if memory == "eeprom":
+            start, length = start or 0, length or self.chip.eeprom_size
+        else:
+            app = self.chip.layout().application_ranges("flash")[0]
+            start = app[0] if start is None else start
+            length = (app[1] - start) if length is None else length
+        with progress_bar("upload", length, self.progress) as bar:
+            data = self.read_range(start, length, memory)
+            bar(len(data))
+        return Image([(start, data)])
+
+    def verify(self, image: Image, memory: str = "flash") -> None:
+        for seg_start, data in image.segments:
+            back = self.read_range(seg_start, len(data), memory)
+            if back != data:
+                bad = next(i for i in range(len(data)) if back[i] != data[i])
+                raise DfuError(f"verify failed at 0x{seg_start + bad:X}: wrote 0x{data[bad]:02X}, "
+                               f"read 0x{back[bad]:02X}")
+
+    def leave(self) -> None:
+        c = self.client
+        try:
+            # dfu-programmer launch: 04 03 00 (start via watchdog), then a zero-length DNLOAD
+            c.dnload(0, bytes((FLIP_WRITE_COMMAND, 0x03, 0x00)))
+            c.dnload(0, b"")
+        except (usb.core.USBError, DfuError) as exc:
+            if isinstance(exc, usb.core.USBError) and not _gone(exc):
+                raise DfuError(f"launching the application: {exc}") from None
+        self.steps.append("application started")
+
+
+DIALECT_CLASSES = {"dfu": Dfu11, "dfuse": DfuSe, "flip": Flip}
+
+
+def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
+                 progress=None, detach_timeout: float = 5.0):
+    """Find the device (detaching a run-time one first) and return a dialect client."""
+    items = find_interfaces(backend, vid=vid, pid=pid, serial=serial)
+    if not items:
+        sel = " ".join(x for x in (f"{vid:04x}:{pid:04x}" if vid is not None and pid is not None else "",
+                                  f"serial {serial}" if serial else "") if x)
+        raise DfuError(f"no DFU device found{(' matching ' + sel) if sel else ''}")
+    dfu_mode = [i for i in items if not i.runtime]
+    if dfu_mode:
+        item = dfu_mode[0]
+    else:
+        item = detach_to_dfu(items[0], backend, detach_timeout)
+    dialect = dialect or item.guess_dialect()
+    if dialect not in DIALECT_CLASSES:
+        raise DfuError(f"unknown DFU dialect {dialect!r}")
+    client = DfuClient(item, alt=alt)
+    if isinstance(chip, str):
+        chip = get_chip(chip)
+    return DIALECT_CLASSES[dialect](client, chip, progress)
+
+
+def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
+          memory: str = "flash", verify: bool = True, leave: bool = True, address: int | None = None,
+          progress=None) -> FlashResult:
+    """Validate, erase, download, verify, leave.  Nothing is erased unless the image fits."""
+    t0 = time.perf_counter()
+    d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, alt=alt, chip=chip,
+                     progress=progress)
+    if memory == "eeprom" and isinstance(d, Flip):
+        image = image.shifted(-EEPROM_BASE) if image.start >= EEPROM_BASE else image
+    d.validate(image, memory)
+    if isinstance(d, (DfuSe, Flip)) and memory == "flash":
+        d.erase(image)
+    n = d.write(image, memory)
+    if isinstance(d, Dfu11):
+        d.manifest()  # plain DFU: an upload is only possible after the download ended
+    verified = False
+    can_verify = d.client.functional.can_upload and not getattr(d, "gone", False) and (
+        not isinstance(d, Dfu11) or d.client.functional.manifestation_tolerant)
+    if verify and can_verify:
+        if isinstance(d, Flip):
+            d.verify(image, memory)
+        else:
+            if isinstance(d, DfuSe):
+                back = d.read(image.start, image.end - image.start)
+            else:
+                back = d.read(length=image.end - d.app_range(image)[0])
+            for seg_start, data in image.segments:
+                got = back.crop(seg_start, seg_start + len(data))
+                if got.tobytes(seg_start, seg_start + len(data)) != data:
+                    raise DfuError(f"verify failed in 0x{seg_start:X}-0x{seg_start + len(data) - 1:X}")
+        verified = True
+        d.steps.append("verified")
+    if leave:
+        if isinstance(d, DfuSe):
+            d.leave(address)
+        else:
+            d.leave()
+    return FlashResult(d.name, n, time.perf_counter() - t0, verified, d.steps)
+
+
+def read(backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
+         memory: str = "flash", start: int | None = None, length: int | None = None, progress=None) -> Image:
+    d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, alt=alt, chip=chip,
+                     progress=progress)
+    return d.read(start, length, memory)

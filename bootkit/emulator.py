@@ -1,0 +1,108 @@
+"""An emulated board: simulated memory, the entry policy, and a personality.
+
+It builds the Target a transport serves.  When the personality signals
+(DFU detach, leave after manifest), the board's entry policy decides what
+enumerates next: the bootloader again (the image is not valid), or the
+application (with its run-time interface, where the personality has one).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .memory import Board, Chip, EntryPolicy, SimulatedFlash, get_chip
+from .usb.device import Device, Signal, Target
+
+PERSONALITIES = ("dfu", "hid", "cdc", "printer", "msc", "midi")
+
+
+def personality_module(name: str):
+    if name not in PERSONALITIES:
+        raise ValueError(f"unknown personality {name!r} (choose from {', '.join(PERSONALITIES)})")
+    try:
+        return importlib.import_module(f"bootkit.classes.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith(f"bootkit.classes.{name}"):
+            raise ValueError(f"the {name} personality is not implemented yet") from None
+        raise
+
+
+def available_personalities() -> list[str]:
+    out = []
+    for name in PERSONALITIES:
+        try:
+            personality_module(name)
+            out.append(name)
+        except ValueError:
+            pass
+    return out
+
+
+@dataclass
+class Emulator:
+    chip: Chip | str
+    personality: str = "dfu"
+    image: str | Path | None = None
+    realtime: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    policy: EntryPolicy = field(default_factory=EntryPolicy)
+    read_protected: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.chip, str):
+            self.chip = get_chip(self.chip)
+        self.module = personality_module(self.personality)
+        self.memory = SimulatedFlash(self.chip, self.image, realtime=self.realtime,
+                                     read_protected=self.read_protected)
+        self.board = Board(self.memory, self.policy)
+        self.board.power_on()
+        # An emulator is started to talk to its bootloader: a valid image
+        # still comes up in the bootloader (as a double reset would).
+        if self.board.mode != "bootloader":
+            self.board.hold_boot_button()
+        self.target = Target(self._device_for_mode(), self._on_signal)
+        self.events: list[str] = []
+
+    def _device_for_mode(self) -> Device | None:
+        if self.board.mode == "bootloader":
+            return self.module.bootloader_device(self.memory, self.chip, **self.options)
+        app = getattr(self.module, "application_device", None)
+        return app(self.memory, self.chip, **self.options) if app else None
+
+    def _on_signal(self, sig: Signal) -> Device | None:
+        self.events.append(f"{sig.kind}: {sig.reason}")
+        if sig.kind == "enter-bootloader":
+            self.board.application_requests_bootloader()
+        elif sig.kind == "leave":
+            self.board.leave()
+        elif sig.kind == "disconnect":
+            return None
+        else:
+            self.board.reset()
+        return self._device_for_mode()
+
+    @property
+    def mode(self) -> str:
+        return self.board.mode
+
+    def attach(self, bus=None) -> Target:
+        from .transports.virtual import DEFAULT_BUS
+
+        (bus or DEFAULT_BUS).attach(self.target)
+        self._bus = bus or DEFAULT_BUS
+        return self.target
+
+    def close(self) -> None:
+        bus = getattr(self, "_bus", None)
+        if bus is not None:
+            bus.detach(self.target)
+        self.memory.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
