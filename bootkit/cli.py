@@ -1,0 +1,413 @@
+"""The ``bootkit`` command.
+
+Exit status: 0 success, 1 the device or tool failed, 2 bad input (file, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class BadInput(Exception):
+    """Exit 2 with this one-line message."""
+
+
+class Failed(Exception):
+    """Exit 1 with this one-line message."""
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (use 4096 or 0x1000)") from None
+
+
+def _vidpid(text: str) -> tuple[int, int]:
+    try:
+        vid, pid = text.split(":")
+        return int(vid, 16), int(pid, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected VID:PID in hex, e.g. 03eb:2ff4, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="bootkit", formatter_class=fmt,
+        description="USB device bootloaders: one memory core, six USB class personalities, device and host side.",
+        epilog="examples:\n  bootkit demo\n  bootkit chips\n"
+               "  bootkit flash fw.hex --via dfu --emulate atmega32u4 --image flash.bin\n"
+               "  bootkit convert fw.hex fw.uf2 --family rp2040\n\n"
+               "exit status: 0 success, 1 the device or tool failed, 2 bad input",
+    )
+    p.add_argument("--version", action="version", version=f"bootkit {__version__}")
+    p.add_argument("--chip-file", action="append", default=[], metavar="FILE.toml",
+                   help="add a chip from a TOML file (repeatable)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("demo", formatter_class=fmt, help="flash a sample image through every personality (emulated)",
+                       description="Flash the sample images in examples/firmware through every personality and "
+                                   "dialect into emulated devices on the in-process bus, read them back, and print "
+                                   "a table.", epilog="example:\n  bootkit demo")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("chips", formatter_class=fmt, help="list the chip database",
+                       description="Print every chip bootkit knows, with its memories and bootloader region.",
+                       epilog="examples:\n  bootkit chips\n  bootkit --chip-file mychip.toml chips")
+    s.set_defaults(func=cmd_chips)
+
+    s = sub.add_parser("convert", formatter_class=fmt, help="convert between firmware formats",
+                       description="Convert IN to OUT; formats come from the content (IN) and extension (OUT): "
+                                   "hex, bin, uf2, dfu (binary + DFU suffix), dfuse, srec, elf (read only).",
+                       epilog="examples:\n  bootkit convert fw.hex fw.uf2 --family rp2040\n"
+                              "  bootkit convert fw.bin fw.hex --base 0x08000000")
+    s.add_argument("input", metavar="IN")
+    s.add_argument("output", metavar="OUT")
+    s.add_argument("--base", type=_int, help="load address of a binary input")
+    s.add_argument("--family", help="UF2 family: a name (rp2040, nrf52840, ...) or 0x... id")
+    s.add_argument("--format", dest="fmt", help="output format, when the extension does not say")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("list", formatter_class=fmt, help="list devices any personality can talk to",
+                       description="List emulated devices on the in-process bus and real USB devices that a "
+                                   "bootkit host client can talk to.", epilog="example:\n  bootkit list")
+    s.set_defaults(func=cmd_list)
+
+    def selection(sp, reading=False):
+        sp.add_argument("--via", default="dfu", metavar="PERSONALITY", help="personality to talk to (default dfu)")
+        sp.add_argument("--dialect", help="protocol dialect (dfu: dfu, dfuse, flip); default from the device")
+        sp.add_argument("--device", type=_vidpid, metavar="VID:PID", help="select the device by USB ids")
+        sp.add_argument("--serial", help="select the device by serial number")
+        sp.add_argument("--alt", type=int, help="DFU alternate setting")
+        sp.add_argument("--chip", help="the target chip (validates the image against it)")
+        sp.add_argument("--memory", choices=("flash", "eeprom"), default="flash")
+        sp.add_argument("--emulate", metavar="CHIP",
+                        help="run the device side in this process on the in-process bus, emulating CHIP")
+        sp.add_argument("--image", metavar="FILE.bin",
+                        help="with --emulate: the chip's whole flash, created erased if absent, written back")
+        sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar (default: on a terminal only)")
+
+    s = sub.add_parser("flash", formatter_class=fmt, help="flash a firmware file into a device",
+                       description="Validate FILE against the target, erase what it needs, program, verify by "
+                                   "reading back, and start the application.",
+                       epilog="examples:\n  bootkit flash fw.hex --via dfu --emulate atmega32u4 --image flash.bin\n"
+                              "  bootkit flash fw.bin --via dfu --dialect dfuse --address 0x08000000\n"
+                              "  bootkit flash fw.hex --via dfu --device 03eb:2ff4")
+    s.add_argument("file", metavar="FILE")
+    selection(s)
+    s.add_argument("--address", type=_int, help="load address of a binary file (default: the application start)")
+    s.add_argument("--no-verify", dest="verify", action="store_false", help="skip the read-back verification")
+    s.add_argument("--no-leave", dest="leave", action="store_false", help="stay in the bootloader afterwards")
+    s.set_defaults(func=cmd_flash)
+
+    s = sub.add_parser("read", formatter_class=fmt, help="read a device's memory into a file",
+                       description="Read the application flash (or EEPROM) back into OUT (format from its "
+                                   "extension: .hex, .bin, .uf2, .srec, .dfu).",
+                       epilog="examples:\n  bootkit read back.hex --via dfu --emulate atmega32u4 --image flash.bin\n"
+                              "  bootkit read back.bin --via dfu --device 0483:df11 --start 0x08000000 --length 65536")
+    s.add_argument("output", metavar="OUT")
+    selection(s, reading=True)
+    s.add_argument("--start", type=_int, help="first address to read")
+    s.add_argument("--length", type=_int, help="number of bytes to read")
+    s.set_defaults(func=cmd_read)
+
+    s = sub.add_parser("serve", formatter_class=fmt, help="run an emulated bootloader on a transport",
+                       description="Run the device side of a personality, emulating CHIP, on a transport, until "
+                                   "Ctrl-C.  The flash image is written back to --image when it stops.",
+                       epilog="examples:\n  bootkit serve dfu --chip stm32f411 --image flash.bin "
+                              "--transport functionfs\n  bootkit serve dfu --chip atmega32u4 --dialect flip")
+    s.add_argument("personality", metavar="PERSONALITY")
+    s.add_argument("--chip", required=True)
+    s.add_argument("--dialect")
+    s.add_argument("--image", metavar="FILE.bin")
+    s.add_argument("--transport", default="virtual", choices=("virtual", "functionfs"))
+    s.add_argument("--udc", help="functionfs: the UDC to bind (default: the only one)")
+    s.add_argument("--serial", help="USB serial number string")
+    s.add_argument("--realtime", action="store_true", help="honour the chip's erase and program times")
+    s.add_argument("--read-protected", action="store_true",
+                   help="refuse reads until a full erase (DfuSe read protection, FLIP secure mode)")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+# --------------------------------------------------------------------------
+def _load_image(path: str, *, base=None, family=None):
+    from .formats import FormatError, load
+
+    if not Path(path).exists():
+        raise BadInput(f"{path}: no such file")
+    try:
+        return load(path, base=base, family=family)
+    except FormatError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _chip(name):
+    from .memory import get_chip
+
+    if name is None:
+        return None
+    try:
+        return get_chip(name)
+    except KeyError as exc:
+        raise BadInput(exc.args[0]) from None
+
+
+def cmd_chips(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .memory import CHIPS
+
+    t = Table(title="bootkit chips")
+    for col in ("chip", "family", "flash", "page", "EEPROM", "bootloader region", "signature", "UF2 family", "USB"):
+        t.add_column(col)
+    for c in CHIPS:
+        size = f"{c.flash_size // 1024}K@0x{c.flash_start:X}"
+        page = (f"{c.page_size}" if len(c.flash_sectors) == 1 and c.flash_sectors[0][1] == c.page_size
+                else ",".join(f"{n}x{s // 1024}K" for n, s in c.flash_sectors))
+        boot = f"0x{c.boot_start:X}-0x{c.boot_end - 1:X}" if c.boot_size else "none (ROM)"
+        t.add_row(c.name, c.family, size, page, str(c.eeprom_size or "-"), boot,
+                  c.signature.hex() or "-", f"0x{c.uf2_family:08x}" if c.uf2_family else "-",
+                  "yes" if c.usb else "no")
+    # piped output keeps full rows instead of wrapping to 80 columns
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
+    return EXIT_OK
+
+
+def cmd_convert(args) -> int:
+    from .formats import FORMATS, FormatError, format_from_name, save
+
+    image = _load_image(args.input, base=args.base, family=args.family)
+    fmt = args.fmt or format_from_name(args.output)
+    if fmt is None or fmt not in FORMATS or fmt == "elf":
+        raise BadInput(f"{args.output}: cannot tell the output format from the name; give --format "
+                       f"({', '.join(f for f in FORMATS if f != 'elf')})")
+    if fmt == "uf2" and args.family is None:
+        raise BadInput("UF2 output needs --family (e.g. rp2040, nrf52840, or 0xe48bff56)")
+    try:
+        save(image, args.output, fmt, family=args.family)
+    except (FormatError, ValueError) as exc:
+        raise BadInput(str(exc)) from None
+    print(f"{args.input} -> {args.output}: {image.size} bytes in {len(image.segments)} segment(s), "
+          f"0x{image.start:X}-0x{image.end - 1:X}")
+    return EXIT_OK
+
+
+def _real_backend():
+    import usb.backend.libusb1
+
+    return usb.backend.libusb1.get_backend()
+
+
+def cmd_list(args) -> int:
+    from .classes.dfu import host as dfu_host
+    from .transports.virtual import get_backend
+
+    rows = []
+    for item in dfu_host.find_interfaces(get_backend()):
+        rows.append(("emulated", "dfu", item.describe()))
+    backend = _real_backend()
+    if backend is None:
+        print("real USB: not available on this machine (libusb not found); emulated devices only")
+    else:
+        try:
+            for item in dfu_host.find_interfaces(backend):
+                rows.append(("usb", "dfu", item.describe()))
+        except Exception as exc:  # a bus we cannot read is reported, not fatal
+            print(f"real USB: cannot enumerate ({exc})")
+    if not rows:
+        print("no devices found")
+    for where, personality, text in rows:
+        print(f"{where:9s} {personality:8s} {text}")
+    return EXIT_OK
+
+
+class _Session:
+    """Where a host command talks to: an in-process emulator, or real USB."""
+
+    def __init__(self, args):
+        self.emulator = None
+        if args.emulate:
+            from .emulator import Emulator
+            from .transports.virtual import VirtualBus, get_backend
+
+            chip = _chip(args.emulate)
+            options = {"dialect": args.dialect} if args.dialect else {}
+            try:
+                self.emulator = Emulator(chip, args.via, image=args.image, options=options)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+            self.bus = VirtualBus()
+            self.emulator.attach(self.bus)
+            self.backend = get_backend(self.bus)
+            self.chip = _chip(args.chip) if args.chip else chip
+        else:
+            if args.image:
+                raise BadInput("--image needs --emulate CHIP")
+            self.backend = _real_backend()
+            if self.backend is None:
+                raise Failed("no USB access: libusb was not found (install libusb-1.0-0), or use --emulate CHIP")
+            self.chip = _chip(args.chip)
+
+    def close(self):
+        if self.emulator is not None:
+            self.emulator.close()
+
+
+def _host_module(via: str):
+    if via != "dfu":
+        from .emulator import PERSONALITIES
+
+        if via not in PERSONALITIES:
+            raise BadInput(f"unknown personality {via!r} (choose from {', '.join(PERSONALITIES)})")
+        raise BadInput(f"the {via} personality has no host client yet")
+    from .classes.dfu import host
+
+    return host
+
+
+def cmd_flash(args) -> int:
+    host = _host_module(args.via)
+    image = _load_image(args.file, base=args.address)
+    if not image:
+        raise BadInput(f"{args.file}: no data")
+    session = _Session(args)
+    try:
+        vid, pid = args.device or (None, None)
+        result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
+                            alt=args.alt, chip=session.chip, memory=args.memory, verify=args.verify,
+                            leave=args.leave, progress=args.progress)
+    except host.ImageRejected as exc:
+        raise BadInput(f"{args.file}: {exc}") from None
+    except host.DfuError as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        session.close()
+    rate = result.bytes / 1024 / result.seconds if result.seconds else 0
+    print(f"{args.file}: {result.bytes} bytes via {args.via}/{result.dialect} in {result.seconds:.2f} s "
+          f"({rate:.0f} KiB/s), {'verified' if result.verified else 'not verified'}; " + ", ".join(result.steps))
+    return EXIT_OK
+
+
+def cmd_read(args) -> int:
+    from .formats import format_from_name, save
+
+    host = _host_module(args.via)
+    fmt = format_from_name(args.output)
+    if fmt is None or fmt == "elf":
+        raise BadInput(f"{args.output}: give a .hex, .bin, .uf2, .srec or .dfu name")
+    session = _Session(args)
+    try:
+        vid, pid = args.device or (None, None)
+        image = host.read(session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
+                          alt=args.alt, chip=session.chip, memory=args.memory, start=args.start,
+                          length=args.length, progress=args.progress)
+    except host.DfuError as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        session.close()
+    family = session.chip.uf2_family if session.chip is not None else None
+    if fmt == "uf2" and family is None:
+        raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
+    save(image, args.output, fmt, family=family)
+    print(f"{args.output}: {image.size} bytes from 0x{image.start:X}")
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from .emulator import Emulator
+
+    chip = _chip(args.chip)
+    options = {}
+    if args.dialect:
+        options["dialect"] = args.dialect
+    if args.serial:
+        options["serial"] = args.serial
+    try:
+        emulator = Emulator(chip, args.personality, image=args.image, options=options, realtime=args.realtime,
+                            read_protected=args.read_protected)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if args.transport == "functionfs":
+            try:
+                from .transports.functionfs import TransportUnavailable, serve
+            except ImportError:
+                raise Failed("the functionfs transport is not available in this build") from None
+            try:
+                serve(emulator, udc=args.udc, log=lambda m: print(m, flush=True))
+            except TransportUnavailable as exc:
+                raise BadInput(str(exc)) from None
+        else:
+            emulator.attach()
+            dev = emulator.target.device
+            print(f"serving {args.personality} ({chip.name}) as {dev.info.idVendor:04x}:{dev.info.idProduct:04x} "
+                  "on the in-process bus: only this process sees it. Ctrl-C to stop.", flush=True)
+            while True:
+                time.sleep(0.2)
+                emulator.target.poll()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.close()
+        if args.image:
+            print(f"{args.image}: flash written back (application {'valid' if emulator.memory.app_valid else 'not valid'})",
+                  flush=True)
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        from .memory import ChipFileError, load_chip_file
+
+        for f in args.chip_file:
+            try:
+                load_chip_file(f)
+            except ChipFileError as exc:
+                raise BadInput(str(exc)) from None
+        return args.func(args)
+    except BadInput as exc:
+        print(f"bootkit: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Failed as exc:
+        print(f"bootkit: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
