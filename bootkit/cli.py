@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .classes.common import HostError, ImageRejected
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -267,15 +268,15 @@ class _Session:
 
 
 def _host_module(via: str):
-    if via != "dfu":
-        from .emulator import PERSONALITIES
+    import importlib
 
-        if via not in PERSONALITIES:
-            raise BadInput(f"unknown personality {via!r} (choose from {', '.join(PERSONALITIES)})")
-        raise BadInput(f"the {via} personality has no host client yet")
-    from .classes.dfu import host
+    from .emulator import PERSONALITIES, available_personalities
 
-    return host
+    if via not in PERSONALITIES:
+        raise BadInput(f"unknown personality {via!r} (choose from {', '.join(PERSONALITIES)})")
+    if via not in available_personalities():
+        raise BadInput(f"the {via} personality is not implemented yet")
+    return importlib.import_module(f"bootkit.classes.{via}.host")
 
 
 def cmd_flash(args) -> int:
@@ -289,9 +290,9 @@ def cmd_flash(args) -> int:
         result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                             alt=args.alt, chip=session.chip, memory=args.memory, verify=args.verify,
                             leave=args.leave, progress=args.progress)
-    except host.ImageRejected as exc:
+    except ImageRejected as exc:
         raise BadInput(f"{args.file}: {exc}") from None
-    except host.DfuError as exc:
+    except HostError as exc:
         raise Failed(str(exc)) from None
     finally:
         session.close()
@@ -314,7 +315,7 @@ def cmd_read(args) -> int:
         image = host.read(session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                           alt=args.alt, chip=session.chip, memory=args.memory, start=args.start,
                           length=args.length, progress=args.progress)
-    except host.DfuError as exc:
+    except HostError as exc:
         raise Failed(str(exc)) from None
     finally:
         session.close()

@@ -13,18 +13,27 @@ from .emulator import Emulator
 from .transports.virtual import VirtualBus, get_backend
 
 
-def _dfu_rows():
-    from .classes.dfu import host
+def _rows():
+    """(personality, dialect, sample, module) for every personality that has landed."""
+    from .emulator import available_personalities, personality_module
 
-    for dialect, sample in (("flip", "sample-atmega32u4"), ("dfuse", "sample-stm32f411"),
-                            ("dfu", "sample-stm32f103c8")):
-        yield "dfu", dialect, sample, host
+    for name in available_personalities():
+        module = personality_module(name)
+        for dialect, sample in getattr(module, "DEMO", ()):
+            yield name, dialect, sample, module
 
 
-def _run_row(personality, dialect, sample, host):
+def _run_row(personality, dialect, sample, module):
+    """Flash the sample through the personality's own host client on a fresh in-process bus."""
+    import importlib
+
     from .samples import load_sample
 
     chip, image = load_sample(sample)
+    custom = getattr(module, "run_demo_row", None)
+    if custom is not None:  # serial personalities bring their own wiring (a pty, not the bus)
+        return custom(dialect, chip, image)
+    host = importlib.import_module(f"{module.__name__}.host")
     bus = VirtualBus()
     with Emulator(chip, personality, options={"dialect": dialect}) as em:
         em.attach(bus)
@@ -46,8 +55,8 @@ def run_demo() -> int:
 
     console = Console()
     rows = []
-    for personality, dialect, sample, host in _dfu_rows():
-        rows.append(_run_row(personality, dialect, sample, host))
+    for personality, dialect, sample, module in _rows():
+        rows.append(_run_row(personality, dialect, sample, module))
     table = Table(title="bootkit demo: sample images flashed into emulated devices (in-process bus)")
     for col in ("personality", "dialect", "chip", "bytes", "seconds", "KiB/s", "verified"):
         table.add_column(col, justify="right" if col in ("bytes", "seconds", "KiB/s") else "left")

@@ -57,19 +57,23 @@ class HexRecord(NamedTuple):
     data: bytes
 
 
+def unhex(digits: bytes, fail) -> bytes:
+    """Hex digits of one text record (Intel HEX or S-record) to bytes; ``fail(problem)`` builds the error."""
+    if digits.strip(_HEX_DIGITS):
+        bad = next(chr(c) for c in digits if c not in _HEX_DIGITS)
+        raise fail(f"non-hex digit {bad!r}")
+    if len(digits) % 2:
+        raise fail(f"odd number of hex digits ({len(digits)})")
+    return binascii.unhexlify(digits)
+
+
 def _decode_record(text: bytes, line: int, source: str | None) -> tuple[int, int, bytes]:
     """Check one record line (stripped, starting with ':'): (type, offset, data)."""
 
     def fail(problem: str) -> FormatError:
         return FormatError(problem, source=source, where=f"line {line}")
 
-    digits = text[1:]
-    if digits.strip(_HEX_DIGITS):
-        bad = next(chr(c) for c in digits if c not in _HEX_DIGITS)
-        raise fail(f"non-hex digit {bad!r}")
-    if len(digits) % 2:
-        raise fail(f"odd number of hex digits ({len(digits)})")
-    raw = binascii.unhexlify(digits)
+    raw = unhex(text[1:], fail)
     if len(raw) < 5:
         raise fail(f"record too short ({len(raw)} bytes, at least 5 needed)")
     if raw[0] + 5 != len(raw):

@@ -13,12 +13,11 @@ objcopy do); we read 0 back as "no start address".
 
 from __future__ import annotations
 
-import binascii
 
+from .ihex import unhex
 from .image import FormatError, Image
 
 _ADDRESS_BYTES = {0: 2, 1: 2, 2: 3, 3: 4, 5: 2, 6: 3, 7: 4, 8: 3, 9: 2}
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 def parse_srec(data: bytes | str, *, source: str | None = None) -> Image:
@@ -41,13 +40,7 @@ def parse_srec(data: bytes | str, *, source: str | None = None) -> Image:
         kind = text[1] - 0x30
         if kind not in _ADDRESS_BYTES:
             raise fail(f"unknown record type {text[:2].decode('ascii', 'replace')!r}")
-        digits = text[2:]
-        if digits.strip(_HEX_DIGITS):
-            bad = next(chr(c) for c in digits if c not in _HEX_DIGITS)
-            raise fail(f"non-hex digit {bad!r}")
-        if len(digits) % 2:
-            raise fail(f"odd number of hex digits ({len(digits)})")
-        raw = binascii.unhexlify(digits)
+        raw = unhex(text[2:], fail)
         width = _ADDRESS_BYTES[kind]
         if not raw or raw[0] != len(raw) - 1:
             got = len(raw) - 1 if raw else 0

@@ -26,6 +26,8 @@ from .protocol import (
 
 NAME = "dfu"
 DIALECTS = ("dfu", "dfuse", "flip")
+# bootkit demo: (dialect, sample image in examples/firmware)
+DEMO = (("flip", "sample-atmega32u4"), ("dfuse", "sample-stm32f411"), ("dfu", "sample-stm32f103c8"))
 
 
 def default_dialect(chip: Chip) -> str:

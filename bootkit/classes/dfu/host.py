@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import usb.core
 import usb.util
@@ -20,6 +20,7 @@ from ...formats.image import Image
 from ...memory import Chip, Region, parse_dfuse_layout
 from ...memory.chips import EEPROM_BASE, get_chip
 from ...progress import progress_bar
+from ..common import FlashResult, HostError, ImageRejected, check_ranges
 from .protocol import (
     ABORT,
     ATMEL_VID,
@@ -56,12 +57,8 @@ IN_CLASS_INTF = 0xA1
 GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.EPIPE, errno.ENOENT, errno.EPROTO}
 
 
-class DfuError(Exception):
+class DfuError(HostError):
     """The device or the exchange failed: one line saying what and where."""
-
-
-class ImageRejected(ValueError):
-    """The image does not fit the target: refused before anything is erased."""
 
 
 @dataclass
@@ -191,6 +188,21 @@ class DfuClient:
         except usb.core.USBError as exc:
             raise self._failure(f"UPLOAD block {block}", exc) from None
 
+    def upload_all(self, first_block: int, limit: int, progress=None, total: int | None = -1) -> bytes:
+        """UPLOAD wTransferSize blocks until ``limit`` bytes or a short frame (DFU 1.1 section 6.2)."""
+        out = bytearray()
+        block = first_block
+        with progress_bar("upload", limit if total == -1 else total, progress) as bar:
+            while len(out) < limit:
+                want = min(self.transfer_size, limit - len(out))
+                chunk = self.upload(block, want)
+                out += chunk
+                bar(len(chunk))
+                block += 1
+                if len(chunk) < want:
+                    break
+        return bytes(out)
+
     def get_status(self) -> StatusReply:
         return StatusReply.unpack(self._in(GETSTATUS, 0, 6))
 
@@ -266,30 +278,6 @@ def detach_to_dfu(item: DfuInterface, backend, timeout: float = 5.0) -> DfuInter
 
 
 # --------------------------------------------------------------------------
-# validation (before anything is erased)
-
-def _check_ranges(image: Image, ranges: list[tuple[int, int]], protected, what: str) -> None:
-    for start, data in image.segments:
-        end = start + len(data)
-        for ps, pe in protected:
-            if start < pe and ps < end:
-                raise ImageRejected(
-                    f"image data at 0x{max(start, ps):X} reaches into the bootloader region "
-                    f"0x{ps:X}-0x{pe - 1:X} of {what}")
-        if not any(rs <= start and end <= re for rs, re in ranges):
-            span = ", ".join(f"0x{rs:X}-0x{re - 1:X}" for rs, re in ranges)
-            raise ImageRejected(f"image data 0x{start:X}-0x{end - 1:X} does not fit {what} (writable: {span})")
-
-
-@dataclass
-class FlashResult:
-    dialect: str
-    bytes: int
-    seconds: float
-    verified: bool
-    steps: list[str] = field(default_factory=list)
-
-
 class _Dialect:
     name = "dfu"
 
@@ -318,7 +306,7 @@ class Dfu11(_Dialect):
             raise ImageRejected("plain DFU carries flash only")
         start, end = self.app_range(image)
         protected = self.chip.layout().protected if self.chip else ()
-        _check_ranges(image, [(start, end)], protected, self.chip.name if self.chip else "the device")
+        check_ranges(image, [(start, end)], protected, self.chip.name if self.chip else "the device")
 
     def write(self, image: Image, memory: str = "flash") -> int:
         start, _ = self.app_range(image)
@@ -339,18 +327,8 @@ class Dfu11(_Dialect):
         c = self.client
         c.make_idle()
         app_start = self.app_range(Image())[0] if self.chip else 0
-        out = bytearray()
-        block = 0
         limit = length if length is not None else 1 << 32
-        with progress_bar("upload", length, self.progress) as bar:
-            while len(out) < limit:
-                want = min(c.transfer_size, limit - len(out))
-                chunk = c.upload(block, want)
-                out += chunk
-                bar(len(chunk))
-                block += 1
-                if len(chunk) < want:
-                    break
+        out = c.upload_all(0, limit, self.progress, length)
         if len(out) >= limit and len(out) % c.transfer_size == 0:
             try:
                 c.abort()
@@ -406,7 +384,7 @@ class DfuSe(_Dialect):
     def validate(self, image: Image, memory: str = "flash") -> None:
         writable = [(r.start, r.end) for r in self.regions if r.writable]
         protected = self.chip.layout().protected if self.chip else ()
-        _check_ranges(image, writable, protected, f"\"{self.mem_name}\"")
+        check_ranges(image, writable, protected, f"\"{self.mem_name}\"")
 
     def _command(self, payload: bytes, what: str) -> None:
         c = self.client
@@ -462,17 +440,7 @@ class DfuSe(_Dialect):
         length = (region.end - start) if length is None else length
         self.set_address(start)
         c.abort()  # dfu-util: ABORT to dfuIDLE, then UPLOAD from block 2
-        out = bytearray()
-        block = 2
-        with progress_bar("upload", length, self.progress) as bar:
-            while len(out) < length:
-                want = min(c.transfer_size, length - len(out))
-                chunk = c.upload(block, want)
-                out += chunk
-                bar(len(chunk))
-                block += 1
-                if len(chunk) < want:
-                    break
+        out = c.upload_all(2, length, self.progress)
         try:
             c.abort()
         except usb.core.USBError:
@@ -521,9 +489,9 @@ class Flip(_Dialect):
     def validate(self, image: Image, memory: str = "flash") -> None:
         layout = self.chip.layout()
         if memory == "eeprom":
-            _check_ranges(image, [(0, self.chip.eeprom_size)], (), f"{self.chip.name} EEPROM")
+            check_ranges(image, [(0, self.chip.eeprom_size)], (), f"{self.chip.name} EEPROM")
         else:
-            _check_ranges(image, layout.application_ranges("flash"), layout.protected, self.chip.name)
+            check_ranges(image, layout.application_ranges("flash"), layout.protected, self.chip.name)
 
     def signature(self) -> bytes:
         out = []
