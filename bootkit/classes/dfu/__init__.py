@@ -66,7 +66,8 @@ def functional_for(dialect: str, transfer_size: int | None = None, attributes: i
 def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
                       pid: int | None = None, serial: str | None = None, transfer_size: int | None = None,
                       attributes: int | None = None, manufacturer: str | None = None,
-                      product: str | None = None, bcd_device: int = 0x0000, secure: bool = False) -> Device:
+                      product: str | None = None, bcd_device: int = 0x0000, secure: bool = False,
+                      **_application_only) -> Device:
     dialect = dialect or default_dialect(chip)
     if dialect not in DIALECTS:
         raise ValueError(f"unknown DFU dialect {dialect!r} (choose from {', '.join(DIALECTS)})")

@@ -448,6 +448,8 @@ class FlipEngine(DfuEngine):
 
     def _command(self, data: bytes) -> None:
         cmd, args = data[0], data[1:6] + bytes(max(0, 6 - len(data)))
+        # LUFA ProcessBootloaderCommand: in secure mode only chip erase and
+        # id reads run; anything else is stalled with dfuERROR / errWRITE.
         if self.secure and not (cmd == FLIP_READ_COMMAND or (cmd == FLIP_WRITE_COMMAND and args[:2] == b"\x00\xff")):
             raise DfuFault(Status.errWRITE, "secure mode: erase the chip first")
         if cmd == FLIP_PROG_START:
@@ -507,7 +509,10 @@ class FlipEngine(DfuEngine):
             if stripped:
                 self.blank_fail = start + len(data) - len(stripped)
                 self.page64k = self.blank_fail >> 16
-                raise DfuFault(Status.errCHECK_ERASED, f"not blank at 0x{self.blank_fail:X}")
+                # LUFA accepts the request and reports the result in the status
+                # (dfuERROR, errCHECK_ERASED); dfu-programmer then UPLOADs the
+                # first non-blank address.  A STALL here would fail its DNLOAD.
+                self.state, self.status = State.dfuERROR, Status.errCHECK_ERASED
         else:
             raise DfuFault(Status.errSTALLEDPKT, f"unknown display command 0x{args[0]:02X}")
 

@@ -295,11 +295,13 @@ class Dfu11(_Dialect):
     """Plain DFU 1.1: the image goes, in order, from the first application address."""
 
     name = "dfu"
+    origin = 0
 
     def app_range(self, image: Image) -> tuple[int, int]:
         if self.chip is not None:
             return self.chip.layout().application_ranges("flash")[0]
-        return image.start, image.start + 1 << 32
+        # no chip given: the image says where the application starts
+        return image.start, image.start + (1 << 32)
 
     def validate(self, image: Image, memory: str = "flash") -> None:
         if memory != "flash":
@@ -310,6 +312,7 @@ class Dfu11(_Dialect):
 
     def write(self, image: Image, memory: str = "flash") -> int:
         start, _ = self.app_range(image)
+        self.origin = start  # where an UPLOAD of this device starts (plain DFU has no addresses)
         data = image.tobytes(start, image.end)
         c = self.client
         c.make_idle()
@@ -326,7 +329,7 @@ class Dfu11(_Dialect):
     def read(self, start: int | None = None, length: int | None = None, memory: str = "flash") -> Image:
         c = self.client
         c.make_idle()
-        app_start = self.app_range(Image())[0] if self.chip else 0
+        app_start = self.app_range(Image())[0] if self.chip else self.origin
         limit = length if length is not None else 1 << 32
         out = c.upload_all(0, limit, self.progress, length)
         if len(out) >= limit and len(out) % c.transfer_size == 0:

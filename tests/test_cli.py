@@ -1,0 +1,235 @@
+"""The ``bootkit`` command: ``bootkit.cli.main(argv)`` returns the exit status
+(0 success, 1 the device or tool failed, 2 bad input)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import pytest
+
+from bootkit.cli import _parser, main
+from bootkit.formats import Image, load, save
+from bootkit.memory import get_chip
+
+
+def payload(n: int, seed) -> bytes:
+    rng = random.Random(f"cli:{seed}")
+    data = bytes(rng.getrandbits(8) for _ in range(n))
+    return b"\x0c\x94" + data[2:]
+
+
+def reference(chip, image: Image) -> bytes:
+    ref = bytearray(b"\xff" * chip.flash_size)
+    for start, data in image.segments:
+        ref[start - chip.flash_start:start - chip.flash_start + len(data)] = data
+    return bytes(ref)
+
+
+# --------------------------------------------------------------------------
+# chips, convert
+
+
+def test_chips_lists_the_database(capsys):
+    assert main(["chips"]) == 0
+    out = capsys.readouterr().out
+    assert "atmega32u4" in out
+    assert "stm32f411" in out
+    assert "0x7000-0x7FFF" in out  # atmega32u4's 4 KiB bootloader region
+
+
+def test_convert_hex_uf2_hex_round_trip(tmp_path, capsys):
+    # UF2 carries 256-byte payloads: whole blocks round-trip exactly; gaps between blocks stay gaps
+    image = Image([(0x08000000, payload(1024, 1)), (0x08004000, payload(512, 2)), (0x08020000, payload(256, 3))])
+    src, uf2, back = tmp_path / "fw.hex", tmp_path / "fw.uf2", tmp_path / "back.hex"
+    save(image, src)
+    assert main(["convert", str(src), str(uf2), "--family", "stm32f4"]) == 0
+    raw = uf2.read_bytes()
+    assert len(raw) == 512 * (1024 + 512 + 256) // 256
+    assert raw[:8] == b"UF2\n\x57\x51\x5d\x9e"
+    assert main(["convert", str(uf2), str(back)]) == 0
+    assert load(back) == image
+    out = capsys.readouterr().out
+    assert "fw.hex -> " in out and "3 segment(s)" in out
+
+
+def test_convert_uf2_needs_a_family(tmp_path, capsys):
+    src = tmp_path / "fw.hex"
+    save(Image([(0, b"\x01\x02")]), src)
+    assert main(["convert", str(src), str(tmp_path / "fw.uf2")]) == 2
+    assert "--family" in capsys.readouterr().err
+    assert not (tmp_path / "fw.uf2").exists()
+
+
+def test_convert_corrupt_hex_names_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.hex"
+    good_line = ":10000000000102030405060708090A0B0C0D0E0F78"
+    bad.write_text(":020000040000FA\n" + good_line + "\n" + good_line[:-2] + "79\n:00000001FF\n")
+    out = tmp_path / "out.uf2"
+    assert main(["convert", str(bad), str(out), "--family", "rp2040"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "bad.hex" in lines[0]
+    assert "line 3" in lines[0]
+    assert "checksum" in lines[0]
+    assert not out.exists()
+
+
+def test_convert_missing_file_is_bad_input(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "nope.hex"), str(tmp_path / "x.bin")]) == 2
+    assert "nope.hex" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# flash / read with --emulate
+
+
+FLASHED = [
+    ("stm32f411", None, [(0x08000000, 3000), (0x08020001, 1001)]),
+    ("stm32f411", "dfuse", [(0x08000000, 5), (0x08010000, 77)]),
+    ("atmega32u4", None, [(0x0000, 2000), (0x5000, 33)]),  # LUFA FLIP by default
+    ("stm32f103c8", "dfu", [(0x08002000, 4000), (0x08008001, 9)]),
+    ("at90usb1286", "flip", [(0x0000, 100), (0x10000, 0x80), (0x1D000, 4095)]),
+]
+
+
+@pytest.mark.parametrize("chip_name,dialect,segments", FLASHED, ids=[f"{c}-{d}" for c, d, _ in FLASHED])
+def test_flash_emulated_writes_the_image_file(tmp_path, capsys, chip_name, dialect, segments):
+    chip = get_chip(chip_name)
+    image = Image([(a, payload(n, a)) for a, n in segments])
+    fw, flash_bin = tmp_path / "fw.hex", tmp_path / "flash.bin"
+    save(image, fw)
+    argv = ["flash", str(fw), "--via", "dfu", "--emulate", chip_name, "--image", str(flash_bin)]
+    if dialect:
+        argv += ["--dialect", dialect]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fw.hex" in out
+    assert flash_bin.read_bytes() == reference(chip, image)
+    state = json.loads((tmp_path / "flash.bin.state.json").read_text())
+    assert state["app_valid"] is True
+
+
+@pytest.mark.parametrize("segments,why", [
+    ([(0x08000000, 100), (0x08080000 - 0x10, 0x20)], "does not fit"),
+    ([(0x07FFFF00, 0x200)], "does not fit"),
+], ids=["past-the-end", "below-flash"])
+def test_flash_that_does_not_fit_is_bad_input_and_changes_nothing(tmp_path, capsys, segments, why):
+    chip = get_chip("stm32f411")
+    flash_bin = tmp_path / "flash.bin"
+    old = Image([(0x08000000, payload(20000, "old"))])
+    save(old, tmp_path / "old.hex")
+    assert main(["flash", str(tmp_path / "old.hex"), "--emulate", "stm32f411", "--image", str(flash_bin)]) == 0
+    before = flash_bin.read_bytes()
+    state_before = json.loads((tmp_path / "flash.bin.state.json").read_text())
+    capsys.readouterr()
+
+    fw = tmp_path / "big.hex"
+    save(Image([(a, payload(n, a)) for a, n in segments]), fw)
+    assert main(["flash", str(fw), "--emulate", "stm32f411", "--image", str(flash_bin)]) == 2
+    err = capsys.readouterr().err
+    assert "big.hex" in err and why in err
+    assert len(err.strip().splitlines()) == 1
+    assert flash_bin.read_bytes() == before
+    state = json.loads((tmp_path / "flash.bin.state.json").read_text())
+    assert state["app_valid"] is True
+    assert state["erase_counts"] == state_before["erase_counts"]
+
+
+def test_flash_into_the_bootloader_is_bad_input(tmp_path, capsys):
+    flash_bin = tmp_path / "flash.bin"
+    fw = tmp_path / "fw.hex"
+    save(Image([(0x6F80, payload(0x100, 1))]), fw)
+    assert main(["flash", str(fw), "--emulate", "atmega32u4", "--image", str(flash_bin)]) == 2
+    assert "bootloader" in capsys.readouterr().err
+    assert flash_bin.read_bytes() == b"\xff" * 32 * 1024
+
+
+@pytest.mark.parametrize("chip_name,dialect,start", [("stm32f411", "dfuse", 0x08000000),
+                                                    ("atmega32u4", "flip", 0x0000),
+                                                    ("stm32f103c8", "dfu", 0x08002000)])
+def test_read_back_to_hex_equals_the_input(tmp_path, capsys, chip_name, dialect, start):
+    chip = get_chip(chip_name)
+    image = Image([(start, payload(5001, chip_name))])
+    fw, flash_bin, back = tmp_path / "fw.hex", tmp_path / "flash.bin", tmp_path / "back.hex"
+    save(image, fw)
+    common = ["--emulate", chip_name, "--image", str(flash_bin), "--dialect", dialect]
+    assert main(["flash", str(fw), *common]) == 0
+    assert main(["read", str(back), *common, "--start", hex(start), "--length", "5001"]) == 0
+    assert load(back) == image
+
+    # the whole application, default range: the image, 0xFF elsewhere
+    whole = tmp_path / "whole.hex"
+    assert main(["read", str(whole), *common]) == 0
+    got = load(whole)
+    lo, hi = chip.layout().application_ranges("flash")[0]
+    ref = reference(chip, image)
+    assert got.start <= lo and got.end >= hi
+    assert got.tobytes(lo, hi) == ref[lo - chip.flash_start:hi - chip.flash_start]
+    assert "back.hex" in capsys.readouterr().out
+
+
+def test_unknown_chip_is_bad_input(tmp_path, capsys):
+    fw = tmp_path / "fw.hex"
+    save(Image([(0, b"\x01\x02")]), fw)
+    assert main(["flash", str(fw), "--emulate", "nosuchchip", "--image", str(tmp_path / "f.bin")]) == 2
+    err = capsys.readouterr().err
+    assert "nosuchchip" in err
+    assert not (tmp_path / "f.bin").exists()
+    assert main(["read", str(tmp_path / "x.hex"), "--emulate", "atmega32u4", "--chip", "nosuchchip"]) == 2
+    assert "nosuchchip" in capsys.readouterr().err
+
+
+def test_image_without_emulate_is_bad_input(tmp_path, capsys):
+    fw = tmp_path / "fw.hex"
+    save(Image([(0, b"\x01\x02")]), fw)
+    assert main(["flash", str(fw), "--image", str(tmp_path / "f.bin")]) == 2
+    assert "--emulate" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# demo and help
+
+
+def test_demo_prints_a_row_per_dfu_dialect(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.count("│") >= 7]
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in rows]
+    dfu_rows = {c[1]: c for c in cells if c[0] == "dfu"}
+    assert set(dfu_rows) >= {"flip", "dfuse", "dfu"}
+    assert dfu_rows["flip"][2] == "atmega32u4"
+    assert dfu_rows["dfuse"][2] == "stm32f411"
+    for row in dfu_rows.values():
+        assert row[-1] == "yes"
+
+
+def _subcommands():
+    for action in _parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return sorted(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_subcommands_include_the_documented_core():
+    assert {"demo", "chips", "convert", "list", "flash", "read", "serve"} <= set(_subcommands())
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_every_subcommand_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out.lower()
+    assert f"bootkit {command}" in out
+
+
+def test_top_level_help_and_no_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "example" in capsys.readouterr().out
+    assert main([]) == 2
