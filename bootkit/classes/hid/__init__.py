@@ -1,0 +1,128 @@
+"""The HID personality: PJRC HalfKay, LUFA's HID bootloader and bootkit's
+own raw-HID dialect; device and host side.
+
+Every OS binds its own HID driver to these devices, so none needs a driver
+installed (see docs/personalities/hid.md for what each dialect can do).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...memory import Chip
+from ...usb.descriptors import DeviceInfo
+from ...usb.device import Device
+from .device import HalfKayEngine, HidFunction, LufaEngine, NativeEngine
+from .protocol import (
+    BOOTKIT_VID,
+    HALFKAY_MCUS,
+    HALFKAY_PID,
+    LUFA_HID_PID,
+    LUFA_VID,
+    NATIVE_HID_PID,
+    TEENSY_VID,
+    chip_named,
+    halfkay_chip,
+    halfkay_mcu_for,
+)
+
+NAME = "hid"
+DIALECTS = ("halfkay", "lufa", "native")
+# bootkit demo: (dialect, sample image in examples/firmware)
+DEMO = (("halfkay", "sample-atmega32u4"), ("lufa", "sample-atmega32u4"), ("native", "sample-atmega32u4"))
+
+DEFAULT_IDS = {
+    "halfkay": (TEENSY_VID, HALFKAY_PID),
+    "lufa": (LUFA_VID, LUFA_HID_PID),
+    "native": (BOOTKIT_VID, NATIVE_HID_PID),
+}
+
+
+def default_dialect(chip: Chip) -> str:
+    """Teensy parts -> HalfKay; other USB AVRs -> LUFA's HID bootloader; the rest -> native."""
+    if chip.name.lower() in HALFKAY_MCUS:
+        return "halfkay"
+    if chip.family == "avr" and chip.usb:
+        return "lufa"
+    return "native"
+
+
+def chip_for(chip: Chip | str, dialect: str | None = None) -> Chip:
+    """The chip with the bootloader region its dialect's bootloader occupies.
+
+    HalfKay keeps the top 512 B (Teensy 2.0) or 1 KiB (Teensy++ 2.0) of an
+    AVR, nothing on the ARM Teensys; LUFA and native keep the chip
+    database's boot section.  Whoever builds the SimulatedFlash for a
+    HalfKay device should build it from this chip.
+    """
+    chip = chip_named(chip) if isinstance(chip, str) else chip
+    dialect = dialect or default_dialect(chip)
+    if dialect == "halfkay":
+        return halfkay_chip(halfkay_mcu_for(chip))
+    return chip
+
+
+def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
+                      pid: int | None = None, serial: str | None = None, mcu: str | None = None,
+                      interrupt_out: bool = False, manufacturer: str | None = None,
+                      product: str | None = None, bcd_device: int | None = None, **_ignored) -> Device:
+    """The bootloader as it enumerates.  ``interrupt_out`` adds an OUT endpoint to LUFA's interface."""
+    dialect = dialect or default_dialect(chip)
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown HID dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
+    dvid, dpid = DEFAULT_IDS[dialect]
+    if dialect == "halfkay":
+        engine = HalfKayEngine(memory, chip, halfkay_mcu_for(mcu or chip))
+        # HalfKay has no strings; bcdDevice as a Teensy 2.0's
+        info = DeviceInfo(vid if vid is not None else dvid, pid if pid is not None else dpid,
+                          bcd_device if bcd_device is not None else 0x0100,
+                          manufacturer=manufacturer, product=product, serial=serial)
+        name = None
+    elif dialect == "lufa":
+        engine = LufaEngine(memory, chip, interrupt_out=interrupt_out)
+        # LUFA Descriptors.c: USB 1.1, 8-byte control endpoint, release 0.01, no strings
+        info = DeviceInfo(vid if vid is not None else dvid, pid if pid is not None else dpid,
+                          bcd_device if bcd_device is not None else 0x0001, manufacturer=manufacturer,
+                          product=product, serial=serial, bcdUSB=0x0110, bMaxPacketSize0=8)
+        name = None
+    else:
+        engine = NativeEngine(memory, chip)
+        info = DeviceInfo(vid if vid is not None else dvid, pid if pid is not None else dpid,
+                          bcd_device if bcd_device is not None else 0x0100,
+                          manufacturer=manufacturer or "bootkit",
+                          product=product or f"{chip.name} HID bootloader", serial=serial)
+        name = "bootkit raw HID"
+    return Device(info, [HidFunction(engine, name)])
+
+
+def run_demo_row(dialect: str, chip: Chip, image) -> dict:
+    """One ``bootkit demo`` row.
+
+    The same as the generic row, except that HalfKay's board is built with
+    HalfKay's bootloader size (:func:`chip_for`), and that "verified" for the
+    write-only dialects (HalfKay, LUFA: no read command) is the demo's own
+    comparison of the emulated flash with the image.
+    """
+    from ...emulator import Emulator
+    from ...transports.virtual import VirtualBus, get_backend
+    from . import host
+
+    board_chip = chip_for(chip, dialect)
+    bus = VirtualBus()
+    with Emulator(board_chip, NAME, options={"dialect": dialect}) as em:
+        em.attach(bus)
+        t0 = time.perf_counter()
+        result = host.flash(image, get_backend(bus), dialect=dialect, chip=board_chip, progress=False)
+        seconds = time.perf_counter() - t0
+        flash = em.memory.flash_bytes()
+        base = board_chip.flash_start
+        identical = all(flash[s - base:s - base + len(d)] == d for s, d in image.segments)
+        readable = dialect == "native"
+        return {
+            "personality": NAME, "dialect": dialect, "chip": board_chip.name, "bytes": image.size,
+            "seconds": seconds,
+            "verified": (result.verified or not readable) and identical and em.memory.app_valid,
+        }
+
+
+__all__ = ["NAME", "DIALECTS", "DEMO", "default_dialect", "chip_for", "bootloader_device", "run_demo_row"]

@@ -1,0 +1,443 @@
+"""HID device side: the HalfKay, LUFA and native raw-HID engines, and the
+USB Function that carries them.
+
+The engines are pure state machines: events in (an output report by
+SET_REPORT or on the interrupt OUT endpoint, an IN token, a bus reset),
+results out (nothing, a refusal, an input report, a ``leave`` signal).
+HalfKay and LUFA refuse bad reports the only way they can, with a STALL
+of the SET_REPORT; the native dialect answers every report with a status.
+A refused report writes nothing: every check runs before the memory is
+touched.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from ...memory import Chip, MemoryFault
+from ...memory.core import NotErasedFault
+from ...usb.descriptors import Endpoint, Interface
+from ...usb.device import (
+    GET_DESCRIPTOR,
+    RECIP_INTERFACE,
+    TYPE_CLASS,
+    TYPE_STANDARD,
+    Function,
+    SetupPacket,
+    Stall,
+)
+from .protocol import (
+    CRC_APPLICATION,
+    CRC_BOOTLOADER,
+    COMMAND_HEADER,
+    GET_IDLE,
+    GET_PROTOCOL,
+    GET_REPORT,
+    HALFKAY_BOOT,
+    HALFKAY_USAGE_PAGE,
+    HID_CLASS,
+    HID_DESCRIPTOR,
+    HID_PROTOCOL_NONE,
+    HID_SUBCLASS_NONE,
+    LUFA_START_APPLICATION,
+    LUFA_USAGE,
+    LUFA_USAGE_PAGE,
+    NATIVE_USAGE,
+    NATIVE_USAGE_PAGE,
+    NATIVE_VERSION,
+    REPORT_DESCRIPTOR,
+    REPORT_INPUT,
+    REPORT_OUTPUT,
+    REPORT_SIZE,
+    SET_IDLE,
+    SET_PROTOCOL,
+    SET_REPORT,
+    Command,
+    HalfKayMcu,
+    NativeInfo,
+    NativeStatus,
+    crc32,
+    halfkay_decode,
+    hid_descriptor,
+    lufa_page_addressing,
+    native_reply,
+    vendor_report_descriptor,
+)
+
+
+class HidFault(Exception):
+    """A report the engine refuses (HalfKay, LUFA: STALL; native: ``status``)."""
+
+    def __init__(self, why: str, status: NativeStatus = NativeStatus.ERROR):
+        super().__init__(why)
+        self.status = status
+
+
+class HidEngine:
+    """What every dialect's engine offers its Function."""
+
+    dialect = "hid"
+    uses_out_endpoint = False
+    report_descriptor: bytes = b""
+
+    def __init__(self, memory, chip: Chip, *, signal: Callable[..., None] | None = None):
+        self.memory = memory
+        self.chip = chip
+        self.signal = signal or (lambda kind, reason="", delay=0.0: None)
+        app = memory.layout.application_ranges("flash")
+        flash = memory.layout.flash
+        self.app_start, self.app_end = app[0] if app else (flash.start, flash.start)
+        self.refusals: list[str] = []  # why reports were refused (for tests and logs)
+
+    def _check_span(self, address: int, length: int) -> None:
+        """Refuse a write outside the application region before anything is touched."""
+        if address < self.app_start or address + length > self.app_end:
+            into = " (into the bootloader)" if self.memory.layout.is_protected(address, address + length) else ""
+            raise HidFault(f"0x{address:X}+{length} is outside the application "
+                           f"0x{self.app_start:X}-0x{self.app_end - 1:X}{into}")
+
+    def _leave(self, reason: str, delay: float = 0.0) -> None:
+        """Start the application: mark it valid when it is complete, then reset."""
+        try:
+            self.memory.manifest()
+        except MemoryFault:
+            pass  # blank flash: the board's entry policy brings the bootloader back
+        self.signal("leave", reason, delay)
+
+    # events
+    def set_report(self, data: bytes) -> None:
+        raise HidFault("SET_REPORT not supported")
+
+    def get_report(self) -> bytes:
+        raise HidFault("GET_REPORT not supported")
+
+    def out_report(self, data: bytes) -> None:
+        raise HidFault("no interrupt OUT endpoint")
+
+    def in_report(self, max_length: int) -> bytes | None:
+        return None  # NAK: HalfKay and LUFA never send input reports
+
+    def bus_reset(self) -> None:
+        pass
+
+
+class HalfKayEngine(HidEngine):
+    """PJRC's HalfKay: one output report per block by SET_REPORT on endpoint 0.
+
+    As teensy_loader_cli drives it: the first block after enumeration erases
+    the chip (the host gives it 3 s for that), later blocks only program;
+    address bytes 0xFF boot the application.
+    """
+
+    dialect = "halfkay"
+
+    def __init__(self, memory, chip: Chip, mcu: HalfKayMcu, **kw):
+        super().__init__(memory, chip, **kw)
+        self.mcu = mcu
+        self.app_end = min(self.app_end, self.app_start + mcu.code_size)
+        self.report_descriptor = vendor_report_descriptor(HALFKAY_USAGE_PAGE, mcu.board_id, mcu.report_size)
+        self.erased = False
+
+    def set_report(self, data: bytes) -> None:
+        try:
+            address, block = halfkay_decode(self.mcu, data)
+        except ValueError as exc:
+            raise HidFault(str(exc)) from None
+        if address == HALFKAY_BOOT:
+            self.erased = False
+            self._leave("HalfKay boot command")
+            return
+        size = self.mcu.block_size
+        if len(data) < self.mcu.report_size:
+            raise HidFault(f"HalfKay report of {len(data)} bytes, a block needs {self.mcu.report_size}")
+        if address % size:
+            raise HidFault(f"block address 0x{address:X} is not a multiple of {size}")
+        self._check_span(address, size)
+        if not self.erased:
+            self.memory.erase_all()
+            self.erased = True
+        try:
+            self.memory.program(address, block)
+        except MemoryFault as exc:  # a block written twice without the erase: refuse it
+            raise HidFault(str(exc)) from None
+
+    def bus_reset(self) -> None:
+        self.erased = False
+
+
+class LufaEngine(HidEngine):
+    """LUFA's HID bootloader (BootloaderHID.c): 2-byte address + one flash page.
+
+    Each page is erased, then written (boot_page_erase, boot_page_fill,
+    boot_page_write); pages the host does not send keep what they held.
+    Parts over 64 KiB carry the address >> 8.  0xFFFF starts the application.
+    """
+
+    dialect = "lufa"
+
+    def __init__(self, memory, chip: Chip, *, interrupt_out: bool = False, **kw):
+        super().__init__(memory, chip, **kw)
+        self.page_size = chip.page_size
+        self.report_length = 2 + self.page_size
+        self.paged = lufa_page_addressing(chip.flash_size)
+        self.uses_out_endpoint = interrupt_out
+        self.report_descriptor = vendor_report_descriptor(LUFA_USAGE_PAGE, LUFA_USAGE, self.report_length)
+        self._buffer = bytearray()
+
+    def set_report(self, data: bytes) -> None:
+        if len(data) < 2:
+            raise HidFault(f"LUFA report of {len(data)} bytes is shorter than its 2-byte address")
+        field = data[0] | data[1] << 8
+        if field == LUFA_START_APPLICATION:
+            self._leave("LUFA start application (0xFFFF)")
+            return
+        if len(data) < self.report_length:
+            raise HidFault(f"LUFA report of {len(data)} bytes, a page needs {self.report_length}")
+        address = field << 8 if self.paged else field
+        if address % self.page_size:
+            raise HidFault(f"page address 0x{address:X} is not a multiple of {self.page_size}")
+        self._check_span(address, self.page_size)
+        try:
+            self.memory.erase(address)
+            self.memory.program(address, bytes(data[2:self.report_length]))
+        except MemoryFault as exc:
+            raise HidFault(str(exc)) from None
+
+    def out_report(self, data: bytes) -> None:
+        # A report longer than wMaxPacketSize arrives in several packets.
+        if not self.uses_out_endpoint:
+            raise HidFault("no interrupt OUT endpoint")
+        self._buffer += data
+        if len(self._buffer) >= 2 and (self._buffer[0] | self._buffer[1] << 8) == LUFA_START_APPLICATION:
+            self._buffer.clear()
+            self._leave("LUFA start application (0xFFFF)")
+            return
+        while len(self._buffer) >= self.report_length:
+            report = bytes(self._buffer[:self.report_length])
+            del self._buffer[:self.report_length]
+            try:
+                self.set_report(report)
+            except HidFault:
+                self._buffer.clear()
+                raise
+
+    def bus_reset(self) -> None:
+        self._buffer.clear()
+
+
+class NativeEngine(HidEngine):
+    """bootkit's raw-HID dialect: 64-byte reports, each answered with a status.
+
+    Layout in docs/personalities/hid.md.  WRITE checks the whole span
+    (inside the application, page-aligned, erased) before it accepts data;
+    each data report is then programmed and acknowledged.
+    """
+
+    dialect = "native"
+    uses_out_endpoint = True
+    QUEUE = 32  # input reports held for the host; the oldest go first
+
+    def __init__(self, memory, chip: Chip, **kw):
+        super().__init__(memory, chip, **kw)
+        self.page_size = chip.page_size
+        self.report_descriptor = vendor_report_descriptor(NATIVE_USAGE_PAGE, NATIVE_USAGE, REPORT_SIZE,
+                                                          REPORT_SIZE)
+        self.queue: deque[bytes] = deque(maxlen=self.QUEUE)
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.write_address = 0
+        self.write_remaining = 0
+        self.read_address = 0
+        self.read_remaining = 0
+
+    def info(self) -> NativeInfo:
+        flash = self.memory.layout.flash
+        return NativeInfo(NATIVE_VERSION, self.page_size, flash.start, flash.size, self.app_start,
+                          self.app_end - self.app_start, self.chip.name)
+
+    def _reply(self, cmd: int, status: NativeStatus, payload: bytes = b"") -> None:
+        self.queue.append(native_reply(cmd, status, payload))
+
+    def set_report(self, data: bytes) -> None:
+        # hidraw without an OUT endpoint writes by SET_REPORT: same report
+        self.out_report(data)
+
+    def out_report(self, data: bytes) -> None:
+        data = bytes(data)
+        if self.write_remaining:
+            self._data(data)
+            return
+        self.read_remaining = 0  # a new command ends a read
+        cmd = data[0] if data else 0
+        if len(data) < COMMAND_HEADER:
+            self.refusals.append(f"report of {len(data)} bytes is shorter than the {COMMAND_HEADER}-byte header")
+            self._reply(cmd, NativeStatus.ERROR)
+            return
+        arg0 = int.from_bytes(data[4:8], "little")
+        arg1 = int.from_bytes(data[8:12], "little")
+        try:
+            payload = self._command(cmd, arg0, arg1)
+        except HidFault as fault:
+            self.refusals.append(str(fault))
+            self._reply(cmd, fault.status)
+            return
+        except MemoryFault as exc:
+            self.refusals.append(str(exc))
+            self._reply(cmd, NativeStatus.NOT_ERASED if isinstance(exc, NotErasedFault) else NativeStatus.ERROR)
+            return
+        self._reply(cmd, NativeStatus.OK, payload)
+        if cmd == Command.RESET:
+            # the reply goes out before the reset, as the xmega bootloader's does
+            self._leave("native RESET", 0.05)
+
+    def _command(self, cmd: int, arg0: int, arg1: int) -> bytes:
+        if cmd == Command.GET_INFO:
+            return self.info().pack()
+        if cmd == Command.ERASE:
+            self.memory.erase_all()
+            return b""
+        if cmd == Command.WRITE:
+            if arg1 == 0:
+                raise HidFault("WRITE of zero bytes")
+            self._check_span(arg0, arg1)
+            if arg0 % self.page_size:
+                raise HidFault(f"WRITE at 0x{arg0:X} is not page aligned ({self.page_size})",
+                               NativeStatus.MISALIGNED)
+            if self.memory.read(arg0, arg1).strip(b"\xff"):
+                raise HidFault(f"0x{arg0:X}+{arg1} is not erased", NativeStatus.NOT_ERASED)
+            self.write_address, self.write_remaining = arg0, arg1
+            return arg1.to_bytes(4, "little")
+        if cmd == Command.CRC:
+            if arg0 == CRC_APPLICATION:
+                start, end = self.app_start, self.app_end
+            elif arg0 == CRC_BOOTLOADER:
+                start, end = self.chip.boot_start, self.chip.boot_end
+            else:
+                raise HidFault(f"CRC of unknown region {arg0}")
+            data = self.memory.read(start, end - start) if end > start else b""
+            return crc32(data).to_bytes(4, "little") + start.to_bytes(4, "little") + (end - start).to_bytes(4, "little")
+        if cmd == Command.READ:
+            if arg1 == 0:
+                raise HidFault("READ of zero bytes")
+            if arg0 < self.app_start or arg0 + arg1 > self.app_end:
+                raise HidFault(f"READ 0x{arg0:X}+{arg1} is outside the application")
+            self.read_address, self.read_remaining = arg0, arg1
+            return arg1.to_bytes(4, "little")
+        if cmd == Command.RESET:
+            return b""
+        raise HidFault(f"unknown command 0x{cmd:02X}")
+
+    def _data(self, data: bytes) -> None:
+        n = min(REPORT_SIZE, self.write_remaining)
+        if len(data) < n:
+            self.write_remaining = 0
+            self.refusals.append(f"data report of {len(data)} bytes, expected {n}")
+            self._reply(Command.WRITE, NativeStatus.ERROR)
+            return
+        try:
+            self.memory.program(self.write_address, data[:n])
+        except MemoryFault as exc:
+            self.write_remaining = 0
+            self.refusals.append(str(exc))
+            status = NativeStatus.NOT_ERASED if isinstance(exc, NotErasedFault) else NativeStatus.ERROR
+            self._reply(Command.WRITE, status)
+            return
+        self.write_address += n
+        self.write_remaining -= n
+        self._reply(Command.WRITE, NativeStatus.OK, self.write_remaining.to_bytes(4, "little"))
+
+    def in_report(self, max_length: int) -> bytes | None:
+        if self.queue:
+            return self.queue.popleft()
+        if self.read_remaining:
+            n = min(REPORT_SIZE, self.read_remaining)
+            chunk = self.memory.read(self.read_address, n).ljust(REPORT_SIZE, b"\xff")
+            self.read_address += n
+            self.read_remaining -= n
+            return chunk
+        return None
+
+    def get_report(self) -> bytes:
+        report = self.in_report(REPORT_SIZE)
+        if report is None:
+            raise HidFault("no input report queued")
+        return report
+
+    def bus_reset(self) -> None:
+        self.queue.clear()
+        self._reset_state()
+
+
+class HidFunction(Function):
+    """One HID interface: vendor report descriptor, interrupt IN (and OUT)."""
+
+    name = "hid"
+
+    def __init__(self, engine: HidEngine, interface_name: str | None = None):
+        super().__init__()
+        self.engine = engine
+        self.interface_name = interface_name
+        engine.signal = self.signal
+        self.ep_in_ = Endpoint(1, "in", "interrupt", max_packet_size=64, interval=1)
+        self.ep_out_ = Endpoint(1, "out", "interrupt", max_packet_size=64, interval=1)
+
+    def interfaces(self, speed="full"):
+        eps = [self.ep_in_] + ([self.ep_out_] if self.engine.uses_out_endpoint else [])
+        return [Interface(0, HID_CLASS, HID_SUBCLASS_NONE, HID_PROTOCOL_NONE, name=self.interface_name,
+                          endpoints=eps, extra=self.hid_descriptor())]
+
+    def hid_descriptor(self) -> bytes:
+        return hid_descriptor(len(self.engine.report_descriptor))
+
+    def setup(self, req: SetupPacket, data: bytes):
+        if req.recipient != RECIP_INTERFACE:
+            raise Stall
+        if req.type == TYPE_STANDARD and req.bRequest == GET_DESCRIPTOR and req.is_in:
+            # HID 1.11 section 7.1.1: the class descriptors, by the interface
+            dtype = req.wValue >> 8
+            if dtype == REPORT_DESCRIPTOR:
+                return self.engine.report_descriptor
+            if dtype == HID_DESCRIPTOR:
+                return self.hid_descriptor()
+            raise Stall
+        if req.type != TYPE_CLASS:
+            raise Stall
+        b = req.bRequest
+        try:
+            if b == SET_REPORT and not req.is_in:
+                if req.wValue >> 8 != REPORT_OUTPUT:
+                    raise HidFault("only output reports")
+                self.engine.set_report(bytes(data))
+                return None
+            if b == GET_REPORT and req.is_in:
+                if req.wValue >> 8 != REPORT_INPUT:
+                    raise HidFault("only input reports")
+                return self.engine.get_report()
+        except HidFault as fault:
+            self.engine.refusals.append(str(fault))
+            raise Stall(str(fault)) from None
+        if b in (SET_IDLE, SET_PROTOCOL) and not req.is_in:
+            return None  # the Linux usbhid driver sends SET_IDLE at probe
+        if b == GET_IDLE and req.is_in:
+            return b"\x00"
+        if b == GET_PROTOCOL and req.is_in:
+            return b"\x01"  # report protocol
+        raise Stall
+
+    def ep_out(self, ep, data):
+        try:
+            self.engine.out_report(bytes(data))
+        except HidFault as fault:
+            self.engine.refusals.append(str(fault))
+            raise Stall(str(fault)) from None
+
+    def ep_in(self, ep, max_length):
+        return self.engine.in_report(max_length)
+
+    def bus_reset(self):
+        self.engine.bus_reset()
+
+
+__all__ = ["HidFault", "HidEngine", "HalfKayEngine", "LufaEngine", "NativeEngine", "HidFunction"]

@@ -1,0 +1,576 @@
+"""HID host side: find, validate, write, (read), verify and boot.
+
+Works through pyusb, so the same code drives real hardware (libusb) and
+the emulator (the virtual backend).  HalfKay follows teensy_loader_cli
+(the first block always goes, erasing the chip; blank blocks are skipped;
+address bytes 0xFF boot), LUFA follows its hid_bootloader_cli (a patched
+teensy_loader_cli) and Bootloaders/HID/HostLoaderApp_Python.  Interrupt
+endpoints are found from the descriptors, never assumed: a Linux UDC
+renumbers them.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from dataclasses import dataclass
+
+import usb.core
+import usb.util
+
+from ...formats.image import Image
+from ...memory import Chip
+from ...progress import progress_bar
+from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from .protocol import (
+    BOOTKIT_VID,
+    CRC_APPLICATION,
+    CRC_BOOTLOADER,
+    HALFKAY_BY_ID,
+    HALFKAY_MCUS,
+    HALFKAY_PID,
+    HALFKAY_USAGE_PAGE,
+    HID_CLASS,
+    HID_DESCRIPTOR,
+    LUFA_HID_PID,
+    LUFA_VID,
+    NATIVE_HID_PID,
+    OUT_CLASS_INTF,
+    REPORT_DESCRIPTOR,
+    REPORT_SIZE,
+    SET_REPORT,
+    SET_REPORT_OUTPUT,
+    TEENSY_VID,
+    Command,
+    HalfKayMcu,
+    NativeInfo,
+    NativeStatus,
+    ReportInfo,
+    chip_named,
+    crc32,
+    halfkay_chip,
+    halfkay_encode,
+    halfkay_mcu_for,
+    lufa_encode,
+    native_command,
+    parse_report_descriptor,
+)
+
+KNOWN_IDS = {
+    (TEENSY_VID, HALFKAY_PID): "halfkay",
+    (LUFA_VID, LUFA_HID_PID): "lufa",
+    (BOOTKIT_VID, NATIVE_HID_PID): "native",
+}
+GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.ENOENT, errno.EPROTO}
+
+
+class HidError(HostError):
+    """The device or the exchange failed: one line saying what and where."""
+
+
+def _gone(exc: Exception) -> bool:
+    return isinstance(exc, usb.core.USBError) and getattr(exc, "errno", None) in GONE_ERRNOS
+
+
+@dataclass
+class HidTarget:
+    """A HID bootloader interface found on the bus."""
+
+    device: object  # usb.core.Device
+    interface: int
+    dialect: str | None
+    report: ReportInfo
+    ep_in: int | None  # bEndpointAddress from the descriptors
+    ep_out: int | None
+
+    @property
+    def vid(self) -> int:
+        return self.device.idVendor
+
+    @property
+    def pid(self) -> int:
+        return self.device.idProduct
+
+    @property
+    def serial(self) -> str | None:
+        try:
+            return self.device.serial_number if self.device.iSerialNumber else None
+        except (ValueError, usb.core.USBError):
+            return None
+
+    def describe(self) -> str:
+        eps = " ".join(f"{n}=0x{a:02x}" for n, a in (("in", self.ep_in), ("out", self.ep_out)) if a is not None)
+        board = ""
+        if self.dialect == "halfkay" and self.report.usage_page == HALFKAY_USAGE_PAGE:
+            m = HALFKAY_BY_ID.get(self.report.usage)
+            board = f" board=\"{m.board}\"" if m else f" board=0x{self.report.usage:02x}"
+        return (f"[{self.vid:04x}:{self.pid:04x}] {self.dialect or 'hid'} intf={self.interface} "
+                f"usage={self.report.usage_page:04x}:{self.report.usage:02x} "
+                f"report={self.report.output_length}B {eps} serial=\"{self.serial or ''}\"{board}")
+
+
+def _report_descriptor(dev, interface: int, extra: bytes) -> ReportInfo:
+    length = 0
+    i = 0
+    while i + 2 <= len(extra) and extra[i] >= 2:
+        if extra[i + 1] == HID_DESCRIPTOR and extra[i] >= 9:
+            length = struct.unpack_from("<H", extra, i + 7)[0]
+        i += extra[i]
+    try:
+        raw = bytes(dev.ctrl_transfer(0x81, 6, REPORT_DESCRIPTOR << 8, interface, length or 256, 1000))
+    except usb.core.USBError:
+        return ReportInfo()
+    return parse_report_descriptor(raw)
+
+
+def find_devices(backend=None, *, vid=None, pid=None, serial=None, dialect=None) -> list[HidTarget]:
+    """HID bootloaders on the bus: the known VID:PIDs, or whatever ``vid``/``pid`` select."""
+    found = []
+    for dev in usb.core.find(find_all=True, backend=backend):
+        if vid is not None and dev.idVendor != vid:
+            continue
+        if pid is not None and dev.idProduct != pid:
+            continue
+        known = KNOWN_IDS.get((dev.idVendor, dev.idProduct))
+        if known is None and vid is None and pid is None:
+            continue
+        if dialect is not None and known is not None and known != dialect:
+            continue
+        try:
+            cfg = dev[0]
+        except (usb.core.USBError, IndexError):
+            continue
+        for intf in cfg:
+            if intf.bInterfaceClass != HID_CLASS or intf.bAlternateSetting != 0:
+                continue
+            ep_in = ep_out = None
+            for ep in intf:
+                if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_INTR:
+                    continue
+                if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
+                    ep_in = ep_in or ep.bEndpointAddress
+                else:
+                    ep_out = ep_out or ep.bEndpointAddress
+            report = _report_descriptor(dev, intf.bInterfaceNumber, bytes(intf.extra_descriptors))
+            item = HidTarget(dev, intf.bInterfaceNumber, dialect or known, report, ep_in, ep_out)
+            if serial is not None and item.serial != serial:
+                continue
+            found.append(item)
+            break
+    return found
+
+
+def list_devices(backend=None) -> list[str]:
+    """One line per HID bootloader on the bus (teensy_loader_cli / dfu-util -l style)."""
+    return [t.describe() for t in find_devices(backend)]
+
+
+def wait_for_device(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
+                    timeout: float = 10.0, interval: float = 0.25) -> HidTarget:
+    """Poll until a bootloader appears (teensy_loader_cli -w polls every 0.25 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = find_devices(backend, vid=vid, pid=pid, serial=serial, dialect=dialect)
+        if items:
+            return items[0]
+        if time.monotonic() >= deadline:
+            raise HidError(f"no HID bootloader appeared within {timeout:g} s")
+        time.sleep(interval)
+
+
+class HidClient:
+    """Output reports by SET_REPORT or on the interrupt OUT endpoint; input reports from interrupt IN."""
+
+    def __init__(self, target: HidTarget, *, timeout: int = 5000):
+        self.target = target
+        self.dev = target.device
+        self.intf = target.interface
+        self.timeout = timeout
+        try:
+            if self.dev.is_kernel_driver_active(self.intf):
+                self.dev.detach_kernel_driver(self.intf)  # usbhid: teensy_loader_cli detaches it too
+        except (usb.core.USBError, NotImplementedError):
+            pass
+        try:
+            self.dev.set_configuration()
+        except usb.core.USBError:
+            pass
+
+    def set_report(self, data: bytes, timeout: int | None = None) -> None:
+        """HID SET_REPORT (output, id 0): bmRequestType 0x21, bRequest 9, wValue 0x0200."""
+        self.dev.ctrl_transfer(OUT_CLASS_INTF, SET_REPORT, SET_REPORT_OUTPUT, self.intf, data,
+                               timeout or self.timeout)
+
+    def write(self, data: bytes, timeout: int | None = None) -> None:
+        if self.target.ep_out is not None:
+            self.dev.write(self.target.ep_out, data, timeout or self.timeout)
+        else:
+            self.set_report(data, timeout)
+
+    def read(self, timeout: int | None = None) -> bytes:
+        if self.target.ep_in is None:
+            raise HidError("the interface has no interrupt IN endpoint")
+        return bytes(self.dev.read(self.target.ep_in, REPORT_SIZE, timeout or self.timeout))
+
+
+def _refused(what: str, exc: usb.core.USBError) -> HidError:
+    if getattr(exc, "errno", None) == errno.EPIPE:
+        return HidError(f"{what}: the device refused the report (STALL)")
+    if _gone(exc):
+        return HidError(f"{what}: device disconnected ({exc})")
+    return HidError(f"{what}: {exc}")
+
+
+# --------------------------------------------------------------------------
+class _Dialect:
+    name = "hid"
+    can_read = False
+
+    def __init__(self, client: HidClient, chip: Chip | None, progress=None):
+        self.client = client
+        self.chip = chip
+        self.progress = progress
+        self.steps: list[str] = []
+
+    def app_range(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def protected(self) -> tuple[tuple[int, int], ...]:
+        return self.chip.layout().protected if self.chip else ()
+
+    def describe_target(self) -> str:
+        return self.chip.name if self.chip else "the device"
+
+    def validate(self, image: Image, memory: str = "flash") -> None:
+        if memory != "flash":
+            raise ImageRejected(f"the {self.name} bootloader carries flash only")
+        if not image:
+            raise ImageRejected("the image is empty")
+        check_ranges(image, [self.app_range()], self.protected(), self.describe_target())
+
+    def read(self, start=None, length=None) -> Image:
+        raise HidError(f"the {self.name} bootloader has no read command")
+
+
+class HalfKayHost(_Dialect):
+    """PJRC HalfKay, as teensy_loader_cli drives it."""
+
+    name = "halfkay"
+
+    def __init__(self, client, chip, progress=None, mcu: HalfKayMcu | None = None):
+        if mcu is None:
+            if chip is not None:
+                mcu = halfkay_mcu_for(chip)
+            else:
+                r = client.target.report
+                mcu = HALFKAY_BY_ID.get(r.usage) if r.usage_page == HALFKAY_USAGE_PAGE else None
+                if mcu is None:
+                    raise ImageRejected("cannot tell which Teensy this is: give --mcu (teensy_loader_cli's "
+                                        f"list: {', '.join(HALFKAY_MCUS)})")
+        self.mcu = mcu
+        if chip is None or isinstance(chip, str):
+            chip = halfkay_chip(mcu)
+        super().__init__(client, chip, progress)
+
+    def app_range(self):
+        start, end = self.chip.layout().application_ranges("flash")[0]
+        return start, min(end, start + self.mcu.code_size)
+
+    def protected(self):
+        start, end = self.app_range()
+        flash_end = self.chip.flash_end
+        return ((end, flash_end),) if end < flash_end else ()
+
+    def blocks(self, image: Image):
+        """teensy_loader_cli's loop: the first block always (it erases), then non-blank blocks."""
+        size = self.mcu.block_size
+        start, end = self.app_range()
+        addresses = sorted({start} | {a for a, _ in image.pages(size, align=start) if start <= a < end})
+        for i, address in enumerate(addresses):
+            data = image.tobytes(address, address + size)
+            if i and data.count(0xFF) == size:
+                continue
+            yield address, data
+
+    def write(self, image: Image) -> int:
+        c = self.client
+        blocks = list(self.blocks(image))
+        total = 0
+        with progress_bar("program", len(blocks) * self.mcu.block_size, self.progress) as bar:
+            for i, (address, data) in enumerate(blocks):
+                report = halfkay_encode(self.mcu, address, data)
+                self._send(report, f"block at 0x{address:X}", 3.0 if i == 0 else 0.25)
+                total += len(data)
+                bar(len(data))
+        self.steps.append(f"programmed {len(blocks)} blocks of {self.mcu.block_size} bytes (first erased the chip)")
+        return total
+
+    def _send(self, report: bytes, what: str, seconds: float) -> None:
+        # teensy_write: retry until the timeout while the device is busy
+        # (erasing); a STALL is an answer, not busy.
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.client.set_report(report, max(int(seconds * 1000), 100))
+                return
+            except usb.core.USBTimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    raise _refused(what, exc) from None
+                time.sleep(0.01)
+            except usb.core.USBError as exc:
+                raise _refused(what, exc) from None
+
+    def leave(self) -> None:
+        try:
+            self.client.set_report(halfkay_encode(self.mcu, None), 250)
+        except usb.core.USBError as exc:
+            if not _gone(exc):
+                raise _refused("boot", exc) from None
+        self.steps.append("booted")
+
+
+class LufaHost(_Dialect):
+    """LUFA's HID bootloader: one page per report, 0xFFFF starts the application."""
+
+    name = "lufa"
+
+    def __init__(self, client, chip, progress=None):
+        if chip is None:
+            raise ImageRejected("the LUFA HID bootloader does not say which chip it is: give --chip")
+        super().__init__(client, chip, progress)
+        reported = client.target.report.output_length - 2
+        self.page_size = chip.page_size
+        if reported > 0 and reported != chip.page_size:
+            raise ImageRejected(f"the device's report carries {reported}-byte pages, "
+                                f"{chip.name} has {chip.page_size}: wrong --chip?")
+
+    def app_range(self):
+        return self.chip.layout().application_ranges("flash")[0]
+
+    def write(self, image: Image) -> int:
+        pages = list(image.pages(self.page_size, align=0))
+        total = 0
+        with progress_bar("program", len(pages) * self.page_size, self.progress) as bar:
+            for address, data in pages:
+                try:
+                    self.client.write(lufa_encode(address, data, self.chip.flash_size))
+                except usb.core.USBError as exc:
+                    raise _refused(f"page at 0x{address:X}", exc) from None
+                total += len(data)
+                bar(len(data))
+        self.steps.append(f"programmed {len(pages)} pages (each erased first)")
+        return total
+
+    def leave(self) -> None:
+        try:
+            self.client.write(lufa_encode(None, bytes(self.page_size), self.chip.flash_size), 250)
+        except usb.core.USBError as exc:
+            if not _gone(exc):
+                raise _refused("start application", exc) from None
+        self.steps.append("application started")
+
+
+class NativeHost(_Dialect):
+    """bootkit's raw-HID dialect: GET_INFO, ERASE, WRITE, READ, CRC, RESET."""
+
+    name = "native"
+    can_read = True
+
+    def __init__(self, client, chip, progress=None):
+        super().__init__(client, chip, progress)
+        self.info = self.get_info()
+
+    # --- exchanges
+    def command(self, cmd: int, arg0: int = 0, arg1: int = 0) -> bytes:
+        c = self.client
+        try:
+            c.write(native_command(cmd, arg0, arg1))
+            reply = c.read()
+        except usb.core.USBError as exc:
+            raise _refused(Command(cmd).name, exc) from None
+        return self._check(reply, cmd, Command(cmd).name)
+
+    @staticmethod
+    def _check(reply: bytes, cmd: int, what: str) -> bytes:
+        if len(reply) < 4 or reply[0] != cmd:
+            raise HidError(f"{what}: unexpected reply {reply[:8].hex()}")
+        if reply[1] != NativeStatus.OK:
+            try:
+                status = NativeStatus(reply[1]).name
+            except ValueError:
+                status = f"status 0x{reply[1]:02X}"
+            raise HidError(f"{what}: device reports {status}")
+        return reply[4:]
+
+    def get_info(self) -> NativeInfo:
+        return NativeInfo.unpack(self.command(Command.GET_INFO))
+
+    def app_range(self):
+        return self.info.app_start, self.info.app_end
+
+    def protected(self):
+        out = []
+        if self.info.flash_start < self.info.app_start:
+            out.append((self.info.flash_start, self.info.app_start))
+        if self.info.app_end < self.info.flash_end:
+            out.append((self.info.app_end, self.info.flash_end))
+        return tuple(out)
+
+    def describe_target(self):
+        return self.info.chip or "the device"
+
+    def crc(self, region: int = CRC_APPLICATION) -> tuple[int, int, int]:
+        """(crc32, start, size) of the application or the bootloader."""
+        return struct.unpack_from("<III", self.command(Command.CRC, region))
+
+    def erase(self) -> None:
+        self.command(Command.ERASE)
+        self.steps.append("application erased")
+
+    def runs(self, image: Image):
+        """Consecutive pages of the image as (start, bytes) runs: one WRITE each."""
+        run_start, run = None, bytearray()
+        for address, data in image.pages(self.info.page_size, align=self.info.flash_start):
+            if run_start is not None and address == run_start + len(run):
+                run += data
+                continue
+            if run_start is not None:
+                yield run_start, bytes(run)
+            run_start, run = address, bytearray(data)
+        if run_start is not None:
+            yield run_start, bytes(run)
+
+    def write(self, image: Image) -> int:
+        c = self.client
+        total = 0
+        with progress_bar("program", image.size, self.progress) as bar:
+            for start, data in self.runs(image):
+                self.command(Command.WRITE, start, len(data))
+                for off in range(0, len(data), REPORT_SIZE):
+                    chunk = data[off:off + REPORT_SIZE]
+                    try:
+                        c.write(chunk.ljust(REPORT_SIZE, b"\xff"))
+                        ack = c.read()
+                    except usb.core.USBError as exc:
+                        raise _refused(f"data at 0x{start + off:X}", exc) from None
+                    self._check(ack, Command.WRITE, f"write at 0x{start + off:X}")
+                    total += len(chunk)
+                    bar(len(chunk))
+        self.steps.append(f"wrote {total} bytes")
+        return total
+
+    def read(self, start: int | None = None, length: int | None = None) -> Image:
+        c = self.client
+        start = self.info.app_start if start is None else start
+        length = self.info.app_end - start if length is None else length
+        self.command(Command.READ, start, length)
+        out = bytearray()
+        with progress_bar("read", length, self.progress) as bar:
+            while len(out) < length:
+                try:
+                    chunk = c.read()
+                except usb.core.USBError as exc:
+                    raise _refused(f"read at 0x{start + len(out):X}", exc) from None
+                n = min(len(chunk), length - len(out))
+                out += chunk[:n]
+                bar(n)
+        return Image([(start, bytes(out))])
+
+    def verify(self, image: Image) -> None:
+        back = self.read(image.start, image.end - image.start)
+        for seg_start, data in image.segments:
+            got = back.tobytes(seg_start, seg_start + len(data))
+            if got != data:
+                bad = next(i for i in range(len(data)) if got[i] != data[i])
+                raise HidError(f"verify failed at 0x{seg_start + bad:X}: wrote 0x{data[bad]:02X}, "
+                               f"read 0x{got[bad]:02X}")
+        # the whole application, gaps included, as the image placed on erased flash
+        crc, start, size = self.crc(CRC_APPLICATION)
+        if crc != crc32(image.tobytes(start, start + size)):
+            raise HidError("verify failed: the application CRC differs from the image placed on erased flash")
+
+    def leave(self) -> None:
+        c = self.client
+        try:
+            c.write(native_command(Command.RESET))
+            c.read(250)
+        except usb.core.USBError as exc:
+            if not (_gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
+                raise _refused("RESET", exc) from None
+        self.steps.append("reset")
+
+
+DIALECT_CLASSES = {"halfkay": HalfKayHost, "lufa": LufaHost, "native": NativeHost}
+
+
+def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
+                 progress=None, wait: float | None = None) -> _Dialect:
+    """Find the bootloader (waiting up to ``wait`` s) and return its dialect client."""
+    if wait:
+        target = wait_for_device(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, timeout=wait)
+    else:
+        items = find_devices(backend, vid=vid, pid=pid, serial=serial, dialect=dialect)
+        if not items:
+            sel = f" matching {vid:04x}:{pid:04x}" if vid is not None and pid is not None else ""
+            raise HidError(f"no HID bootloader found{sel}")
+        target = items[0]
+    dialect = dialect or target.dialect
+    if dialect not in DIALECT_CLASSES:
+        raise HidError(f"unknown HID dialect {dialect!r} for {target.vid:04x}:{target.pid:04x}: give --dialect")
+    if isinstance(chip, str):
+        chip = chip_named(chip)
+    client = HidClient(target)
+    if dialect == "halfkay":
+        return HalfKayHost(client, chip, progress, halfkay_mcu_for(mcu) if mcu else None)
+    if mcu and chip is None:
+        chip = chip_named(mcu)
+    return DIALECT_CLASSES[dialect](client, chip, progress)
+
+
+def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
+          memory: str = "flash", verify: bool = True, leave: bool = True, progress=None,
+          wait: float | None = None) -> FlashResult:
+    """Validate, (erase), write, verify where the dialect can read, boot.  Nothing is erased unless the image fits."""
+    t0 = time.perf_counter()
+    d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, chip=chip, mcu=mcu,
+                     progress=progress, wait=wait)
+    d.validate(image, memory)
+    if isinstance(d, NativeHost):
+        d.erase()
+    n = d.write(image)
+    verified = False
+    if verify and d.can_read:
+        d.verify(image)
+        verified = True
+        d.steps.append("verified")
+    elif verify:
+        d.steps.append(f"not verified: {d.name} has no read command")
+    if leave:
+        d.leave()
+    return FlashResult(d.name, n, time.perf_counter() - t0, verified, d.steps)
+
+
+def read(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
+         memory: str = "flash", start: int | None = None, length: int | None = None, progress=None,
+         wait: float | None = None) -> Image:
+    """Read the application region (native dialect only: HalfKay and LUFA cannot read)."""
+    if memory != "flash":
+        raise ImageRejected("HID bootloaders carry flash only")
+    d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, chip=chip, mcu=mcu,
+                     progress=progress, wait=wait)
+    return d.read(start, length)
+
+
+def boot(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
+         wait: float | None = None) -> None:
+    """Reboot into the application without programming (teensy_loader_cli -b style)."""
+    d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, chip=chip, mcu=mcu,
+                     progress=False, wait=wait)
+    d.leave()
+
+
+def crc(backend=None, *, vid=None, pid=None, serial=None, region: str = "application") -> tuple[int, int, int]:
+    """(crc32, start, size) of the application or the bootloader (native dialect)."""
+    d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect="native", progress=False)
+    return d.crc(CRC_BOOTLOADER if region == "bootloader" else CRC_APPLICATION)
