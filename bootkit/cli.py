@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --emulate: the chip's whole flash, created erased if absent, written back")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: on a terminal only)")
+        sp.add_argument("--mcu", help="hid/halfkay: the Teensy MCU, as teensy_loader_cli --mcu names it")
+        sp.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="hid: wait this long for the device to appear (teensy_loader_cli -w)")
 
     s = sub.add_parser("flash", formatter_class=fmt, help="flash a firmware file into a device",
                        description="Validate FILE against the target, erase what it needs, program, verify by "
@@ -155,12 +158,12 @@ def _load_image(path: str, *, base=None, family=None):
 
 
 def _chip(name):
-    from .memory import get_chip
+    from .emulator import resolve_chip
 
     if name is None:
         return None
     try:
-        return get_chip(name)
+        return resolve_chip(name)
     except KeyError as exc:
         raise BadInput(exc.args[0]) from None
 
@@ -214,20 +217,27 @@ def _real_backend():
 
 def cmd_list(args) -> int:
     from .classes.dfu import host as dfu_host
+    from .emulator import available_personalities
     from .transports.virtual import get_backend
 
     rows = []
-    for item in dfu_host.find_interfaces(get_backend()):
-        rows.append(("emulated", "dfu", item.describe()))
-    backend = _real_backend()
-    if backend is None:
+    backends = [("emulated", get_backend())]
+    real = _real_backend()
+    if real is None:
         print("real USB: not available on this machine (libusb not found); emulated devices only")
     else:
+        backends.append(("usb", real))
+    for where, backend in backends:
         try:
             for item in dfu_host.find_interfaces(backend):
-                rows.append(("usb", "dfu", item.describe()))
+                rows.append((where, "dfu", item.describe()))
+            if "hid" in available_personalities():
+                from .classes.hid import host as hid_host
+
+                for line in hid_host.list_devices(backend):
+                    rows.append((where, "hid", line))
         except Exception as exc:  # a bus we cannot read is reported, not fatal
-            print(f"real USB: cannot enumerate ({exc})")
+            print(f"{where}: cannot enumerate ({exc})")
     if not rows:
         print("no devices found")
     for where, personality, text in rows:
@@ -279,6 +289,22 @@ def _host_module(via: str):
     return importlib.import_module(f"bootkit.classes.{via}.host")
 
 
+def _personality_options(args) -> dict:
+    """Options only some personalities take, passed only when given (or always, for their own)."""
+    options = {}
+    if args.via == "dfu":
+        options["alt"] = args.alt
+    elif args.alt is not None:
+        raise BadInput("--alt is a DFU option")
+    for name in ("mcu", "wait"):
+        value = getattr(args, name, None)
+        if value is not None:
+            if args.via != "hid":
+                raise BadInput(f"--{name} is a HID option")
+            options[name] = value
+    return options
+
+
 def cmd_flash(args) -> int:
     host = _host_module(args.via)
     image = _load_image(args.file, base=args.address)
@@ -288,8 +314,8 @@ def cmd_flash(args) -> int:
     try:
         vid, pid = args.device or (None, None)
         result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
-                            alt=args.alt, chip=session.chip, memory=args.memory, verify=args.verify,
-                            leave=args.leave, progress=args.progress)
+                            chip=session.chip, memory=args.memory, verify=args.verify,
+                            leave=args.leave, progress=args.progress, **_personality_options(args))
     except ImageRejected as exc:
         raise BadInput(f"{args.file}: {exc}") from None
     except HostError as exc:
@@ -313,8 +339,8 @@ def cmd_read(args) -> int:
     try:
         vid, pid = args.device or (None, None)
         image = host.read(session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
-                          alt=args.alt, chip=session.chip, memory=args.memory, start=args.start,
-                          length=args.length, progress=args.progress)
+                          chip=session.chip, memory=args.memory, start=args.start,
+                          length=args.length, progress=args.progress, **_personality_options(args))
     except HostError as exc:
         raise Failed(str(exc)) from None
     finally:

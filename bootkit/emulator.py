@@ -30,6 +30,21 @@ def personality_module(name: str):
         raise
 
 
+def resolve_chip(name: str) -> Chip:
+    """A chip from the database, or one a personality defines (HalfKay's Teensy parts)."""
+    try:
+        return get_chip(name)
+    except KeyError as exc:
+        for personality in available_personalities():
+            named = getattr(personality_module(personality), "chip_named", None)
+            if named is not None:
+                try:
+                    return named(name)
+                except KeyError:
+                    pass
+        raise exc
+
+
 def available_personalities() -> list[str]:
     out = []
     for name in PERSONALITIES:
@@ -52,9 +67,14 @@ class Emulator:
     read_protected: bool = False
 
     def __post_init__(self):
-        if isinstance(self.chip, str):
-            self.chip = get_chip(self.chip)
         self.module = personality_module(self.personality)
+        if isinstance(self.chip, str):
+            self.chip = resolve_chip(self.chip)
+        # A personality's bootloader may occupy another boot region than the
+        # chip's default (HalfKay keeps 512 B at the top of an ATmega32U4).
+        adapt = getattr(self.module, "chip_for", None)
+        if adapt is not None:
+            self.chip = adapt(self.chip, self.options.get("dialect"))
         self.memory = SimulatedFlash(self.chip, self.image, realtime=self.realtime,
                                      read_protected=self.read_protected)
         self.board = Board(self.memory, self.policy)
