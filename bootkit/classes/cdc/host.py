@@ -1,0 +1,477 @@
+"""CDC host side: flash and read an AVR109 bootloader over a serial port.
+
+Works through pyserial, so the same code drives a real board
+(``/dev/ttyACM0``, ``COM5``) and the emulator on a pty.  The exchange is
+avrdude's (src/butterfly.c): ESC then 'S' to sync and identify, 'b' for the
+block size, 's' for the signature, 'e', then 'A'/'H' plus 'B' blocks with
+auto-increment, 'g' blocks to verify, 'L' and 'E' to leave.  Blocks are
+pipelined a few at a time (the device answers each with '\\r'), which is
+where this client gains on avrdude.
+
+A board still running its application is asked for the bootloader with the
+Arduino 1200-baud touch, then found again by VID:PID (pyserial list_ports).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ...formats.image import Image
+from ...memory import CHIPS, Chip, get_chip
+from ...memory.chips import EEPROM_BASE
+from ...progress import progress_bar
+from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from .protocol import IDS, SOFTWARE_IDS, TOUCH_BAUD
+
+DEFAULT_BAUD = 57600  # what the Arduino IDE and LUFA's docs pass to avrdude (-b 57600)
+PIPELINE = 8  # blocks in flight before waiting for their acknowledgements
+
+
+class Avr109Error(HostError):
+    """The bootloader or the exchange failed: one line saying what and where."""
+
+
+def dialect_for_id(software_id: bytes) -> str:
+    for name, sid in SOFTWARE_IDS.items():
+        if software_id == sid:
+            return name
+    return "avr109"
+
+
+def chip_for_signature(sig: bytes) -> Chip | None:
+    for chip in CHIPS:
+        if chip.family == "avr" and chip.signature == sig:
+            return chip
+    return None
+
+
+# --------------------------------------------------------------------------
+# port discovery and the 1200-baud touch
+
+
+def bootloader_ids(dialect: str | None = None, vid=None, pid=None) -> list[tuple[int, int]]:
+    if vid is not None and pid is not None:
+        return [(vid, pid)]
+    return [IDS[d][0] for d in ([dialect] if dialect in IDS else IDS)]
+
+
+def application_ids(dialect: str | None = None) -> list[tuple[int, int]]:
+    return [IDS[d][1] for d in ([dialect] if dialect in IDS else IDS)]
+
+
+def list_ports(ids, serial_number=None) -> list[str]:
+    from serial.tools import list_ports as lp
+
+    out = []
+    for p in lp.comports():
+        if p.vid is None or (p.vid, p.pid) not in ids:
+            continue
+        if serial_number is not None and p.serial_number != serial_number:
+            continue
+        out.append(p.device)
+    return out
+
+
+def touch_1200(port: str, hold: float = 0.1) -> None:
+    """Open at 1200 baud and close with DTR low: the application resets into its bootloader.
+
+    The port stays open ``hold`` seconds so the device (or a pty server
+    polling the line settings) sees the 1200-baud line coding before the close.
+    """
+    import serial
+
+    try:
+        s = serial.Serial(port, TOUCH_BAUD)
+    except (serial.SerialException, OSError) as exc:
+        raise Avr109Error(f"1200-baud touch on {port}: {exc}") from None
+    try:
+        time.sleep(hold)
+        try:
+            s.dtr = False  # a pty has no modem lines (ENOTTY): closing drops DTR anyway
+        except (serial.SerialException, OSError):
+            pass
+    finally:
+        try:
+            s.close()
+        except (serial.SerialException, OSError):
+            pass
+
+
+def find_port(*, port=None, vid=None, pid=None, serial=None, dialect=None, touch: bool = True,
+              wait: float = 10.0, steps: list | None = None) -> str:
+    """The bootloader's port: given, found by VID:PID, or reached with a 1200-baud touch."""
+    if port is not None:
+        return port
+    steps = steps if steps is not None else []
+    boot = bootloader_ids(dialect, vid, pid)
+    found = list_ports(boot, serial)
+    if found:
+        return found[0]
+    apps = list_ports(application_ids(dialect), serial)
+    if not apps or not touch:
+        sel = ", ".join(f"{v:04x}:{p:04x}" for v, p in boot)
+        raise Avr109Error(f"no AVR109 bootloader port found (looked for {sel}); pass --port")
+    before = set(list_ports(boot, serial))
+    touch_1200(apps[0])
+    steps.append(f"1200-baud touch on {apps[0]}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        now = [p for p in list_ports(boot, serial) if p not in before]
+        if now:
+            steps.append(f"bootloader appeared on {now[0]}")
+            return now[0]
+        time.sleep(0.1)
+    raise Avr109Error(f"no bootloader port appeared within {wait:g} s after the 1200-baud touch on {apps[0]}")
+
+
+# --------------------------------------------------------------------------
+# the protocol
+
+
+@dataclass
+class Avr109Client:
+    """One open AVR109 session on a serial-like object (read/write/timeout)."""
+
+    port: object
+    progress: bool | None = None
+    software_id: bytes = b""
+    dialect: str = "avr109"
+    block_size: int = 0
+    signature: bytes = b""
+    chip: Chip | None = None
+    steps: list[str] = field(default_factory=list)
+
+    # --- bytes
+    def _read(self, n: int, what: str, timeout: float | None = None) -> bytes:
+        old = self.port.timeout
+        if timeout is not None:
+            self.port.timeout = timeout
+        try:
+            data = self.port.read(n)
+        finally:
+            self.port.timeout = old
+        if len(data) != n:
+            raise Avr109Error(f"{what}: the bootloader answered {len(data)} of {n} byte(s) ({bytes(data)!r})")
+        return bytes(data)
+
+    def command(self, data: bytes, reply: int, what: str, timeout: float | None = None) -> bytes:
+        self.port.write(data)
+        return self._read(reply, what, timeout)
+
+    def ack(self, data: bytes, what: str, timeout: float | None = None) -> None:
+        got = self.command(data, 1, what, timeout)
+        if got != b"\r":
+            raise Avr109Error(f"{what}: the bootloader answered {got!r}, not '\\r'")
+
+    # --- session
+    def connect(self, chip: Chip | str | None = None, attempts: int = 5) -> None:
+        # butterfly_initialize: ESC, drain, 'S' until the answer is not '?'
+        for _ in range(attempts):
+            self.port.write(b"\x1b")
+            time.sleep(0.01)
+            self.port.reset_input_buffer()
+            first = self.command(b"S", 1, "software identifier", timeout=1.0)
+            if first != b"?":
+                self.software_id = first + self._read(6, "software identifier")
+                break
+        else:
+            raise Avr109Error("no AVR109 bootloader answers on this port")
+        self.dialect = dialect_for_id(self.software_id)
+        self.version = self.command(b"V", 2, "software version")
+        if self.command(b"p", 1, "programmer type") != b"S":
+            raise Avr109Error("not a serial AVR109 programmer ('p' did not answer 'S')")
+        if self.command(b"a", 1, "auto increment") != b"Y":
+            raise Avr109Error("the bootloader does not auto-increment addresses ('a')")
+        b = self.command(b"b", 3, "block support")
+        if b[0:1] != b"Y":
+            raise Avr109Error("the bootloader has no block mode ('b'): an AVR910 device?")
+        self.block_size = b[1] << 8 | b[2]
+        sig = self.command(b"s", 3, "signature")
+        self.signature = bytes((sig[2], sig[1], sig[0]))  # sent reversed (butterfly_read_sig_bytes)
+        if isinstance(chip, str):
+            chip = get_chip(chip)
+        if chip is not None and chip.signature and chip.signature != self.signature:
+            raise Avr109Error(f"signature {self.signature.hex()} is not {chip.name}'s ({chip.signature.hex()})")
+        self.chip = chip or chip_for_signature(self.signature)
+        if self.chip is None:
+            raise Avr109Error(f"unknown signature {self.signature.hex()}: pass --chip (or add it with a chip file)")
+        if not self.block_size:
+            raise Avr109Error("the bootloader reports block size 0")
+        self.ack(b"P", "enter programming mode")
+        self.steps.append(f"{self.software_id.decode('ascii', 'replace')} v{self.version.decode('ascii', 'replace')}"
+                          f" {self.chip.name} block {self.block_size}")
+
+    def set_address(self, word_or_byte: int) -> bytes:
+        """The 'A' (16-bit) or 'H' (24-bit) command for an address in the device's units."""
+        if word_or_byte < 0x10000:
+            return b"A" + word_or_byte.to_bytes(2, "big")
+        return b"H" + word_or_byte.to_bytes(3, "big")
+
+    def chip_erase(self) -> None:
+        # LUFA erases every application page: allow for the datasheet's 4.5 ms each
+        pages = max(1, self.chip.boot_start // max(self.chip.page_size, 1))
+        self.ack(b"e", "chip erase", timeout=2.0 + pages * 0.01)
+        self.steps.append("application erased")
+
+    def _pipeline(self, frames: list[tuple[bytes, int]], what: str, advance) -> bytes:
+        """Send (command, reply length) frames PIPELINE at a time; return the replies."""
+        out = bytearray()
+        for i in range(0, len(frames), PIPELINE):
+            batch = frames[i:i + PIPELINE]
+            self.port.write(b"".join(f for f, _ in batch))
+            n = sum(r for _, r in batch)
+            out += self._read(n, what, timeout=5.0)
+            advance(sum(len(f) for f, _ in batch))
+        return bytes(out)
+
+    def write_flash(self, image: Image) -> int:
+        page = self.block_size
+        frames = []
+        nxt = None
+        count = 0
+        for address, data in image.pages(page, 0xFF, align=self.chip.flash_start):
+            if address != nxt:
+                frames.append((self.set_address(address >> 1), 1))
+            frames.append((b"B" + len(data).to_bytes(2, "big") + b"F" + data, 1))
+            nxt = address + len(data)
+            count += len(data)
+        with progress_bar("writing flash", count, self.progress) as advance:
+            acks = self._pipeline(frames, "write flash", lambda n: advance(max(0, n - 4)))
+        if acks != b"\r" * len(frames):
+            bad = next(i for i, c in enumerate(acks) if c != 13)
+            raise Avr109Error(f"write flash: the bootloader refused command {bad} ({frames[bad][0][:4]!r}...)")
+        self.steps.append(f"wrote {count} bytes of flash")
+        return count
+
+    def read_range(self, start: int, length: int, memory: str = "flash") -> bytes:
+        kind = b"F" if memory == "flash" else b"E"
+        unit = 2 if memory == "flash" else 1
+        frames = [(self.set_address(start // unit), 1)]
+        addr, end = start, start + length
+        while addr < end:
+            n = min(self.block_size, end - addr)
+            frames.append((b"g" + n.to_bytes(2, "big") + kind, n))
+            addr += n
+        with progress_bar(f"reading {memory}", length, self.progress) as advance:
+            raw = self._pipeline(frames, f"read {memory}", lambda n: advance(self.block_size))
+        if raw[:1] != b"\r":
+            raise Avr109Error(f"read {memory}: setting the address 0x{start:X} failed")
+        return raw[1:]
+
+    def verify_flash(self, image: Image) -> None:
+        for s, data in image.segments:
+            lo = s - s % 2
+            hi = s + len(data) + (s + len(data)) % 2
+            got = self.read_range(lo, hi - lo)[s - lo:s - lo + len(data)]
+            if got != data:
+                bad = next(i for i in range(len(data)) if got[i:i + 1] != data[i:i + 1])
+                raise Avr109Error(f"verify failed at 0x{s + bad:X}: wrote 0x{data[bad]:02X}, read "
+                                  f"0x{got[bad]:02X}" if bad < len(got) else f"verify failed at 0x{s + bad:X}")
+        self.steps.append("verified")
+
+    def write_eeprom(self, image: Image) -> int:
+        frames = []
+        count = 0
+        for s, data in image.segments:
+            frames.append((self.set_address(s), 1))
+            for i in range(0, len(data), self.block_size):
+                chunk = data[i:i + self.block_size]
+                frames.append((b"B" + len(chunk).to_bytes(2, "big") + b"E" + chunk, 1))
+            count += len(data)
+        with progress_bar("writing EEPROM", count, self.progress) as advance:
+            acks = self._pipeline(frames, "write EEPROM", advance)
+        if acks != b"\r" * len(frames):
+            raise Avr109Error("write EEPROM: the bootloader refused a block")
+        self.steps.append(f"wrote {count} bytes of EEPROM")
+        return count
+
+    def verify_eeprom(self, image: Image) -> None:
+        for s, data in image.segments:
+            if self.read_range(s, len(data), "eeprom") != bytes(data):
+                raise Avr109Error(f"EEPROM verify failed in 0x{s:X}-0x{s + len(data) - 1:X}")
+        self.steps.append("verified")
+
+    def fuses(self) -> dict[str, int]:
+        out = {}
+        for name, cmd in (("lfuse", b"F"), ("hfuse", b"N"), ("efuse", b"Q"), ("lock", b"r")):
+            out[name] = self.command(cmd, 1, name)[0]
+        return out
+
+    def write_lock(self, value: int) -> None:
+        self.ack(b"l" + bytes([value & 0xFF]), "write lock bits")
+
+    def leave(self) -> None:
+        self.ack(b"L", "leave programming mode")
+        self.ack(b"E", "exit bootloader")
+        self.steps.append("application started")
+
+
+# --------------------------------------------------------------------------
+# the contract (bootkit.classes.common)
+
+
+def _open_serial(port: str, baudrate: int):
+    import serial
+
+    try:
+        return serial.Serial(port, baudrate, timeout=2.0, write_timeout=10.0)
+    except (serial.SerialException, OSError) as exc:
+        raise Avr109Error(f"cannot open {port}: {exc}") from None
+
+
+class _Session:
+    def __init__(self, backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch):
+        self.steps: list[str] = []
+        if backend is not None and hasattr(backend, "write") and hasattr(backend, "read"):
+            self.ser, self.own = backend, False  # an already open serial-like object
+        else:
+            path = find_port(port=port, vid=vid, pid=pid, serial=serial, dialect=dialect, touch=touch,
+                             steps=self.steps)
+            self.ser, self.own = _open_serial(path, baudrate), True
+        self.client = Avr109Client(self.ser, progress=progress, steps=self.steps)
+        try:
+            self.client.connect(chip)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.own:
+            try:
+                self.ser.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _normalise(image: Image, memory: str, chip: Chip) -> Image:
+    if memory == "eeprom":
+        if image and image.start >= EEPROM_BASE:
+            image = image.shifted(-EEPROM_BASE)
+        check_ranges(image, [(0, chip.eeprom_size)], [], f"{chip.name} EEPROM ({chip.eeprom_size} bytes)")
+        return image
+    if memory != "flash":
+        raise ImageRejected(f"AVR109 writes flash or eeprom, not {memory!r}")
+    layout = chip.layout()
+    check_ranges(image, layout.application_ranges("flash"), layout.protected, chip.name)
+    return image
+
+
+def validate(image: Image, chip: Chip | str, memory: str = "flash") -> Image:
+    """Refuse an image that does not fit (no device needed)."""
+    return _normalise(image, memory, get_chip(chip) if isinstance(chip, str) else chip)
+
+
+def flash(image: Image, backend=None, *, port: str | None = None, vid: int | None = None, pid: int | None = None,
+          serial: str | None = None, dialect: str | None = None, chip: Chip | str | None = None,
+          memory: str = "flash", verify: bool = True, leave: bool = True, erase: bool = True, progress=None,
+          baudrate: int = DEFAULT_BAUD, touch: bool = True) -> FlashResult:
+    """Validate, erase, write, verify, leave.  Nothing is erased unless the whole image fits.
+
+    ``backend``: an open serial-like object to use instead of opening ``port``.
+    """
+    t0 = time.perf_counter()
+    if not image:
+        raise ImageRejected("the image is empty")
+    if chip is not None:  # refuse bad input before touching the device at all
+        image = validate(image, chip, memory)
+    s = _Session(backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch)
+    try:
+        c = s.client
+        image = _normalise(image, memory, c.chip)
+        if memory == "flash":
+            if erase:
+                c.chip_erase()
+            n = c.write_flash(image)
+            if verify:
+                c.verify_flash(image)
+        else:
+            n = c.write_eeprom(image)
+            if verify:
+                c.verify_eeprom(image)
+        if leave:
+            c.leave()
+        return FlashResult(c.dialect, n, time.perf_counter() - t0, verify, c.steps)
+    finally:
+        s.close()
+
+
+def read(backend=None, *, port: str | None = None, vid: int | None = None, pid: int | None = None,
+         serial: str | None = None, dialect: str | None = None, chip: Chip | str | None = None,
+         memory: str = "flash", start: int | None = None, length: int | None = None, trim: bool = True,
+         leave: bool = False, progress=None, baudrate: int = DEFAULT_BAUD, touch: bool = True) -> Image:
+    """Read the application flash (or EEPROM); trailing 0xFF is dropped unless ``trim=False``.
+
+    EEPROM comes back at avr-gcc's ``.eeprom`` address 0x810000.
+    """
+    s = _Session(backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch)
+    try:
+        c = s.client
+        if memory == "flash":
+            lo, hi = c.chip.layout().application_ranges("flash")[0]
+            base = 0
+        elif memory == "eeprom":
+            lo, hi = 0, c.chip.eeprom_size
+            base = EEPROM_BASE
+        else:
+            raise ImageRejected(f"AVR109 reads flash or eeprom, not {memory!r}")
+        start = lo if start is None else start
+        length = (hi - start) if length is None else length
+        if start < lo or start + length > hi:
+            raise ImageRejected(f"0x{start:X}+{length} is outside {memory} (0x{lo:X}-0x{hi - 1:X})")
+        data = c.read_range(start, length, memory)
+        if trim:
+            data = data.rstrip(b"\xff")
+        if leave:
+            c.leave()
+        return Image([(base + start, data)] if data else [])
+    finally:
+        s.close()
+
+
+def read_fuses(backend=None, *, port: str | None = None, vid=None, pid=None, serial=None, dialect=None,
+               chip=None, baudrate: int = DEFAULT_BAUD, touch: bool = True) -> dict[str, int]:
+    """{'lfuse', 'hfuse', 'efuse', 'lock'} as the bootloader reads them ('F', 'N', 'Q', 'r')."""
+    s = _Session(backend, port, vid, pid, serial, dialect, chip, False, baudrate, touch)
+    try:
+        return s.client.fuses()
+    finally:
+        s.close()
+
+
+def write_lock(value: int, backend=None, *, port: str | None = None, vid=None, pid=None, serial=None,
+               dialect=None, chip=None, baudrate: int = DEFAULT_BAUD) -> None:
+    s = _Session(backend, port, vid, pid, serial, dialect, chip, False, baudrate, False)
+    try:
+        s.client.write_lock(value)
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------------
+# the demo: an emulated board on a pty, flashed through this client
+
+
+def run_demo_row(dialect: str, chip: Chip | str, image: Image) -> dict:
+    from ...emulator import Emulator
+    from ...transports.pty import pty_server
+
+    chip = get_chip(chip) if isinstance(chip, str) else chip
+    with Emulator(chip, "cdc", options={"dialect": dialect}) as em, pty_server(em) as server:
+        t0 = time.perf_counter()
+        result = flash(image, port=server.slave_path, dialect=dialect, chip=chip, progress=False)
+        seconds = time.perf_counter() - t0
+        flash_bytes = em.memory.flash_bytes()
+        base = chip.flash_start
+        identical = all(flash_bytes[s - base:s - base + len(d)] == d for s, d in image.segments)
+        return {
+            "personality": "cdc", "dialect": dialect, "chip": chip.name, "bytes": image.size,
+            "seconds": seconds, "verified": result.verified and identical and em.memory.app_valid,
+            "transport": "pty", "port": server.slave_path,
+        }
+
+
+__all__ = [
+    "Avr109Client", "Avr109Error", "flash", "read", "read_fuses", "write_lock", "validate", "find_port",
+    "touch_1200", "run_demo_row", "DEFAULT_BAUD",
+]

@@ -1,0 +1,324 @@
+"""The pty transport: a serial personality's byte stream on a pseudo-terminal.
+
+avrdude (or pyserial, or screen) opens the slave path printed at start and
+talks to the device as it would to ``/dev/ttyACM0``, without USB.  What it
+serves is either
+
+- a byte-stream engine: any object with ``feed(bytes) -> bytes`` (and
+  optionally ``disconnect()``, called when the port is closed), or
+- an emulated USB device (an Emulator, a Target or a Device) with a CDC-ACM
+  data interface: the transport plays the USB host's ``cdc_acm`` driver,
+  moving bytes through the bulk endpoints it finds in the descriptors and
+  turning port opens, baud changes and closes into SET_LINE_CODING and
+  SET_CONTROL_LINE_STATE, so the Arduino 1200-baud touch works on a pty too.
+
+The pty is put in raw mode (no echo, no line discipline); avrdude and
+pyserial set raw mode again when they open it.  A closed port is seen as
+POLLHUP on the master; the next open is served afresh.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import struct
+import termios
+import threading
+import time
+import tty
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from ..usb import descriptors as D
+from ..usb.device import Device, SetupPacket, Stall, Target
+
+# CDC PSTN120 table 13: the class requests the host's cdc_acm driver sends.
+_SET_LINE_CODING = 0x20
+_SET_CONTROL_LINE_STATE = 0x22
+_CDC_COMM_CLASS, _CDC_DATA_CLASS = 0x02, 0x0A
+
+BAUD_RATES = {getattr(termios, name): int(name[1:]) for name in dir(termios)
+              if name.startswith("B") and name[1:].isdigit()}
+
+
+class _EngineStream:
+    """A byte-stream engine served directly."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def write(self, data: bytes) -> bytes:
+        return self.engine.feed(data)
+
+    def read(self) -> bytes:
+        return b""
+
+    def opened(self, baud: int) -> None:
+        pass
+
+    def baud_changed(self, baud: int) -> None:
+        pass
+
+    def closed(self, baud: int) -> None:
+        disconnect = getattr(self.engine, "disconnect", None)
+        if disconnect:
+            disconnect()
+
+    def poll(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return type(self.engine).__name__
+
+
+class _UsbSerialStream:
+    """An emulated CDC-ACM device, driven as the host's cdc_acm driver would."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self._generation = None
+        self._ports = None
+        self.dtr = False
+        self.baud = 9600
+
+    def _device(self) -> Device | None:
+        self.target.poll()
+        dev = self.target.device
+        if dev is None:
+            self._ports = None
+            return None
+        if self._generation != self.target.generation or self._ports is None:
+            self._generation = self.target.generation
+            self._ports = self._find(dev)
+            if self._ports is not None:
+                dev.control(SetupPacket(0x00, 9, 1, 0, 0))  # SET_CONFIGURATION 1
+                if self.dtr:  # the port is open across a re-enumeration: reopen it
+                    self._line(self.baud, True)
+        return dev if self._ports is not None else None
+
+    @staticmethod
+    def _find(dev: Device):
+        """(comm interface, bulk OUT, bulk IN) from the descriptors, never hardcoded."""
+        config = D.parse_configuration(dev.configuration_descriptor())
+        comm = None
+        for intf in config["interfaces"]:
+            if intf["bInterfaceClass"] == _CDC_COMM_CLASS and comm is None:
+                comm = intf["bInterfaceNumber"]
+            if intf["bInterfaceClass"] == _CDC_DATA_CLASS:
+                eps = {ep["bEndpointAddress"] & 0x80: ep["bEndpointAddress"] for ep in intf["endpoints"]
+                       if ep["bmAttributes"] & 3 == D.BULK}
+                if 0x00 in eps and 0x80 in eps:
+                    return (comm if comm is not None else 0, eps[0x00], eps[0x80])
+        return None
+
+    def _line(self, baud: int, dtr: bool) -> None:
+        dev = self.target.device
+        if dev is None or self._ports is None:
+            return
+        comm = self._ports[0]
+        try:
+            dev.control(SetupPacket(0x21, _SET_LINE_CODING, 0, comm, 7), struct.pack("<IBBB", baud, 0, 0, 8))
+            dev.control(SetupPacket(0x21, _SET_CONTROL_LINE_STATE, 0x03 if dtr else 0x00, comm, 0))
+        except Stall:
+            pass
+
+    def write(self, data: bytes) -> bytes:
+        dev = self._device()
+        if dev is None:
+            return b""  # nothing enumerated: bytes fall on the floor, as on an unplugged cable
+        try:
+            dev.ep_out(self._ports[1], data)
+        except Stall:
+            return b""
+        # drain the answer from this very device before any signal is acted
+        # on (LUFA sends the 'E' acknowledgement, then detaches)
+        return self._drain(dev)
+
+    def read(self) -> bytes:
+        dev = self._device()
+        return self._drain(dev) if dev is not None else b""
+
+    def _drain(self, dev: Device) -> bytes:
+        out = bytearray()
+        while True:
+            try:
+                chunk = dev.ep_in(self._ports[2], 4096)
+            except Stall:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def opened(self, baud: int) -> None:
+        self.baud, self.dtr = baud, True
+        if self._device() is not None:
+            self._line(baud, True)
+
+    def baud_changed(self, baud: int) -> None:
+        self.baud = baud
+        if self._device() is not None:
+            self._line(baud, self.dtr)
+
+    def closed(self, baud: int) -> None:
+        self.baud, self.dtr = baud, False
+        if self._device() is not None:
+            self._line(baud, False)  # DTR drops on close (HUPCL): the 1200-baud touch
+        self.target.poll()
+
+    def poll(self) -> None:
+        self._device()
+
+    def describe(self) -> str:
+        dev = self.target.device
+        return f"USB device {dev.info.idVendor:04x}:{dev.info.idProduct:04x}" if dev else "no device"
+
+
+def _stream_for(obj):
+    if hasattr(obj, "feed"):
+        return _EngineStream(obj)
+    target = getattr(obj, "target", obj)
+    if isinstance(target, Device):
+        target = Target(target)
+    if isinstance(target, Target):
+        return _UsbSerialStream(target)
+    raise TypeError(f"cannot serve {type(obj).__name__} on a pty: need feed(bytes) or a CDC-ACM device")
+
+
+class PtyServer:
+    """One pseudo-terminal serving one byte stream."""
+
+    def __init__(self, engine_or_emulator, *, log: Callable[[str], None] | None = print):
+        self.stream = _stream_for(engine_or_emulator)
+        self.log = log or (lambda msg: None)
+        self.master, slave = os.openpty()
+        self.slave_path = os.ttyname(slave)
+        tty.setraw(self.master)
+        os.close(slave)  # a client's close must be seen as POLLHUP: we hold no slave fd
+        os.set_blocking(self.master, False)
+        self.connected = False
+        self.sessions = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def _baud(self) -> int:
+        try:
+            return BAUD_RATES.get(termios.tcgetattr(self.master)[5], 0)
+        except termios.error:
+            return 0
+
+    def _send(self, data: bytes) -> None:
+        view = memoryview(data)
+        deadline = time.monotonic() + 5.0
+        while view:
+            try:
+                n = os.write(self.master, view)
+                view = view[n:]
+                self.bytes_out += n
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self.log(f"pty: client not reading, {len(view)} byte(s) dropped")
+                    return
+                select.select([], [self.master], [], 0.05)
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # the client closed the port
+                    return
+                raise
+
+    def serve(self, stop: threading.Event | None = None) -> None:
+        """Serve until ``stop`` is set (forever without one)."""
+        stop = stop or threading.Event()
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)
+        baud = 0
+        try:
+            while not stop.is_set():
+                events = poller.poll(20)
+                flags = 0
+                for _, ev in events:
+                    flags |= ev
+                data = b""
+                if flags & select.POLLIN:
+                    try:
+                        data = os.read(self.master, 65536)
+                    except BlockingIOError:
+                        data = b""
+                    except OSError as exc:
+                        if exc.errno != errno.EIO:
+                            raise
+                        flags |= select.POLLHUP
+                if data:
+                    if not self.connected:
+                        self._open()
+                        baud = self._baud()
+                    self.bytes_in += len(data)
+                    reply = self.stream.write(data)
+                    if reply:
+                        self._send(reply)
+                    continue
+                if flags & select.POLLHUP:
+                    if self.connected:
+                        self.connected = False
+                        self.stream.closed(baud)
+                        self.log(f"pty: port closed (last at {baud} baud)")
+                        tty.setraw(self.master)
+                    else:
+                        self.stream.poll()
+                    stop.wait(0.01)
+                    continue
+                if not self.connected:
+                    self._open()
+                    baud = self._baud()
+                    continue
+                now_baud = self._baud()
+                if now_baud != baud:
+                    baud = now_baud
+                    self.stream.baud_changed(baud)
+                self.stream.poll()
+                late = self.stream.read()  # IN data produced by timers (notifications, delayed replies)
+                if late:
+                    self._send(late)
+        finally:
+            self.close()
+
+    def _open(self) -> None:
+        self.connected = True
+        self.sessions += 1
+        self.stream.opened(self._baud())
+        self.log(f"pty: port opened ({self.stream.describe()})")
+
+    def close(self) -> None:
+        if self.master >= 0:
+            try:
+                os.close(self.master)
+            except OSError:
+                pass
+            self.master = -1
+
+
+def serve_pty(engine_or_emulator, log: Callable[[str], None] | None = print,
+              stop: threading.Event | None = None) -> None:
+    """Serve on a new pty until ``stop`` is set; the slave path is logged first."""
+    server = PtyServer(engine_or_emulator, log=log)
+    if log:
+        log(f"serving {server.stream.describe()} on {server.slave_path}")
+        log(f"  e.g. avrdude -c avr109 -p m32u4 -P {server.slave_path} -b 57600 -U flash:w:FILE.hex:i")
+    server.serve(stop)
+
+
+@contextmanager
+def pty_server(engine_or_emulator, log: Callable[[str], None] | None = None) -> Iterator[PtyServer]:
+    """Serve in a background thread; yields the server (``.slave_path``)."""
+    server = PtyServer(engine_or_emulator, log=log)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop,), name=f"pty {server.slave_path}", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+__all__ = ["PtyServer", "serve_pty", "pty_server", "BAUD_RATES"]
