@@ -1,0 +1,618 @@
+"""A USB/IP server: emulated devices on TCP port 3240 for any USB/IP host.
+
+A Linux host with ``vhci-hcd`` (``usbip attach -r HOST -b 1-1``), usbip-win2
+on Windows, or this package's userspace client backend
+(:mod:`bootkit.transports.usbip_client`) imports a device and sees it as a
+real USB device.  The wire format follows the kernel's
+Documentation/usb/usbip_protocol.rst (version 0x0111, big-endian):
+OP_REQ_DEVLIST / OP_REP_DEVLIST and OP_REQ_IMPORT / OP_REP_IMPORT, then
+USBIP_CMD_SUBMIT / USBIP_RET_SUBMIT and USBIP_CMD_UNLINK / USBIP_RET_UNLINK
+with 48-byte headers.
+
+One asyncio loop serves every connection; URBs go straight into the
+sans-I/O :class:`~bootkit.usb.device.Device` (no thread per URB).  An IN URB
+the device NAKs (``ep_in`` returns None) waits in the connection's queue
+and is retried until data comes or the host unlinks it.  When the Target
+re-enumerates (DFU detach, leave) the importing connection is closed, which
+a vhci host sees as an unplug; the new device is importable under the same
+bus id with a new device number, as after a real re-enumeration.
+
+Safe defaults: loopback only, one importing client per device, an optional
+allow-list of client addresses, and any malformed input closes only that
+connection (one log line) while the devices and other clients carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from ..usb import descriptors as D
+from ..usb.device import Device, SetupPacket, Stall, Target
+
+USBIP_PORT = 3240
+USBIP_VERSION = 0x0111  # v1.1.1, tools/usb/usbip/configure.ac
+
+# operation codes (usbip_protocol.rst, "Message Format")
+OP_REQ_DEVLIST = 0x8005
+OP_REP_DEVLIST = 0x0005
+OP_REQ_IMPORT = 0x8003
+OP_REP_IMPORT = 0x0003
+ST_OK, ST_NA = 0, 1  # OP_REP_IMPORT status: 0 OK, 1 error
+
+# URB commands (usbip_header_basic.command)
+USBIP_CMD_SUBMIT = 0x00000001
+USBIP_CMD_UNLINK = 0x00000002
+USBIP_RET_SUBMIT = 0x00000003
+USBIP_RET_UNLINK = 0x00000004
+USBIP_DIR_OUT, USBIP_DIR_IN = 0, 1
+
+# Linux errno values carried in status fields (negated)
+EPIPE = 32  # the endpoint stalled
+ECONNRESET = 104  # the URB was unlinked
+EPROTO = 71  # the device failed in a way USB cannot describe
+
+# enum usb_device_speed (include/uapi/linux/usb/ch9.h)
+USB_SPEED_LOW, USB_SPEED_FULL, USB_SPEED_HIGH, USB_SPEED_SUPER = 1, 2, 3, 5
+SPEEDS = {"low": USB_SPEED_LOW, "full": USB_SPEED_FULL, "high": USB_SPEED_HIGH, "super": USB_SPEED_SUPER}
+
+# USB_RT_PORT SET_FEATURE(PORT_RESET): vhci forwards a device reset as this
+# control URB; the kernel's stub_rx.c (is_reset_device_cmd) resets the device.
+USB_RT_PORT = 0x23
+USB_PORT_FEAT_RESET = 4
+
+OP_COMMON = struct.Struct(">HHI")  # version, code, status
+# struct usbip_usb_device: path[256], busid[32], busnum, devnum, speed,
+# idVendor, idProduct, bcdDevice, bDeviceClass, bDeviceSubClass,
+# bDeviceProtocol, bConfigurationValue, bNumConfigurations, bNumInterfaces
+USB_DEVICE = struct.Struct(">256s32sIIIHHHBBBBBB")
+USB_INTERFACE = struct.Struct(">BBBx")  # class, subclass, protocol, padding
+BUSID_SIZE = 32
+HEADER_SIZE = 48
+# command, seqnum, devid, direction, ep, transfer_flags, transfer_buffer_length,
+# start_frame, number_of_packets, interval, setup[8]
+CMD_SUBMIT = struct.Struct(">IIIIIIIIII8s")
+# command, seqnum, devid, direction, ep, status, actual_length, start_frame,
+# number_of_packets, error_count, padding[8]
+RET_SUBMIT = struct.Struct(">IIIIIiIIII8x")
+CMD_UNLINK = struct.Struct(">IIIIII24x")  # ..., unlink_seqnum, padding
+RET_UNLINK = struct.Struct(">IIIIIi24x")  # ..., status, padding
+assert USB_DEVICE.size == 312 and CMD_SUBMIT.size == RET_SUBMIT.size == CMD_UNLINK.size == HEADER_SIZE
+
+# Limits on what a client may ask for.  A control transfer carries at most
+# wLength (16 bits); bulk and interrupt URBs are capped well above anything
+# a bootloader moves in one go.
+MAX_CONTROL_LENGTH = 0xFFFF
+MAX_TRANSFER_LENGTH = 1 << 20
+MAX_PENDING_URBS = 64  # queued IN URBs per connection (vhci keeps a few per endpoint)
+NO_ISO_PACKETS = (0, 0xFFFFFFFF)  # the doc says 0xffffffff, vhci sends 0
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol: its connection is closed."""
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+# --------------------------------------------------------------------------
+# codecs shared with the client backend
+
+
+@dataclass(frozen=True)
+class UsbDevice:
+    """``struct usbip_usb_device`` plus its interfaces, as OP_REP_DEVLIST carries them."""
+
+    path: str
+    busid: str
+    busnum: int
+    devnum: int
+    speed: int
+    idVendor: int
+    idProduct: int
+    bcdDevice: int
+    bDeviceClass: int
+    bDeviceSubClass: int
+    bDeviceProtocol: int
+    bConfigurationValue: int
+    bNumConfigurations: int
+    interfaces: tuple[tuple[int, int, int], ...] = ()  # (class, subclass, protocol)
+
+    @property
+    def bNumInterfaces(self) -> int:
+        return len(self.interfaces)
+
+    @property
+    def devid(self) -> int:
+        return (self.busnum << 16) | self.devnum
+
+    def pack(self, with_interfaces: bool = True) -> bytes:
+        out = USB_DEVICE.pack(
+            self.path.encode()[:255], self.busid.encode()[:BUSID_SIZE - 1], self.busnum, self.devnum, self.speed,
+            self.idVendor, self.idProduct, self.bcdDevice, self.bDeviceClass, self.bDeviceSubClass,
+            self.bDeviceProtocol, self.bConfigurationValue, self.bNumConfigurations, self.bNumInterfaces)
+        if with_interfaces:
+            out += b"".join(USB_INTERFACE.pack(*i) for i in self.interfaces)
+        return out
+
+    @classmethod
+    def unpack(cls, raw: bytes, interfaces: bytes = b"") -> "UsbDevice":
+        f = USB_DEVICE.unpack(raw[:USB_DEVICE.size])
+        intfs = tuple(USB_INTERFACE.unpack_from(interfaces, i * 4) for i in range(len(interfaces) // 4))
+        return cls(_cstr(f[0]), _cstr(f[1]), *f[2:13], interfaces=intfs)
+
+
+def pack_devlist(devices: Iterable[UsbDevice]) -> bytes:
+    devices = list(devices)
+    return OP_COMMON.pack(USBIP_VERSION, OP_REP_DEVLIST, ST_OK) + struct.pack(">I", len(devices)) + b"".join(
+        d.pack() for d in devices)
+
+
+def describe(busid: str, busnum: int, devnum: int, device: Device) -> UsbDevice:
+    """The usbip_usb_device record of a sans-I/O Device (what sysfs gives usbipd)."""
+    dd = D.parse_descriptor(device.device_descriptor())
+    cfg = D.parse_configuration(device.configuration_descriptor())
+    seen, intfs = set(), []
+    for i in cfg["interfaces"]:  # alternate 0 of each interface, as sysfs lists them
+        if i["bInterfaceNumber"] not in seen:
+            seen.add(i["bInterfaceNumber"])
+            intfs.append((i["bInterfaceClass"], i["bInterfaceSubClass"], i["bInterfaceProtocol"]))
+    return UsbDevice(f"/sys/devices/platform/bootkit/usb{busnum}/{busid}", busid, busnum, devnum,
+                     SPEEDS.get(device.speed, USB_SPEED_FULL), dd["idVendor"], dd["idProduct"], dd["bcdDevice"],
+                     dd["bDeviceClass"], dd["bDeviceSubClass"], dd["bDeviceProtocol"], device.configuration,
+                     dd["bNumConfigurations"], tuple(intfs))
+
+
+# --------------------------------------------------------------------------
+# the server
+
+
+@dataclass(eq=False)
+class Export:
+    """One exported Target under its bus id."""
+
+    busid: str
+    target: Target
+    busnum: int = 1
+    devnum: int = 0
+    generation: int = -1
+    attached: "_Connection | None" = None
+
+    @property
+    def device(self) -> Device | None:
+        return self.target.device
+
+
+@dataclass(eq=False)
+class _Urb:
+    seqnum: int
+    address: int
+    length: int
+
+
+@dataclass(eq=False)
+class _Connection:
+    peer: str
+    writer: asyncio.StreamWriter
+    export: Export | None = None
+    generation: int = -1
+    pending: list[_Urb] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def send(self, data: bytes) -> None:
+        if not self.closed:
+            self.writer.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.wake.set()
+            self.writer.close()
+
+
+def _addr(peer) -> str:
+    return peer[0] if isinstance(peer, tuple) else str(peer)
+
+
+class UsbipServer:
+    """Export Targets over USB/IP.
+
+    ``targets`` is a list (bus ids "1-1", "1-2", ... in order) or a mapping
+    bus id -> Target (a plain Device is wrapped in a Target).  ``listen`` is
+    (host, port); port 0 picks a free one (see :attr:`address`).  ``allow``
+    is a list of client addresses or networks ("10.0.0.7", "10.0.0.0/24");
+    None allows every client that can reach ``listen``.
+
+    Run it with ``await server.serve()``, with the blocking :func:`serve`, or
+    on a background thread as a context manager::
+
+        with UsbipServer([em.target], ("127.0.0.1", 0)) as server:
+            backend = usbip_client.get_backend(port=server.port)
+    """
+
+    def __init__(self, targets: Iterable[Target | Device] | Mapping[str, Target | Device],
+                 listen: tuple[str, int] = ("127.0.0.1", USBIP_PORT), *, allow: Iterable[str] | None = None,
+                 log: Callable[[str], None] | None = print, poll_interval: float = 0.01):
+        items = targets.items() if isinstance(targets, Mapping) else (
+            (f"1-{n}", t) for n, t in enumerate(targets, 1))
+        self.exports: dict[str, Export] = {}
+        for busid, t in items:
+            if isinstance(t, Device):
+                t = Target(t)
+            if not 0 < len(busid.encode()) < BUSID_SIZE:
+                raise ValueError(f"bus id {busid!r} must be 1 to 31 bytes")
+            busnum = int(busid.split("-")[0]) if busid.split("-")[0].isdigit() else 1
+            self.exports[busid] = Export(busid, t, busnum)
+        self.listen = (listen[0], int(listen[1]))
+        self.allow = [ipaddress.ip_network(a.strip(), strict=False) for a in allow] if allow else None
+        self.log = log or (lambda line: None)
+        self.poll_interval = poll_interval
+        self.address: tuple[str, int] | None = None
+        self._next_devnum = 1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._connections: set[_Connection] = set()
+        self._handlers: set[asyncio.Task] = set()
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        for e in self.exports.values():
+            self._refresh(e)
+
+    @property
+    def port(self) -> int:
+        return self.address[1] if self.address else self.listen[1]
+
+    # ------------------------------------------------------------------
+    # device numbers and re-enumeration
+    def _refresh(self, e: Export) -> None:
+        """Poll a Target; a new generation is a new device (unplug the old importer)."""
+        e.target.poll()
+        if e.target.generation != e.generation:
+            e.generation = e.target.generation
+            e.devnum = self._next_devnum  # a re-enumerated device gets a new address
+            self._next_devnum = self._next_devnum % 127 + 1
+            if e.attached is not None:
+                self.log(f"usbip: {e.busid} re-enumerated ({e.target.history[-1] if e.target.history else 'gone'}); "
+                         f"disconnecting {e.attached.peer}")
+                e.attached.close()
+                e.attached = None
+
+    def _record(self, e: Export) -> UsbDevice | None:
+        if e.device is None:
+            return None
+        return describe(e.busid, e.busnum, e.devnum, e.device)
+
+    def devlist(self) -> bytes:
+        """The OP_REP_DEVLIST reply as it stands now."""
+        records = []
+        for e in self.exports.values():
+            self._refresh(e)
+            r = self._record(e)
+            if r is not None:
+                records.append(r)
+        return pack_devlist(records)
+
+    # ------------------------------------------------------------------
+    # serving
+    async def serve(self, ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+        """Listen and serve until :meth:`stop`.  ``ready(address)`` is called once listening."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        host, port = self.listen
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            self.log(f"usbip: WARNING listening on {host}: any host that can reach this address can import and "
+                     f"reflash the devices{'' if self.allow else ' (no --allow list)'}")
+        server = await asyncio.start_server(self._client, host, port)
+        sock = server.sockets[0].getsockname()
+        self.address = (sock[0], sock[1])
+        poller = asyncio.create_task(self._poll_forever())
+        self.log(f"usbip: exporting {', '.join(self.exports) or 'nothing'} on {self.address[0]}:{self.address[1]}")
+        if ready:
+            ready(self.address)
+        self._started.set()
+        try:
+            async with server:
+                await self._stop.wait()
+        finally:
+            poller.cancel()
+            for c in list(self._connections):
+                c.close()
+            server.close()
+            if self._handlers:  # let each connection end its own way (EOF), not by cancellation
+                await asyncio.wait(list(self._handlers), timeout=2)
+
+    def stop(self) -> None:
+        """Stop serving (thread-safe)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def _poll_forever(self) -> None:
+        # Timers (DFU's delayed leave, the entry policy's timeout) run between URBs too.
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            for e in self.exports.values():
+                try:
+                    self._refresh(e)
+                except Exception as exc:  # a device bug must not stop the server
+                    self.log(f"usbip: {e.busid}: poll failed: {exc!r}")
+
+    def _allowed(self, addr: str) -> bool:
+        if self.allow is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(addr.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.allow)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        name = f"{_addr(peer)}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        conn = _Connection(name, writer)
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        if not self._allowed(_addr(peer)):
+            self.log(f"usbip: refused {name}: not in the allow list")
+            conn.close()
+            return
+        self._connections.add(conn)
+        try:
+            await self._operation(conn, reader)
+        except ProtocolError as exc:
+            self.log(f"usbip: {name}: {exc}; connection closed")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial or conn.export is None:
+                self.log(f"usbip: {name}: truncated message ({len(exc.partial)} of {exc.expected} bytes); "
+                         f"connection closed")
+            else:
+                self.log(f"usbip: {name} detached {conn.export.busid}")
+        except (ConnectionError, OSError) as exc:
+            self.log(f"usbip: {name}: {exc.__class__.__name__}: {exc}; connection closed")
+        except Exception as exc:  # never let one connection take the server down
+            self.log(f"usbip: {name}: internal error {exc!r}; connection closed")
+        finally:
+            self._release(conn)
+            conn.close()
+            self._connections.discard(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        e = conn.export
+        if e is not None and e.attached is conn:
+            e.attached = None
+        conn.pending.clear()
+
+    async def _operation(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
+        version, code, _status = OP_COMMON.unpack(await reader.readexactly(OP_COMMON.size))
+        if version != USBIP_VERSION:
+            raise ProtocolError(f"unsupported USB/IP version 0x{version:04X} (want 0x{USBIP_VERSION:04X})")
+        if code == OP_REQ_DEVLIST:
+            conn.send(self.devlist())
+            await conn.writer.drain()
+            return
+        if code != OP_REQ_IMPORT:
+            raise ProtocolError(f"unknown operation 0x{code:04X}")
+        busid = _cstr(await reader.readexactly(BUSID_SIZE))
+        e = self.exports.get(busid)
+        if e is not None:
+            self._refresh(e)
+        if e is None or e.device is None or e.attached is not None:
+            why = "no such device" if e is None or e.device is None else f"in use by {e.attached.peer}"
+            self.log(f"usbip: {conn.peer}: import of {busid!r} refused ({why})")
+            conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, ST_NA))
+            await conn.writer.drain()
+            return
+        e.attached, conn.export, conn.generation = conn, e, e.generation
+        conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, ST_OK) + self._record(e).pack(with_interfaces=False))
+        self.log(f"usbip: {conn.peer} imported {busid}")
+        retry = asyncio.create_task(self._retry_pending(conn))
+        try:
+            await self._urbs(conn, reader)
+        finally:
+            retry.cancel()
+
+    # ------------------------------------------------------------------
+    # URB traffic
+    def _live(self, conn: _Connection) -> Device | None:
+        e = conn.export
+        if conn.closed or e is None or e.attached is not conn or e.generation != conn.generation:
+            return None
+        return e.device
+
+    async def _urbs(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
+        while not conn.closed:
+            header = await reader.readexactly(HEADER_SIZE)
+            command = struct.unpack_from(">I", header)[0]
+            if command == USBIP_CMD_SUBMIT:
+                await self._submit(conn, reader, CMD_SUBMIT.unpack(header))
+            elif command == USBIP_CMD_UNLINK:
+                _, seqnum, _devid, _dir, _ep, victim = CMD_UNLINK.unpack(header)
+                found = next((u for u in conn.pending if u.seqnum == victim), None)
+                if found is not None:
+                    conn.pending.remove(found)
+                # -ECONNRESET: unlinked before completion; 0: it had completed (or never existed)
+                conn.send(RET_UNLINK.pack(USBIP_RET_UNLINK, seqnum, 0, 0, 0, -ECONNRESET if found else 0))
+            else:
+                raise ProtocolError(f"unknown command 0x{command:08X}")
+            await conn.writer.drain()
+            e = conn.export
+            self._refresh(e)
+            if conn.closed:
+                return
+
+    async def _submit(self, conn: _Connection, reader: asyncio.StreamReader, f) -> None:
+        (_, seqnum, _devid, direction, ep, _flags, length, _start, packets, _interval, setup) = f
+        if direction not in (USBIP_DIR_OUT, USBIP_DIR_IN) or ep > 15:
+            raise ProtocolError(f"bad endpoint {ep} direction {direction} (seqnum {seqnum})")
+        if packets not in NO_ISO_PACKETS:
+            raise ProtocolError(f"isochronous URB ({packets} packets) not supported (seqnum {seqnum})")
+        limit = MAX_CONTROL_LENGTH if ep == 0 else MAX_TRANSFER_LENGTH
+        if length > limit:
+            raise ProtocolError(f"transfer_buffer_length {length} over the limit {limit} (seqnum {seqnum})")
+        data = await reader.readexactly(length) if direction == USBIP_DIR_OUT and length else b""
+        device = self._live(conn)
+        if device is None:
+            return  # the device went away under this URB: the connection is closing
+        if ep == 0:
+            status, reply = self._control(conn, device, SetupPacket.unpack(setup), data, length)
+            self._complete(conn, seqnum, status, reply if direction == USBIP_DIR_IN else b"",
+                           len(reply) if direction == USBIP_DIR_IN else len(data))
+            return
+        if direction == USBIP_DIR_OUT:
+            status = self._call(conn, device.ep_out, ep, data)[0]
+            self._complete(conn, seqnum, status, b"", len(data) if status == 0 else 0)
+            conn.wake.set()  # an OUT may have queued IN data
+            return
+        urb = _Urb(seqnum, ep | 0x80, length)
+        if any(u.address == urb.address for u in conn.pending):
+            conn.pending.append(urb)  # keep endpoint order behind an earlier waiting URB
+        elif not self._try_in(conn, device, urb):
+            if len(conn.pending) >= MAX_PENDING_URBS:
+                raise ProtocolError(f"more than {MAX_PENDING_URBS} IN URBs waiting")
+            conn.pending.append(urb)
+        conn.wake.set()
+
+    def _call(self, conn: _Connection, fn, *args):
+        try:
+            return 0, fn(*args)
+        except Stall:
+            return -EPIPE, None
+        except Exception as exc:  # a device bug: report it, keep serving
+            self.log(f"usbip: {conn.export.busid}: device raised {exc!r}")
+            return -EPROTO, None
+
+    def _control(self, conn, device: Device, req: SetupPacket, data: bytes, length: int) -> tuple[int, bytes]:
+        if req.bmRequestType == USB_RT_PORT and req.bRequest == 3 and req.wValue == USB_PORT_FEAT_RESET:
+            status, _ = self._call(conn, device.bus_reset)
+            return status, b""
+        status, reply = self._call(conn, device.control, req, data)
+        return status, bytes(reply or b"")[:length]
+
+    def _try_in(self, conn: _Connection, device: Device, urb: _Urb) -> bool:
+        status, chunk = self._call(conn, device.ep_in, urb.address, urb.length)
+        if status == 0 and chunk is None:
+            return False  # NAK: try again later
+        chunk = bytes(chunk or b"")[:urb.length]
+        self._complete(conn, urb.seqnum, status, chunk, len(chunk))
+        return True
+
+    def _complete(self, conn: _Connection, seqnum: int, status: int, data: bytes, actual: int) -> None:
+        conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, actual, 0, 0, 0) + data)
+
+    async def _retry_pending(self, conn: _Connection) -> None:
+        """Retry NAKed IN URBs, oldest first per endpoint, backing off while nothing comes."""
+        delay = 0.0005
+        while not conn.closed:
+            if not conn.pending:
+                conn.wake.clear()
+                await conn.wake.wait()
+                delay = 0.0005
+                continue
+            device = self._live(conn)
+            if device is None:
+                return
+            progressed, tried = False, set()
+            for urb in list(conn.pending):
+                if urb.address in tried or urb not in conn.pending:
+                    continue
+                tried.add(urb.address)
+                if self._try_in(conn, device, urb):
+                    conn.pending.remove(urb)
+                    progressed = True
+            if progressed:
+                delay = 0.0005
+                try:
+                    await conn.writer.drain()
+                except (ConnectionError, OSError):
+                    return
+                self._refresh(conn.export)
+                continue
+            conn.wake.clear()
+            try:
+                await asyncio.wait_for(conn.wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 0.01)
+
+    # ------------------------------------------------------------------
+    # background thread (tests, embedding)
+    def start(self) -> "UsbipServer":
+        """Serve on a background thread; returns once listening (or raises what failed)."""
+        def run():
+            try:
+                asyncio.run(self.serve())
+            except BaseException as exc:  # surfaced by start()
+                self._error = exc
+            finally:
+                self._started.set()
+
+        self._thread = threading.Thread(target=run, name="usbip-server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def close(self) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> "UsbipServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def parse_listen(text: str, default_port: int = USBIP_PORT) -> tuple[str, int]:
+    """"ADDR:PORT", "ADDR", ":PORT" or "[v6]:PORT" -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host or "127.0.0.1", int(port)
+    return text or "127.0.0.1", default_port
+
+
+def serve(targets, listen: tuple[str, int] = ("127.0.0.1", USBIP_PORT), allow: Iterable[str] | None = None,
+          log: Callable[[str], None] | None = print,
+          ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (or KeyboardInterrupt); then return normally.
+
+    The caller owns the Targets: close the Emulator afterwards so its image
+    is written back.
+    """
+    server = UsbipServer(targets, listen, allow=allow, log=log)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, server.stop)
+                except (NotImplementedError, RuntimeError):  # Windows
+                    pass
+        await server.serve(ready)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

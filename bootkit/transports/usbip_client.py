@@ -1,0 +1,506 @@
+"""A userspace USB/IP client: a pyusb backend for devices a USB/IP server exports.
+
+``usb.core.find(backend=bootkit.transports.usbip_client.get_backend("host"))``
+lists what the server exports (OP_REQ_DEVLIST) and talks to a device over
+its own TCP connection (OP_REQ_IMPORT, then USBIP_CMD_SUBMIT per
+transfer), without vhci-hcd or root.  Descriptors are read with
+GET_DESCRIPTOR requests, as a host does when it enumerates.
+
+Errors surface as pyusb's libusb1 backend raises them for a real device,
+like :mod:`bootkit.transports.virtual`: a STALL (-EPIPE) is
+``USBError(errno=EPIPE)`` "Pipe error", a closed connection (the device was
+unplugged or re-enumerated) ``errno=ENODEV``, a timeout
+``USBTimeoutError`` (after a USBIP_CMD_UNLINK of the waiting URB).
+
+A server lets one client import a device at a time; this backend imports a
+device for as long as pyusb holds it open and shares that connection
+between handles to the same device.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+
+import usb.backend
+import usb.core
+
+from ..usb import descriptors as D
+from ..usb.device import SetupPacket
+from .usbip import (
+    BUSID_SIZE,
+    CMD_SUBMIT,
+    CMD_UNLINK,
+    EPIPE,
+    HEADER_SIZE,
+    OP_COMMON,
+    OP_REP_DEVLIST,
+    OP_REP_IMPORT,
+    OP_REQ_DEVLIST,
+    OP_REQ_IMPORT,
+    RET_SUBMIT,
+    RET_UNLINK,
+    USB_DEVICE,
+    USB_INTERFACE,
+    USB_PORT_FEAT_RESET,
+    USB_RT_PORT,
+    USB_SPEED_HIGH,
+    USBIP_CMD_SUBMIT,
+    USBIP_DIR_IN,
+    USBIP_DIR_OUT,
+    USBIP_PORT,
+    USBIP_RET_SUBMIT,
+    USBIP_RET_UNLINK,
+    USBIP_VERSION,
+    UsbDevice,
+)
+
+# libusb error codes, as pyusb's libusb1 backend reports them
+_PIPE = ("Pipe error", -9, errno.EPIPE)
+_NODEV = ("No such device (it may have been disconnected)", -4, errno.ENODEV)
+_TIMEOUT = ("Operation timed out", -7, errno.ETIMEDOUT)
+_IO = ("Input/Output Error", -1, errno.EIO)
+_BUSY = ("Resource busy", -6, errno.EBUSY)
+_NOTFOUND = ("Entity not found", -5, errno.ENOENT)
+
+# libusb_speed
+SPEED_FULL, SPEED_HIGH = 2, 3
+CONNECT_TIMEOUT = 5.0
+MAX_REPLY = 1 << 20  # the server's own per-URB limit
+MAX_DEVICES = 1024
+
+
+class UsbipError(OSError):
+    """The server refused or broke the exchange (not a USB-level error)."""
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by the USB/IP server")
+        buf += chunk
+    return bytes(buf)
+
+
+def _connect(host: str, port: int) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _op_reply(sock: socket.socket, code: int) -> int:
+    version, got, status = OP_COMMON.unpack(_recv_exact(sock, OP_COMMON.size))
+    if version != USBIP_VERSION or got != code:
+        raise UsbipError(f"unexpected USB/IP reply: version 0x{version:04X} code 0x{got:04X}")
+    return status
+
+
+def list_devices(host: str = "127.0.0.1", port: int = USBIP_PORT) -> list[UsbDevice]:
+    """OP_REQ_DEVLIST: the devices a server exports (``usbip list -r HOST``)."""
+    with _connect(host, port) as sock:
+        sock.sendall(OP_COMMON.pack(USBIP_VERSION, OP_REQ_DEVLIST, 0))
+        if _op_reply(sock, OP_REP_DEVLIST) != 0:
+            raise UsbipError("the server refused to list its devices")
+        (count,) = struct.unpack(">I", _recv_exact(sock, 4))
+        if count > MAX_DEVICES:
+            raise UsbipError(f"the server claims {count} devices")
+        out = []
+        for _ in range(count):
+            raw = _recv_exact(sock, USB_DEVICE.size)
+            n = raw[-1]  # bNumInterfaces
+            out.append(UsbDevice.unpack(raw, _recv_exact(sock, n * USB_INTERFACE.size)))
+        return out
+
+
+class Session:
+    """One imported device: a TCP connection carrying URBs (synchronous, thread-safe)."""
+
+    def __init__(self, host: str, port: int, busid: str):
+        self.busid = busid
+        self._lock = threading.Lock()
+        self._seqnum = 0
+        self.sock = _connect(host, port)
+        try:
+            self.sock.sendall(OP_COMMON.pack(USBIP_VERSION, OP_REQ_IMPORT, 0)
+                              + busid.encode().ljust(BUSID_SIZE, b"\0"))
+            if _op_reply(self.sock, OP_REP_IMPORT) != 0:
+                raise usb.core.USBError(*_BUSY)
+            self.device = UsbDevice.unpack(_recv_exact(self.sock, USB_DEVICE.size))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.devid = self.device.devid
+        self.sock.settimeout(None)  # blocking; receive timeouts come from SO_RCVTIMEO
+        self._timeout_ms: int | None = None
+        self._buf = bytearray()
+        self.closed = False
+        self.refs = 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _gone(self):
+        self.close()
+        return usb.core.USBError(*_NODEV)
+
+    def _set_timeout(self, timeout_ms: int | None) -> None:
+        # SO_RCVTIMEO on a blocking socket: no poll() before every recv, and no
+        # system call at all while the timeout stays the same (DFU uses one value).
+        if timeout_ms != self._timeout_ms:
+            seconds, ms = divmod(int(timeout_ms or 0), 1000)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, ms * 1000))
+            self._timeout_ms = timeout_ms
+
+    def _recv(self, n: int) -> bytes:
+        """n bytes, from what an earlier recv already brought first (one recv per reply, mostly)."""
+        while len(self._buf) < n:
+            chunk = self.sock.recv(max(65536, n - len(self._buf)))
+            if not chunk:
+                raise ConnectionError("connection closed by the USB/IP server")
+            self._buf += chunk
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def submit(self, ep: int, direction: int, data: bytes = b"", length: int = 0, setup: bytes = b"\0" * 8,
+               timeout_ms: int | None = None) -> bytes | int:
+        """One URB.  Returns the IN data, or the OUT actual length; raises pyusb's errors."""
+        with self._lock:
+            if self.closed:
+                raise usb.core.USBError(*_NODEV)
+            self._seqnum = self._seqnum % 0xFFFFFFFF + 1
+            seqnum = self._seqnum
+            if direction == USBIP_DIR_OUT:
+                length = len(data)
+            flags = 0x200 if direction == USBIP_DIR_IN else 0  # URB_DIR_IN, as vhci sets it
+            header = CMD_SUBMIT.pack(USBIP_CMD_SUBMIT, seqnum, self.devid, direction, ep, flags, length, 0, 0, 0,
+                                     setup)
+            try:
+                self._set_timeout(timeout_ms)
+                self.sock.sendall(header + data if direction == USBIP_DIR_OUT and data else header)
+                while True:
+                    head = self._recv(HEADER_SIZE)
+                    command, got, _, _, _, status, actual = struct.unpack_from(">IIIIIiI", head)
+                    if command != USBIP_RET_SUBMIT:
+                        continue  # a late RET_UNLINK
+                    if actual > MAX_REPLY:
+                        raise ConnectionError(f"reply of {actual} bytes")
+                    payload = self._recv(actual) if direction == USBIP_DIR_IN and actual else b""
+                    if got == seqnum:
+                        break
+            except (socket.timeout, BlockingIOError):
+                return self._unlink(seqnum, direction)
+            except (ConnectionError, OSError):
+                raise self._gone() from None
+            if status == -EPIPE:
+                raise usb.core.USBError(*_PIPE)
+            if status != 0:
+                raise usb.core.USBError(*_IO)
+            return payload[:length] if direction == USBIP_DIR_IN else actual
+
+    def _unlink(self, victim: int, direction: int):
+        """Timed out: USBIP_CMD_UNLINK the URB and wait for the answer, as vhci does."""
+        self._seqnum = self._seqnum % 0xFFFFFFFF + 1
+        seqnum = self._seqnum
+        try:
+            self._set_timeout(int(CONNECT_TIMEOUT * 1000))
+            self.sock.sendall(CMD_UNLINK.pack(2, seqnum, self.devid, 0, 0, victim))
+            while True:
+                head = self._recv(HEADER_SIZE)
+                command, got = struct.unpack_from(">II", head)
+                if command == USBIP_RET_UNLINK and got == seqnum:
+                    break
+                if command == USBIP_RET_SUBMIT:  # it completed before the unlink: drop it
+                    actual = struct.unpack_from(">I", head, 24)[0]
+                    if direction == USBIP_DIR_IN and actual:
+                        self._recv(min(actual, MAX_REPLY))
+        except (ConnectionError, OSError):
+            raise self._gone() from None
+        raise usb.core.USBTimeoutError(*_TIMEOUT)
+
+    def control(self, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout_ms=None):
+        is_in = bool(bmRequestType & 0x80)
+        length = data_or_length if is_in else len(data_or_length)
+        setup = SetupPacket(bmRequestType, bRequest, wValue, wIndex, length).pack()
+        if is_in:
+            return self.submit(0, USBIP_DIR_IN, b"", length, setup, timeout_ms)
+        return self.submit(0, USBIP_DIR_OUT, bytes(data_or_length), 0, setup, timeout_ms)
+
+
+@dataclass(frozen=True)
+class _RemoteId:
+    """A device as listed: the bus id plus its device number (new after each re-enumeration)."""
+
+    busid: str
+    busnum: int
+    devnum: int
+    speed: int
+
+
+class _Desc:
+    def __init__(self, fields: dict, **extra):
+        for k, v in fields.items():
+            if k not in ("raw", "interfaces", "endpoints", "extra"):
+                setattr(self, k, v)
+        for k, v in extra.items():
+            setattr(self, k, v)
+
+
+class _Handle:
+    def __init__(self, devid: _RemoteId, session: Session):
+        self.devid = devid
+        self.session = session
+        self.claimed: set[int] = set()
+        self.open = True
+
+
+def _buffer_bytes(data) -> bytes:
+    return data.tobytes() if isinstance(data, array.array) else bytes(data)
+
+
+class UsbipBackend(usb.backend.IBackend):
+    """pyusb's IBackend over USB/IP."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = USBIP_PORT, *, timeout: float = CONNECT_TIMEOUT):
+        super().__init__()
+        self.host, self.port = host, port
+        self._lock = threading.RLock()
+        self._sessions: dict[str, Session] = {}  # busid -> live import
+        self._descriptors: dict[_RemoteId, tuple[bytes, list[bytes]]] = {}
+
+    # ------------------------------------------------------------------
+    # enumeration
+    def enumerate_devices(self):
+        out = []
+        for d in list_devices(self.host, self.port):
+            rid = _RemoteId(d.busid, d.busnum, d.devnum, d.speed)
+            try:
+                self._fetch(rid)
+            except usb.core.USBError:
+                continue  # imported by another client, or gone meanwhile: not visible to us
+            out.append(rid)
+        return out
+
+    def get_parent(self, dev):
+        return None
+
+    def _session(self, rid: _RemoteId, *, keep: bool) -> Session:
+        with self._lock:
+            s = self._sessions.get(rid.busid)
+            if s is not None and (s.closed or s.device.devnum != rid.devnum):
+                s.close()
+                del self._sessions[rid.busid]
+                s = None
+            if s is not None:
+                return s
+            try:
+                s = Session(self.host, self.port, rid.busid)
+            except (ConnectionError, OSError, UsbipError) as exc:
+                if isinstance(exc, usb.core.USBError):
+                    raise
+                raise usb.core.USBError(*_NODEV) from None
+            if s.device.devnum != rid.devnum:  # re-enumerated between the list and the import
+                s.close()
+                raise usb.core.USBError(*_NODEV)
+            if keep:
+                self._sessions[rid.busid] = s
+            return s
+
+    def _fetch(self, rid: _RemoteId) -> tuple[bytes, list[bytes]]:
+        """Device and configuration descriptors, read once per device number."""
+        with self._lock:
+            if rid in self._descriptors:
+                return self._descriptors[rid]
+            shared = rid.busid in self._sessions and not self._sessions[rid.busid].closed
+            s = self._session(rid, keep=False)
+            try:
+                dev = s.control(0x80, 6, D.DEVICE << 8, 0, 18, 1000)
+                configs = []
+                for index in range(dev[17] if len(dev) >= 18 else 0):
+                    head = s.control(0x80, 6, (D.CONFIGURATION << 8) | index, 0, 9, 1000)
+                    total = struct.unpack_from("<H", head, 2)[0] if len(head) >= 4 else 0
+                    configs.append(s.control(0x80, 6, (D.CONFIGURATION << 8) | index, 0, total, 1000))
+            finally:
+                if not shared and self._sessions.get(rid.busid) is not s:
+                    s.close()
+            if len(dev) < 18:
+                raise usb.core.USBError(*_IO)
+            self._descriptors[rid] = (dev, configs)
+            return dev, configs
+
+    def get_device_descriptor(self, dev):
+        raw, _ = self._fetch(dev)
+        speed = SPEED_HIGH if dev.speed == USB_SPEED_HIGH else SPEED_FULL
+        port = int(dev.busid.rsplit("-", 1)[-1].split(".")[-1]) if dev.busid[-1:].isdigit() else 0
+        return _Desc(D.parse_descriptor(raw), bus=dev.busnum, address=dev.devnum, port_number=port,
+                     port_numbers=(port,), speed=speed)
+
+    def _config(self, dev, config: int = 0) -> dict:
+        _, configs = self._fetch(dev)
+        if config >= len(configs):
+            raise IndexError("no such configuration")
+        return D.parse_configuration(configs[config])
+
+    def get_configuration_descriptor(self, dev, config):
+        cfg = self._config(dev, config)
+        return _Desc(cfg, extra_descriptors=[b for raw in cfg["extra"] for b in raw])
+
+    def _interfaces(self, dev, config):
+        groups: dict[int, list] = {}
+        for intf in self._config(dev, config)["interfaces"]:
+            groups.setdefault(intf["bInterfaceNumber"], []).append(intf)
+        return [groups[k] for k in groups]
+
+    def get_interface_descriptor(self, dev, intf, alt, config):
+        groups = self._interfaces(dev, config)
+        if intf >= len(groups) or alt >= len(groups[intf]):
+            raise IndexError("no such interface")
+        d = groups[intf][alt]
+        return _Desc(d, extra_descriptors=[b for raw in d["extra"] for b in raw])
+
+    def get_endpoint_descriptor(self, dev, ep, intf, alt, config):
+        d = self._interfaces(dev, config)[intf][alt]["endpoints"][ep]
+        raw = d["raw"]
+        return _Desc(d, bRefresh=raw[7] if len(raw) > 7 else 0, bSynchAddress=raw[8] if len(raw) > 8 else 0,
+                     extra_descriptors=[b for raw in d["extra"] for b in raw])
+
+    # ------------------------------------------------------------------
+    # handles
+    def open_device(self, dev):
+        with self._lock:
+            s = self._session(dev, keep=True)
+            s.refs += 1
+            return _Handle(dev, s)
+
+    def close_device(self, dev_handle):
+        with self._lock:
+            if not dev_handle.open:
+                return
+            dev_handle.open = False
+            s = dev_handle.session
+            s.refs -= 1
+            if s.refs <= 0:
+                s.close()
+                if self._sessions.get(dev_handle.devid.busid) is s:
+                    del self._sessions[dev_handle.devid.busid]
+
+    def close(self) -> None:
+        """Drop every import (pyusb closes handles when its Device objects go)."""
+        with self._lock:
+            for s in self._sessions.values():
+                s.close()
+            self._sessions.clear()
+
+    def _control(self, h: _Handle, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout=None):
+        return h.session.control(bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout)
+
+    def set_configuration(self, dev_handle, config_value):
+        self._control(dev_handle, 0x00, 9, config_value, 0, b"")
+
+    def get_configuration(self, dev_handle):
+        return self._control(dev_handle, 0x80, 8, 0, 0, 1)[0]
+
+    def set_interface_altsetting(self, dev_handle, intf, altsetting):
+        self._control(dev_handle, 0x01, 11, altsetting, intf, b"")
+
+    def claim_interface(self, dev_handle, intf):
+        dev_handle.claimed.add(intf)
+
+    def release_interface(self, dev_handle, intf):
+        dev_handle.claimed.discard(intf)
+
+    def is_kernel_driver_active(self, dev_handle, intf):
+        return False
+
+    def detach_kernel_driver(self, dev_handle, intf):
+        pass
+
+    def attach_kernel_driver(self, dev_handle, intf):
+        pass
+
+    # ------------------------------------------------------------------
+    # transfers
+    def ctrl_transfer(self, dev_handle, bmRequestType, bRequest, wValue, wIndex, data, timeout):
+        length = len(data) * data.itemsize
+        if bmRequestType & 0x80:
+            reply = self._control(dev_handle, bmRequestType, bRequest, wValue, wIndex, length, timeout)
+            n = len(reply)
+            if n:
+                struct.pack_into(f"{n}s", data, 0, reply)
+            return n
+        return self._control(dev_handle, bmRequestType, bRequest, wValue, wIndex, _buffer_bytes(data), timeout)
+
+    def _write(self, dev_handle, ep, data, timeout):
+        return dev_handle.session.submit(ep & 0x0F, USBIP_DIR_OUT, _buffer_bytes(data), timeout_ms=timeout)
+
+    def _read(self, dev_handle, ep, buff, timeout):
+        size = len(buff) * buff.itemsize
+        chunk = dev_handle.session.submit(ep & 0x0F, USBIP_DIR_IN, b"", size, timeout_ms=timeout)
+        n = min(len(chunk), size)
+        if n:
+            struct.pack_into(f"{n}s", buff, 0, chunk[:n])
+        return n
+
+    def bulk_write(self, dev_handle, ep, intf, data, timeout):
+        return self._write(dev_handle, ep, data, timeout)
+
+    def bulk_read(self, dev_handle, ep, intf, buff, timeout):
+        return self._read(dev_handle, ep, buff, timeout)
+
+    def intr_write(self, dev_handle, ep, intf, data, timeout):
+        return self._write(dev_handle, ep, data, timeout)
+
+    def intr_read(self, dev_handle, ep, intf, buff, timeout):
+        return self._read(dev_handle, ep, buff, timeout)
+
+    def clear_halt(self, dev_handle, ep):
+        self._control(dev_handle, 0x02, 1, 0, ep, b"")
+
+    def reset_device(self, dev_handle):
+        # vhci forwards a port reset as USB_RT_PORT SET_FEATURE(PORT_RESET); the
+        # server resets the device.  A re-enumerating device then closes the
+        # connection: libusb_reset_device reports NOT_FOUND, pyusb callers ignore it.
+        s = dev_handle.session
+        self._control(dev_handle, USB_RT_PORT, 3, USB_PORT_FEAT_RESET, 0, b"")
+        with s._lock:
+            try:
+                s._set_timeout(50)
+                if not s._buf and s.sock.recv(1, socket.MSG_PEEK) == b"":
+                    s.close()
+                    raise usb.core.USBError(*_NOTFOUND)
+            except (socket.timeout, BlockingIOError):
+                pass
+            except OSError:
+                s.close()
+                raise usb.core.USBError(*_NOTFOUND) from None
+
+
+_backends: dict[tuple[str, int], UsbipBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def get_backend(host: str = "127.0.0.1", port: int = USBIP_PORT) -> UsbipBackend:
+    """The pyusb backend for the USB/IP server at host:port (one per address)."""
+    with _backends_lock:
+        key = (host, int(port))
+        if key not in _backends:
+            _backends[key] = UsbipBackend(host, int(port))
+        return _backends[key]
+
+
+def parse_address(text: str, default_port: int = USBIP_PORT) -> tuple[str, int]:
+    """"HOST[:PORT]" (or "[v6]:PORT") -> (host, port), for ``--usbip``."""
+    from .usbip import parse_listen
+
+    return parse_listen(text, default_port)
