@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --emulate: the chip's whole flash, created erased if absent, written back")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: on a terminal only)")
+        sp.add_argument("--port", help="cdc: the serial port (default: found by VID:PID)")
+        sp.add_argument("--usbip", metavar="HOST[:PORT]",
+                        help="talk to a device served by `bootkit serve --transport usbip` (no kernel needed)")
         sp.add_argument("--mcu", help="hid/halfkay: the Teensy MCU, as teensy_loader_cli --mcu names it")
         sp.add_argument("--wait", type=float, metavar="SECONDS",
                         help="hid: wait this long for the device to appear (teensy_loader_cli -w)")
@@ -130,13 +133,17 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run the device side of a personality, emulating CHIP, on a transport, until "
                                    "Ctrl-C.  The flash image is written back to --image when it stops.",
                        epilog="examples:\n  bootkit serve dfu --chip stm32f411 --image flash.bin "
-                              "--transport functionfs\n  bootkit serve dfu --chip atmega32u4 --dialect flip")
+                              "--transport functionfs\n  bootkit serve dfu --chip atmega32u4 --dialect flip "
+                              "--transport usbip\n  bootkit serve cdc --chip atmega32u4 --transport pty")
     s.add_argument("personality", metavar="PERSONALITY")
     s.add_argument("--chip", required=True)
     s.add_argument("--dialect")
     s.add_argument("--image", metavar="FILE.bin")
-    s.add_argument("--transport", default="virtual", choices=("virtual", "functionfs"))
+    s.add_argument("--transport", default="virtual", choices=("virtual", "functionfs", "usbip", "pty"))
     s.add_argument("--udc", help="functionfs: the UDC to bind (default: the only one)")
+    s.add_argument("--listen", metavar="ADDR:PORT",
+                   help="usbip: where to listen (default 127.0.0.1:3240; another address prints a warning)")
+    s.add_argument("--allow", metavar="ADDR,...", help="usbip: only these client addresses or networks")
     s.add_argument("--serial", help="USB serial number string")
     s.add_argument("--realtime", action="store_true", help="honour the chip's erase and program times")
     s.add_argument("--read-protected", action="store_true",
@@ -246,11 +253,23 @@ def cmd_list(args) -> int:
 
 
 class _Session:
-    """Where a host command talks to: an in-process emulator, or real USB."""
+    """Where a host command talks to: an in-process emulator, a USB/IP server, or real USB."""
 
     def __init__(self, args):
         self.emulator = None
-        if args.emulate:
+        self.port = getattr(args, "port", None)
+        self._pty = None
+        if args.emulate and args.usbip:
+            raise BadInput("--emulate and --usbip exclude each other")
+        if args.usbip:
+            from .transports import usbip_client
+
+            try:
+                self.backend = usbip_client.get_backend(*usbip_client.parse_address(args.usbip))
+            except ValueError as exc:
+                raise BadInput(f"--usbip: {exc}") from None
+            self.chip = _chip(args.chip)
+        elif args.emulate:
             from .emulator import Emulator
             from .transports.virtual import VirtualBus, get_backend
 
@@ -260,19 +279,29 @@ class _Session:
                 self.emulator = Emulator(chip, args.via, image=args.image, options=options)
             except ValueError as exc:
                 raise BadInput(str(exc)) from None
-            self.bus = VirtualBus()
-            self.emulator.attach(self.bus)
-            self.backend = get_backend(self.bus)
-            self.chip = _chip(args.chip) if args.chip else chip
+            if args.via == "cdc":
+                # a serial personality: the emulated device sits on a pseudo-terminal
+                from .transports.pty import pty_server
+
+                self._pty = pty_server(self.emulator, log=None)
+                self.port = self._pty.__enter__().slave_path
+                self.backend = None
+            else:
+                self.bus = VirtualBus()
+                self.emulator.attach(self.bus)
+                self.backend = get_backend(self.bus)
+            self.chip = _chip(args.chip) if args.chip else self.emulator.chip
         else:
             if args.image:
                 raise BadInput("--image needs --emulate CHIP")
             self.backend = _real_backend()
-            if self.backend is None:
+            if self.backend is None and not self.port:
                 raise Failed("no USB access: libusb was not found (install libusb-1.0-0), or use --emulate CHIP")
             self.chip = _chip(args.chip)
 
     def close(self):
+        if self._pty is not None:
+            self._pty.__exit__(None, None, None)
         if self.emulator is not None:
             self.emulator.close()
 
@@ -289,7 +318,7 @@ def _host_module(via: str):
     return importlib.import_module(f"bootkit.classes.{via}.host")
 
 
-def _personality_options(args) -> dict:
+def _personality_options(args, session) -> dict:
     """Options only some personalities take, passed only when given (or always, for their own)."""
     options = {}
     if args.via == "dfu":
@@ -302,6 +331,10 @@ def _personality_options(args) -> dict:
             if args.via != "hid":
                 raise BadInput(f"--{name} is a HID option")
             options[name] = value
+    if session.port is not None:
+        if args.via != "cdc":
+            raise BadInput("--port is a CDC option")
+        options["port"] = session.port
     return options
 
 
@@ -315,7 +348,7 @@ def cmd_flash(args) -> int:
         vid, pid = args.device or (None, None)
         result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                             chip=session.chip, memory=args.memory, verify=args.verify,
-                            leave=args.leave, progress=args.progress, **_personality_options(args))
+                            leave=args.leave, progress=args.progress, **_personality_options(args, session))
     except ImageRejected as exc:
         raise BadInput(f"{args.file}: {exc}") from None
     except HostError as exc:
@@ -340,7 +373,7 @@ def cmd_read(args) -> int:
         vid, pid = args.device or (None, None)
         image = host.read(session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                           chip=session.chip, memory=args.memory, start=args.start,
-                          length=args.length, progress=args.progress, **_personality_options(args))
+                          length=args.length, progress=args.progress, **_personality_options(args, session))
     except HostError as exc:
         raise Failed(str(exc)) from None
     finally:
@@ -384,6 +417,19 @@ def cmd_serve(args) -> int:
                 serve(emulator, udc=args.udc, log=lambda m: print(m, flush=True))
             except TransportUnavailable as exc:
                 raise BadInput(str(exc)) from None
+        elif args.transport == "usbip":
+            from .transports import usbip
+
+            try:
+                listen = usbip.parse_listen(args.listen) if args.listen else ("127.0.0.1", 3240)
+            except ValueError as exc:
+                raise BadInput(f"--listen: {exc}") from None
+            usbip.serve([emulator.target], listen=listen, allow=args.allow.split(",") if args.allow else None,
+                        log=lambda m: print(m, flush=True))
+        elif args.transport == "pty":
+            from .transports.pty import serve_pty
+
+            serve_pty(emulator, log=lambda m: print(m, flush=True))
         else:
             emulator.attach()
             dev = emulator.target.device
@@ -431,6 +477,9 @@ def main(argv=None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # includes pyusb's USBError: a device or connection that failed
+        print(f"bootkit: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -96,6 +96,8 @@ class Emulator:
         self.events.append(f"{sig.kind}: {sig.reason}")
         if sig.kind == "enter-bootloader":
             self.board.application_requests_bootloader()
+        elif sig.kind == "touch-1200":  # Arduino's 1200-baud touch on a CDC application
+            self.board.touch_1200()
         elif sig.kind == "leave":
             self.board.leave()
         elif sig.kind == "disconnect":
@@ -103,6 +105,14 @@ class Emulator:
         else:
             self.board.reset()
         return self._device_for_mode()
+
+    def run_application(self) -> str:
+        """Reset the board as the power-on path would, without the boot button:
+        a valid application starts (and enumerates), an invalid one keeps the bootloader."""
+        self.board.leave()
+        self.target.device = self._device_for_mode()
+        self.target.generation += 1
+        return self.board.mode
 
     @property
     def mode(self) -> str:
