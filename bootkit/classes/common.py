@@ -46,3 +46,31 @@ def check_ranges(image, ranges, protected, what: str) -> None:
         if not any(rs <= start and end <= re for rs, re in ranges):
             span = ", ".join(f"0x{rs:X}-0x{re - 1:X}" for rs, re in ranges)
             raise ImageRejected(f"image data 0x{start:X}-0x{end - 1:X} does not fit {what} (writable: {span})")
+
+
+OSES = ("windows", "macos", "linux", "ipados", "android")
+
+
+@dataclass(frozen=True)
+class DialectFacts:
+    """What one personality/dialect declares about itself, for ``bootkit choose``.
+
+    Each personality keeps these in ``bootkit/classes/<name>/facts.py`` as
+    ``FACTS: tuple[DialectFacts, ...]``: the one place its trade-offs live.
+    """
+
+    personality: str
+    dialect: str
+    summary: str
+    # per OS in OSES: "none" (works out of the box), a driver to install, or "no" (cannot work)
+    driver: dict
+    host_software: str  # "none" when the OS itself is enough (copy a file, print, play MIDI)
+    eeprom: bool
+    readback: bool
+    verify: str  # how a flash is verified: "read-back", "CRC", "device checks", "none"
+    feedback: str  # what the user learns when it fails
+    unattended: bool  # scriptable with no user action at the device
+    bootloader_size: str  # typical size of the real bootloader: "ROM", "512 B", "4 KiB", ...
+    families: tuple = ()  # chip families it fits ("avr", "xmega", "stm32", "rp2040", "nrf52"); () = any
+    quirks: tuple = ()  # (quirk, how bootkit handles it)
+    benchmark: str = ""  # the benchmarks/ script that measures its throughput
