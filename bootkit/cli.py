@@ -129,6 +129,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--length", type=_int, help="number of bytes to read")
     s.set_defaults(func=cmd_read)
 
+    s = sub.add_parser("print", formatter_class=fmt, help="print a HEX file to a printer-personality device",
+                       description="Send FILE as a print job to a device with the printer personality (any "
+                                   "format; non-HEX input is converted to Intel HEX first), then report the "
+                                   "device's port status and its one-line job status.",
+                       epilog="examples:\n  bootkit print fw.hex --printer /dev/usb/lp0\n"
+                              "  bootkit print fw.hex --emulate atmega32u4 --image flash.bin\n"
+                              "  bootkit print fw.bin --device 03eb:206b --address 0")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--printer", metavar="/dev/usb/lpN", help="the kernel's printer device (usblp)")
+    s.add_argument("--device", type=_vidpid, metavar="VID:PID", help="select the device by USB ids (pyusb)")
+    s.add_argument("--serial", help="select the device by serial number")
+    s.add_argument("--chip", help="the target chip (validates the image against it first)")
+    s.add_argument("--address", type=_int, help="load address of a binary file")
+    s.add_argument("--emulate", metavar="CHIP", help="print into an emulated device in this process")
+    s.add_argument("--image", metavar="FILE.bin", help="with --emulate: the chip's whole flash")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.set_defaults(func=cmd_print, via="printer", usbip=None, dialect=None, port=None)
+
     s = sub.add_parser("serve", formatter_class=fmt, help="run an emulated bootloader on a transport",
                        description="Run the device side of a personality, emulating CHIP, on a transport, until "
                                    "Ctrl-C.  The flash image is written back to --image when it stops.",
@@ -383,6 +401,39 @@ def cmd_read(args) -> int:
         raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
     save(image, args.output, fmt, family=family)
     print(f"{args.output}: {image.size} bytes from 0x{image.start:X}")
+    return EXIT_OK
+
+
+def cmd_print(args) -> int:
+    from .classes.printer import host
+    from .formats import detect_format
+
+    if args.printer and (args.emulate or args.device):
+        raise BadInput("--printer excludes --emulate and --device")
+    if not Path(args.file).exists():
+        raise BadInput(f"{args.file}: no such file")
+    is_hex = detect_format(Path(args.file).read_bytes()[:4096], args.file) == "hex"
+    image = None if is_hex else _load_image(args.file, base=args.address)
+    session = None if args.printer else _Session(args)
+    backend = session.backend if session else None
+    chip = session.chip if session else _chip(args.chip)
+    vid, pid = args.device or (None, None)
+    try:
+        if is_hex:
+            # the file goes as it is: a corrupt record must reach the device, which reports it
+            result = host.print_file(args.file, backend, printer=args.printer, vid=vid, pid=pid,
+                                     serial=args.serial, chip=chip, progress=args.progress)
+        else:
+            result = host.flash(image, backend, printer=args.printer, vid=vid, pid=pid, serial=args.serial,
+                                chip=chip, progress=args.progress)
+    except ImageRejected as exc:
+        raise BadInput(f"{args.file}: {exc}") from None
+    except HostError as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        if session:
+            session.close()
+    print(f"{args.file}: printed {result.bytes} bytes; " + ", ".join(result.steps))
     return EXIT_OK
 
 

@@ -302,7 +302,22 @@ class Device:
             reply = b""
         return reply
 
+    def _printer_interface(self, number: int) -> _Binding | None:
+        for b in self._bindings:
+            local = number - b.first_interface
+            if any(i.number == local and i.cls == 0x07 for i in b.interfaces):
+                return b
+        return None
+
     def _to_function(self, req: SetupPacket, data: bytes) -> bytes | None:
+        if req.bmRequestType == 0xA1 and req.bRequest == 0:
+            # USB printer class 1.1 GET_DEVICE_ID carries the interface in the
+            # HIGH byte of wIndex (interface << 8 | alternate), as usblp sends
+            # it; Linux devio.c check_ctrlrecip special-cases exactly this.
+            b = self._printer_interface(req.wIndex >> 8)
+            if b is not None:
+                local = (req.wIndex >> 8) - b.first_interface
+                return b.function.setup(req.with_index(local << 8 | (req.wIndex & 0xFF)), data)
         if req.recipient in (RECIP_INTERFACE, RECIP_OTHER):
             b = self._binding_for_interface(req.wIndex & 0xFF)
             local = req.with_index((req.wIndex & 0xFF00) | ((req.wIndex & 0xFF) - b.first_interface))
