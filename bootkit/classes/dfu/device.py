@@ -169,7 +169,14 @@ class DfuEngine:
     def _dispatch(self, b, wValue, wLength, data):
         s = self.state
         if s in (State.dfuDNBUSY, State.dfuMANIFEST):
-            # DFU 1.1 A.2.4/A.2.7: no request while the device is busy.
+            if b == GETSTATUS:
+                # DFU 1.1 A.2.4 lets a busy device stall everything; like ST's
+                # ROM we answer GETSTATUS with the time still to wait, so a host
+                # that polls early (or a new tool after an interrupted one)
+                # is told to wait rather than killed by a STALL.
+                left = max(0, int((self.busy_until - self.clock()) * 1000))
+                return StatusReply(self.status, left, s).pack()
+            # DFU 1.1 A.2.4/A.2.7: no other request while the device is busy.
             raise DfuFault(Status.errSTALLEDPKT, "request while busy")
         if b == GETSTATUS:
             return self._getstatus().pack()
