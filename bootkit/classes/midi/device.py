@@ -1,0 +1,465 @@
+"""MIDI device side: the bootloader's protocol engine and the USB-MIDI Function that carries it.
+
+The engine is a pure state machine over the memory core: MIDI bytes in
+(from USB-MIDI packets, an ALSA port, a UART), SysEx replies out.  It
+speaks two forms of one protocol (docs/personalities/midi.md):
+
+- two-way: IDENTIFY, ERASE, WRITE, READ, CRC, BOOT, each answered with an
+  ACK or a NAK carrying a reason;
+- one-way: BEGIN, PAGE..., END, as a .mid file plays them, never answered.
+  Each page erases its sector the first time the session touches it
+  (SessionWriter), a page with a bad checksum stays missing, and the
+  application is only manifested when every page arrived and the CRC of the
+  whole span matches END.  IDENTIFY reports what is missing.
+
+Every check runs before the memory is touched, and every write goes
+through the memory core, which refuses the bootloader region by itself.
+Unrelated traffic (clock, active sensing, notes, other manufacturers'
+SysEx) is ignored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from ...memory import Chip, MemoryFault
+from ...memory.core import NotErasedFault, ProtectedFault
+from ...memory.writer import SessionWriter
+from ...usb.descriptors import Endpoint, Interface
+from ...usb.device import Function, SetupPacket, Stall
+from .protocol import (
+    AUDIO_CLASS,
+    AUDIOCONTROL,
+    FLAG_APP_VALID,
+    FLAG_REFUSED_FILE,
+    FLAG_SESSION,
+    FLAG_SESSION_FAILED,
+    JACK_EMBEDDED,
+    JACK_EXTERNAL,
+    MIDISTREAMING,
+    PACKET_SIZE,
+    PROTOCOL_VERSION,
+    SIGNATURE,
+    Cmd,
+    DeviceInfo,
+    FrameError,
+    NotesDecoder,
+    Reader,
+    Reason,
+    StreamParser,
+    ac_header,
+    ack,
+    crc32,
+    decode_packets,
+    from_u7,
+    in_jack,
+    is_ours,
+    message_packets,
+    ms_endpoint,
+    ms_header,
+    nak,
+    out_jack,
+    pack7,
+    packed_length,
+    parse_frame,
+    u7,
+    unpack7,
+)
+
+
+class MidiFault(Exception):
+    """A request the engine refuses, with the NAK reason."""
+
+    def __init__(self, why: str, reason: Reason):
+        super().__init__(why)
+        self.reason = reason
+
+
+class Session:
+    """One one-way (file) update: what BEGIN announced and which pages arrived."""
+
+    def __init__(self, start: int, page_size: int, pages: int, image_crc: int, memory):
+        self.start = start
+        self.page_size = page_size
+        self.pages = pages
+        self.image_crc = image_crc
+        self.received: set[int] = set()
+        self.bad: set[int] = set()  # pages seen with a bad checksum (still missing unless resent)
+        self.failed = ""  # why the session cannot complete
+        self.writer = SessionWriter(memory)
+
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        return self.start, self.page_size, self.pages, self.image_crc
+
+    @property
+    def missing(self) -> int:
+        return self.pages - len(self.received)
+
+
+class MidiBootEngine:
+    """The bootloader's protocol over MIDI bytes.  Feed :meth:`receive`; collect :meth:`take_replies`."""
+
+    OUTBOX = 64  # replies held for the host; the oldest go first
+
+    def __init__(self, memory, chip: Chip, *, signal: Callable[..., None] | None = None):
+        self.memory = memory
+        self.chip = chip
+        self.signal = signal or (lambda kind, reason="", delay=0.0: None)
+        flash = memory.layout.flash
+        app = memory.layout.application_ranges("flash")
+        self.app_start, self.app_end = app[0] if app else (flash.start, flash.start)
+        self.page_size = chip.page_size
+        # a frame holds at most one page, packed, plus its header fields
+        limit = packed_length(self.page_size) + 64
+        self.parser = StreamParser(max_sysex=limit)
+        self.notes = NotesDecoder(max_length=limit)
+        self.outbox: deque[bytes] = deque(maxlen=self.OUTBOX)
+        self.session: Session | None = None
+        self.refused_file = ""
+        self.refusals: list[str] = []  # why frames were refused (tests and logs)
+        self.ignored = 0  # messages that were not ours
+        self.left = False
+
+    # ------------------------------------------------------------------
+    # input
+    def receive(self, data: bytes) -> None:
+        """MIDI bytes, in any split: a USB-MIDI packet's worth, a port callback's message, a UART byte."""
+        for message in self.parser.feed(bytes(data)):
+            if message.kind == "sysex":
+                body = message.data[1:-1]
+                if is_ours(body):
+                    self.frame(body)
+                else:
+                    self.ignored += 1  # another manufacturer's SysEx
+            elif message.kind == "channel":
+                body = self.notes.feed(message.data)
+                if body is not None and is_ours(body):
+                    self.frame(body)
+                elif body is None:
+                    self.ignored += 1
+            else:
+                self.ignored += 1  # clock, active sensing, song position...
+
+    def take_replies(self) -> list[bytes]:
+        out = list(self.outbox)
+        self.outbox.clear()
+        return out
+
+    def _refuse(self, why: str) -> None:
+        if len(self.refusals) >= 1000:
+            del self.refusals[:500]
+        self.refusals.append(why)
+
+    # ------------------------------------------------------------------
+    # frames
+    def frame(self, body: bytes) -> None:
+        try:
+            cmd, tag, payload = parse_frame(body)
+        except FrameError as exc:
+            self._refuse(str(exc))
+            if exc.cmd == Cmd.PAGE and self.session is not None:
+                self._mark_bad(body)
+            elif exc.cmd is not None and exc.cmd < Cmd.BEGIN:
+                self.outbox.append(nak(exc.cmd, exc.tag, exc.reason, str(exc)))
+            return
+        if cmd in (Cmd.BEGIN, Cmd.PAGE, Cmd.END):
+            try:
+                self._one_way(cmd, Reader(payload))
+            except (MidiFault, ValueError) as exc:
+                self._refuse(f"{Cmd(cmd).name}: {exc}")
+            return
+        if cmd in (Cmd.ACK, Cmd.NAK):
+            return  # our own replies looped back (a MIDI thru): not for us
+        try:
+            reply = self._command(cmd, Reader(payload))
+        except MidiFault as fault:
+            self._refuse(str(fault))
+            self.outbox.append(nak(cmd, tag, fault.reason, str(fault)))
+            return
+        except ValueError as exc:  # a short or badly packed payload
+            self._refuse(str(exc))
+            self.outbox.append(nak(cmd, tag, Reason.MALFORMED, str(exc)))
+            return
+        except MemoryFault as exc:
+            self._refuse(str(exc))
+            self.outbox.append(nak(cmd, tag, _reason_for(exc), str(exc)))
+            return
+        self.outbox.append(ack(cmd, tag, reply))
+        if cmd == Cmd.BOOT:
+            # the ACK goes out before the reset, as the HID native dialect's RESET does
+            self.left = True
+            self.signal("leave", "MIDI BOOT", 0.05)
+
+    def _mark_bad(self, body: bytes) -> None:
+        """A PAGE whose checksum failed: note its sequence number if it can be read (it stays missing)."""
+        inner = body[len(SIGNATURE) + 2:]  # after cmd and tag: the 3-byte sequence number
+        if len(inner) >= 3:
+            seq = from_u7(inner[:3])
+            if seq < self.session.pages and seq not in self.session.received:
+                self.session.bad.add(seq)
+
+    # ------------------------------------------------------------------
+    # two-way
+    def _check_span(self, address: int, length: int, what: str) -> None:
+        """Refuse a span outside the application before anything is touched."""
+        if length <= 0:
+            raise MidiFault(f"{what} of {length} bytes", Reason.MALFORMED)
+        if address < self.app_start or address + length > self.app_end:
+            if self.memory.layout.is_protected(address, address + length):
+                raise MidiFault(f"{what} 0x{address:X}+{length} reaches into the bootloader", Reason.PROTECTED)
+            raise MidiFault(f"{what} 0x{address:X}+{length} is outside the application "
+                            f"0x{self.app_start:X}-0x{self.app_end - 1:X}", Reason.OUT_OF_RANGE)
+
+    def info(self) -> DeviceInfo:
+        flash = self.memory.layout.flash
+        timing = self.chip.timing  # the datasheet's, whatever mode the simulation runs in
+        flags = FLAG_APP_VALID if getattr(self.memory, "app_valid", False) else 0
+        missing = 0
+        if self.session is not None:
+            flags |= FLAG_SESSION
+            missing = self.session.missing
+            if self.session.failed:
+                flags |= FLAG_SESSION_FAILED
+        if self.refused_file:
+            flags |= FLAG_REFUSED_FILE
+        erase_ms = timing.erase_time(flash.page_size, min(s for _, s in flash.sectors))
+        return DeviceInfo(PROTOCOL_VERSION, self.chip.name, flash.start, flash.size, self.app_start,
+                          self.app_end - self.app_start, self.page_size, int(timing.program_ms * 1000),
+                          int(erase_ms * 1000), flags, missing)
+
+    def _command(self, cmd: int, r: Reader) -> bytes:
+        if cmd == Cmd.IDENTIFY:
+            return self.info().pack()
+        if cmd == Cmd.ERASE:
+            start, length = r.u(5), r.u(5)
+            if length == 0:  # the whole application
+                start, length = self.app_start, self.app_end - self.app_start
+            self._check_span(start, length, "ERASE")
+            self.session = None
+            region = self.memory.layout.flash
+            count = 0
+            addr = start
+            while addr < start + length:
+                s, size = region.sector_at(addr)
+                if s < self.app_start or s + size > self.app_end:
+                    raise MidiFault(f"sector 0x{s:X}+{size} is not wholly in the application", Reason.PROTECTED)
+                addr = s + size
+            addr = start
+            while addr < start + length:
+                s, size = self.memory.erase(addr)
+                count += 1
+                addr = s + size
+            return u7(count, 3)
+        if cmd == Cmd.WRITE:
+            address = r.u(5)
+            data = unpack7(r.rest())
+            self._check_span(address, len(data), "WRITE")
+            if address % self.page_size or len(data) > self.page_size:
+                raise MidiFault(f"WRITE 0x{address:X}+{len(data)} is not within one {self.page_size}-byte page",
+                                Reason.MISALIGNED)
+            self.session = None
+            current = self.memory.read(address, len(data))
+            if current != data:  # a retry of a written page is acknowledged
+                # NOR programming only clears bits, so flash would take 0x00 over anything:
+                # refuse a page that is not erased rather than merge into it.
+                if current.count(0xFF) != len(current):
+                    raise MidiFault(f"WRITE 0x{address:X}: the page is not erased", Reason.NOT_ERASED)
+                self.memory.program(address, data)
+            return u7(address, 5)
+        if cmd == Cmd.READ:
+            address, length = r.u(5), r.u(5)
+            self._check_span(address, length, "READ")
+            if length > self.page_size:
+                raise MidiFault(f"READ of {length} bytes, at most {self.page_size}", Reason.MALFORMED)
+            return u7(address, 5) + pack7(self.memory.read(address, length))
+        if cmd == Cmd.CRC:
+            start, length = r.u(5), r.u(5)
+            if length == 0:
+                start, length = self.app_start, self.app_end - self.app_start
+            self._check_span(start, length, "CRC")
+            return u7(crc32(self.memory.read(start, length)), 5) + u7(start, 5) + u7(length, 5)
+        if cmd == Cmd.BOOT:
+            try:
+                self.memory.manifest()
+            except MemoryFault as exc:
+                raise MidiFault(f"BOOT: {exc}", Reason.NO_APPLICATION) from None
+            return b""
+        raise MidiFault(f"unknown command 0x{cmd:02X}", Reason.UNKNOWN_COMMAND)
+
+    # ------------------------------------------------------------------
+    # one-way
+    def _one_way(self, cmd: int, r: Reader) -> None:
+        if cmd == Cmd.BEGIN:
+            version = r.take(1)[0]
+            chip = r.text()
+            start, page_size, pages, image_crc = r.u(5), r.u(5), r.u(3), r.u(5)
+            if version != PROTOCOL_VERSION:
+                raise MidiFault(f"protocol version {version}, this bootloader speaks {PROTOCOL_VERSION}",
+                                Reason.MALFORMED)
+            if chip.lower() != self.chip.name.lower() or page_size != self.page_size:
+                self.refused_file = f"a file for {chip} ({page_size}-byte pages)"
+                self.session = None
+                raise MidiFault(f"{self.refused_file}, this is {self.chip.name} ({self.page_size}-byte pages)",
+                                Reason.WRONG_CHIP)
+            if pages == 0 or (start - self.memory.layout.flash.start) % page_size:
+                raise MidiFault(f"span 0x{start:X}, {pages} pages is not page aligned", Reason.MISALIGNED)
+            self._check_span(start, pages * page_size, "BEGIN")
+            self.refused_file = ""
+            if self.session is not None and self.session.key == (start, page_size, pages, image_crc):
+                return  # the same file again (a sequencer replays its first event): keep what arrived
+            self.session = Session(start, page_size, pages, image_crc, self.memory)
+            return
+        s = self.session
+        if s is None:
+            raise MidiFault("no BEGIN for this file (another chip's, or not received)", Reason.MALFORMED)
+        if cmd == Cmd.PAGE:
+            seq, address = r.u(3), r.u(5)
+            data = unpack7(r.rest())
+            if seq >= s.pages or address != s.start + seq * s.page_size or len(data) != s.page_size:
+                raise MidiFault(f"page {seq} at 0x{address:X}+{len(data)} does not belong to the file",
+                                Reason.OUT_OF_RANGE)
+            if seq in s.received:
+                if self.memory.read(address, len(data)) != data:
+                    # refused, flash untouched: END's CRC decides whether what is there is the image
+                    raise MidiFault(f"page {seq} repeated with other data", Reason.NOT_ERASED)
+                return  # a repeat: already there
+            try:
+                s.writer.write(address, data)
+            except MemoryFault as exc:
+                s.failed = f"page {seq}: {exc}"
+                raise MidiFault(s.failed, _reason_for(exc)) from None
+            s.received.add(seq)
+            s.bad.discard(seq)
+            return
+        if cmd == Cmd.END:
+            pages, image_crc = r.u(3), r.u(5)
+            if (pages, image_crc) != (s.pages, s.image_crc):
+                s.failed = "END does not match BEGIN"
+                raise MidiFault(s.failed, Reason.MALFORMED)
+            if s.missing:
+                raise MidiFault(f"END with {s.missing} page(s) missing: the application stays invalid",
+                                Reason.MALFORMED)
+            got = crc32(self.memory.read(s.start, s.pages * s.page_size))
+            if got != s.image_crc:
+                s.failed = f"image CRC 0x{got:08X}, the file says 0x{s.image_crc:08X}"
+                raise MidiFault(s.failed, Reason.MEMORY)
+            try:
+                self.memory.manifest()
+            except MemoryFault as exc:
+                s.failed = str(exc)
+                raise MidiFault(s.failed, Reason.NO_APPLICATION) from None
+            self.session = None
+            self.left = True
+            self.signal("leave", "MIDI file complete", 0.0)
+
+    def bus_reset(self) -> None:
+        self.parser.reset()
+        self.outbox.clear()
+
+
+def _reason_for(exc: MemoryFault) -> Reason:
+    if isinstance(exc, NotErasedFault):
+        return Reason.NOT_ERASED
+    if isinstance(exc, ProtectedFault):
+        return Reason.PROTECTED
+    return Reason.MEMORY
+
+
+# --------------------------------------------------------------------------
+# USB MIDI 1.0 Function
+
+# Jack ids (USB-MIDI 1.0 appendix B's example numbering): the host's OUT
+# endpoint feeds embedded IN jack 1, wired to external OUT jack 4 (the
+# device's "MIDI OUT" connector); external IN jack 2 feeds embedded OUT
+# jack 3, which the IN endpoint carries back to the host.
+EMB_IN, EXT_IN, EMB_OUT, EXT_OUT = 1, 2, 3, 4
+
+
+class MidiFunction(Function):
+    """AudioControl interface + MIDIStreaming interface with two bulk endpoints (USB-MIDI 1.0 appendix B).
+
+    Full-speed bulk, 64 bytes; the standard endpoint descriptors take the
+    9-byte audio form and carry their MS_GENERAL descriptor, as
+    snd-usb-audio, macOS, Windows' usbaudio.sys and iPadOS expect.
+    """
+
+    name = "midi"
+    iad = (AUDIO_CLASS, AUDIOCONTROL, 0x00)
+    MAX_IN_PACKETS = 16384  # USB-MIDI packets queued for the host before the oldest are dropped
+
+    def __init__(self, engine: MidiBootEngine, interface_name: str | None = None):
+        super().__init__()
+        self.engine = engine
+        self.interface_name = interface_name
+        engine.signal = self.signal
+        self.ep_out_ = Endpoint(1, "out", "bulk", max_packet_size=64, audio_style=True,
+                                extra=ms_endpoint((EMB_IN,)))
+        self.ep_in_ = Endpoint(1, "in", "bulk", max_packet_size=64, audio_style=True,
+                               extra=ms_endpoint((EMB_OUT,)))
+        self._in = bytearray()
+
+    def _first_interface(self) -> int:
+        """The device interface number the AudioControl interface will get.
+
+        The AC header's baInterfaceNr names the MIDIStreaming interface by
+        its device-wide number, so it depends on the functions before us.
+        """
+        dev = self.device
+        if dev is None:
+            return 0
+        count = 0
+        for b in getattr(dev, "_bindings", []):
+            count += len({i.number for i in b.interfaces})
+        return count
+
+    def interfaces(self, speed="full"):
+        jacks = (in_jack(JACK_EMBEDDED, EMB_IN) + in_jack(JACK_EXTERNAL, EXT_IN)
+                 + out_jack(JACK_EMBEDDED, EMB_OUT, EXT_IN) + out_jack(JACK_EXTERNAL, EXT_OUT, EMB_IN))
+        ac = Interface(0, AUDIO_CLASS, AUDIOCONTROL, 0, extra=ac_header(self._first_interface() + 1))
+        # wTotalLength counts the header, the jacks and the endpoints with their
+        # MS_GENERAL descriptors, as USB-MIDI 1.0 appendix B.4.2's example (0x0041) does.
+        eps = [self.ep_out_, self.ep_in_]
+        total = 7 + len(jacks) + sum(9 + len(ep.extra) for ep in eps)
+        ms = Interface(1, AUDIO_CLASS, MIDISTREAMING, 0, name=self.interface_name, endpoints=eps,
+                       extra=ms_header(total) + jacks)
+        return [ac, ms]
+
+    # --- the byte interface a non-USB transport (midiport) drives
+    def midi_receive(self, data: bytes) -> None:
+        self.engine.receive(data)
+
+    def midi_transmit(self) -> list[bytes]:
+        return self.engine.take_replies()
+
+    # --- USB
+    def setup(self, req: SetupPacket, data: bytes):
+        raise Stall  # USB-MIDI 1.0 defines no class requests a bulk-only MIDI function must answer
+
+    def ep_out(self, ep, data):
+        # USB-MIDI packets for cable 0 (our one embedded IN jack); others are dropped
+        self.engine.receive(decode_packets(bytes(data), cable=0))
+
+    def ep_in(self, ep, max_length):
+        for reply in self.engine.take_replies():
+            self._in += message_packets(reply, 0)
+        if len(self._in) > self.MAX_IN_PACKETS * PACKET_SIZE:
+            del self._in[:len(self._in) - self.MAX_IN_PACKETS * PACKET_SIZE]
+        if not self._in:
+            return None
+        n = max(PACKET_SIZE, max_length - max_length % PACKET_SIZE)
+        chunk = bytes(self._in[:n])
+        del self._in[:n]
+        return chunk
+
+    def bus_reset(self):
+        self.engine.bus_reset()
+        self._in.clear()
+
+    def configured(self, active):
+        if not active:
+            self._in.clear()
+
+
+__all__ = ["MidiFault", "MidiBootEngine", "MidiFunction", "Session"]

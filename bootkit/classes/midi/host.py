@@ -1,0 +1,619 @@
+"""MIDI host side: the two-way SysEx client, and the player for the one-way file.
+
+Two links carry the same SysEx frames:
+
+- USB: pyusb bulk transfers of USB-MIDI event packets to the MIDIStreaming
+  interface's endpoints, found from the descriptors (real hardware through
+  libusb with snd-usb-audio detached, or the emulator's virtual backend);
+- a MIDI port by name, through mido with python-rtmidi (ALSA, CoreMIDI,
+  WinMM): what every OS offers a class-compliant MIDI device.
+
+``flash`` identifies the device (refusing an image for another chip before
+anything is erased), erases the image's span, writes page by page with
+retries on a NAK for a damaged frame or a lost reply, reads every page
+back, compares the CRC of the span, and boots.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import usb.core
+import usb.util
+
+from ...formats.image import Image
+from ...memory import Chip
+from ...progress import progress_bar
+from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from . import protocol as P
+from .midifile import TICK_SECONDS, file_events
+
+BOOTKIT_VID = 0x1209  # pid.codes, as bootkit's DFU and HID devices
+MIDI_PID = 0xB00C
+KNOWN_IDS = {(BOOTKIT_VID, MIDI_PID)}
+GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.ENOENT, errno.EPROTO}
+
+
+class MidiError(HostError):
+    """The device or the exchange failed: one line saying what and where."""
+
+
+class Nak(MidiError):
+    def __init__(self, what: str, reason: int, text: str):
+        try:
+            name = P.Reason(reason).name
+        except ValueError:
+            name = f"reason 0x{reason:02X}"
+        super().__init__(f"{what}: device answered NAK {name}" + (f" ({text})" if text else ""))
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------
+# links: send whole MIDI messages, receive MIDI bytes
+
+@dataclass
+class MidiTarget:
+    """A MIDIStreaming interface found on the bus."""
+
+    device: object  # usb.core.Device
+    interface: int
+    ep_out: int  # bEndpointAddress, from the descriptors
+    ep_in: int | None
+    max_packet: int = 64
+
+    def describe(self) -> str:
+        d = self.device
+        return (f"[{d.idVendor:04x}:{d.idProduct:04x}] USB-MIDI intf={self.interface} out=0x{self.ep_out:02x}"
+                + (f" in=0x{self.ep_in:02x}" if self.ep_in is not None else ""))
+
+
+def find_devices(backend=None, *, vid=None, pid=None, serial=None) -> list[MidiTarget]:
+    """MIDIStreaming interfaces (class 0x01, subclass 0x03) with bulk endpoints: bootkit's
+    VID:PID, or any device ``vid``/``pid`` select."""
+    found = []
+    for dev in usb.core.find(find_all=True, backend=backend):
+        if vid is not None and dev.idVendor != vid:
+            continue
+        if pid is not None and dev.idProduct != pid:
+            continue
+        if vid is None and pid is None and (dev.idVendor, dev.idProduct) not in KNOWN_IDS:
+            continue
+        if serial is not None:
+            try:
+                if not dev.iSerialNumber or dev.serial_number != serial:
+                    continue
+            except (ValueError, usb.core.USBError):
+                continue
+        try:
+            cfg = dev[0]
+        except (usb.core.USBError, IndexError):
+            continue
+        for intf in cfg:
+            if (intf.bInterfaceClass, intf.bInterfaceSubClass) != (P.AUDIO_CLASS, P.MIDISTREAMING):
+                continue
+            ep_in = ep_out = None
+            mps = 64
+            for ep in intf:
+                if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_BULK:
+                    continue
+                if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
+                    ep_in = ep_in or ep.bEndpointAddress
+                else:
+                    if ep_out is None:
+                        ep_out, mps = ep.bEndpointAddress, ep.wMaxPacketSize
+            if ep_out is not None:
+                found.append(MidiTarget(dev, intf.bInterfaceNumber, ep_out, ep_in, mps))
+                break
+    return found
+
+
+def list_devices(backend=None) -> list[str]:
+    return [t.describe() for t in find_devices(backend)]
+
+
+class UsbLink:
+    """USB-MIDI event packets over the MIDIStreaming bulk endpoints."""
+
+    def __init__(self, target: MidiTarget, *, timeout: int = 2000):
+        self.target = target
+        self.dev = target.device
+        self.timeout = timeout
+        try:
+            for i in (target.interface - 1, target.interface):  # snd-usb-audio holds both (AC and MS)
+                if i >= 0 and self.dev.is_kernel_driver_active(i):
+                    self.dev.detach_kernel_driver(i)
+        except (usb.core.USBError, NotImplementedError):
+            pass
+        try:
+            self.dev.set_configuration()
+        except usb.core.USBError:
+            pass
+
+    def send(self, message: bytes) -> None:
+        try:
+            self.dev.write(self.target.ep_out, P.message_packets(message), self.timeout)
+        except usb.core.USBError as exc:
+            raise _usb_error("send", exc) from None
+
+    def send_many(self, messages: list[bytes]) -> None:
+        """Several messages in one bulk transfer (the host controller splits it into packets)."""
+        try:
+            self.dev.write(self.target.ep_out, b"".join(P.message_packets(m) for m in messages), self.timeout)
+        except usb.core.USBError as exc:
+            raise _usb_error("send", exc) from None
+
+    def receive(self, timeout: float) -> bytes:
+        """MIDI bytes the device sent within ``timeout`` s (b"" when none)."""
+        if self.target.ep_in is None:
+            raise MidiError("the MIDIStreaming interface has no IN endpoint: one-way only")
+        try:
+            raw = bytes(self.dev.read(self.target.ep_in, 4096, max(1, int(timeout * 1000))))
+        except usb.core.USBTimeoutError:
+            return b""
+        except usb.core.USBError as exc:
+            raise _usb_error("receive", exc) from None
+        return P.decode_packets(raw, cable=0)
+
+    def close(self) -> None:
+        try:
+            usb.util.dispose_resources(self.dev)
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+def _usb_error(what: str, exc: usb.core.USBError) -> MidiError:
+    if getattr(exc, "errno", None) in GONE_ERRNOS:
+        return MidiError(f"{what}: device disconnected ({exc})")
+    return MidiError(f"{what}: {exc}")
+
+
+class PortLink:
+    """A MIDI port by name through mido + python-rtmidi (ALSA sequencer, CoreMIDI, WinMM)."""
+
+    def __init__(self, name: str | None, *, output_only: bool = False):
+        try:
+            import mido
+        except ImportError:
+            raise MidiError("MIDI ports need mido and python-rtmidi (pip install mido python-rtmidi)") from None
+        self._mido = mido
+        try:
+            self.out = mido.open_output(name)
+            self.inp = None if output_only else mido.open_input(_input_name(mido, name))
+        except (OSError, IOError, SystemError, ValueError) as exc:
+            raise MidiError(f"cannot open MIDI port {name or '(default)'}: {exc}") from None
+
+    def send(self, message: bytes) -> None:
+        self.out.send(self._mido.Message.from_bytes(list(message)))
+
+    def send_many(self, messages: list[bytes]) -> None:
+        for m in messages:
+            self.send(m)
+
+    def receive(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        out = bytearray()
+        while True:
+            for msg in self.inp.iter_pending():
+                out += bytes(msg.bytes())
+            if out or time.monotonic() >= deadline:
+                return bytes(out)
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        for p in (self.out, self.inp):
+            if p is not None:
+                p.close()
+
+
+def _input_name(mido, name: str | None) -> str | None:
+    """The input of the same device: ALSA names both sides alike; pick the input with the longest common prefix."""
+    if name is None:
+        return None
+    inputs = mido.get_input_names()
+    if name in inputs:
+        return name
+    best = max(inputs, key=lambda n: len(_common(n, name)), default=None)
+    if best is None or len(_common(best, name)) < 3:
+        raise MidiError(f"no MIDI input matches output {name!r} (inputs: {', '.join(inputs) or 'none'})")
+    return best
+
+
+def _common(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def open_link(backend=None, *, port=None, vid=None, pid=None, serial=None):
+    if port is not None:
+        return PortLink(port)
+    items = find_devices(backend, vid=vid, pid=pid, serial=serial)
+    if not items:
+        sel = f" matching {vid:04x}:{pid:04x}" if vid is not None and pid is not None else ""
+        raise MidiError(f"no USB-MIDI bootloader found{sel}")
+    return UsbLink(items[0])
+
+
+# --------------------------------------------------------------------------
+# the two-way client
+
+class SysexClient:
+    """Requests with a 7-bit tag; replies are matched by tag, stale ones skipped."""
+
+    WINDOW = 16  # requests in flight at once (the device holds 64 replies)
+
+    def __init__(self, link, *, timeout: float = 2.0, retries: int = 3, window: int | None = None):
+        self.link = link
+        self.timeout = timeout
+        self.retries = retries
+        self.window = window or self.WINDOW
+        self.parser = P.StreamParser()
+        self.tag = 0
+        self.retried = 0
+
+    def batch(self, requests: list[tuple[int, bytes, str]]) -> list[bytes]:
+        """Many independent requests, ``window`` at a time in one transfer; each reply is matched
+        by its tag.  A request whose reply is lost or a transient NAK goes again on its own
+        (:meth:`request`, with its retries); any other NAK raises."""
+        results: list[bytes | None] = [None] * len(requests)
+        for off in range(0, len(requests), self.window):
+            group = requests[off:off + self.window]
+            pending: dict[int, int] = {}
+            frames = []
+            for i, (cmd, payload, _what) in enumerate(group):
+                self.tag = (self.tag + 1) & 0x7F
+                pending[self.tag] = off + i
+                frames.append(P.frame(cmd, self.tag, payload))
+            self.link.send_many(frames)
+            again = []
+            deadline = time.monotonic() + self.timeout
+            while pending and time.monotonic() < deadline:
+                data = self.link.receive(min(0.5, max(0.001, deadline - time.monotonic())))
+                for message in self.parser.feed(data):
+                    reply = self._decode(message)
+                    if reply is None or reply[1] not in pending:
+                        continue
+                    rcmd, rtag, payload = reply
+                    index = pending[rtag]
+                    cmd, _, what = requests[index]
+                    if not payload or payload[0] != cmd:
+                        continue
+                    del pending[rtag]
+                    if rcmd == P.Cmd.ACK:
+                        results[index] = payload[1:]
+                        continue
+                    reason, text = self._nak_fields(payload)
+                    if reason not in P.TRANSIENT:
+                        raise Nak(what, reason, text)
+                    again.append(index)
+            for index in sorted(again + list(pending.values())):
+                cmd, payload, what = requests[index]
+                self.retried += 1
+                results[index] = self.request(cmd, payload, what=what)
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _decode(message) -> tuple[int, int, bytes] | None:
+        if message.kind != "sysex" or not P.is_ours(message.data[1:-1]):
+            return None
+        try:
+            return P.parse_frame(message.data[1:-1])
+        except P.FrameError:
+            return None  # a damaged reply: its request goes again
+
+    @staticmethod
+    def _nak_fields(payload: bytes) -> tuple[int, str]:
+        r = P.Reader(payload[1:])
+        try:
+            return r.take(1)[0], r.text()
+        except ValueError:
+            return P.Reason.MALFORMED, ""
+
+    def request(self, cmd: int, payload: bytes = b"", *, what: str | None = None,
+                timeout: float | None = None) -> bytes:
+        what = what or P.Cmd(cmd).name
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
+            self.tag = (self.tag + 1) & 0x7F
+            self.link.send(P.frame(cmd, self.tag, payload))
+            try:
+                return self._reply(cmd, self.tag, what, timeout or self.timeout)
+            except Nak as exc:
+                if exc.reason not in P.TRANSIENT:
+                    raise
+                last = exc
+            except TimeoutError as exc:
+                last = MidiError(f"{what}: {exc}")
+        raise MidiError(f"{last} (after {self.retries} retries)")
+
+    def _reply(self, cmd: int, tag: int, what: str, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no reply within {timeout:g} s")
+            for message in self.parser.feed(self.link.receive(min(left, 0.5))):
+                reply = self._decode(message)
+                if reply is None:
+                    continue
+                rcmd, rtag, payload = reply
+                if rtag != tag or not payload or payload[0] != cmd:
+                    continue  # a reply to an earlier request
+                if rcmd == P.Cmd.ACK:
+                    return payload[1:]
+                if rcmd == P.Cmd.NAK:
+                    raise Nak(what, *self._nak_fields(payload))
+
+    # --- commands
+    def identify(self) -> P.DeviceInfo:
+        try:
+            return P.DeviceInfo.unpack(self.request(*P.identify()))
+        except ValueError as exc:
+            raise MidiError(f"IDENTIFY: unreadable answer ({exc})") from None
+
+    def erase(self, start: int, length: int, timeout: float) -> int:
+        return P.from_u7(self.request(*P.erase(start, length), timeout=timeout))
+
+    def write(self, address: int, data: bytes) -> None:
+        self.request(*P.write(address, data), what=f"WRITE 0x{address:X}")
+
+    def write_pages(self, pages: list[tuple[int, bytes]]) -> None:
+        self.batch([(*P.write(a, d), f"WRITE 0x{a:X}") for a, d in pages])
+
+    def read_pages(self, spans: list[tuple[int, int]]) -> list[bytes]:
+        replies = self.batch([(*P.read(a, n), f"READ 0x{a:X}") for a, n in spans])
+        return [self._read_reply(r, a, n) for r, (a, n) in zip(replies, spans)]
+
+    def read(self, address: int, length: int) -> bytes:
+        reply = self.request(*P.read(address, length), what=f"READ 0x{address:X}")
+        return self._read_reply(reply, address, length)
+
+    @staticmethod
+    def _read_reply(reply: bytes, address: int, length: int) -> bytes:
+        try:
+            data = P.unpack7(reply[5:])
+        except ValueError as exc:
+            raise MidiError(f"READ 0x{address:X}: {exc}") from None
+        if P.from_u7(reply[:5]) != address or len(data) != length:
+            raise MidiError(f"READ 0x{address:X}: the answer is for another span")
+        return data
+
+    def crc(self, start: int, length: int) -> int:
+        return P.from_u7(self.request(*P.crc(start, length))[:5])
+
+    def boot(self) -> None:
+        self.request(*P.boot())
+
+
+def _protected(info: P.DeviceInfo) -> tuple[tuple[int, int], ...]:
+    out = []
+    if info.flash_start < info.app_start:
+        out.append((info.flash_start, info.app_start))
+    if info.app_end < info.flash_end:
+        out.append((info.app_end, info.flash_end))
+    return tuple(out)
+
+
+def _chip_name(chip) -> str | None:
+    if chip is None:
+        return None
+    return chip if isinstance(chip, str) else chip.name
+
+
+def _check_chip(info: P.DeviceInfo, chip) -> None:
+    want = _chip_name(chip)
+    if want is not None and want.lower() != info.chip.lower():
+        if not (isinstance(chip, Chip) and info.chip.lower() in (a.lower() for a in chip.aliases)):
+            raise ImageRejected(f"the device is {info.chip}, the image is for {want}")
+
+
+def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=None, chip=None,
+          progress=None, verify: bool = True, leave: bool = True, memory: str = "flash",
+          realtime: bool = True, retries: int = 3, **_) -> FlashResult:
+    """Flash ``image``: two-way SysEx (``dialect`` None or "sysex"), or play the one-way file ("file")."""
+    if memory != "flash":
+        raise ImageRejected("the MIDI bootloader carries flash only")
+    if not image:
+        raise ImageRejected("the image is empty")
+    if dialect == "file":
+        return _flash_file(image, backend, port=port, vid=vid, pid=pid, serial=serial, chip=chip,
+                           realtime=realtime)
+    if dialect not in (None, "sysex"):
+        raise ImageRejected(f"unknown MIDI dialect {dialect!r} (choose from sysex, file)")
+    t0 = time.perf_counter()
+    link = open_link(backend, port=port, vid=vid, pid=pid, serial=serial)
+    steps = []
+    try:
+        c = SysexClient(link, retries=retries)
+        info = c.identify()
+        _check_chip(info, chip)
+        check_ranges(image, [(info.app_start, info.app_end)], _protected(info), info.chip)
+        ps = info.page_size
+        pages = [(a, d) for a, d in image.pages(ps, align=info.flash_start) if d.count(0xFF) != len(d)]
+        first = image.start - (image.start - info.flash_start) % ps
+        last = image.end + (-(image.end - info.flash_start)) % ps
+        last = min(last, info.app_end)
+        steps.append(f"identified {info.chip} ({ps}-byte pages)")
+        sectors_guess = max(1, (last - first) // max(ps, 1))
+        erase_timeout = 2.0 + sectors_guess * info.erase_us / 1e6 * 2
+        n = c.erase(first, last - first, erase_timeout)
+        steps.append(f"erased {n} sector(s)")
+        total = 0
+        step = c.window
+        with progress_bar("program", len(pages) * ps, progress) as bar:
+            for i in range(0, len(pages), step):
+                chunk = pages[i:i + step]
+                c.write_pages(chunk)
+                n = sum(len(d) for _, d in chunk)
+                total += n
+                bar(n)
+        steps.append(f"wrote {len(pages)} pages")
+        verified = False
+        if verify:
+            with progress_bar("verify", len(pages) * ps, progress) as bar:
+                for i in range(0, len(pages), step):
+                    chunk = pages[i:i + step]
+                    for (address, data), got in zip(chunk, c.read_pages([(a, len(d)) for a, d in chunk])):
+                        if got != data:
+                            bad = next(k for k in range(len(data)) if got[k] != data[k])
+                            raise MidiError(f"verify failed at 0x{address + bad:X}: wrote 0x{data[bad]:02X}, "
+                                            f"read 0x{got[bad]:02X}")
+                        bar(len(data))
+            if c.crc(first, last - first) != P.crc32(image.tobytes(first, last)):
+                raise MidiError("verify failed: the CRC of the span differs from the image placed on erased flash")
+            verified = True
+            steps.append("read back and CRC verified")
+        if c.retried:
+            steps.append(f"{c.retried} request(s) retried")
+        if leave:
+            c.boot()
+            steps.append("booted")
+        return FlashResult("sysex", image.size, time.perf_counter() - t0, verified, steps)
+    finally:
+        link.close()
+
+
+def read(backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=None, chip=None, memory="flash",
+         start: int | None = None, length: int | None = None, progress=None, retries: int = 3, **_) -> Image:
+    """Read the application region (or ``start``/``length`` inside it) page by page."""
+    if memory != "flash":
+        raise ImageRejected("the MIDI bootloader carries flash only")
+    link = open_link(backend, port=port, vid=vid, pid=pid, serial=serial)
+    try:
+        c = SysexClient(link, retries=retries)
+        info = c.identify()
+        start = info.app_start if start is None else start
+        length = info.app_end - start if length is None else length
+        spans = []
+        address = start
+        while address < start + length:
+            n = min(info.page_size - (address - info.flash_start) % info.page_size, start + length - address)
+            spans.append((address, n))
+            address += n
+        out = bytearray()
+        with progress_bar("read", length, progress) as bar:
+            for i in range(0, len(spans), c.window):
+                for data in c.read_pages(spans[i:i + c.window]):
+                    out += data
+                    bar(len(data))
+        return Image([(start, bytes(out))])
+    finally:
+        link.close()
+
+
+def identify(backend=None, *, port=None, vid=None, pid=None, serial=None) -> P.DeviceInfo:
+    """What the device says about itself (chip, sizes, app valid, pages missing from a file)."""
+    link = open_link(backend, port=port, vid=vid, pid=pid, serial=serial)
+    try:
+        return SysexClient(link).identify()
+    finally:
+        link.close()
+
+
+# --------------------------------------------------------------------------
+# the one-way file
+
+def usb_sink(backend=None, *, vid=None, pid=None, serial=None) -> Callable[[bytes], None]:
+    """A callable that sends one MIDI message to a USB-MIDI device (for :func:`play`)."""
+    items = find_devices(backend, vid=vid, pid=pid, serial=serial)
+    if not items:
+        raise MidiError("no USB-MIDI device found to play into")
+    link = UsbLink(items[0])
+
+    def send(message: bytes) -> None:
+        try:
+            link.send(message)
+        except MidiError as exc:
+            if "disconnected" not in str(exc):
+                raise
+    return send
+
+
+@dataclass
+class PlayResult:
+    messages: int
+    seconds: float  # the file's own duration (what a player takes)
+    wall: float  # how long this play took
+
+
+def play(midifile, port=None, *, realtime: bool = True, sleep=time.sleep, clock=time.monotonic) -> PlayResult:
+    """Send a .mid file's MIDI messages to ``port`` (a name, None for the default output, or a
+    callable taking message bytes), honouring the file's timing unless ``realtime`` is false."""
+    import mido
+
+    mid = midifile if isinstance(midifile, mido.MidiFile) else _load_midi(midifile)
+    link = None
+    if callable(port):
+        sink = port
+    else:
+        link = PortLink(port, output_only=True)
+        sink = link.send
+    t0 = clock()
+    position = 0.0
+    count = 0
+    try:
+        for msg in mid:  # merged tracks; msg.time is seconds since the previous message
+            position += msg.time
+            if msg.is_meta:
+                continue
+            if realtime:
+                delay = t0 + position - clock()
+                if delay > 0:
+                    sleep(delay)
+            sink(bytes(msg.bytes()))
+            count += 1
+    finally:
+        if link is not None:
+            link.close()
+    return PlayResult(count, position, clock() - t0)
+
+
+def _load_midi(path):
+    import mido
+
+    try:
+        return mido.MidiFile(str(path))
+    except (OSError, EOFError, ValueError, KeyError) as exc:
+        raise ImageRejected(f"{path}: not a MIDI file ({exc})") from None
+
+
+def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime) -> FlashResult:
+    """Play the one-way file's messages into the device: no feedback, so nothing is verified here."""
+    if chip is None:
+        raise ImageRejected("the one-way file is built for one chip: give --chip")
+    if isinstance(chip, str):
+        from ...memory import get_chip
+
+        chip = get_chip(chip)
+    events = file_events(image, chip)  # validates the image against the chip first
+    t0 = time.perf_counter()
+    if port is not None:
+        link = PortLink(port, output_only=True)
+        sink, close = link.send, link.close
+    else:
+        sink, close = usb_sink(backend, vid=vid, pid=pid, serial=serial), (lambda: None)
+    try:
+        start = time.monotonic()
+        for ev in events:
+            if realtime:
+                delay = start + ev.tick * TICK_SECONDS - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            sink(ev.data)
+    finally:
+        close()
+    pages = sum(1 for ev in events if ev.what.startswith("PAGE") and ev.data[0] == 0xF0)
+    return FlashResult("file", image.size, time.perf_counter() - t0, False,
+                       [f"played {len(events)} messages ({pages} pages) " +
+                        ("in real time" if realtime else "at full speed"), "not verified: one-way"])
+
+
+__all__ = ["MidiError", "Nak", "MidiTarget", "find_devices", "list_devices", "UsbLink", "PortLink", "open_link",
+           "SysexClient", "flash", "read", "identify", "usb_sink", "play", "PlayResult", "BOOTKIT_VID",
+           "MIDI_PID"]
