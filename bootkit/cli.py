@@ -147,6 +147,33 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(func=cmd_print, via="printer", usbip=None, dialect=None, port=None)
 
+    m = sub.add_parser("midi", formatter_class=fmt, help="MIDI files that reprogram a device",
+                       description="Encode firmware as a MIDI file any player can play into a device with the "
+                                   "MIDI personality, or play one.",
+                       epilog="examples:\n  bootkit midi encode fw.hex -o fw.mid --chip atmega32u4\n"
+                              "  bootkit midi play fw.mid --port 'bootkit MIDI'")
+    msub = m.add_subparsers(dest="midi_command", metavar="ACTION")
+    s = msub.add_parser("encode", formatter_class=fmt, help="firmware -> .mid (Standard MIDI File) or .syx",
+                        description="Write a Standard MIDI File (or a raw SysEx stream) whose events are paced "
+                                    "so each page's erase and program time has passed before the next arrives.",
+                        epilog="examples:\n  bootkit midi encode fw.hex -o fw.mid --chip atmega32u4\n"
+                               "  bootkit midi encode fw.hex -o fw.syx --chip atmega32u4   # for amidi -s\n"
+                               "  bootkit midi encode fw.hex -o fw.mid --chip rp2040 --encoding notes")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.mid|OUT.syx")
+    s.add_argument("--chip", required=True)
+    s.add_argument("--encoding", choices=("sysex", "notes"), default="sysex")
+    s.add_argument("--margin", type=float, default=0.25, help="extra time per page, as a fraction (default 0.25)")
+    s.add_argument("--address", type=_int, help="load address of a binary file")
+    s.set_defaults(func=cmd_midi_encode)
+    s = msub.add_parser("play", formatter_class=fmt, help="play a .mid into a MIDI port, honouring its timing",
+                        description="Play FILE into a MIDI output port (mido + python-rtmidi).",
+                        epilog="example:\n  bootkit midi play fw.mid --port 'bootkit MIDI'")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--port", help="output port name (default: the first one)")
+    s.set_defaults(func=cmd_midi_play)
+    m.set_defaults(func=lambda args: (m.print_help(), EXIT_BAD_INPUT)[1])
+
     s = sub.add_parser("serve", formatter_class=fmt, help="run an emulated bootloader on a transport",
                        description="Run the device side of a personality, emulating CHIP, on a transport, until "
                                    "Ctrl-C.  The flash image is written back to --image when it stops.",
@@ -157,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--chip", required=True)
     s.add_argument("--dialect")
     s.add_argument("--image", metavar="FILE.bin")
-    s.add_argument("--transport", default="virtual", choices=("virtual", "functionfs", "usbip", "pty"))
+    s.add_argument("--transport", default="virtual", choices=("virtual", "functionfs", "usbip", "pty", "midiport"))
     s.add_argument("--udc", help="functionfs: the UDC to bind (default: the only one)")
     s.add_argument("--listen", metavar="ADDR:PORT",
                    help="usbip: where to listen (default 127.0.0.1:3240; another address prints a warning)")
@@ -350,8 +377,8 @@ def _personality_options(args, session) -> dict:
                 raise BadInput(f"--{name} is a HID option")
             options[name] = value
     if session.port is not None:
-        if args.via != "cdc":
-            raise BadInput("--port is a CDC option")
+        if args.via not in ("cdc", "midi"):
+            raise BadInput("--port is a CDC (serial port) or MIDI (port name) option")
         options["port"] = session.port
     return options
 
@@ -437,6 +464,42 @@ def cmd_print(args) -> int:
     return EXIT_OK
 
 
+def cmd_midi_encode(args) -> int:
+    from .classes.midi import midifile
+
+    image = _load_image(args.file, base=args.address)
+    chip = _chip(args.chip)
+    out = Path(args.output)
+    try:
+        if out.suffix.lower() == ".syx":
+            out.write_bytes(midifile.encode_syx(image, chip, encoding=args.encoding, margin=args.margin))
+            interval = midifile.syx_interval_ms(image, chip, margin=args.margin)
+            print(f"{out}: send with `amidi -p hw:N,0,0 -s {out} -i {interval}`")
+        elif out.suffix.lower() in (".mid", ".midi"):
+            midifile.encode_midi(image, chip, encoding=args.encoding, margin=args.margin).save(out)
+            print(f"{out}: play with `aplaymidi -p PORT {out}` or `bootkit midi play {out}`")
+        else:
+            raise BadInput(f"{out}: give a .mid or .syx name")
+    except (ImageRejected, ValueError) as exc:
+        raise BadInput(f"{args.file}: {exc}") from None
+    return EXIT_OK
+
+
+def cmd_midi_play(args) -> int:
+    from .classes.midi import host
+
+    if not Path(args.file).exists():
+        raise BadInput(f"{args.file}: no such file")
+    try:
+        result = host.play(args.file, args.port)
+    except ImageRejected as exc:
+        raise BadInput(str(exc)) from None
+    except HostError as exc:
+        raise Failed(str(exc)) from None
+    print(f"{args.file}: played {result}")
+    return EXIT_OK
+
+
 def cmd_serve(args) -> int:
     from .emulator import Emulator
 
@@ -477,6 +540,13 @@ def cmd_serve(args) -> int:
                 raise BadInput(f"--listen: {exc}") from None
             usbip.serve([emulator.target], listen=listen, allow=args.allow.split(",") if args.allow else None,
                         log=lambda m: print(m, flush=True))
+        elif args.transport == "midiport":
+            from .transports import midiport
+
+            try:
+                midiport.serve(emulator, log=lambda m: print(m, flush=True))
+            except midiport.TransportUnavailable as exc:
+                raise BadInput(str(exc)) from None
         elif args.transport == "pty":
             from .transports.pty import serve_pty
 

@@ -23,11 +23,15 @@ def personality_module(name: str):
     if name not in PERSONALITIES:
         raise ValueError(f"unknown personality {name!r} (choose from {', '.join(PERSONALITIES)})")
     try:
-        return importlib.import_module(f"bootkit.classes.{name}")
+        module = importlib.import_module(f"bootkit.classes.{name}")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith(f"bootkit.classes.{name}"):
             raise ValueError(f"the {name} personality is not implemented yet") from None
         raise
+    # a folder without __init__.py imports as a namespace package: not a personality yet
+    if not hasattr(module, "bootloader_device"):
+        raise ValueError(f"the {name} personality is not implemented yet")
+    return module
 
 
 def resolve_chip(name: str) -> Chip:
