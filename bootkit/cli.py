@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_list)
 
     def selection(sp, reading=False):
-        sp.add_argument("--via", default="dfu", metavar="PERSONALITY", help="personality to talk to (default dfu)")
+        sp.add_argument("--via", metavar="PERSONALITY", help="personality to talk to (default dfu, or the product's)")
         sp.add_argument("--dialect", help="protocol dialect (dfu: dfu, dfuse, flip); default from the device")
         sp.add_argument("--device", type=_vidpid, metavar="VID:PID", help="select the device by USB ids")
         sp.add_argument("--serial", help="select the device by serial number")
@@ -98,9 +98,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --emulate: the chip's whole flash, created erased if absent, written back")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: on a terminal only)")
+        sp.add_argument("--product", metavar="P.toml",
+                        help="a product profile: the personality, dialect, ids and chip come from it")
         sp.add_argument("--port", help="cdc: the serial port (default: found by VID:PID)")
         sp.add_argument("--usbip", metavar="HOST[:PORT]",
                         help="talk to a device served by `bootkit serve --transport usbip` (no kernel needed)")
+        sp.add_argument("--drive", metavar="MOUNTPOINT", help="msc: a mounted bootloader drive (copy a file to it)")
         sp.add_argument("--mcu", help="hid/halfkay: the Teensy MCU, as teensy_loader_cli --mcu names it")
         sp.add_argument("--wait", type=float, metavar="SECONDS",
                         help="hid: wait this long for the device to appear (teensy_loader_cli -w)")
@@ -129,6 +132,27 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--length", type=_int, help="number of bytes to read")
     s.set_defaults(func=cmd_read)
 
+    s = sub.add_parser("drop", formatter_class=fmt, help="drop a firmware file onto a UF2/mass-storage bootloader",
+                       description="Copy FILE onto a mass-storage bootloader drive, converted to UF2 when the drive "
+                                   "says so in INFO_UF2.TXT, and wait for the device to leave. On the emulator or a "
+                                   "raw USB device it writes through FAT on SCSI commands.",
+                       epilog="examples:\n  bootkit drop fw.hex --drive /media/RPI-RP2\n"
+                              "  bootkit drop fw.uf2 --emulate rp2040 --image flash.bin\n"
+                              "  bootkit drop fw.bin --emulate stm32f411 --accept uf2,bin --format bin")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--drive", metavar="MOUNTPOINT", help="the mounted drive")
+    s.add_argument("--device", type=_vidpid, metavar="VID:PID", help="a USB device, written through SCSI (pyusb)")
+    s.add_argument("--serial", help="select the device by serial number")
+    s.add_argument("--chip", help="the target chip (validates the image first)")
+    s.add_argument("--format", dest="fmt", choices=("uf2", "bin", "hex"), help="file kind to drop (default: UF2 "
+                   "when the drive takes it)")
+    s.add_argument("--address", type=_int, help="load address of a binary file")
+    s.add_argument("--emulate", metavar="CHIP", help="drop onto an emulated drive in this process")
+    s.add_argument("--image", metavar="FILE.bin", help="with --emulate: the chip's whole flash")
+    s.add_argument("--accept", metavar="uf2,bin,hex", help="with --emulate: the file kinds the drive accepts")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.set_defaults(func=cmd_drop, via="msc", usbip=None, dialect=None, port=None, product=None)
+
     s = sub.add_parser("print", formatter_class=fmt, help="print a HEX file to a printer-personality device",
                        description="Send FILE as a print job to a device with the printer personality (any "
                                    "format; non-HEX input is converted to Intel HEX first), then report the "
@@ -146,6 +170,31 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--image", metavar="FILE.bin", help="with --emulate: the chip's whole flash")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(func=cmd_print, via="printer", usbip=None, dialect=None, port=None)
+
+    s = sub.add_parser("choose", formatter_class=fmt, help="rank the personalities for your product's needs",
+                       description="Rank personality/dialect pairs for the operating systems your customers use "
+                                   "and what the update must do, with a comparison table. The facts come from "
+                                   "what each personality declares in bootkit/classes/*/facts.py.",
+                       epilog="examples:\n  bootkit choose --os ipados --needs no-host-software\n"
+                              "  bootkit choose --needs eeprom --chip atmega32u4 --write product.toml\n\n"
+                              "oses: windows, macos, linux, ipados, android\n"
+                              "needs: eeprom, readback, no-host-software, no-driver, unattended, fast, "
+                              "small-bootloader, feedback")
+    s.add_argument("--os", default="", metavar="A,B", help="operating systems the update must work from")
+    s.add_argument("--needs", default="", metavar="X,Y", help="what the update must do")
+    s.add_argument("--chip", help="the product's chip (rules out what cannot run on it)")
+    s.add_argument("--write", metavar="P.toml", help="write a starter product profile for the top choice")
+    s.set_defaults(func=cmd_choose)
+
+    pr = sub.add_parser("product", formatter_class=fmt, help="product profiles (TOML)",
+                        description="Check a product profile: chip, personality, USB ids, protection, settings.",
+                        epilog="example:\n  bootkit product check examples/products/lufa-dfu-atmega32u4.toml")
+    psub = pr.add_subparsers(dest="product_command", metavar="ACTION")
+    s = psub.add_parser("check", formatter_class=fmt, help="validate a profile and summarise it",
+                        epilog="example:\n  bootkit product check examples/products/teensy2-halfkay.toml")
+    s.add_argument("path", metavar="P.toml")
+    s.set_defaults(func=cmd_product_check)
+    pr.set_defaults(func=lambda args: (pr.print_help(), EXIT_BAD_INPUT)[1])
 
     m = sub.add_parser("midi", formatter_class=fmt, help="MIDI files that reprogram a device",
                        description="Encode firmware as a MIDI file any player can play into a device with the "
@@ -178,10 +227,11 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run the device side of a personality, emulating CHIP, on a transport, until "
                                    "Ctrl-C.  The flash image is written back to --image when it stops.",
                        epilog="examples:\n  bootkit serve dfu --chip stm32f411 --image flash.bin "
-                              "--transport functionfs\n  bootkit serve dfu --chip atmega32u4 --dialect flip "
+                              "--transport functionfs\n  bootkit serve --product examples/products/rp2040-uf2.toml\n  bootkit serve dfu --chip atmega32u4 --dialect flip "
                               "--transport usbip\n  bootkit serve cdc --chip atmega32u4 --transport pty")
-    s.add_argument("personality", metavar="PERSONALITY")
-    s.add_argument("--chip", required=True)
+    s.add_argument("personality", metavar="PERSONALITY", nargs="?")
+    s.add_argument("--chip")
+    s.add_argument("--product", metavar="P.toml", help="serve the device a product profile describes")
     s.add_argument("--dialect")
     s.add_argument("--image", metavar="FILE.bin")
     s.add_argument("--transport", default="virtual", choices=("virtual", "functionfs", "usbip", "pty", "midiport"))
@@ -318,10 +368,22 @@ class _Session:
             from .emulator import Emulator
             from .transports.virtual import VirtualBus, get_backend
 
-            chip = _chip(args.emulate)
-            options = {"dialect": args.dialect} if args.dialect else {}
+            product = getattr(args, "loaded_product", None)
             try:
-                self.emulator = Emulator(chip, args.via, image=args.image, options=options)
+                if product is not None:
+                    if args.emulate.lower() != product.chip.name.lower():
+                        raise BadInput(f"--emulate {args.emulate} disagrees with the product's chip "
+                                       f"{product.chip.name}")
+                    self.emulator = product.emulator(image=args.image)
+                else:
+                    options = {"dialect": args.dialect} if args.dialect else {}
+                    if args.via == "msc":
+                        # the emulated drive leaves soon after the last block (a real one waits
+                        # about a second for the host's last FAT writes)
+                        options["leave_delay"] = 0.2
+                        if getattr(args, "accept", None):
+                            options["accept"] = args.accept
+                    self.emulator = Emulator(_chip(args.emulate), args.via, image=args.image, options=options)
             except ValueError as exc:
                 raise BadInput(str(exc)) from None
             if args.via == "cdc":
@@ -335,12 +397,12 @@ class _Session:
                 self.bus = VirtualBus()
                 self.emulator.attach(self.bus)
                 self.backend = get_backend(self.bus)
-            self.chip = _chip(args.chip) if args.chip else self.emulator.chip
+            self.chip = self.emulator.chip if product is not None or not args.chip else _chip(args.chip)
         else:
             if args.image:
                 raise BadInput("--image needs --emulate CHIP")
             self.backend = _real_backend()
-            if self.backend is None and not self.port:
+            if self.backend is None and not self.port and not getattr(args, "drive", None):
                 raise Failed("no USB access: libusb was not found (install libusb-1.0-0), or use --emulate CHIP")
             self.chip = _chip(args.chip)
 
@@ -376,6 +438,10 @@ def _personality_options(args, session) -> dict:
             if args.via != "hid":
                 raise BadInput(f"--{name} is a HID option")
             options[name] = value
+    if getattr(args, "drive", None):
+        if args.via != "msc":
+            raise BadInput("--drive is a mass-storage option")
+        options["drive"] = args.drive
     if session.port is not None:
         if args.via not in ("cdc", "midi"):
             raise BadInput("--port is a CDC (serial port) or MIDI (port name) option")
@@ -383,7 +449,37 @@ def _personality_options(args, session) -> dict:
     return options
 
 
+def _apply_product(args) -> dict:
+    """With --product: the personality, dialect, ids and chip come from the profile."""
+    if not getattr(args, "product", None):
+        args.via = args.via or "dfu"
+        return {}
+    from .product import ProductError, load_product
+
+    try:
+        product = load_product(args.product)
+    except ProductError as exc:
+        raise BadInput(str(exc)) from None
+    if args.via and args.via != product.personality:
+        raise BadInput(f"--via {args.via} disagrees with {args.product} (personality {product.personality})")
+    args.via = product.personality
+    args.loaded_product = product
+    options = product.host_options()
+    if args.dialect and args.dialect != options.get("dialect"):
+        raise BadInput(f"--dialect {args.dialect} disagrees with {args.product} (dialect {options.get('dialect')})")
+    args.dialect = options.pop("dialect", None)
+    if args.chip is None:
+        args.chip = options["chip"].name
+    options.pop("chip", None)
+    if args.device is None and "vid" in options and "pid" in options:
+        args.device = (options.pop("vid"), options.pop("pid"))
+    if args.serial is None and "serial" in options:
+        args.serial = options.pop("serial")
+    return {k: v for k, v in options.items() if k not in ("vid", "pid", "serial")}
+
+
 def cmd_flash(args) -> int:
+    extra = _apply_product(args)
     host = _host_module(args.via)
     image = _load_image(args.file, base=args.address)
     if not image:
@@ -393,7 +489,8 @@ def cmd_flash(args) -> int:
         vid, pid = args.device or (None, None)
         result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                             chip=session.chip, memory=args.memory, verify=args.verify,
-                            leave=args.leave, progress=args.progress, **_personality_options(args, session))
+                            leave=args.leave, progress=args.progress,
+                            **{**extra, **_personality_options(args, session)})
     except ImageRejected as exc:
         raise BadInput(f"{args.file}: {exc}") from None
     except HostError as exc:
@@ -409,6 +506,7 @@ def cmd_flash(args) -> int:
 def cmd_read(args) -> int:
     from .formats import format_from_name, save
 
+    extra = _apply_product(args)
     host = _host_module(args.via)
     fmt = format_from_name(args.output)
     if fmt is None or fmt == "elf":
@@ -418,7 +516,8 @@ def cmd_read(args) -> int:
         vid, pid = args.device or (None, None)
         image = host.read(session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                           chip=session.chip, memory=args.memory, start=args.start,
-                          length=args.length, progress=args.progress, **_personality_options(args, session))
+                          length=args.length, progress=args.progress,
+                          **{**extra, **_personality_options(args, session)})
     except HostError as exc:
         raise Failed(str(exc)) from None
     finally:
@@ -428,6 +527,34 @@ def cmd_read(args) -> int:
         raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
     save(image, args.output, fmt, family=family)
     print(f"{args.output}: {image.size} bytes from 0x{image.start:X}")
+    return EXIT_OK
+
+
+def cmd_drop(args) -> int:
+    from .classes.msc import host
+
+    if args.drive and (args.emulate or args.device):
+        raise BadInput("--drive excludes --emulate and --device")
+    if args.accept and not args.emulate:
+        raise BadInput("--accept configures an emulated drive: it needs --emulate")
+    image = _load_image(args.file, base=args.address)
+    if not image:
+        raise BadInput(f"{args.file}: no data")
+    args.usbip = None
+    session = None if args.drive else _Session(args)
+    vid, pid = args.device or (None, None)
+    try:
+        result = host.flash(image, session.backend if session else None, drive=args.drive, vid=vid, pid=pid,
+                            serial=args.serial, chip=session.chip if session else _chip(args.chip),
+                            fmt=args.fmt, progress=args.progress)
+    except ImageRejected as exc:
+        raise BadInput(f"{args.file}: {exc}") from None
+    except HostError as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        if session:
+            session.close()
+    print(f"{args.file}: dropped {result.bytes} bytes as {result.dialect}; " + ", ".join(result.steps))
     return EXIT_OK
 
 
@@ -462,6 +589,18 @@ def cmd_print(args) -> int:
             session.close()
     print(f"{args.file}: printed {result.bytes} bytes; " + ", ".join(result.steps))
     return EXIT_OK
+
+
+def cmd_choose(args) -> int:
+    from .chooser import cli_choose
+
+    return cli_choose(args.os, args.needs, args.chip, args.write)
+
+
+def cmd_product_check(args) -> int:
+    from .product import cli_check
+
+    return cli_check(args.path)
 
 
 def cmd_midi_encode(args) -> int:
@@ -503,15 +642,31 @@ def cmd_midi_play(args) -> int:
 def cmd_serve(args) -> int:
     from .emulator import Emulator
 
-    chip = _chip(args.chip)
-    options = {}
-    if args.dialect:
-        options["dialect"] = args.dialect
-    if args.serial:
-        options["serial"] = args.serial
     try:
-        emulator = Emulator(chip, args.personality, image=args.image, options=options, realtime=args.realtime,
-                            read_protected=args.read_protected)
+        if args.product:
+            from .product import ProductError, load_product
+
+            try:
+                product = load_product(args.product)
+            except ProductError as exc:
+                raise BadInput(str(exc)) from None
+            for given, wanted, what in ((args.personality, product.personality, "personality"),
+                                        (args.chip, product.chip.name, "chip")):
+                if given and given.lower() != wanted.lower():
+                    raise BadInput(f"{what} {given} disagrees with {args.product} ({what} {wanted})")
+            emulator = product.emulator(image=args.image, realtime=args.realtime)
+            args.personality, chip = product.personality, product.chip
+        else:
+            if not args.personality or not args.chip:
+                raise BadInput("serve needs PERSONALITY and --chip, or --product P.toml")
+            chip = _chip(args.chip)
+            options = {}
+            if args.dialect:
+                options["dialect"] = args.dialect
+            if args.serial:
+                options["serial"] = args.serial
+            emulator = Emulator(chip, args.personality, image=args.image, options=options,
+                                realtime=args.realtime, read_protected=args.read_protected)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     stop = {"now": False}
@@ -598,12 +753,12 @@ def main(argv=None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:  # includes pyusb's USBError: a device or connection that failed
         print(f"bootkit: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
 
 
 if __name__ == "__main__":
