@@ -35,17 +35,21 @@ def _run_row(personality, dialect, sample, module):
         return custom(dialect, chip, image)
     host = importlib.import_module(f"{module.__name__}.host")
     bus = VirtualBus()
-    with Emulator(chip, personality, options={"dialect": dialect}) as em:
+    options = {"dialect": dialect, **getattr(module, "DEMO_OPTIONS", {})}
+    with Emulator(chip, personality, options=options) as em:
+        chip = em.chip  # the personality may size the bootloader region its own way (HalfKay)
         em.attach(bus)
         t0 = time.perf_counter()
-        result = host.flash(image, get_backend(bus), dialect=dialect, chip=chip, progress=False)
+        host.flash(image, get_backend(bus), dialect=dialect, chip=chip, progress=False)
         seconds = time.perf_counter() - t0
         flash = em.memory.flash_bytes()
         base = chip.flash_start
         identical = all(flash[s - base:s - base + len(d)] == d for s, d in image.segments)
+        # "verified" is the demo's own check: the emulated flash holds the image and the
+        # application was manifested (dialects without read-back cannot verify themselves)
         return {
             "personality": personality, "dialect": dialect, "chip": chip.name, "bytes": image.size,
-            "seconds": seconds, "verified": result.verified and identical and em.memory.app_valid,
+            "seconds": seconds, "verified": identical and em.memory.app_valid,
         }
 
 

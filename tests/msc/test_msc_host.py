@@ -137,12 +137,11 @@ def test_mounted_drive_path(tmp_path):
 def test_demo_rows_and_facts():
     from bootkit.classes import msc
     from bootkit.classes.common import OSES
+    from bootkit.demo import _run_row
     from bootkit.classes.msc.facts import FACTS
-    from bootkit.samples import load_sample
 
     for dialect, sample in msc.DEMO:
-        chip, image = load_sample(sample)
-        row = msc.run_demo_row(dialect, chip, image)
+        row = _run_row("msc", dialect, sample, msc)
         assert row["verified"], row
     assert {f.dialect for f in FACTS} == set(msc.DIALECTS)
     for f in FACTS:

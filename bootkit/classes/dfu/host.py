@@ -17,10 +17,11 @@ import usb.core
 import usb.util
 
 from ...formats.image import Image
-from ...memory import Chip, Region, parse_dfuse_layout
+from ...memory import Chip, parse_dfuse_layout
 from ...memory.chips import EEPROM_BASE, get_chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..usbhost import device_serial, matching_devices
 from .protocol import (
     ABORT,
     ATMEL_VID,
@@ -81,10 +82,7 @@ class DfuInterface:
 
     @property
     def serial(self) -> str | None:
-        try:
-            return self.device.serial_number
-        except (ValueError, usb.core.USBError):
-            return None
+        return device_serial(self.device)
 
     def guess_dialect(self) -> str:
         if self.functional.bcdDFUVersion == DFUSE_VERSION:
@@ -102,15 +100,7 @@ class DfuInterface:
 
 def find_interfaces(backend=None, *, vid=None, pid=None, serial=None) -> list[DfuInterface]:
     found = []
-    for dev in usb.core.find(find_all=True, backend=backend):
-        if vid is not None and dev.idVendor != vid:
-            continue
-        if pid is not None and dev.idProduct != pid:
-            continue
-        try:
-            cfg = dev[0]
-        except (usb.core.USBError, IndexError):
-            continue
+    for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
         groups: dict[int, list] = {}
         for intf in cfg:
             if intf.bInterfaceClass == DFU_CLASS and intf.bInterfaceSubClass == DFU_SUBCLASS:
@@ -125,10 +115,7 @@ def find_interfaces(backend=None, *, vid=None, pid=None, serial=None) -> list[Df
                 except (usb.core.USBError, ValueError):
                     name = ""
                 names.append((a.bAlternateSetting, name or ""))
-            item = DfuInterface(dev, number, names, functional, alts[0].bInterfaceProtocol == PROTOCOL_RUNTIME)
-            if serial is not None and item.serial != serial:
-                continue
-            found.append(item)
+            found.append(DfuInterface(dev, number, names, functional, alts[0].bInterfaceProtocol == PROTOCOL_RUNTIME))
     return found
 
 
@@ -521,7 +508,6 @@ class Flip(_Dialect):
                 off += room
 
     def write(self, image: Image, memory: str = "flash") -> int:
-        c = self.client
         mem = 0x00 if memory == "flash" else 0x01
         page = None
         total = 0

@@ -7,7 +7,6 @@ installed (see docs/personalities/hid.md for what each dialect can do).
 
 from __future__ import annotations
 
-import time
 
 from ...memory import Chip
 from ...usb.descriptors import DeviceInfo
@@ -95,34 +94,4 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
     return Device(info, [HidFunction(engine, name)])
 
 
-def run_demo_row(dialect: str, chip: Chip, image) -> dict:
-    """One ``bootkit demo`` row.
-
-    The same as the generic row, except that HalfKay's board is built with
-    HalfKay's bootloader size (:func:`chip_for`), and that "verified" for the
-    write-only dialects (HalfKay, LUFA: no read command) is the demo's own
-    comparison of the emulated flash with the image.
-    """
-    from ...emulator import Emulator
-    from ...transports.virtual import VirtualBus, get_backend
-    from . import host
-
-    board_chip = chip_for(chip, dialect)
-    bus = VirtualBus()
-    with Emulator(board_chip, NAME, options={"dialect": dialect}) as em:
-        em.attach(bus)
-        t0 = time.perf_counter()
-        result = host.flash(image, get_backend(bus), dialect=dialect, chip=board_chip, progress=False)
-        seconds = time.perf_counter() - t0
-        flash = em.memory.flash_bytes()
-        base = board_chip.flash_start
-        identical = all(flash[s - base:s - base + len(d)] == d for s, d in image.segments)
-        readable = dialect == "native"
-        return {
-            "personality": NAME, "dialect": dialect, "chip": board_chip.name, "bytes": image.size,
-            "seconds": seconds,
-            "verified": (result.verified or not readable) and identical and em.memory.app_valid,
-        }
-
-
-__all__ = ["NAME", "DIALECTS", "DEMO", "default_dialect", "chip_for", "bootloader_device", "run_demo_row"]
+__all__ = ["NAME", "DIALECTS", "DEMO", "default_dialect", "chip_for", "bootloader_device"]

@@ -23,6 +23,7 @@ from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..usbhost import device_serial, endpoint_pair, matching_devices
 from .protocol import (
     BOOTKIT_VID,
     CRC_APPLICATION,
@@ -94,10 +95,7 @@ class HidTarget:
 
     @property
     def serial(self) -> str | None:
-        try:
-            return self.device.serial_number if self.device.iSerialNumber else None
-        except (ValueError, usb.core.USBError):
-            return None
+        return device_serial(self.device)
 
     def describe(self) -> str:
         eps = " ".join(f"{n}=0x{a:02x}" for n, a in (("in", self.ep_in), ("out", self.ep_out)) if a is not None)
@@ -127,36 +125,18 @@ def _report_descriptor(dev, interface: int, extra: bytes) -> ReportInfo:
 def find_devices(backend=None, *, vid=None, pid=None, serial=None, dialect=None) -> list[HidTarget]:
     """HID bootloaders on the bus: the known VID:PIDs, or whatever ``vid``/``pid`` select."""
     found = []
-    for dev in usb.core.find(find_all=True, backend=backend):
-        if vid is not None and dev.idVendor != vid:
-            continue
-        if pid is not None and dev.idProduct != pid:
-            continue
+    for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
         known = KNOWN_IDS.get((dev.idVendor, dev.idProduct))
         if known is None and vid is None and pid is None:
             continue
         if dialect is not None and known is not None and known != dialect:
             continue
-        try:
-            cfg = dev[0]
-        except (usb.core.USBError, IndexError):
-            continue
         for intf in cfg:
             if intf.bInterfaceClass != HID_CLASS or intf.bAlternateSetting != 0:
                 continue
-            ep_in = ep_out = None
-            for ep in intf:
-                if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_INTR:
-                    continue
-                if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
-                    ep_in = ep_in or ep.bEndpointAddress
-                else:
-                    ep_out = ep_out or ep.bEndpointAddress
+            ep_in, ep_out = endpoint_pair(intf, usb.util.ENDPOINT_TYPE_INTR)
             report = _report_descriptor(dev, intf.bInterfaceNumber, bytes(intf.extra_descriptors))
-            item = HidTarget(dev, intf.bInterfaceNumber, dialect or known, report, ep_in, ep_out)
-            if serial is not None and item.serial != serial:
-                continue
-            found.append(item)
+            found.append(HidTarget(dev, intf.bInterfaceNumber, dialect or known, report, ep_in, ep_out))
             break
     return found
 
@@ -294,7 +274,6 @@ class HalfKayHost(_Dialect):
             yield address, data
 
     def write(self, image: Image) -> int:
-        c = self.client
         blocks = list(self.blocks(image))
         total = 0
         with progress_bar("program", len(blocks) * self.mcu.block_size, self.progress) as bar:

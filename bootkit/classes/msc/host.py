@@ -39,6 +39,7 @@ from ...formats.uf2 import UF2_BLOCK_SIZE, UF2Block, is_uf2_block, write_uf2
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..usbhost import endpoint_pair, matching_devices
 from .protocol import (
     BLOCK_SIZE,
     BULK_ONLY_RESET,
@@ -111,33 +112,14 @@ class MscTarget:
 def find_devices(backend=None, *, vid=None, pid=None, serial=None) -> list[MscTarget]:
     """Mass-storage (SCSI, Bulk-Only) interfaces on the bus, endpoints read from the descriptors."""
     found = []
-    for dev in usb.core.find(find_all=True, backend=backend):
-        if vid is not None and dev.idVendor != vid or pid is not None and dev.idProduct != pid:
-            continue
-        try:
-            cfg = dev[0]
-        except (usb.core.USBError, IndexError):
-            continue
+    for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
         for intf in cfg:
             if (intf.bInterfaceClass, intf.bInterfaceSubClass, intf.bInterfaceProtocol) != (
                     MSC_CLASS, MSC_SUBCLASS_SCSI, MSC_PROTOCOL_BOT) or intf.bAlternateSetting:
                 continue
-            ep_in = ep_out = None
-            for ep in intf:
-                if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_BULK:
-                    continue
-                if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
-                    ep_in = ep_in or ep.bEndpointAddress
-                else:
-                    ep_out = ep_out or ep.bEndpointAddress
+            ep_in, ep_out = endpoint_pair(intf, usb.util.ENDPOINT_TYPE_BULK)
             if ep_in is None or ep_out is None:
                 continue
-            if serial is not None:
-                try:
-                    if dev.serial_number != serial:
-                        continue
-                except (ValueError, usb.core.USBError):
-                    continue
             found.append(MscTarget(dev, intf.bInterfaceNumber, ep_in, ep_out))
             break
     return found

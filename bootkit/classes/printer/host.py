@@ -36,6 +36,7 @@ from ...formats.image import FormatError, Image
 from ...memory import Chip, get_chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..usbhost import endpoint_pair, matching_devices
 from .protocol import (
     GET_DEVICE_ID,
     GET_PORT_STATUS,
@@ -86,33 +87,12 @@ class PrinterInterface:
 def find_printers(backend=None, *, vid=None, pid=None, serial=None) -> list[PrinterInterface]:
     """Printer interfaces (class 07, subclass 01), endpoints read from the descriptors."""
     found = []
-    for dev in usb.core.find(find_all=True, backend=backend):
-        if vid is not None and dev.idVendor != vid:
-            continue
-        if pid is not None and dev.idProduct != pid:
-            continue
-        if serial is not None:
-            try:
-                if dev.serial_number != serial:
-                    continue
-            except (ValueError, usb.core.USBError):
-                continue
-        try:
-            cfg = dev[0]
-        except (usb.core.USBError, IndexError):
-            continue
+    for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
         best: dict[int, PrinterInterface] = {}
         for intf in cfg:
             if intf.bInterfaceClass != PRINTER_CLASS or intf.bInterfaceSubClass != PRINTER_SUBCLASS:
                 continue
-            ep_out = ep_in = None
-            for ep in intf:
-                if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_BULK:
-                    continue
-                if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
-                    ep_in = ep_in if ep_in is not None else ep.bEndpointAddress
-                else:
-                    ep_out = ep_out if ep_out is not None else ep.bEndpointAddress
+            ep_in, ep_out = endpoint_pair(intf, usb.util.ENDPOINT_TYPE_BULK)
             if ep_out is None:
                 continue
             item = PrinterInterface(dev, intf.bInterfaceNumber, intf.bAlternateSetting, intf.bInterfaceProtocol,

@@ -1,0 +1,50 @@
+"""Finding a personality's interface on a bus, for every pyusb host client.
+
+Host clients never hard-code endpoint numbers: a Linux UDC renumbers them
+(dummy_hcd turned OUT 0x01 into 0x02), so they are read from the
+descriptors here.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import usb.core
+import usb.util
+
+
+def device_serial(dev) -> str | None:
+    """The iSerialNumber string, or None when the device has none or will not say."""
+    try:
+        return dev.serial_number if dev.iSerialNumber else None
+    except (ValueError, usb.core.USBError):
+        return None
+
+
+def matching_devices(backend=None, *, vid=None, pid=None, serial=None) -> Iterator[tuple[object, object]]:
+    """(device, first configuration) for every device the selection matches."""
+    for dev in usb.core.find(find_all=True, backend=backend):
+        if vid is not None and dev.idVendor != vid:
+            continue
+        if pid is not None and dev.idProduct != pid:
+            continue
+        if serial is not None and device_serial(dev) != serial:
+            continue
+        try:
+            cfg = dev[0]
+        except (usb.core.USBError, IndexError):
+            continue
+        yield dev, cfg
+
+
+def endpoint_pair(intf, transfer: int) -> tuple[int | None, int | None]:
+    """The first IN and OUT bEndpointAddress of a transfer type (usb.util.ENDPOINT_TYPE_*)."""
+    ep_in = ep_out = None
+    for ep in intf:
+        if usb.util.endpoint_type(ep.bmAttributes) != transfer:
+            continue
+        if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
+            ep_in = ep.bEndpointAddress if ep_in is None else ep_in
+        else:
+            ep_out = ep.bEndpointAddress if ep_out is None else ep_out
+    return ep_in, ep_out
