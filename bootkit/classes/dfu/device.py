@@ -209,6 +209,8 @@ class DfuEngine:
             raise DfuFault(Status.errSTALLEDPKT, "download not supported")
         if wLength > self.functional.wTransferSize:
             raise DfuFault(Status.errUNKNOWN, f"wLength {wLength} exceeds wTransferSize")
+        if len(data) != wLength:
+            raise DfuFault(Status.errSTALLEDPKT, f"DNLOAD data stage of {len(data)} bytes, wLength {wLength}")
         if wLength:
             if self.state not in (State.dfuIDLE, State.dfuDNLOAD_IDLE):
                 raise DfuFault(Status.errSTALLEDPKT, "DNLOAD not valid now")
