@@ -55,7 +55,7 @@ from .protocol import (
     from_u7,
     in_jack,
     is_ours,
-    message_packets,
+    messages_packets,
     ms_endpoint,
     ms_header,
     nak,
@@ -126,7 +126,17 @@ class MidiBootEngine:
     # input
     def receive(self, data: bytes) -> None:
         """MIDI bytes, in any split: a USB-MIDI packet's worth, a port callback's message, a UART byte."""
-        for message in self.parser.feed(bytes(data)):
+        data = bytes(data)
+        frames = self.parser.split_sysex(data)
+        if frames is not None:
+            # the flash path: a transfer of whole SysEx messages (each F0 + body, F7 stripped)
+            for message in frames:
+                if message[1:4] == SIGNATURE:
+                    self.frame(message[1:])
+                else:
+                    self.ignored += 1  # another manufacturer's SysEx
+            return
+        for message in self.parser.feed(data):
             if message.kind == "sysex":
                 body = message.data[1:-1]
                 if is_ours(body):
@@ -164,6 +174,15 @@ class MidiBootEngine:
             elif exc.cmd is not None and exc.cmd < Cmd.BEGIN:
                 self.outbox.append(nak(exc.cmd, exc.tag, exc.reason, str(exc)))
             return
+        if cmd == Cmd.WRITE or cmd == Cmd.READ:
+            # the two commands of every page: decoded without a Reader
+            try:
+                reply = self._write(payload) if cmd == Cmd.WRITE else self._read(payload)
+            except (MidiFault, ValueError, MemoryFault) as exc:
+                self._nak(cmd, tag, exc)
+                return
+            self.outbox.append(ack(cmd, tag, reply))
+            return
         if cmd in (Cmd.BEGIN, Cmd.PAGE, Cmd.END):
             try:
                 self._one_way(cmd, Reader(payload))
@@ -174,23 +193,24 @@ class MidiBootEngine:
             return  # our own replies looped back (a MIDI thru): not for us
         try:
             reply = self._command(cmd, Reader(payload))
-        except MidiFault as fault:
-            self._refuse(str(fault))
-            self.outbox.append(nak(cmd, tag, fault.reason, str(fault)))
-            return
-        except ValueError as exc:  # a short or badly packed payload
-            self._refuse(str(exc))
-            self.outbox.append(nak(cmd, tag, Reason.MALFORMED, str(exc)))
-            return
-        except MemoryFault as exc:
-            self._refuse(str(exc))
-            self.outbox.append(nak(cmd, tag, _reason_for(exc), str(exc)))
+        except (MidiFault, ValueError, MemoryFault) as exc:
+            self._nak(cmd, tag, exc)
             return
         self.outbox.append(ack(cmd, tag, reply))
         if cmd == Cmd.BOOT:
             # the ACK goes out before the reset, as the HID native dialect's RESET does
             self.left = True
             self.signal("leave", "MIDI BOOT", 0.05)
+
+    def _nak(self, cmd: int, tag: int, exc: Exception) -> None:
+        if isinstance(exc, MidiFault):
+            reason = exc.reason
+        elif isinstance(exc, MemoryFault):
+            reason = _reason_for(exc)
+        else:  # ValueError: a short or badly packed payload
+            reason = Reason.MALFORMED
+        self._refuse(str(exc))
+        self.outbox.append(nak(cmd, tag, reason, str(exc)))
 
     def _mark_bad(self, body: bytes) -> None:
         """A PAGE whose checksum failed: note its sequence number if it can be read (it stays missing)."""
@@ -229,6 +249,39 @@ class MidiBootEngine:
                           self.app_end - self.app_start, self.page_size, int(timing.program_ms * 1000),
                           int(erase_ms * 1000), flags, missing)
 
+    def _write(self, payload: bytes) -> bytes:
+        """WRITE: u5 address, packed data; answers the address."""
+        if len(payload) < 5:
+            raise ValueError("frame too short")
+        address = from_u7(payload[:5])
+        data = unpack7(payload[5:])
+        length = len(data)
+        if length <= 0 or address < self.app_start or address + length > self.app_end:
+            self._check_span(address, length, "WRITE")
+        if address % self.page_size or length > self.page_size:
+            raise MidiFault(f"WRITE 0x{address:X}+{length} is not within one {self.page_size}-byte page",
+                            Reason.MISALIGNED)
+        self.session = None
+        current = self.memory.read(address, length)
+        if current != data:  # a retry of a written page is acknowledged
+            # NOR programming only clears bits, so flash would take 0x00 over anything:
+            # refuse a page that is not erased rather than merge into it.
+            if current.count(0xFF) != length:
+                raise MidiFault(f"WRITE 0x{address:X}: the page is not erased", Reason.NOT_ERASED)
+            self.memory.program(address, data)
+        return payload[:5]  # the address, as sent (5 7-bit groups)
+
+    def _read(self, payload: bytes) -> bytes:
+        """READ: u5 address, u5 length; answers the address and the packed data."""
+        if len(payload) < 10:
+            raise ValueError("frame too short")
+        address, length = from_u7(payload[:5]), from_u7(payload[5:10])
+        if length <= 0 or address < self.app_start or address + length > self.app_end:
+            self._check_span(address, length, "READ")
+        if length > self.page_size:
+            raise MidiFault(f"READ of {length} bytes, at most {self.page_size}", Reason.MALFORMED)
+        return payload[:5] + pack7(self.memory.read(address, length))
+
     def _command(self, cmd: int, r: Reader) -> bytes:
         if cmd == Cmd.IDENTIFY:
             return self.info().pack()
@@ -240,12 +293,11 @@ class MidiBootEngine:
             self.session = None
             region = self.memory.layout.flash
             count = 0
-            addr = start
-            while addr < start + length:
+            # the span is inside the application, so only its first and last sectors can reach out of it
+            for addr in (start, start + length - 1):
                 s, size = region.sector_at(addr)
                 if s < self.app_start or s + size > self.app_end:
                     raise MidiFault(f"sector 0x{s:X}+{size} is not wholly in the application", Reason.PROTECTED)
-                addr = s + size
             addr = start
             while addr < start + length:
                 s, size = self.memory.erase(addr)
@@ -253,27 +305,9 @@ class MidiBootEngine:
                 addr = s + size
             return u7(count, 3)
         if cmd == Cmd.WRITE:
-            address = r.u(5)
-            data = unpack7(r.rest())
-            self._check_span(address, len(data), "WRITE")
-            if address % self.page_size or len(data) > self.page_size:
-                raise MidiFault(f"WRITE 0x{address:X}+{len(data)} is not within one {self.page_size}-byte page",
-                                Reason.MISALIGNED)
-            self.session = None
-            current = self.memory.read(address, len(data))
-            if current != data:  # a retry of a written page is acknowledged
-                # NOR programming only clears bits, so flash would take 0x00 over anything:
-                # refuse a page that is not erased rather than merge into it.
-                if current.count(0xFF) != len(current):
-                    raise MidiFault(f"WRITE 0x{address:X}: the page is not erased", Reason.NOT_ERASED)
-                self.memory.program(address, data)
-            return u7(address, 5)
+            return self._write(r.rest())
         if cmd == Cmd.READ:
-            address, length = r.u(5), r.u(5)
-            self._check_span(address, length, "READ")
-            if length > self.page_size:
-                raise MidiFault(f"READ of {length} bytes, at most {self.page_size}", Reason.MALFORMED)
-            return u7(address, 5) + pack7(self.memory.read(address, length))
+            return self._read(r.rest())
         if cmd == Cmd.CRC:
             start, length = r.u(5), r.u(5)
             if length == 0:
@@ -442,8 +476,9 @@ class MidiFunction(Function):
         self.engine.receive(decode_packets(bytes(data), cable=0))
 
     def ep_in(self, ep, max_length):
-        for reply in self.engine.take_replies():
-            self._in += message_packets(reply, 0)
+        replies = self.engine.take_replies()
+        if replies:
+            self._in += messages_packets(replies, 0)
         if len(self._in) > self.MAX_IN_PACKETS * PACKET_SIZE:
             del self._in[:len(self._in) - self.MAX_IN_PACKETS * PACKET_SIZE]
         if not self._in:

@@ -117,6 +117,10 @@ def list_devices(backend=None) -> list[str]:
 class UsbLink:
     """USB-MIDI event packets over the MIDIStreaming bulk endpoints."""
 
+    # bytes asked for per IN transfer: a window of READ replies (16 x 1 KiB pages, packed and in
+    # packets) in one transfer; the host controller ends it early on the device's short packet
+    READ_SIZE = 1 << 16
+
     def __init__(self, target: MidiTarget, *, timeout: int = 2000):
         self.target = target
         self.dev = target.device
@@ -141,7 +145,7 @@ class UsbLink:
     def send_many(self, messages: list[bytes]) -> None:
         """Several messages in one bulk transfer (the host controller splits it into packets)."""
         try:
-            self.dev.write(self.target.ep_out, b"".join(P.message_packets(m) for m in messages), self.timeout)
+            self.dev.write(self.target.ep_out, P.messages_packets(messages), self.timeout)
         except usb.core.USBError as exc:
             raise _usb_error("send", exc) from None
 
@@ -150,7 +154,7 @@ class UsbLink:
         if self.target.ep_in is None:
             raise MidiError("the MIDIStreaming interface has no IN endpoint: one-way only")
         try:
-            raw = bytes(self.dev.read(self.target.ep_in, 4096, max(1, int(timeout * 1000))))
+            raw = bytes(self.dev.read(self.target.ep_in, self.READ_SIZE, max(1, int(timeout * 1000))))
         except usb.core.USBTimeoutError:
             return b""
         except usb.core.USBError as exc:
@@ -264,20 +268,21 @@ class SysexClient:
             group = requests[off:off + self.window]
             pending: dict[int, int] = {}
             frames = []
+            tag = self.tag
             for i, (cmd, payload, _what) in enumerate(group):
-                self.tag = (self.tag + 1) & 0x7F
-                pending[self.tag] = off + i
-                frames.append(P.frame(cmd, self.tag, payload))
+                tag = (tag + 1) & 0x7F
+                pending[tag] = off + i
+                frames.append(P.frame(cmd, tag, payload))
+            self.tag = tag
             self.link.send_many(frames)
             again = []
             deadline = time.monotonic() + self.timeout
             while pending and time.monotonic() < deadline:
                 data = self.link.receive(min(0.5, max(0.001, deadline - time.monotonic())))
-                for message in self.parser.feed(data):
-                    reply = self._decode(message)
-                    if reply is None or reply[1] not in pending:
-                        continue
+                for reply in self._replies(data):
                     rcmd, rtag, payload = reply
+                    if rtag not in pending:
+                        continue
                     index = pending[rtag]
                     cmd, _, what = requests[index]
                     if not payload or payload[0] != cmd:
@@ -296,14 +301,21 @@ class SysexClient:
                 results[index] = self.request(cmd, payload, what=what)
         return results  # type: ignore[return-value]
 
-    @staticmethod
-    def _decode(message) -> tuple[int, int, bytes] | None:
-        if message.kind != "sysex" or not P.is_ours(message.data[1:-1]):
-            return None
-        try:
-            return P.parse_frame(message.data[1:-1])
-        except P.FrameError:
-            return None  # a damaged reply: its request goes again
+    def _replies(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """(cmd, tag, payload) of our intact frames in ``data``; others and damaged ones are skipped."""
+        pieces = self.parser.split_sysex(data)
+        if pieces is None:
+            bodies = [m.data[1:-1] for m in self.parser.feed(data) if m.kind == "sysex"]
+        else:
+            bodies = [p[1:] for p in pieces]
+        out = []
+        for body in bodies:
+            if body[:3] == P.SIGNATURE:
+                try:
+                    out.append(P.parse_frame(body))
+                except P.FrameError:
+                    pass  # a damaged reply: its request goes again
+        return out
 
     @staticmethod
     def _nak_fields(payload: bytes) -> tuple[int, str]:
@@ -338,11 +350,7 @@ class SysexClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no reply within {timeout:g} s")
-            for message in self.parser.feed(self.link.receive(min(left, 0.5))):
-                reply = self._decode(message)
-                if reply is None:
-                    continue
-                rcmd, rtag, payload = reply
+            for rcmd, rtag, payload in self._replies(self.link.receive(min(left, 0.5))):
                 if rtag != tag or not payload or payload[0] != cmd:
                     continue  # a reply to an earlier request
                 if rcmd == P.Cmd.ACK:
@@ -364,11 +372,19 @@ class SysexClient:
         self.request(*P.write(address, data), what=f"WRITE 0x{address:X}")
 
     def write_pages(self, pages: list[tuple[int, bytes]]) -> None:
-        self.batch([(*P.write(a, d), f"WRITE 0x{a:X}") for a, d in pages])
+        packed = P.pack7_many([d for _, d in pages])  # one pack7 for the window
+        self.batch([(P.Cmd.WRITE, P.u7(a, 5) + p, f"WRITE 0x{a:X}") for (a, _), p in zip(pages, packed)])
 
     def read_pages(self, spans: list[tuple[int, int]]) -> list[bytes]:
         replies = self.batch([(*P.read(a, n), f"READ 0x{a:X}") for a, n in spans])
-        return [self._read_reply(r, a, n) for r, (a, n) in zip(replies, spans)]
+        try:
+            datas = P.unpack7_many([r[5:] for r in replies])  # one unpack7 for the window
+        except ValueError:
+            datas = None
+        if datas is None or any(P.from_u7(r[:5]) != a or len(d) != n
+                                for r, d, (a, n) in zip(replies, datas, spans)):
+            return [self._read_reply(r, a, n) for r, (a, n) in zip(replies, spans)]  # names the bad one
+        return datas
 
     def read(self, address: int, length: int) -> bytes:
         reply = self.request(*P.read(address, length), what=f"READ 0x{address:X}")

@@ -23,6 +23,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 # --------------------------------------------------------------------------
 # USB Audio 1.0 / USB-MIDI 1.0 class codes
@@ -104,6 +105,8 @@ _LENGTHS = {c: bytes(CIN_LENGTH[h & 0x0F] if h >> 4 == c else 0 for h in range(2
 _LENGTHS_ANY = bytes(CIN_LENGTH[h & 0x0F] for h in range(256))
 _SHORT = re.compile(b"[^\x03]")
 _STATUS = re.compile(b"[\x80-\xff]")
+_DATA_BYTES = bytes(range(0x80))
+_SYSEX_PAIR = b"\xf0\xf7"
 
 
 def _channel_length(status: int) -> int:
@@ -148,6 +151,39 @@ def message_packets(message: bytes, cable: int = 0) -> bytes:
     return b"".join(bytes((cn | CIN_SINGLE_BYTE, b, 0, 0)) for b in message)
 
 
+_SYSEX_END_CIN = {1: CIN_SYSEX_END_1, 2: CIN_SYSEX_END_2, 0: CIN_SYSEX_END_3}
+_PAD = (b"", b"\x00\x00", b"\x00")  # by len % 3: zeros that fill the last packet
+
+
+def messages_packets(messages: list[bytes], cable: int = 0) -> bytes:
+    """Several complete messages as one run of USB-MIDI event packets (what one bulk transfer carries).
+
+    The same bytes as joining :func:`message_packets` of each; when all are
+    SysEx, they are laid out at once: each message zero padded to whole
+    packets, the three MIDI bytes of every packet placed by slice
+    assignment, then the CIN bytes (0x4, and 0x5/0x6/0x7 for each last packet).
+    """
+    if not all(m[:1] == b"\xf0" and m[-1:] == b"\xf7" for m in messages):
+        return b"".join(message_packets(m, cable) for m in messages)
+    cn = (cable & 0x0F) << 4
+    start = bytes((cn | CIN_SYSEX_START,))
+    ends = [bytes((cn | _SYSEX_END_CIN[r],)) for r in range(3)]
+    stream = []
+    heads = []
+    for m in messages:
+        n = len(m)
+        r = n % 3
+        stream += (m, _PAD[r])
+        heads += (start * ((n - 1) // 3), ends[r])
+    data = b"".join(stream)
+    out = bytearray(len(data) // 3 * 4)
+    out[0::4] = b"".join(heads)
+    out[1::4] = data[0::3]
+    out[2::4] = data[1::3]
+    out[3::4] = data[2::3]
+    return bytes(out)
+
+
 def decode_packets(data: bytes, cable: int | None = 0) -> bytes:
     """The MIDI byte stream carried by USB-MIDI event packets (of ``cable``; None: every cable).
 
@@ -180,9 +216,11 @@ def decode_packets(data: bytes, cable: int | None = 0) -> bytes:
 # --------------------------------------------------------------------------
 # MIDI 1.0 byte-stream parsing
 
-@dataclass(frozen=True)
-class MidiMessage:
-    """A complete message out of the stream: ``kind`` is sysex, channel, common or realtime."""
+class MidiMessage(NamedTuple):
+    """A complete message out of the stream: ``kind`` is sysex, channel, common or realtime.
+
+    A named tuple rather than a frozen dataclass: as immutable, and made
+    several times faster (one per frame on the flash path)."""
 
     kind: str
     data: bytes  # the whole message, status byte first (SysEx: F0 ... F7)
@@ -276,6 +314,23 @@ class StreamParser:
                 self._pending = bytearray()
         return out
 
+    def split_sysex(self, data: bytes) -> list[bytes] | None:
+        """The fast path for what a bootloader mostly receives: ``data`` made only of whole SysEx
+        messages (F0, 7-bit bytes, F7, repeated) while no message is half read.  Returns each
+        message without its F7 (F0 first), with the parser in the state :meth:`feed` would
+        leave; None (nothing consumed) when ``data`` is anything else: use :meth:`feed`."""
+        if self._sysex is not None or self._pending or data[:1] != b"\xf0" or data[-1:] != b"\xf7":
+            return None
+        pieces = data.split(b"\xf7")
+        del pieces[-1]
+        # exactly one F0 then one F7 per message, and no other status byte anywhere
+        if data.translate(None, _DATA_BYTES) != _SYSEX_PAIR * len(pieces):
+            return None
+        if len(max(pieces, key=len)) > self.max_sysex:
+            return None  # feed drops the oversized one and counts it
+        self._running = 0  # as F0 does in feed
+        return pieces
+
     def reset(self) -> None:
         self._sysex = None
         self._overflow = False
@@ -341,8 +396,11 @@ class FrameError(ValueError):
 
 
 def checksum(body: bytes) -> bytes:
-    crc = binascii.crc_hqx(bytes(body), 0)
-    return bytes(((crc >> 14) & 0x03, (crc >> 7) & 0x7F, crc & 0x7F))
+    crc = _crc_hqx(body, 0)
+    return bytes((crc >> 14, (crc >> 7) & 0x7F, crc & 0x7F))
+
+
+_crc_hqx = binascii.crc_hqx
 
 
 def crc32(data: bytes) -> int:
@@ -353,10 +411,15 @@ def u7(value: int, width: int) -> bytes:
     """An unsigned number as ``width`` 7-bit groups, most significant first (5 groups hold 32 bits)."""
     if value < 0 or value >> (7 * width):
         raise ValueError(f"{value} does not fit {width} 7-bit bytes")
+    if width == 5:  # addresses and lengths: every request has one or two
+        return bytes((value >> 28, (value >> 21) & 0x7F, (value >> 14) & 0x7F, (value >> 7) & 0x7F, value & 0x7F))
     return bytes((value >> (7 * (width - 1 - i))) & 0x7F for i in range(width))
 
 
 def from_u7(data: bytes) -> int:
+    if len(data) == 5:
+        a, b, c, d, e = data
+        return (a & 0x7F) << 28 | (b & 0x7F) << 21 | (c & 0x7F) << 14 | (d & 0x7F) << 7 | (e & 0x7F)
     value = 0
     for b in data:
         value = value << 7 | (b & 0x7F)
@@ -365,49 +428,99 @@ def from_u7(data: bytes) -> int:
 
 _LOW7 = bytes(b & 0x7F for b in range(256))
 _TOP_AS_BIT = [bytes((1 << j) if b & 0x80 else 0 for b in range(256)) for j in range(7)]
-_BIT_AS_TOP = [bytes(0x80 if b >> j & 1 else 0 for b in range(256)) for j in range(7)]
+_TOP_AS_DIGIT = bytes(0x31 if b & 0x80 else 0x30 for b in range(256))  # top bit as ASCII "1"/"0"
+_DIGIT_AS_TOP = bytes(0x80 if b == 0x31 else 0 for b in range(256))
 
 
 def pack7(data: bytes) -> bytes:
     """8-bit data as 7-bit bytes: each group of up to 7 bytes becomes a byte of their top bits
     (bit i = top bit of byte i) followed by their low 7 bits; 7 bytes take 8.
 
-    Done column by column with bytes.translate and slice assignment: the
-    header bytes of all groups are OR-ed together as one big integer.
+    No loop per byte or per group.  The low bits: ``bytes.hex`` with a
+    separator every 7 bytes, the separators turned into "00" and read back,
+    puts a zero byte in front of every group; translate clears the top bits.
+    The top-bits bytes: for a page-sized input, the top bits as ASCII binary
+    digits, reversed (bit 0 of each group last), with a "0" (bit 7) between
+    groups by the same separator trick, read by ``int(..., 2)``; for larger
+    inputs OR-ing seven translated columns as big integers is faster.
     """
-    data = bytes(data)
     n = len(data)
     if not n:
         return b""
     groups = -(-n // 7)
-    padded = data + bytes(groups * 7 - n)
-    heads = 0
-    out = bytearray(8 * groups)
-    low = padded.translate(_LOW7)
-    for j in range(7):
-        column = padded[j::7]
-        heads |= int.from_bytes(column.translate(_TOP_AS_BIT[j]), "big")
-        out[1 + j::8] = low[j::7]
-    out[0::8] = heads.to_bytes(groups, "big")
-    return bytes(out[:packed_length(n)])
+    pad = groups * 7 - n
+    padded = bytes(data) + bytes(pad) if pad else bytes(data)
+    out = bytearray.fromhex("00" + padded.hex("x", -7).replace("x", "00")).translate(_LOW7)
+    if n <= 512:
+        digits = bytes.fromhex(padded.translate(_TOP_AS_DIGIT)[::-1].hex("x", 7).replace("x", "30"))
+        out[0::8] = int(digits, 2).to_bytes(groups, "little")
+    else:
+        heads = 0
+        for j in range(7):
+            heads |= int.from_bytes(padded[j::7].translate(_TOP_AS_BIT[j]), "big")
+        out[0::8] = heads.to_bytes(groups, "big")
+    if pad:
+        del out[-pad:]
+    return bytes(out)
 
 
 def unpack7(data: bytes) -> bytes:
-    """The inverse of :func:`pack7`; a lone top-bits byte at the end is malformed."""
-    data = bytes(data)
+    """The inverse of :func:`pack7`; a lone top-bits byte at the end is malformed.
+
+    The low bits: the top-bits bytes deleted by one extended-slice ``del``.
+    The top bits: the top-bits bytes as one binary numeral (little-endian
+    order), every 8th digit (bit 7) deleted, reversed, so digit k is the
+    top bit of output byte k; translated to 0x80/0x00 and OR-ed in as big
+    integers.
+    """
     n = len(data)
     if not n:
         return b""
     if n % 8 == 1:
         raise ValueError("7-bit data ends in a lone top-bits byte")
     groups = -(-n // 8)
-    padded = data + bytes(groups * 8 - n)
-    heads = padded[0::8]
-    out = bytearray(7 * groups)
-    for j in range(7):
-        column = int.from_bytes(padded[1 + j::8], "big") | int.from_bytes(heads.translate(_BIT_AS_TOP[j]), "big")
-        out[j::7] = column.to_bytes(groups, "big")
-    return bytes(out[:n - groups])
+    low = bytearray(data)
+    heads = low[0::8]
+    del low[0::8]
+    digits = bytearray(format(int.from_bytes(heads, "little"), "b").zfill(8 * groups).encode())
+    del digits[0::8]
+    m = n - groups
+    tops = digits[:-m - 1:-1].translate(_DIGIT_AS_TOP)
+    return (int.from_bytes(low, "big") | int.from_bytes(tops, "big")).to_bytes(m, "big")
+
+
+def pack7_many(items: list[bytes]) -> list[bytes]:
+    """:func:`pack7` of each item, in one call: each item zero padded to whole 7-byte groups
+    (the padding packs to bytes that are then cut off), all packed at once, sliced apart."""
+    chunks = []
+    spans = []
+    pos = 0
+    for d in items:
+        n = len(d)
+        g = -(-n // 7)
+        chunks += (d, bytes(7 * g - n))
+        spans.append((pos, pos + n + g))
+        pos += 8 * g
+    packed = pack7(b"".join(chunks))
+    return [packed[a:b] for a, b in spans]
+
+
+def unpack7_many(items: list[bytes]) -> list[bytes]:
+    """:func:`unpack7` of each item, in one call (each zero padded to whole 8-byte groups);
+    ValueError if any item is malformed."""
+    chunks = []
+    spans = []
+    pos = 0
+    for d in items:
+        n = len(d)
+        if n % 8 == 1:
+            raise ValueError("7-bit data ends in a lone top-bits byte")
+        g = -(-n // 8)
+        chunks += (d, bytes(8 * g - n))
+        spans.append((pos, pos + n - g))
+        pos += 7 * g
+    data = unpack7(b"".join(chunks))
+    return [data[a:b] for a, b in spans]
 
 
 def packed_length(n: int) -> int:
@@ -449,7 +562,7 @@ class Reader:
 def frame_body(cmd: int, tag: int, payload: bytes = b"") -> bytes:
     """The 7-bit body between F0 and F7: signature, cmd, tag, payload, check."""
     inner = bytes((cmd & 0x7F, tag & 0x7F)) + bytes(payload)
-    if _STATUS.search(inner):
+    if not inner.isascii():  # a byte >= 0x80
         raise ValueError("SysEx payload bytes must be 7-bit")
     return SIGNATURE + inner + checksum(inner)
 
@@ -466,14 +579,14 @@ def is_ours(body: bytes) -> bool:
 
 def parse_frame(body: bytes) -> tuple[int, int, bytes]:
     """(cmd, tag, payload) of a body that :func:`is_ours`; raises FrameError."""
-    inner = bytes(body[len(SIGNATURE):])
-    if len(inner) < 5:
+    body = bytes(body)
+    if len(body) < len(SIGNATURE) + 5:
         raise FrameError(f"frame of {len(body)} bytes is too short", Reason.MALFORMED)
-    cmd, tag = inner[0], inner[1]
-    content, check = inner[:-3], inner[-3:]
-    if checksum(content) != check:
-        raise FrameError(f"bad checksum on command 0x{cmd:02X}", Reason.BAD_CHECKSUM, cmd, tag)
-    return cmd, tag, content[2:]
+    content = body[3:-3]  # cmd, tag, payload (3 == len(SIGNATURE))
+    crc = _crc_hqx(content, 0)
+    if body[-3:] != bytes((crc >> 14, (crc >> 7) & 0x7F, crc & 0x7F)):
+        raise FrameError(f"bad checksum on command 0x{content[0]:02X}", Reason.BAD_CHECKSUM, content[0], content[1])
+    return content[0], content[1], content[2:]
 
 
 # --------------------------------------------------------------------------
