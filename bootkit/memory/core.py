@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 # --------------------------------------------------------------------------
@@ -94,18 +95,24 @@ class Region:
     # Erase before write? EEPROM and fuse bytes are written in place.
     needs_erase: bool = True
 
-    @property
+    # Cached: read/program/erase ask for these on every call.  (cached_property
+    # stores into __dict__ directly, which a frozen dataclass allows.)
+    @cached_property
     def size(self) -> int:
         return sum(n * s for n, s in self.sectors)
 
-    @property
+    @cached_property
     def end(self) -> int:
         return self.start + self.size
 
-    @property
+    @cached_property
     def page_size(self) -> int:
         """The largest sector size (the page size for uniform regions)."""
         return max(s for _, s in self.sectors)
+
+    @cached_property
+    def smallest_sector(self) -> int:
+        return min(s for _, s in self.sectors)
 
     @property
     def uniform(self) -> bool:

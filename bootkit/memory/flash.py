@@ -168,7 +168,7 @@ class SimulatedFlash:
         if region.kind == "flash":
             self.erase_counters.bump(start)
             self.app_valid = False
-        self._sleep(self.timing.erase_time(size, min(s for _, s in region.sectors)))
+        self._sleep(self.timing.erase_time(size, region.smallest_sector))
         return start, size
 
     def erase_all(self) -> None:
