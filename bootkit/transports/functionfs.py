@@ -137,6 +137,16 @@ def available_udcs() -> list[str]:
         return []
 
 
+def _udc_speed(udc: str) -> str:
+    """"full" or "high", from /sys/class/udc/UDC/current_speed ("high-speed", ...)."""
+    try:
+        with open(os.path.join(UDC_CLASS, udc, "current_speed")) as f:
+            text = f.read().strip()
+    except OSError:
+        return "high"
+    return "full" if text in ("full-speed", "low-speed") else "high"
+
+
 def _udc_owner(udc: str) -> str | None:
     """Name of the configfs gadget bound to `udc`, if any."""
     try:
@@ -236,8 +246,9 @@ def _speed_set(fn: Function, speed: str, strings: list[str], ep_keys: list, drop
             if intf.name not in strings:
                 strings.append(intf.name)
             sidx = strings.index(intf.name) + 1
-        head = dataclasses.replace(intf, endpoints=[], extra=b"").descriptor(intf.number, sidx, speed)
-        out.append(head)
+        head = bytearray(dataclasses.replace(intf, endpoints=[], extra=b"").descriptor(intf.number, sidx, speed))
+        head[4] = len(intf.endpoints)  # bNumEndpoints: the endpoints follow the class descriptors below
+        out.append(bytes(head))
         count += 1
         for raw in _split(intf.extra):
             if drop_class and 0x20 <= raw[1] <= 0x2F and intf.cls not in (USB_CLASS_HID, USB_CLASS_CCID):
@@ -274,7 +285,9 @@ def function_layout(fn: Function, *, drop_class: bool = False) -> _FunctionLayou
         if s not in strings:
             strings.append(s)
     body = struct.pack("<II", fs_count, hs_count) + fs + hs
-    flags = FUNCTIONFS_HAS_FS_DESC | FUNCTIONFS_HAS_HS_DESC
+    # ALL_CTRL_RECIP: composite.c hands requests with recipient "other" (usblp's
+    # SOFT_RESET, bmRequestType 0x23) to a function only when it asks for them.
+    flags = FUNCTIONFS_HAS_FS_DESC | FUNCTIONFS_HAS_HS_DESC | FUNCTIONFS_ALL_CTRL_RECIP
     descs = struct.pack("<III", FUNCTIONFS_DESCRIPTORS_MAGIC_V2, 12 + len(body), flags) + body
     if strings:
         text = struct.pack("<H", LANG_EN_US) + b"".join(s.encode("utf-8") + b"\0" for s in strings)
@@ -434,6 +447,7 @@ class _FunctionPort:
         self.stopping = threading.Event()
         self.configured = False
         self.lock: threading.RLock | None = None  # set by the server
+        self.speed = "high"  # the enumerated speed, read from the UDC on ENABLE
 
     def open(self) -> None:
         ep0 = os.path.join(self.mountpoint, "ep0")
@@ -449,10 +463,13 @@ class _FunctionPort:
                 raise
             # f_fs.c ffs_do_single_desc (before ~6.12) accepts a class
             # descriptor 0x21 only after a HID or CCID interface.
+            hint = ("tell dfu-util the transfer size (-t SIZE, and -s ADDRESS for DfuSe)"
+                    if 0x21 in stripped.dropped else
+                    "hosts that need the class descriptors (CDC functional, USB-MIDI) may refuse the "
+                    "interface: see docs/gadget.md")
             self.log("functionfs: this kernel's FunctionFS refused class-specific descriptor(s) "
                      f"{', '.join(f'0x{t:02X}' for t in stripped.dropped)} (f_fs takes the DFU functional "
-                     "descriptor only from about Linux 6.12); serving without them: tell host tools the transfer size "
-                     "(dfu-util -t SIZE, and -s ADDRESS for DfuSe)")
+                     f"descriptor only from about Linux 6.12); serving without them: {hint}")
             os.close(self.ep0)
             self.ep0 = os.open(ep0, os.O_RDWR)
             layout = stripped
@@ -476,13 +493,22 @@ class _FunctionPort:
             t.start()
             self.threads.append(t)
 
+    def packet_size(self, ep) -> int:
+        """wMaxPacketSize at the enumerated speed.
+
+        An OUT read must ask for exactly one packet: a longer request only
+        completes on a short packet, so a full 64-byte report would sit in
+        the UDC; a shorter one overflows (f_fs does not round it up)."""
+        if self.speed == "high":
+            return ep.hs_max_packet_size or (512 if ep.transfer == "bulk" else ep.max_packet_size)
+        return ep.max_packet_size
+
     def _out_loop(self, fd, ep) -> None:
-        size = max(ep.hs_max_packet_size or 512, ep.max_packet_size, 512)
         while not self.stopping.is_set():
             if not self.enabled.wait(0.05):
                 continue
             try:
-                data = os.read(fd, size)
+                data = os.read(fd, self.packet_size(ep))
             except BlockingIOError:
                 time.sleep(0.005)
                 continue
@@ -650,6 +676,7 @@ class FunctionFsServer:
         fn = port.fn
         with self.lock:
             if etype == FUNCTIONFS_ENABLE:
+                port.speed = _udc_speed(self.udc)
                 if port.configured:
                     # A second ENABLE without DISABLE is SET_INTERFACE: f_fs
                     # does not say which alternate; assume 0 (see module doc).

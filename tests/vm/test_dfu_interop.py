@@ -408,7 +408,7 @@ def test_function_layout_blobs():
     (fn,) = em.target.device.functions
     layout = function_layout(fn)
     magic, length, flags, fs_count, hs_count = struct.unpack_from("<IIIII", layout.descriptors)
-    assert (magic, length, flags) == (3, len(layout.descriptors), 3)  # V2, HAS_FS_DESC | HAS_HS_DESC
+    assert (magic, length, flags) == (3, len(layout.descriptors), 0x43)  # V2, HAS_FS_DESC | HAS_HS_DESC | ALL_CTRL_RECIP
     assert fs_count == hs_count == 4  # 2 alternates x (interface + DFU functional)
     stripped = function_layout(fn, drop_class=True)
     assert stripped.dropped == [0x21]

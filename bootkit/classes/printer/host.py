@@ -216,7 +216,10 @@ class FilePrinter:
         return int.from_bytes(buf, "little") & 0xFF
 
     def soft_reset(self) -> None:
-        self._ioctl(LPIOC_SOFT_RESET, 0)
+        try:
+            self._ioctl(LPIOC_SOFT_RESET, 0)
+        except OSError as exc:
+            raise PrinterError(f"{self.path}: SOFT_RESET failed: {exc.strerror}") from None
 
     def write(self, data: bytes, advance=lambda n: None) -> None:
         view = memoryview(data)

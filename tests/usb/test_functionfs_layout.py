@@ -1,0 +1,40 @@
+"""The FunctionFS descriptor blobs, checked without a kernel."""
+
+import struct
+
+from bootkit.emulator import Emulator
+from bootkit.transports.functionfs import function_layout
+from bootkit.usb.descriptors import split_descriptors
+
+
+def _sets(blob: bytes):
+    magic, length, flags, fs_count, hs_count = struct.unpack_from("<IIIII", blob)
+    descs = split_descriptors(blob[20:])
+    return descs[:fs_count], descs[fs_count:fs_count + hs_count]
+
+
+def test_interface_counts_its_endpoints():
+    """bNumEndpoints must count the endpoints that follow, or the kernel ignores them
+    ("has 1 endpoint descriptor, different from the interface descriptor's value: 0")."""
+    for personality, chip in (("printer", "atmega32u4"), ("msc", "rp2040"), ("hid", "atmega32u4")):
+        em = Emulator(chip, personality, options={"dialect": "native"} if personality == "hid" else {})
+        for fn in em.target.device.functions:
+            for speed_set in _sets(function_layout(fn, drop_class=True).descriptors):
+                current, seen = None, 0
+                for d in speed_set + [bytes([9, 4, 0, 0, 0, 0, 0, 0, 0])]:
+                    if d[1] == 4:  # INTERFACE
+                        if current is not None:
+                            assert current[4] == seen, (personality, current.hex(), seen)
+                        current, seen = d, 0
+                    elif d[1] == 5:
+                        seen += 1
+                assert any(d[1] == 5 for d in speed_set), personality
+
+
+def test_full_and_high_speed_packet_sizes():
+    em = Emulator("rp2040", "msc")
+    (fn,) = em.target.device.functions
+    fs, hs = _sets(function_layout(fn).descriptors)
+    fs_mps = {d[2]: struct.unpack_from("<H", d, 4)[0] for d in fs if d[1] == 5}
+    hs_mps = {d[2]: struct.unpack_from("<H", d, 4)[0] for d in hs if d[1] == 5}
+    assert set(fs_mps.values()) == {64} and set(hs_mps.values()) == {512}
