@@ -1023,3 +1023,27 @@ def test_plain_dfu_flash_without_a_chip_verifies(plug):
     assert result.verified
     assert b.memory.flash_bytes() == bytes(reference(chip, image))
     assert b.em.mode == "application"
+
+
+def test_dfuse_host_without_functional_descriptor_addresses_every_chunk(monkeypatch):
+    """A FunctionFS gadget on older kernels carries no DFU functional descriptor:
+    the host's wTransferSize is then a guess (1024) while the device uses 2048,
+    so the host must not address data by sequential block numbers."""
+    from bootkit.classes.dfu import host
+    from bootkit.emulator import Emulator
+    from bootkit.formats.image import Image
+    from bootkit.transports.virtual import VirtualBus, get_backend
+
+    real = host._functional_from
+    monkeypatch.setattr(host, "_functional_from", lambda extra: None)
+    bus = VirtualBus()
+    data = bytes((i * 7) & 0xFF for i in range(9000))
+    with Emulator("stm32f411", "dfu", options={"dialect": "dfuse"}) as em:
+        em.attach(bus)
+        item = host.find_interfaces(get_backend(bus))[0]
+        assert not item.described and item.functional.wTransferSize == 1024
+        result = host.flash(Image([(0x08000000, data)]), get_backend(bus), dialect="dfuse", progress=False,
+                            leave=False)
+        assert result.verified
+        assert em.memory.read(0x08000000, len(data)) == data
+    monkeypatch.setattr(host, "_functional_from", real)

@@ -71,6 +71,9 @@ class DfuInterface:
     alts: list[tuple[int, str]]
     functional: FunctionalDescriptor
     runtime: bool
+    # False when the device carries no functional descriptor (a FunctionFS
+    # gadget on Linux before ~6.12): wTransferSize is then only a guess.
+    described: bool = True
 
     @property
     def vid(self) -> int:
@@ -115,11 +118,12 @@ def find_interfaces(backend=None, *, vid=None, pid=None, serial=None) -> list[Df
                 except (usb.core.USBError, ValueError):
                     name = ""
                 names.append((a.bAlternateSetting, name or ""))
-            found.append(DfuInterface(dev, number, names, functional, alts[0].bInterfaceProtocol == PROTOCOL_RUNTIME))
+            found.append(DfuInterface(dev, number, names, functional or FunctionalDescriptor(),
+                                      alts[0].bInterfaceProtocol == PROTOCOL_RUNTIME, functional is not None))
     return found
 
 
-def _functional_from(extra: bytes) -> FunctionalDescriptor:
+def _functional_from(extra: bytes) -> FunctionalDescriptor | None:
     i = 0
     while i + 2 <= len(extra):
         length = extra[i]
@@ -128,7 +132,7 @@ def _functional_from(extra: bytes) -> FunctionalDescriptor:
         if extra[i + 1] == DFU_FUNCTIONAL:
             return FunctionalDescriptor.unpack(extra[i:i + length])
         i += length
-    return FunctionalDescriptor()
+    return None
 
 
 def _gone(exc: Exception) -> bool:
@@ -409,13 +413,21 @@ class DfuSe(_Dialect):
         with progress_bar("download", image.size, self.progress) as bar:
             for seg_start, data in image.segments:
                 off = 0
+                block = None
                 while off < len(data):
-                    # dfu-util sets the pointer for each chunk, then uses block 2
+                    # AN3156: data lands at (wBlockNum - 2) x wTransferSize + pointer,
+                    # so one pointer serves a run of sequential blocks (dfu-util
+                    # resets the pointer for every chunk: twice the transfers).
                     address = seg_start + off
+                    if block is None or block > 0xFFFF or not c.target.described:
+                        # without a functional descriptor wTransferSize is a guess:
+                        # block 2 from a fresh pointer is right whatever the device uses
+                        self.set_address(address)
+                        block = 2
                     chunk = data[off:off + size]
-                    self.set_address(address)
-                    c.dnload(2, chunk)
+                    c.dnload(block, chunk)
                     c.wait_while_busy(f"write at 0x{address:X}")
+                    block += 1
                     off += len(chunk)
                     total += len(chunk)
                     bar(len(chunk))
@@ -428,9 +440,24 @@ class DfuSe(_Dialect):
         region = self.regions[0]
         start = region.start if start is None else start
         length = (region.end - start) if length is None else length
-        self.set_address(start)
-        c.abort()  # dfu-util: ABORT to dfuIDLE, then UPLOAD from block 2
-        out = c.upload_all(2, length, self.progress)
+        if c.target.described:
+            self.set_address(start)
+            c.abort()  # dfu-util: ABORT to dfuIDLE, then UPLOAD from block 2
+            out = c.upload_all(2, length, self.progress)
+        else:
+            # wTransferSize unknown: block 2 from a fresh pointer for every chunk
+            out = bytearray()
+            with progress_bar("upload", length, self.progress) as bar:
+                while len(out) < length:
+                    c.abort()  # dfuUPLOAD-IDLE takes no DNLOAD: back to dfuIDLE first
+                    self.set_address(start + len(out))
+                    c.abort()
+                    chunk = c.upload(2, min(c.transfer_size, length - len(out)))
+                    if not chunk:
+                        break
+                    out += chunk
+                    bar(len(chunk))
+            out = bytes(out)
         try:
             c.abort()
         except usb.core.USBError:
