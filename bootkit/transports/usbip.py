@@ -9,8 +9,10 @@ OP_REQ_DEVLIST / OP_REP_DEVLIST and OP_REQ_IMPORT / OP_REP_IMPORT, then
 USBIP_CMD_SUBMIT / USBIP_RET_SUBMIT and USBIP_CMD_UNLINK / USBIP_RET_UNLINK
 with 48-byte headers.
 
-One asyncio loop serves every connection; URBs go straight into the
-sans-I/O :class:`~bootkit.usb.device.Device` (no thread per URB).  An IN URB
+One asyncio loop serves every connection, each an asyncio buffered
+Protocol that parses URBs in place as they arrive; URBs go straight into
+the sans-I/O :class:`~bootkit.usb.device.Device` (no thread per URB, no
+coroutine per request), and the replies to one batch go out in one write.  An IN URB
 the device NAKs (``ep_in`` returns None) waits in the connection's queue
 and is retried until data comes or the host unlinks it.  When the Target
 re-enumerates (DFU detach, leave) the importing connection is closed, which
@@ -27,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import signal
+import socket
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from ..usb import descriptors as D
@@ -196,25 +199,163 @@ class _Urb:
     length: int
 
 
-@dataclass(eq=False)
-class _Connection:
-    peer: str
-    writer: asyncio.StreamWriter
-    export: Export | None = None
-    generation: int = -1
-    pending: list[_Urb] = field(default_factory=list)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: bool = False
+# what a connection waits for next
+_WANT_OP, _WANT_BUSID, _WANT_URB = 0, 1, 2
+_COMMAND = struct.Struct(">I")
+_RETRY_FIRST, _RETRY_MAX = 0.0005, 0.01  # NAKed IN URBs: retry backoff (s) while nothing else happens
+
+
+_READ_SIZE = 1 << 16  # receive window offered to the transport (grown for a larger OUT URB)
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One client connection, parsed in place as data arrives.
+
+    A buffered Protocol rather than streams: a URB costs one callback, no
+    coroutine switches, no per-read futures, and the socket reads into one
+    buffer per connection (asyncio's plain Protocol allocates 256 KiB per
+    read).  Replies produced by one batch of received data go out in one
+    write.
+    """
+
+    def __init__(self, server: "UsbipServer"):
+        self.server = server
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.export: Export | None = None
+        self.generation = -1
+        self.pending: list[_Urb] = []
+        self.closed = False
+        self._state = _WANT_OP
+        self._rbuf = bytearray(_READ_SIZE)
+        self._start = self._end = 0  # unparsed bytes: _rbuf[_start:_end]
+        self._out: list[bytes] = []
+        self._retry: asyncio.TimerHandle | None = None
+        self._delay = _RETRY_FIRST
+        self.done = asyncio.get_running_loop().create_future()
+
+    # transport callbacks ------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{_addr(peer)}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:  # asyncio sets it already; a round trip per control transfer must not wait for Nagle
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if not self.server._allowed(_addr(peer)):
+            self.server.log(f"usbip: refused {self.peer}: not in the allow list")
+            self.close()
+            return
+        self.server._connections.add(self)
+
+    def pause_writing(self) -> None:
+        # the client does not read its replies: stop reading its requests
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.closed:
+            self.transport.resume_reading()
+
+    def eof_received(self):
+        return False  # close
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed:
+            self.closed = True
+            log = self.server.log
+            if exc is not None:
+                log(f"usbip: {self.peer}: {exc.__class__.__name__}: {exc}; connection closed")
+            elif self._end > self._start or self.export is None:
+                log(f"usbip: {self.peer}: truncated message ({self._end - self._start} of {self._expected()} bytes); "
+                    f"connection closed")
+            else:
+                log(f"usbip: {self.peer} detached {self.export.busid}")
+        self._release()
+        self.server._connections.discard(self)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf, start, end = self._rbuf, self._start, self._end
+        if len(buf) - end < _READ_SIZE // 4:
+            # make room: move the unparsed tail to the front, in a bigger
+            # buffer when a large OUT URB does not fit (never resized in
+            # place: the transport may still hold a view of the old one)
+            want = max(_READ_SIZE, min(self._expected(), HEADER_SIZE + MAX_TRANSFER_LENGTH) + _READ_SIZE // 4)
+            if want > len(buf):
+                new = bytearray(want)
+                new[:end - start] = buf[start:end]
+                self._rbuf = buf = new
+            else:
+                buf[:end - start] = buf[start:end]
+            self._start, self._end = 0, end - start
+        return memoryview(buf)[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.closed:
+            return
+        self._end += nbytes
+        try:
+            with memoryview(self._rbuf) as view:
+                self._start = self.server._parse(self, self._rbuf, view, self._start, self._end)
+        except ProtocolError as exc:
+            self.server.log(f"usbip: {self.peer}: {exc}; connection closed")
+            self.close()
+            return
+        except Exception as exc:  # never let one connection take the server down
+            self.server.log(f"usbip: {self.peer}: internal error {exc!r}; connection closed")
+            self.close()
+            return
+        finally:
+            self.flush()
+        if self._start == self._end:
+            self._start = self._end = 0
+        if self.pending and not self.closed:
+            self.server._retry_pending(self)
+
+    # helpers --------------------------------------------------------------
+    def _expected(self) -> int:
+        if self._state == _WANT_OP:
+            return OP_COMMON.size
+        if self._state == _WANT_BUSID:
+            return BUSID_SIZE
+        if self._end - self._start >= HEADER_SIZE and \
+                _COMMAND.unpack_from(self._rbuf, self._start)[0] == USBIP_CMD_SUBMIT:
+            f = CMD_SUBMIT.unpack_from(self._rbuf, self._start)
+            return HEADER_SIZE + (f[6] if f[3] == USBIP_DIR_OUT else 0)
+        return HEADER_SIZE
 
     def send(self, data: bytes) -> None:
         if not self.closed:
-            self.writer.write(data)
+            self._out.append(data)
+
+    def flush(self) -> None:
+        if self._out:
+            out, self._out = self._out, []
+            if not self.closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:
+        """Close after what is queued has been sent (the peer sees an unplug)."""
         if not self.closed:
+            self.flush()
             self.closed = True
-            self.wake.set()
-            self.writer.close()
+            self.transport.close()
+            self._release()
+
+    def _release(self) -> None:
+        e = self.export
+        if e is not None and e.attached is self:
+            e.attached = None
+        self.pending.clear()
+        self._start = self._end = 0
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
 
 def _addr(peer) -> str:
@@ -259,7 +400,7 @@ class UsbipServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._connections: set[_Connection] = set()
-        self._handlers: set[asyncio.Task] = set()
+        self._poller: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -304,7 +445,7 @@ class UsbipServer:
     # serving
     async def serve(self, ready: Callable[[tuple[str, int]], None] | None = None) -> None:
         """Listen and serve until :meth:`stop`.  ``ready(address)`` is called once listening."""
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         host, port = self.listen
         try:
@@ -314,10 +455,10 @@ class UsbipServer:
         if not loopback:
             self.log(f"usbip: WARNING listening on {host}: any host that can reach this address can import and "
                      f"reflash the devices{'' if self.allow else ' (no --allow list)'}")
-        server = await asyncio.start_server(self._client, host, port)
+        server = await loop.create_server(lambda: _Connection(self), host, port)
         sock = server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
-        poller = asyncio.create_task(self._poll_forever())
+        self._poller = loop.call_later(self.poll_interval, self._poll)
         self.log(f"usbip: exporting {', '.join(self.exports) or 'nothing'} on {self.address[0]}:{self.address[1]}")
         if ready:
             ready(self.address)
@@ -326,27 +467,27 @@ class UsbipServer:
             async with server:
                 await self._stop.wait()
         finally:
-            poller.cancel()
-            for c in list(self._connections):
-                c.close()
+            self._poller.cancel()
             server.close()
-            if self._handlers:  # let each connection end its own way (EOF), not by cancellation
-                await asyncio.wait(list(self._handlers), timeout=2)
+            waiting = [c.done for c in self._connections]
+            for c in list(self._connections):
+                c.close()  # flushes what is queued, then the peer sees EOF
+            if waiting:
+                await asyncio.wait(waiting, timeout=2)
 
     def stop(self) -> None:
         """Stop serving (thread-safe)."""
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
 
-    async def _poll_forever(self) -> None:
+    def _poll(self) -> None:
         # Timers (DFU's delayed leave, the entry policy's timeout) run between URBs too.
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            for e in self.exports.values():
-                try:
-                    self._refresh(e)
-                except Exception as exc:  # a device bug must not stop the server
-                    self.log(f"usbip: {e.busid}: poll failed: {exc!r}")
+        for e in self.exports.values():
+            try:
+                self._refresh(e)
+            except Exception as exc:  # a device bug must not stop the server
+                self.log(f"usbip: {e.busid}: poll failed: {exc!r}")
+        self._poller = self._loop.call_later(self.poll_interval, self._poll)
 
     def _allowed(self, addr: str) -> bool:
         if self.allow is None:
@@ -359,54 +500,55 @@ class UsbipServer:
             ip = ip.ipv4_mapped
         return any(ip in net for net in self.allow)
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        name = f"{_addr(peer)}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        conn = _Connection(name, writer)
-        task = asyncio.current_task()
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
-        if not self._allowed(_addr(peer)):
-            self.log(f"usbip: refused {name}: not in the allow list")
-            conn.close()
-            return
-        self._connections.add(conn)
-        try:
-            await self._operation(conn, reader)
-        except ProtocolError as exc:
-            self.log(f"usbip: {name}: {exc}; connection closed")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial or conn.export is None:
-                self.log(f"usbip: {name}: truncated message ({len(exc.partial)} of {exc.expected} bytes); "
-                         f"connection closed")
-            else:
-                self.log(f"usbip: {name} detached {conn.export.busid}")
-        except (ConnectionError, OSError) as exc:
-            self.log(f"usbip: {name}: {exc.__class__.__name__}: {exc}; connection closed")
-        except Exception as exc:  # never let one connection take the server down
-            self.log(f"usbip: {name}: internal error {exc!r}; connection closed")
-        finally:
-            self._release(conn)
-            conn.close()
-            self._connections.discard(conn)
+    def _parse(self, conn: _Connection, data: bytearray, view: memoryview, pos: int, n: int) -> int:
+        """Act on every complete message in ``data[pos:n]``; returns where the unused rest starts."""
+        while not conn.closed:
+            if conn._state == _WANT_URB:
+                if n - pos < HEADER_SIZE:
+                    break
+                command = _COMMAND.unpack_from(data, pos)[0]
+                if command == USBIP_CMD_SUBMIT:
+                    f = CMD_SUBMIT.unpack_from(data, pos)
+                    length = self._check_submit(f)
+                    end = pos + HEADER_SIZE + (length if f[3] == USBIP_DIR_OUT else 0)
+                    if end > n:
+                        break  # the OUT data is still on its way
+                    self._submit(conn, f, bytes(view[pos + HEADER_SIZE:end]) if end > pos + HEADER_SIZE else b"")
+                    pos = end
+                elif command == USBIP_CMD_UNLINK:
+                    _, seqnum, _devid, _dir, _ep, victim = CMD_UNLINK.unpack_from(data, pos)
+                    pos += HEADER_SIZE
+                    found = next((u for u in conn.pending if u.seqnum == victim), None)
+                    if found is not None:
+                        conn.pending.remove(found)
+                    # -ECONNRESET: unlinked before completion; 0: it had completed (or never existed)
+                    conn.send(RET_UNLINK.pack(USBIP_RET_UNLINK, seqnum, 0, 0, 0, -ECONNRESET if found else 0))
+                else:
+                    raise ProtocolError(f"unknown command 0x{command:08X}")
+                self._refresh(conn.export)
+            elif conn._state == _WANT_OP:
+                if n - pos < OP_COMMON.size:
+                    break
+                version, code, _status = OP_COMMON.unpack_from(data, pos)
+                if version != USBIP_VERSION:
+                    raise ProtocolError(f"unsupported USB/IP version 0x{version:04X} (want 0x{USBIP_VERSION:04X})")
+                if code == OP_REQ_DEVLIST:
+                    conn.send(self.devlist())
+                    conn.close()  # OP_REP_DEVLIST ends the connection
+                    return n
+                if code != OP_REQ_IMPORT:
+                    raise ProtocolError(f"unknown operation 0x{code:04X}")
+                pos += OP_COMMON.size
+                conn._state = _WANT_BUSID
+            else:  # _WANT_BUSID
+                if n - pos < BUSID_SIZE:
+                    break
+                busid = _cstr(bytes(view[pos:pos + BUSID_SIZE]))
+                pos += BUSID_SIZE
+                self._import(conn, busid)
+        return pos
 
-    def _release(self, conn: _Connection) -> None:
-        e = conn.export
-        if e is not None and e.attached is conn:
-            e.attached = None
-        conn.pending.clear()
-
-    async def _operation(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
-        version, code, _status = OP_COMMON.unpack(await reader.readexactly(OP_COMMON.size))
-        if version != USBIP_VERSION:
-            raise ProtocolError(f"unsupported USB/IP version 0x{version:04X} (want 0x{USBIP_VERSION:04X})")
-        if code == OP_REQ_DEVLIST:
-            conn.send(self.devlist())
-            await conn.writer.drain()
-            return
-        if code != OP_REQ_IMPORT:
-            raise ProtocolError(f"unknown operation 0x{code:04X}")
-        busid = _cstr(await reader.readexactly(BUSID_SIZE))
+    def _import(self, conn: _Connection, busid: str) -> None:
         e = self.exports.get(busid)
         if e is not None:
             self._refresh(e)
@@ -414,16 +556,12 @@ class UsbipServer:
             why = "no such device" if e is None or e.device is None else f"in use by {e.attached.peer}"
             self.log(f"usbip: {conn.peer}: import of {busid!r} refused ({why})")
             conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, ST_NA))
-            await conn.writer.drain()
+            conn.close()
             return
         e.attached, conn.export, conn.generation = conn, e, e.generation
+        conn._state = _WANT_URB
         conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, ST_OK) + self._record(e).pack(with_interfaces=False))
         self.log(f"usbip: {conn.peer} imported {busid}")
-        retry = asyncio.create_task(self._retry_pending(conn))
-        try:
-            await self._urbs(conn, reader)
-        finally:
-            retry.cancel()
 
     # ------------------------------------------------------------------
     # URB traffic
@@ -433,29 +571,9 @@ class UsbipServer:
             return None
         return e.device
 
-    async def _urbs(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
-        while not conn.closed:
-            header = await reader.readexactly(HEADER_SIZE)
-            command = struct.unpack_from(">I", header)[0]
-            if command == USBIP_CMD_SUBMIT:
-                await self._submit(conn, reader, CMD_SUBMIT.unpack(header))
-            elif command == USBIP_CMD_UNLINK:
-                _, seqnum, _devid, _dir, _ep, victim = CMD_UNLINK.unpack(header)
-                found = next((u for u in conn.pending if u.seqnum == victim), None)
-                if found is not None:
-                    conn.pending.remove(found)
-                # -ECONNRESET: unlinked before completion; 0: it had completed (or never existed)
-                conn.send(RET_UNLINK.pack(USBIP_RET_UNLINK, seqnum, 0, 0, 0, -ECONNRESET if found else 0))
-            else:
-                raise ProtocolError(f"unknown command 0x{command:08X}")
-            await conn.writer.drain()
-            e = conn.export
-            self._refresh(e)
-            if conn.closed:
-                return
-
-    async def _submit(self, conn: _Connection, reader: asyncio.StreamReader, f) -> None:
-        (_, seqnum, _devid, direction, ep, _flags, length, _start, packets, _interval, setup) = f
+    @staticmethod
+    def _check_submit(f) -> int:
+        (_, seqnum, _devid, direction, ep, _flags, length, _start, packets, _interval, _setup) = f
         if direction not in (USBIP_DIR_OUT, USBIP_DIR_IN) or ep > 15:
             raise ProtocolError(f"bad endpoint {ep} direction {direction} (seqnum {seqnum})")
         if packets not in NO_ISO_PACKETS:
@@ -463,20 +581,24 @@ class UsbipServer:
         limit = MAX_CONTROL_LENGTH if ep == 0 else MAX_TRANSFER_LENGTH
         if length > limit:
             raise ProtocolError(f"transfer_buffer_length {length} over the limit {limit} (seqnum {seqnum})")
-        data = await reader.readexactly(length) if direction == USBIP_DIR_OUT and length else b""
+        return length
+
+    def _submit(self, conn: _Connection, f, data: bytes) -> None:
+        (_, seqnum, _devid, direction, ep, _flags, length, _start, _packets, _interval, setup) = f
         device = self._live(conn)
         if device is None:
             return  # the device went away under this URB: the connection is closing
         if ep == 0:
             status, reply = self._control(conn, device, SetupPacket.unpack(setup), data, length)
-            self._complete(conn, seqnum, status, reply if direction == USBIP_DIR_IN else b"",
-                           len(reply) if direction == USBIP_DIR_IN else len(data))
+            if direction == USBIP_DIR_IN:
+                self._complete(conn, seqnum, status, reply, len(reply))
+            else:
+                self._complete(conn, seqnum, status, b"", len(data))
             return
         if direction == USBIP_DIR_OUT:
             status = self._call(conn, device.ep_out, ep, data)[0]
             self._complete(conn, seqnum, status, b"", len(data) if status == 0 else 0)
-            conn.wake.set()  # an OUT may have queued IN data
-            return
+            return  # an OUT may have queued IN data: buffer_updated retries the waiting INs
         urb = _Urb(seqnum, ep | 0x80, length)
         if any(u.address == urb.address for u in conn.pending):
             conn.pending.append(urb)  # keep endpoint order behind an earlier waiting URB
@@ -484,7 +606,6 @@ class UsbipServer:
             if len(conn.pending) >= MAX_PENDING_URBS:
                 raise ProtocolError(f"more than {MAX_PENDING_URBS} IN URBs waiting")
             conn.pending.append(urb)
-        conn.wake.set()
 
     def _call(self, conn: _Connection, fn, *args):
         try:
@@ -500,7 +621,9 @@ class UsbipServer:
             status, _ = self._call(conn, device.bus_reset)
             return status, b""
         status, reply = self._call(conn, device.control, req, data)
-        return status, bytes(reply or b"")[:length]
+        if not reply:
+            return status, b""
+        return status, (reply if type(reply) is bytes else bytes(reply))[:length]
 
     def _try_in(self, conn: _Connection, device: Device, urb: _Urb) -> bool:
         status, chunk = self._call(conn, device.ep_in, urb.address, urb.length)
@@ -510,22 +633,28 @@ class UsbipServer:
         self._complete(conn, urb.seqnum, status, chunk, len(chunk))
         return True
 
-    def _complete(self, conn: _Connection, seqnum: int, status: int, data: bytes, actual: int) -> None:
-        conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, actual, 0, 0, 0) + data)
+    @staticmethod
+    def _complete(conn: _Connection, seqnum: int, status: int, data: bytes, actual: int) -> None:
+        conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, actual, 0, 0, 0))
+        if data:
+            conn.send(data)
 
-    async def _retry_pending(self, conn: _Connection) -> None:
-        """Retry NAKed IN URBs, oldest first per endpoint, backing off while nothing comes."""
-        delay = 0.0005
-        while not conn.closed:
-            if not conn.pending:
-                conn.wake.clear()
-                await conn.wake.wait()
-                delay = 0.0005
-                continue
-            device = self._live(conn)
-            if device is None:
-                return
-            progressed, tried = False, set()
+    def _retry_pending(self, conn: _Connection, timer: bool = False) -> None:
+        """Retry NAKed IN URBs, oldest first per endpoint.
+
+        Called after every batch of requests (an OUT may have queued IN
+        data) and, while some still wait, from a timer that backs off from
+        0.5 ms to 10 ms (data a device produces on its own, from its timers);
+        no timer runs while nothing waits.
+        """
+        if conn._retry is not None:
+            conn._retry.cancel()
+            conn._retry = None
+        device = self._live(conn)
+        if device is None or not conn.pending:
+            return
+        progressed, tried = False, set()
+        try:
             for urb in list(conn.pending):
                 if urb.address in tried or urb not in conn.pending:
                     continue
@@ -533,20 +662,17 @@ class UsbipServer:
                 if self._try_in(conn, device, urb):
                     conn.pending.remove(urb)
                     progressed = True
-            if progressed:
-                delay = 0.0005
-                try:
-                    await conn.writer.drain()
-                except (ConnectionError, OSError):
-                    return
-                self._refresh(conn.export)
-                continue
-            conn.wake.clear()
-            try:
-                await asyncio.wait_for(conn.wake.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
-            delay = min(delay * 2, 0.01)
+        finally:
+            conn.flush()
+        if progressed:
+            conn._delay = _RETRY_FIRST
+            self._refresh(conn.export)
+        elif timer:
+            conn._delay = min(conn._delay * 2, _RETRY_MAX)
+        else:
+            conn._delay = _RETRY_FIRST
+        if conn.pending and not conn.closed:
+            conn._retry = self._loop.call_later(conn._delay, self._retry_pending, conn, True)
 
     # ------------------------------------------------------------------
     # background thread (tests, embedding)

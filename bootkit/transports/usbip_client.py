@@ -30,7 +30,6 @@ import usb.backend
 import usb.core
 
 from ..usb import descriptors as D
-from ..usb.device import SetupPacket
 from .usbip import (
     BUSID_SIZE,
     CMD_SUBMIT,
@@ -72,6 +71,10 @@ SPEED_FULL, SPEED_HIGH = 2, 3
 CONNECT_TIMEOUT = 5.0
 MAX_REPLY = 1 << 20  # the server's own per-URB limit
 MAX_DEVICES = 1024
+_RECV_SIZE = 1 << 16
+_RET_HEAD = struct.Struct(">IIIIIiI")  # command, seqnum, devid, direction, ep, status, actual_length
+_SETUP = struct.Struct("<BBHHH")  # the 8-byte setup packet (USB 2.0 9.3), as SetupPacket.pack() makes it
+_NO_SETUP = bytes(8)
 
 
 class UsbipError(OSError):
@@ -138,7 +141,10 @@ class Session:
         self.devid = self.device.devid
         self.sock.settimeout(None)  # blocking; receive timeouts come from SO_RCVTIMEO
         self._timeout_ms: int | None = None
-        self._buf = bytearray()
+        # replies are received into one buffer: _rbuf[_rstart:_rend] is what arrived and is not used yet
+        self._rbuf = bytearray(_RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
+        self._rstart = self._rend = 0
         self.closed = False
         self.refs = 0
 
@@ -162,52 +168,81 @@ class Session:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, ms * 1000))
             self._timeout_ms = timeout_ms
 
-    def _recv(self, n: int) -> bytes:
-        """n bytes, from what an earlier recv already brought first (one recv per reply, mostly)."""
-        while len(self._buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self._buf)))
-            if not chunk:
+    def _fill(self, n: int) -> int:
+        """At least n unused bytes in the receive buffer; returns where they start.
+
+        One recv_into per reply, mostly (no allocation): a reply's header and
+        data arrive together.
+        """
+        while self._rend - self._rstart < n:
+            have = self._rend - self._rstart
+            if len(self._rbuf) - self._rstart < max(n, _RECV_SIZE // 4):
+                if len(self._rbuf) < n + _RECV_SIZE // 4:  # a large IN reply: a bigger buffer
+                    new = bytearray(n + _RECV_SIZE)
+                    new[:have] = self._rview[self._rstart:self._rend]
+                    self._rbuf, self._rview = new, memoryview(new)
+                else:  # same size: no resize, so allowed while the view exists
+                    self._rbuf[:have] = self._rbuf[self._rstart:self._rend]
+                self._rstart, self._rend = 0, have
+            got = self.sock.recv_into(self._rview[self._rend:])
+            if not got:
                 raise ConnectionError("connection closed by the USB/IP server")
-            self._buf += chunk
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+            self._rend += got
+        return self._rstart
+
+    def _recv(self, n: int) -> bytes:
+        """The next n bytes from the server."""
+        at = self._fill(n)
+        out = bytes(self._rview[at:at + n])
+        self._consume(n)
         return out
 
-    def submit(self, ep: int, direction: int, data: bytes = b"", length: int = 0, setup: bytes = b"\0" * 8,
+    def _consume(self, n: int) -> None:
+        self._rstart += n
+        if self._rstart == self._rend:
+            self._rstart = self._rend = 0
+
+    def submit(self, ep: int, direction: int, data: bytes = b"", length: int = 0, setup: bytes = _NO_SETUP,
                timeout_ms: int | None = None) -> bytes | int:
         """One URB.  Returns the IN data, or the OUT actual length; raises pyusb's errors."""
         with self._lock:
             if self.closed:
                 raise usb.core.USBError(*_NODEV)
-            self._seqnum = self._seqnum % 0xFFFFFFFF + 1
-            seqnum = self._seqnum
-            if direction == USBIP_DIR_OUT:
+            self._seqnum = seqnum = self._seqnum % 0xFFFFFFFF + 1
+            is_in = direction == USBIP_DIR_IN
+            if not is_in:
                 length = len(data)
-            flags = 0x200 if direction == USBIP_DIR_IN else 0  # URB_DIR_IN, as vhci sets it
-            header = CMD_SUBMIT.pack(USBIP_CMD_SUBMIT, seqnum, self.devid, direction, ep, flags, length, 0, 0, 0,
-                                     setup)
+            header = CMD_SUBMIT.pack(USBIP_CMD_SUBMIT, seqnum, self.devid, direction, ep,
+                                     0x200 if is_in else 0,  # URB_DIR_IN, as vhci sets it
+                                     length, 0, 0, 0, setup)
             try:
-                self._set_timeout(timeout_ms)
-                self.sock.sendall(header + data if direction == USBIP_DIR_OUT and data else header)
+                if timeout_ms != self._timeout_ms:
+                    self._set_timeout(timeout_ms)
+                self.sock.sendall(header + data if data and not is_in else header)
                 while True:
-                    head = self._recv(HEADER_SIZE)
-                    command, got, _, _, _, status, actual = struct.unpack_from(">IIIIIiI", head)
+                    at = self._fill(HEADER_SIZE)
+                    command, got, _, _, _, status, actual = _RET_HEAD.unpack_from(self._rbuf, at)
                     if command != USBIP_RET_SUBMIT:
+                        self._consume(HEADER_SIZE)
                         continue  # a late RET_UNLINK
                     if actual > MAX_REPLY:
                         raise ConnectionError(f"reply of {actual} bytes")
-                    payload = self._recv(actual) if direction == USBIP_DIR_IN and actual else b""
+                    if is_in and actual:
+                        at = self._fill(HEADER_SIZE + actual) + HEADER_SIZE
+                        payload = bytes(self._rview[at:at + min(actual, length)])
+                        self._consume(HEADER_SIZE + actual)
+                    else:
+                        payload = b""
+                        self._consume(HEADER_SIZE)
                     if got == seqnum:
                         break
             except (socket.timeout, BlockingIOError):
                 return self._unlink(seqnum, direction)
             except (ConnectionError, OSError):
                 raise self._gone() from None
-            if status == -EPIPE:
-                raise usb.core.USBError(*_PIPE)
-            if status != 0:
-                raise usb.core.USBError(*_IO)
-            return payload[:length] if direction == USBIP_DIR_IN else actual
+            if status:
+                raise usb.core.USBError(*(_PIPE if status == -EPIPE else _IO))
+            return payload if is_in else actual
 
     def _unlink(self, victim: int, direction: int):
         """Timed out: USBIP_CMD_UNLINK the URB and wait for the answer, as vhci does."""
@@ -230,12 +265,12 @@ class Session:
         raise usb.core.USBTimeoutError(*_TIMEOUT)
 
     def control(self, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout_ms=None):
-        is_in = bool(bmRequestType & 0x80)
-        length = data_or_length if is_in else len(data_or_length)
-        setup = SetupPacket(bmRequestType, bRequest, wValue, wIndex, length).pack()
-        if is_in:
-            return self.submit(0, USBIP_DIR_IN, b"", length, setup, timeout_ms)
-        return self.submit(0, USBIP_DIR_OUT, bytes(data_or_length), 0, setup, timeout_ms)
+        if bmRequestType & 0x80:
+            setup = _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, data_or_length)
+            return self.submit(0, USBIP_DIR_IN, b"", data_or_length, setup, timeout_ms)
+        data = bytes(data_or_length)
+        setup = _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, len(data))
+        return self.submit(0, USBIP_DIR_OUT, data, 0, setup, timeout_ms)
 
 
 @dataclass(frozen=True)
@@ -476,7 +511,7 @@ class UsbipBackend(usb.backend.IBackend):
         with s._lock:
             try:
                 s._set_timeout(50)
-                if not s._buf and s.sock.recv(1, socket.MSG_PEEK) == b"":
+                if s._rend == s._rstart and s.sock.recv(1, socket.MSG_PEEK) == b"":
                     s.close()
                     raise usb.core.USBError(*_NOTFOUND)
             except (socket.timeout, BlockingIOError):

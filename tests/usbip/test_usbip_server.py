@@ -298,12 +298,12 @@ def test_default_listen_is_loopback_and_other_addresses_warn(log, monkeypatch):
     # alias through a stub, so the test never opens a port to the network)
     import asyncio
 
-    real = asyncio.start_server
+    real = asyncio.BaseEventLoop.create_server
 
-    async def loopback_only(cb, host, port, **kw):
-        return await real(cb, "127.0.0.1", port, **kw)
+    async def loopback_only(loop, factory, host, port, **kw):
+        return await real(loop, factory, "127.0.0.1", port, **kw)
 
-    monkeypatch.setattr(asyncio, "start_server", loopback_only)
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_server", loopback_only)
     with UsbipServer([echo_device()], ("0.0.0.0", 0), log=log.append):
         pass
     assert any("WARNING" in line and "0.0.0.0" in line for line in log)
