@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", type=_vidpid, metavar="VID:PID", help="select the device by USB ids")
         sp.add_argument("--serial", help="select the device by serial number")
         sp.add_argument("--alt", type=int, help="DFU alternate setting")
+        sp.add_argument("--transfer-size", type=_int, metavar="N",
+                        help="DFU wTransferSize, when the device does not say (dfu-util -t)")
         sp.add_argument("--chip", help="the target chip (validates the image against it)")
         sp.add_argument("--memory", choices=("flash", "eeprom"), default="flash")
         sp.add_argument("--emulate", metavar="CHIP",
@@ -430,8 +432,10 @@ def _personality_options(args, session) -> dict:
     options = {}
     if args.via == "dfu":
         options["alt"] = args.alt
-    elif args.alt is not None:
-        raise BadInput("--alt is a DFU option")
+        if args.transfer_size:
+            options["transfer_size"] = args.transfer_size
+    elif args.alt is not None or getattr(args, "transfer_size", None):
+        raise BadInput("--alt and --transfer-size are DFU options")
     for name in ("mcu", "wait"):
         value = getattr(args, name, None)
         if value is not None:

@@ -142,13 +142,17 @@ def _gone(exc: Exception) -> bool:
 class DfuClient:
     """Class requests on one DFU interface, and the polling dfu-util does."""
 
-    def __init__(self, target: DfuInterface, *, timeout: int = 5000, alt: int | None = None):
+    def __init__(self, target: DfuInterface, *, timeout: int = 5000, alt: int | None = None,
+                 transfer_size: int | None = None):
         self.target = target
         self.dev = target.device
         self.intf = target.interface
         self.timeout = timeout
         self.functional = target.functional
-        self.transfer_size = target.functional.wTransferSize or 1024
+        # dfu-util -t: the user knows better (a device whose descriptor is missing)
+        self.transfer_size = transfer_size or target.functional.wTransferSize or 1024
+        if transfer_size:
+            target.described = True  # the size is known now: sequential blocks are safe
         try:
             self.dev.set_configuration()
         except usb.core.USBError:
@@ -607,7 +611,7 @@ DIALECT_CLASSES = {"dfu": Dfu11, "dfuse": DfuSe, "flip": Flip}
 
 
 def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
-                 progress=None, detach_timeout: float = 5.0):
+                 progress=None, detach_timeout: float = 5.0, transfer_size: int | None = None):
     """Find the device (detaching a run-time one first) and return a dialect client."""
     items = find_interfaces(backend, vid=vid, pid=pid, serial=serial)
     if not items:
@@ -622,7 +626,7 @@ def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
     dialect = dialect or item.guess_dialect()
     if dialect not in DIALECT_CLASSES:
         raise DfuError(f"unknown DFU dialect {dialect!r}")
-    client = DfuClient(item, alt=alt)
+    client = DfuClient(item, alt=alt, transfer_size=transfer_size)
     if isinstance(chip, str):
         chip = get_chip(chip)
     return DIALECT_CLASSES[dialect](client, chip, progress)
@@ -630,11 +634,11 @@ def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
 
 def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
           memory: str = "flash", verify: bool = True, leave: bool = True, address: int | None = None,
-          progress=None) -> FlashResult:
+          progress=None, transfer_size: int | None = None) -> FlashResult:
     """Validate, erase, download, verify, leave.  Nothing is erased unless the image fits."""
     t0 = time.perf_counter()
     d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, alt=alt, chip=chip,
-                     progress=progress)
+                     progress=progress, transfer_size=transfer_size)
     if memory == "eeprom" and isinstance(d, Flip):
         image = image.shifted(-EEPROM_BASE) if image.start >= EEPROM_BASE else image
     d.validate(image, memory)
@@ -669,7 +673,8 @@ def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialec
 
 
 def read(backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
-         memory: str = "flash", start: int | None = None, length: int | None = None, progress=None) -> Image:
+         memory: str = "flash", start: int | None = None, length: int | None = None, progress=None,
+         transfer_size: int | None = None) -> Image:
     d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, alt=alt, chip=chip,
-                     progress=progress)
+                     progress=progress, transfer_size=transfer_size)
     return d.read(start, length, memory)
