@@ -262,9 +262,13 @@ def _speed_set(fn: Function, speed: str, strings: list[str], ep_keys: list, drop
             if len(ep_keys) < ep_index:
                 ep_keys.append(key)
             address = ep_index | (0x80 if ep.is_in else 0)
-            desc = ep.descriptor(speed, address)
-            out.append(desc)
-            count += len(_split(desc))
+            for raw in _split(ep.descriptor(speed, address)):
+                # class-specific endpoint descriptors (USB-MIDI CS_ENDPOINT 0x25) too
+                if drop_class and 0x20 <= raw[1] <= 0x2F and intf.cls not in (USB_CLASS_HID, USB_CLASS_CCID):
+                    dropped.append(raw[1])
+                    continue
+                out.append(raw)
+                count += 1
     return b"".join(out), count, dropped
 
 

@@ -38,3 +38,14 @@ def test_full_and_high_speed_packet_sizes():
     fs_mps = {d[2]: struct.unpack_from("<H", d, 4)[0] for d in fs if d[1] == 5}
     hs_mps = {d[2]: struct.unpack_from("<H", d, 4)[0] for d in hs if d[1] == 5}
     assert set(fs_mps.values()) == {64} and set(hs_mps.values()) == {512}
+
+
+def test_class_descriptors_dropped_from_interfaces_and_endpoints():
+    """Linux 6.1's f_fs refuses 0x24/0x25 outside HID/CCID: the retry must drop
+    them from interfaces (USB-MIDI MS header, jacks) and endpoints (MS_GENERAL)."""
+    em = Emulator("atmega32u4", "midi")
+    for fn in em.target.device.functions:
+        layout = function_layout(fn, drop_class=True)
+        assert set(layout.dropped) >= {0x24, 0x25}
+        for speed_set in _sets(layout.descriptors):
+            assert all(d[1] not in (0x24, 0x25) for d in speed_set)
