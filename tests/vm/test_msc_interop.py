@@ -1,0 +1,297 @@
+"""usb-storage + vfat against bootkit's mass-storage (UF2 drive) personality (issue 8).
+
+In the guest, `bootkit serve msc --chip rp2040 ... --transport functionfs`
+(the CLI) puts an emulated RP2040 UF2 drive on dummy_hcd; the guest
+kernel's usb-storage and sd_mod make it /dev/sdX, vfat mounts it, and the
+plain `cp FILE /mnt/ && sync` every user does programs the chip.  Every
+scenario checks the tools' exit status, the flash image serve writes back
+(the firmware placed on 0xFF over the chip's whole flash), serve's exit
+status and a clean configfs.
+
+After a complete update the drive leaves for the application; the MSC
+personality has no application device, so the gadget goes away, /dev/sdX
+disappears and serve exits by itself ("application valid").  A drive that
+disappears while mounted leaves a dead vfat mount behind: it is lazily
+unmounted.
+
+The helpers here (cli_serving, wait_until, ...) are shared by
+test_midi_interop.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from bootkit.formats import dump, load
+from bootkit.formats.image import Image
+
+from .harness import GuestVM
+
+pytestmark = pytest.mark.vm
+
+GADGET_DIR = "/sys/kernel/config/usb_gadget/bootkit"
+MSC_ID = "1209:b010"
+RP2040_BASE = 0x10000000
+RP2040_FLASH = 2 * 1024 * 1024  # the application region is the whole flash (mask-ROM bootloader)
+MNT = "/tmp/uf2drive"
+STORAGE_MODULES = "dummy_hcd libcomposite usb_f_fs usb-storage sd_mod vfat nls_cp437 nls_utf8 nls_iso8859-1"
+
+
+# --------------------------------------------------------------------------
+# helpers (also used by test_midi_interop.py)
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_tools(*tools: str, package: str = "") -> None:
+    """Skip when a host tool is missing, unless CI is set (then fail)."""
+    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(t)]
+    if missing:
+        why = (f"{', '.join(missing)} not installed"
+               + (f" (apt-get install {package}; see tests/vm/apt-packages.txt)" if package else ""))
+        if in_ci():
+            pytest.fail(f"CI is set and a required tool is missing: {why}", pytrace=False)
+        pytest.skip(why)
+
+
+def rand(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def on_ff(image: Image, base: int, size: int) -> bytes:
+    """The reference flash: `image` placed on 0xFF over `size` bytes from `base`."""
+    return image.tobytes(base, base + size)
+
+
+def usb_ids(guest: GuestVM) -> set[str]:
+    r = guest.run("for d in /sys/bus/usb/devices/*; do [ -e $d/idVendor ] && "
+                  "echo $(cat $d/idVendor):$(cat $d/idProduct); done; true", check=True)
+    return set(r.stdout.split())
+
+
+def wait_until(guest: GuestVM, check, what: str, timeout: float = 30.0, daemon=None):
+    """Poll `check()` until it returns something true; returns that value."""
+    t0 = time.monotonic()
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() - t0 > timeout:
+            extra = daemon.output().describe() if daemon is not None else ""
+            dmesg = guest.run("dmesg | tail -25; true").stdout
+            raise AssertionError(f"{what} not within {timeout}s; USB devices: {usb_ids(guest)}\n"
+                                 f"--- dmesg ---\n{dmesg}\n{extra}")
+        time.sleep(0.25)
+
+
+class Served:
+    """A `bootkit serve ... --transport T` running in the guest."""
+
+    def __init__(self, guest, daemon, image_host, image_guest):
+        self.guest, self.daemon = guest, daemon
+        self.image_host, self.image_guest = image_host, image_guest
+        self.result = None
+
+    @property
+    def log(self) -> str:
+        return self.result.stdout if self.result is not None else self.daemon.output().stdout
+
+    def running(self) -> bool:
+        return self.result is None and self.daemon.poll() is None
+
+    def stop(self):
+        if self.result is None:
+            self.result = self.daemon.stop()
+        return self.result
+
+    def wait_exit(self, timeout: float = 30.0):
+        """For a serve that stops by itself (the device left for the application)."""
+        wait_until(self.guest, lambda: self.daemon.poll() is not None, "serve exiting by itself", timeout,
+                   self.daemon)
+        return self.stop()
+
+    @property
+    def app_valid(self) -> bool | None:
+        m = re.search(r": flash written back \(application (valid|not valid)\)", self.log)
+        return None if m is None else m[1] == "valid"
+
+    def image(self) -> bytes:
+        return self.image_host.read_bytes()
+
+
+@contextmanager
+def cli_serving(guest: GuestVM, personality: str, chip: str, image: str, *, dialect: str | None = None,
+                initial: bytes | None = None, transport: str = "functionfs", usb_id: str | None = None,
+                extra: str = ""):
+    """`bootkit serve PERSONALITY --chip CHIP --image xfer/IMAGE --transport T` until the block ends
+    (SIGTERM unless it already exited), then: exit status 0, the image written back, no gadget left."""
+    host_img = guest.xfer_dir / image
+    for p in (host_img, host_img.with_name(host_img.name + ".state.json")):
+        if p.exists():
+            p.unlink()
+    if initial is not None:
+        host_img.write_bytes(initial)
+    cmd = (f"exec bootkit serve {personality} --chip {chip} --image {guest.guest_path(image)} "
+           f"--transport {transport}" + (f" --dialect {dialect}" if dialect else "") + (f" {extra}" if extra else ""))
+    served = Served(guest, guest.run_bg(cmd), host_img, guest.guest_path(image))
+    try:
+        if usb_id is not None:
+            wait_until(guest, lambda: usb_id in usb_ids(guest) or served.daemon.poll() is not None,
+                       f"{usb_id} present", daemon=served.daemon)
+            assert served.daemon.poll() is None, "serve exited early:\n" + served.daemon.output().describe()
+        yield served
+    finally:
+        res = served.stop()
+        gone = guest.run(f"test ! -e {GADGET_DIR}")
+        assert res.rc == 0 and not res.timed_out, res.describe()
+        assert ": flash written back" in res.stdout, res.describe()
+        assert gone.ok, "gadget left behind in configfs:\n" + res.describe()
+
+
+def run_tool(guest: GuestVM, cmd: str, timeout: float = 120.0, ok: bool = True, served: Served | None = None):
+    r = guest.run(cmd, timeout=timeout, cwd=guest.guest_xfer_dir)
+    if ok:
+        assert r.rc == 0, r.describe() + ("\n--- serve ---\n" + served.log if served is not None else "")
+    return r
+
+
+# --------------------------------------------------------------------------
+# the drive
+
+def find_drive(guest: GuestVM) -> str:
+    """/dev/sdX of bootkit's drive (its SCSI vendor is "bootkit"), or ""."""
+    r = guest.run("for v in /sys/block/sd*/device/vendor; do [ -e \"$v\" ] && grep -q '^bootkit' \"$v\" && "
+                  "b=${v#/sys/block/} && echo /dev/${b%%/*}; done; true")
+    names = r.stdout.split()
+    if not names:
+        return ""
+    # the block device node appears (devtmpfs) once the size is known
+    return names[0] if guest.run(f"test -b {names[0]} && blockdev --getsize64 {names[0]}").ok else ""
+
+
+@contextmanager
+def drive(guest: GuestVM, served: Served, *, mount: bool = True, options: str = ""):
+    """Wait for the drive, optionally mount it on MNT; yields /dev/sdX. Unmounts (lazily if it left)."""
+    dev = wait_until(guest, lambda: find_drive(guest) or (served.daemon.poll() is not None and "exited"),
+                     "the UF2 drive's block device", timeout=40, daemon=served.daemon)
+    assert dev != "exited", "serve exited early:\n" + served.daemon.output().describe()
+    mounted = False
+    try:
+        if mount:
+            r = guest.run(f"mkdir -p {MNT} && mount -t vfat {('-o ' + options) if options else ''} {dev} {MNT}",
+                          timeout=60)
+            assert r.rc == 0, r.describe()
+            mounted = True
+        yield dev
+    finally:
+        if mounted:
+            guest.run(f"umount {MNT} 2>/dev/null || umount -l {MNT}; true", timeout=60)
+
+
+def wait_drive_gone(guest: GuestVM, dev: str, served: Served, timeout: float = 30.0) -> None:
+    wait_until(guest, lambda: not guest.run(f"test -e /sys/block/{os.path.basename(dev)}").ok,
+               f"{dev} gone", timeout, served.daemon)
+
+
+@pytest.fixture
+def msc_guest(guest: GuestVM) -> GuestVM:
+    require_tools("fsck.fat", package="dosfstools")
+    guest.run(f"modprobe -a {STORAGE_MODULES}", check=True)
+    return guest
+
+
+def fsck(guest: GuestVM, dev: str, served: Served):
+    r = run_tool(guest, f"fsck.fat -n {dev}", ok=False, served=served)
+    assert r.rc == 0, r.describe()
+    # dosfstools prints what it would fix even with -n; a clean volume prints only the summary
+    assert "dirty" not in r.stdout.lower() and "differ" not in r.stdout and "?" not in r.stdout, r.describe()
+    return r
+
+
+# --------------------------------------------------------------------------
+# scenarios
+
+def test_cp_uf2_programs_the_chip(msc_guest):
+    g = msc_guest
+    image = Image([(RP2040_BASE, rand(6 * 1024 + 200, 81))])
+    (g.xfer_dir / "fw-rp.uf2").write_bytes(dump(image, "uf2", family="rp2040"))
+    with cli_serving(g, "msc", "rp2040", "rp-uf2.bin", usb_id=MSC_ID) as s:
+        with drive(g, s, mount=False) as dev:
+            fsck(g, dev, s)  # the freshly enumerated volume
+        with drive(g, s) as dev:
+            ls = run_tool(g, f"ls {MNT} && cat {MNT}/INFO_UF2.TXT", served=s)
+            assert "CURRENT.UF2" in ls.stdout and "INDEX.HTM" in ls.stdout, ls.describe()
+            assert "Family-ID: 0xE48BFF56" in ls.stdout, ls.describe()
+            t0 = time.monotonic()
+            r = run_tool(g, f"cp fw-rp.uf2 {MNT}/ && sync", served=s)
+            wait_drive_gone(g, dev, s)
+            took = time.monotonic() - t0
+        res = s.wait_exit()
+    assert r.rc == 0
+    assert "application valid" in res.stdout, res.describe()
+    assert s.image() == on_ff(image, RP2040_BASE, RP2040_FLASH)
+    print(f"cp of a {image.size}-byte UF2 to the drive until it left: {took:.1f}s")
+
+
+@pytest.mark.parametrize("kind", ["bin", "hex"])
+def test_cp_bin_and_hex_when_the_product_accepts_them(msc_guest, kind):
+    g = msc_guest
+    image = Image([(RP2040_BASE, rand(5 * 1024 + 12, 82 if kind == "bin" else 83))])
+    name = f"fw-rp.{kind}"
+    (g.xfer_dir / name).write_bytes(dump(image, kind))
+    with cli_serving(g, "msc", "rp2040", f"rp-{kind}.bin", dialect=kind, usb_id=MSC_ID) as s:
+        with drive(g, s) as dev:
+            info = run_tool(g, f"cat {MNT}/INFO_UF2.TXT", served=s)
+            assert f"Accepts: UF2, {kind.upper()}" in info.stdout, info.describe()
+            r = run_tool(g, f"cp {name} {MNT}/ && sync", served=s)
+            wait_drive_gone(g, dev, s)
+        res = s.wait_exit()
+    assert r.rc == 0
+    assert "application valid" in res.stdout, res.describe()
+    assert s.image() == on_ff(image, RP2040_BASE, RP2040_FLASH)
+
+
+def test_current_uf2_reads_the_flash_back(msc_guest):
+    g = msc_guest
+    content = rand(20 * 1024, 84) + b"\xff" * (RP2040_FLASH - 20 * 1024)
+    back = g.xfer_dir / "back-rp.uf2"
+    if back.exists():
+        back.unlink()
+    with cli_serving(g, "msc", "rp2040", "rp-read.bin", initial=content, usb_id=MSC_ID) as s:
+        with drive(g, s, options="ro") as dev:
+            t0 = time.monotonic()
+            r = run_tool(g, f"cp {MNT}/CURRENT.UF2 back-rp.uf2", timeout=300, served=s)
+            took = time.monotonic() - t0
+        fsck(g, dev, s)
+        assert s.running(), s.log
+    data = back.read_bytes()
+    assert len(data) == RP2040_FLASH // 256 * 512, r.describe()  # 256-byte payloads, one block per sector
+    img = load(data, fmt="uf2", family="rp2040")
+    assert img.tobytes(RP2040_BASE, RP2040_BASE + RP2040_FLASH) == content
+    assert s.image() == content
+    print(f"cp of the {len(data)}-byte CURRENT.UF2: {took:.1f}s")
+
+
+def test_uf2_for_another_family_changes_nothing(msc_guest):
+    g = msc_guest
+    content = rand(8 * 1024, 85) + b"\xff" * (RP2040_FLASH - 8 * 1024)
+    other = Image([(RP2040_BASE, rand(4 * 1024, 86))])
+    (g.xfer_dir / "fw-f411.uf2").write_bytes(dump(other, "uf2", family="stm32f4"))
+    with cli_serving(g, "msc", "rp2040", "rp-other.bin", initial=content, usb_id=MSC_ID) as s:
+        with drive(g, s) as dev:
+            r = run_tool(g, f"cp fw-f411.uf2 {MNT}/ && sync", served=s)
+        # longer than the leave delay (1 s): the drive stays
+        time.sleep(2.5)
+        assert find_drive(g) == dev, s.log
+        assert s.running(), s.log
+        fsck(g, dev, s)  # the host's FAT and directory writes are kept
+    assert r.rc == 0
+    assert s.image() == content
