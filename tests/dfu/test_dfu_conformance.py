@@ -1047,3 +1047,20 @@ def test_dfuse_host_without_functional_descriptor_addresses_every_chunk(monkeypa
         assert result.verified
         assert em.memory.read(0x08000000, len(data)) == data
     monkeypatch.setattr(host, "_functional_from", real)
+
+
+def test_dfuse_guessed_from_layout_strings_without_functional_descriptor(monkeypatch):
+    from bootkit.classes.dfu import host
+    from bootkit.emulator import Emulator
+    from bootkit.transports.virtual import VirtualBus, get_backend
+
+    monkeypatch.setattr(host, "_functional_from", lambda extra: None)
+    bus = VirtualBus()
+    with Emulator("stm32f411", "dfu", options={"dialect": "dfuse", "vid": 0x1209, "pid": 0x0001}) as em:
+        em.attach(bus)
+        item = host.find_interfaces(get_backend(bus))[0]
+        assert not item.described and item.guess_dialect() == "dfuse"
+    with Emulator("stm32f103c8", "dfu", options={"dialect": "dfu"}) as em:
+        em.attach(bus)
+        items = [i for i in host.find_interfaces(get_backend(bus)) if i.pid == 0xB00D]
+        assert items and items[0].guess_dialect() == "dfu"

@@ -386,6 +386,45 @@ def test_dfu_programmer_flip(ffs_guest):
 
 
 # --------------------------------------------------------------------------
+# bootkit's own host client through the kernel and libusb
+
+def test_bootkit_client_dfuse_and_flip_through_the_kernel(ffs_guest):
+    """`bootkit flash/read --via dfu` on real libusb: DfuSe (erase, download,
+    verify by upload, leave) and FLIP (flash, EEPROM, read, launch)."""
+    g = ffs_guest
+    fw = _rand(24 * 1024 + 7, 21)
+    (g.xfer_dir / "bk411.hex").write_text(ihex(fw, 0x08000000))
+    with serving(g, "stm32f411", "bk411.bin", DFUSE_ID, dialect="dfuse") as s:
+        t = s.tool_flags(2048).replace("-t", "--transfer-size")
+        r = run_tool(g, f"bootkit flash bk411.hex --via dfu --device {DFUSE_ID} --chip stm32f411 {t} --no-leave")
+        assert "verified" in r.stdout and "not verified" not in r.stdout, r.describe()
+        run_tool(g, f"bootkit read bk411-back.bin --via dfu --device {DFUSE_ID} --chip stm32f411 {t} "
+                    f"--start 0x08000000 --length {len(fw)}")
+        assert (g.xfer_dir / "bk411-back.bin").read_bytes() == fw
+        run_tool(g, f"bootkit flash bk411.hex --via dfu --device {DFUSE_ID} --chip stm32f411 {t}")
+        wait_for(g, DFUSE_ID, present=False, daemon=s.daemon)
+    img = s.image()
+    assert img[:len(fw)] == fw and img[len(fw):] == b"\xff" * (F411_FLASH - len(fw))
+    assert s.final["app_valid"] is True, s.result.describe()
+
+    fw = _rand(9 * 1024 + 3, 22)
+    ee = _rand(200, 23)
+    (g.xfer_dir / "bk32u4.hex").write_text(ihex(fw))
+    (g.xfer_dir / "bk32u4-ee.hex").write_text(ihex(ee))
+    with serving(g, "atmega32u4", "bk32u4.bin", FLIP_ID, dialect="flip") as s:
+        run_tool(g, f"bootkit flash bk32u4-ee.hex --via dfu --device {FLIP_ID} --memory eeprom --no-leave")
+        run_tool(g, f"bootkit read bk32u4-back.hex --via dfu --device {FLIP_ID}")
+        r = run_tool(g, f"bootkit flash bk32u4.hex --via dfu --device {FLIP_ID}")
+        assert "verified" in r.stdout and "application started" in r.stdout, r.describe()
+        wait_for(g, FLIP_ID, present=False, daemon=s.daemon)
+    img = s.image()
+    assert img[:len(fw)] == fw and img[len(fw):M32U4_FLASH - 4096] == b"\xff" * (M32U4_FLASH - 4096 - len(fw))
+    state = json.loads((g.xfer_dir / "bk32u4.bin.state.json").read_text())
+    assert bytes.fromhex(state["eeprom"])[:len(ee)] == ee
+    assert s.final["app_valid"] is True and s.final["mode"] == "application", s.final
+
+
+# --------------------------------------------------------------------------
 # the transport itself
 
 def test_transport_unavailable_message(ffs_guest):

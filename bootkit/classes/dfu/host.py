@@ -32,6 +32,7 @@ from .protocol import (
     DFU_SUBCLASS,
     DFUSE_ERASE,
     DFUSE_SET_ADDRESS_POINTER,
+    DFUSE_PID,
     DFUSE_VERSION,
     DNLOAD,
     FLIP_CONTROL_SIZE,
@@ -46,6 +47,7 @@ from .protocol import (
     GETSTATE,
     GETSTATUS,
     PROTOCOL_RUNTIME,
+    ST_VID,
     UPLOAD,
     FunctionalDescriptor,
     State,
@@ -89,6 +91,12 @@ class DfuInterface:
 
     def guess_dialect(self) -> str:
         if self.functional.bcdDFUVersion == DFUSE_VERSION:
+            return "dfuse"
+        if not self.described and (any(name.startswith("@") for _, name in self.alts)
+                                   or (self.vid, self.pid) == (ST_VID, DFUSE_PID)):
+            # no functional descriptor to read bcdDFUVersion 0x011A from (a gadget on
+            # an older kernel): DfuSe layout strings in the alternate names, or ST's
+            # ROM ids, say DfuSe as surely
             return "dfuse"
         if self.vid == ATMEL_VID and self.pid in FLIP_PIDS.values():
             return "flip"
