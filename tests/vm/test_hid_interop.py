@@ -20,7 +20,7 @@ import time
 import pytest
 
 from .harness import GuestVM
-from .test_cdc_interop import (
+from .served import (
     cli_serving,
     hex_on_ff,
     ihex,

@@ -41,7 +41,7 @@ from bootkit.formats import dump
 from bootkit.formats.image import Image
 
 from .harness import GuestVM
-from .test_msc_interop import cli_serving, rand, require_tools, run_tool, usb_ids, wait_until
+from .served import cli_serving, rand, require_tools, run_tool, usb_ids, wait_until
 
 pytestmark = pytest.mark.vm
 

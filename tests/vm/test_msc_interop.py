@@ -21,9 +21,6 @@ test_midi_interop.py.
 from __future__ import annotations
 
 import os
-import random
-import re
-import shutil
 import time
 from contextlib import contextmanager
 
@@ -33,134 +30,23 @@ from bootkit.formats import dump, load
 from bootkit.formats.image import Image
 
 from .harness import GuestVM
+from .served import (
+    Served,
+    cli_serving,
+    on_ff,
+    rand,
+    require_tools,
+    run_tool,
+    wait_until,
+)
 
 pytestmark = pytest.mark.vm
 
-GADGET_DIR = "/sys/kernel/config/usb_gadget/bootkit"
 MSC_ID = "1209:b010"
 RP2040_BASE = 0x10000000
 RP2040_FLASH = 2 * 1024 * 1024  # the application region is the whole flash (mask-ROM bootloader)
 MNT = "/tmp/uf2drive"
 STORAGE_MODULES = "dummy_hcd libcomposite usb_f_fs usb-storage sd_mod vfat nls_cp437 nls_utf8 nls_iso8859-1"
-
-
-# --------------------------------------------------------------------------
-# helpers (also used by test_midi_interop.py)
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def require_tools(*tools: str, package: str = "") -> None:
-    """Skip when a host tool is missing, unless CI is set (then fail)."""
-    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(t)]
-    if missing:
-        why = (f"{', '.join(missing)} not installed"
-               + (f" (apt-get install {package}; see tests/vm/apt-packages.txt)" if package else ""))
-        if in_ci():
-            pytest.fail(f"CI is set and a required tool is missing: {why}", pytrace=False)
-        pytest.skip(why)
-
-
-def rand(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def on_ff(image: Image, base: int, size: int) -> bytes:
-    """The reference flash: `image` placed on 0xFF over `size` bytes from `base`."""
-    return image.tobytes(base, base + size)
-
-
-def usb_ids(guest: GuestVM) -> set[str]:
-    r = guest.run("for d in /sys/bus/usb/devices/*; do [ -e $d/idVendor ] && "
-                  "echo $(cat $d/idVendor):$(cat $d/idProduct); done; true", check=True)
-    return set(r.stdout.split())
-
-
-def wait_until(guest: GuestVM, check, what: str, timeout: float = 30.0, daemon=None):
-    """Poll `check()` until it returns something true; returns that value."""
-    t0 = time.monotonic()
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() - t0 > timeout:
-            extra = daemon.output().describe() if daemon is not None else ""
-            dmesg = guest.run("dmesg | tail -25; true").stdout
-            raise AssertionError(f"{what} not within {timeout}s; USB devices: {usb_ids(guest)}\n"
-                                 f"--- dmesg ---\n{dmesg}\n{extra}")
-        time.sleep(0.25)
-
-
-class Served:
-    """A `bootkit serve ... --transport T` running in the guest."""
-
-    def __init__(self, guest, daemon, image_host, image_guest):
-        self.guest, self.daemon = guest, daemon
-        self.image_host, self.image_guest = image_host, image_guest
-        self.result = None
-
-    @property
-    def log(self) -> str:
-        return self.result.stdout if self.result is not None else self.daemon.output().stdout
-
-    def running(self) -> bool:
-        return self.result is None and self.daemon.poll() is None
-
-    def stop(self):
-        if self.result is None:
-            self.result = self.daemon.stop()
-        return self.result
-
-    def wait_exit(self, timeout: float = 30.0):
-        """For a serve that stops by itself (the device left for the application)."""
-        wait_until(self.guest, lambda: self.daemon.poll() is not None, "serve exiting by itself", timeout,
-                   self.daemon)
-        return self.stop()
-
-    @property
-    def app_valid(self) -> bool | None:
-        m = re.search(r": flash written back \(application (valid|not valid)\)", self.log)
-        return None if m is None else m[1] == "valid"
-
-    def image(self) -> bytes:
-        return self.image_host.read_bytes()
-
-
-@contextmanager
-def cli_serving(guest: GuestVM, personality: str, chip: str, image: str, *, dialect: str | None = None,
-                initial: bytes | None = None, transport: str = "functionfs", usb_id: str | None = None,
-                extra: str = ""):
-    """`bootkit serve PERSONALITY --chip CHIP --image xfer/IMAGE --transport T` until the block ends
-    (SIGTERM unless it already exited), then: exit status 0, the image written back, no gadget left."""
-    host_img = guest.xfer_dir / image
-    for p in (host_img, host_img.with_name(host_img.name + ".state.json")):
-        if p.exists():
-            p.unlink()
-    if initial is not None:
-        host_img.write_bytes(initial)
-    cmd = (f"exec bootkit serve {personality} --chip {chip} --image {guest.guest_path(image)} "
-           f"--transport {transport}" + (f" --dialect {dialect}" if dialect else "") + (f" {extra}" if extra else ""))
-    served = Served(guest, guest.run_bg(cmd), host_img, guest.guest_path(image))
-    try:
-        if usb_id is not None:
-            wait_until(guest, lambda: usb_id in usb_ids(guest) or served.daemon.poll() is not None,
-                       f"{usb_id} present", daemon=served.daemon)
-            assert served.daemon.poll() is None, "serve exited early:\n" + served.daemon.output().describe()
-        yield served
-    finally:
-        res = served.stop()
-        gone = guest.run(f"test ! -e {GADGET_DIR}")
-        assert res.rc == 0 and not res.timed_out, res.describe()
-        assert ": flash written back" in res.stdout, res.describe()
-        assert gone.ok, "gadget left behind in configfs:\n" + res.describe()
-
-
-def run_tool(guest: GuestVM, cmd: str, timeout: float = 120.0, ok: bool = True, served: Served | None = None):
-    r = guest.run(cmd, timeout=timeout, cwd=guest.guest_xfer_dir)
-    if ok:
-        assert r.rc == 0, r.describe() + ("\n--- serve ---\n" + served.log if served is not None else "")
-    return r
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 from .harness import GuestVM
-from .test_cdc_interop import (
+from .served import (
     cli_serving,
     hex_on_ff,
     ihex,
