@@ -19,17 +19,16 @@ between handles to the same device.
 
 from __future__ import annotations
 
-import array
 import errno
 import socket
 import struct
 import threading
 from dataclasses import dataclass
 
-import usb.backend
 import usb.core
 
 from ..usb import descriptors as D
+from .pyusbbase import BlobBackend, Desc
 from .usbip import (
     BUSID_SIZE,
     CMD_SUBMIT,
@@ -41,8 +40,6 @@ from .usbip import (
     OP_REP_IMPORT,
     OP_REQ_DEVLIST,
     OP_REQ_IMPORT,
-    RET_SUBMIT,
-    RET_UNLINK,
     USB_DEVICE,
     USB_INTERFACE,
     USB_PORT_FEAT_RESET,
@@ -283,15 +280,6 @@ class _RemoteId:
     speed: int
 
 
-class _Desc:
-    def __init__(self, fields: dict, **extra):
-        for k, v in fields.items():
-            if k not in ("raw", "interfaces", "endpoints", "extra"):
-                setattr(self, k, v)
-        for k, v in extra.items():
-            setattr(self, k, v)
-
-
 class _Handle:
     def __init__(self, devid: _RemoteId, session: Session):
         self.devid = devid
@@ -300,11 +288,7 @@ class _Handle:
         self.open = True
 
 
-def _buffer_bytes(data) -> bytes:
-    return data.tobytes() if isinstance(data, array.array) else bytes(data)
-
-
-class UsbipBackend(usb.backend.IBackend):
+class UsbipBackend(BlobBackend):
     """pyusb's IBackend over USB/IP."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = USBIP_PORT, *, timeout: float = CONNECT_TIMEOUT):
@@ -378,37 +362,14 @@ class UsbipBackend(usb.backend.IBackend):
         raw, _ = self._fetch(dev)
         speed = SPEED_HIGH if dev.speed == USB_SPEED_HIGH else SPEED_FULL
         port = int(dev.busid.rsplit("-", 1)[-1].split(".")[-1]) if dev.busid[-1:].isdigit() else 0
-        return _Desc(D.parse_descriptor(raw), bus=dev.busnum, address=dev.devnum, port_number=port,
+        return Desc(D.parse_descriptor(raw), bus=dev.busnum, address=dev.devnum, port_number=port,
                      port_numbers=(port,), speed=speed)
 
-    def _config(self, dev, config: int = 0) -> dict:
+    def _config_tree(self, dev, config: int) -> dict:
         _, configs = self._fetch(dev)
         if config >= len(configs):
             raise IndexError("no such configuration")
         return D.parse_configuration(configs[config])
-
-    def get_configuration_descriptor(self, dev, config):
-        cfg = self._config(dev, config)
-        return _Desc(cfg, extra_descriptors=[b for raw in cfg["extra"] for b in raw])
-
-    def _interfaces(self, dev, config):
-        groups: dict[int, list] = {}
-        for intf in self._config(dev, config)["interfaces"]:
-            groups.setdefault(intf["bInterfaceNumber"], []).append(intf)
-        return [groups[k] for k in groups]
-
-    def get_interface_descriptor(self, dev, intf, alt, config):
-        groups = self._interfaces(dev, config)
-        if intf >= len(groups) or alt >= len(groups[intf]):
-            raise IndexError("no such interface")
-        d = groups[intf][alt]
-        return _Desc(d, extra_descriptors=[b for raw in d["extra"] for b in raw])
-
-    def get_endpoint_descriptor(self, dev, ep, intf, alt, config):
-        d = self._interfaces(dev, config)[intf][alt]["endpoints"][ep]
-        raw = d["raw"]
-        return _Desc(d, bRefresh=raw[7] if len(raw) > 7 else 0, bSynchAddress=raw[8] if len(raw) > 8 else 0,
-                     extra_descriptors=[b for raw in d["extra"] for b in raw])
 
     # ------------------------------------------------------------------
     # handles
@@ -440,67 +401,16 @@ class UsbipBackend(usb.backend.IBackend):
     def _control(self, h: _Handle, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout=None):
         return h.session.control(bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout)
 
-    def set_configuration(self, dev_handle, config_value):
-        self._control(dev_handle, 0x00, 9, config_value, 0, b"")
-
     def get_configuration(self, dev_handle):
         return self._control(dev_handle, 0x80, 8, 0, 0, 1)[0]
 
-    def set_interface_altsetting(self, dev_handle, intf, altsetting):
-        self._control(dev_handle, 0x01, 11, altsetting, intf, b"")
-
-    def claim_interface(self, dev_handle, intf):
-        dev_handle.claimed.add(intf)
-
-    def release_interface(self, dev_handle, intf):
-        dev_handle.claimed.discard(intf)
-
-    def is_kernel_driver_active(self, dev_handle, intf):
-        return False
-
-    def detach_kernel_driver(self, dev_handle, intf):
-        pass
-
-    def attach_kernel_driver(self, dev_handle, intf):
-        pass
-
     # ------------------------------------------------------------------
-    # transfers
-    def ctrl_transfer(self, dev_handle, bmRequestType, bRequest, wValue, wIndex, data, timeout):
-        length = len(data) * data.itemsize
-        if bmRequestType & 0x80:
-            reply = self._control(dev_handle, bmRequestType, bRequest, wValue, wIndex, length, timeout)
-            n = len(reply)
-            if n:
-                struct.pack_into(f"{n}s", data, 0, reply)
-            return n
-        return self._control(dev_handle, bmRequestType, bRequest, wValue, wIndex, _buffer_bytes(data), timeout)
+    # transfers: the primitives BlobBackend builds everything else on
+    def _write_bytes(self, dev_handle, ep, payload, timeout):
+        return dev_handle.session.submit(ep & 0x0F, USBIP_DIR_OUT, payload, timeout_ms=timeout)
 
-    def _write(self, dev_handle, ep, data, timeout):
-        return dev_handle.session.submit(ep & 0x0F, USBIP_DIR_OUT, _buffer_bytes(data), timeout_ms=timeout)
-
-    def _read(self, dev_handle, ep, buff, timeout):
-        size = len(buff) * buff.itemsize
-        chunk = dev_handle.session.submit(ep & 0x0F, USBIP_DIR_IN, b"", size, timeout_ms=timeout)
-        n = min(len(chunk), size)
-        if n:
-            struct.pack_into(f"{n}s", buff, 0, chunk[:n])
-        return n
-
-    def bulk_write(self, dev_handle, ep, intf, data, timeout):
-        return self._write(dev_handle, ep, data, timeout)
-
-    def bulk_read(self, dev_handle, ep, intf, buff, timeout):
-        return self._read(dev_handle, ep, buff, timeout)
-
-    def intr_write(self, dev_handle, ep, intf, data, timeout):
-        return self._write(dev_handle, ep, data, timeout)
-
-    def intr_read(self, dev_handle, ep, intf, buff, timeout):
-        return self._read(dev_handle, ep, buff, timeout)
-
-    def clear_halt(self, dev_handle, ep):
-        self._control(dev_handle, 0x02, 1, 0, ep, b"")
+    def _read_bytes(self, dev_handle, ep, size, timeout):
+        return dev_handle.session.submit(ep & 0x0F, USBIP_DIR_IN, b"", size, timeout_ms=timeout)
 
     def reset_device(self, dev_handle):
         # vhci forwards a port reset as USB_RT_PORT SET_FEATURE(PORT_RESET); the

@@ -13,17 +13,15 @@ device, so an emulated device is never the slow part of a test.
 
 from __future__ import annotations
 
-import array
 import errno
-import struct
 import threading
 import time
 from dataclasses import dataclass
 
-import usb.backend
 import usb.core
 
 from ..usb import descriptors as D
+from .pyusbbase import BlobBackend, Desc
 from ..usb.device import Device, SetupPacket, Stall, Target
 
 # libusb_speed
@@ -104,24 +102,13 @@ class _DeviceId:
     address: int
 
 
-class _Desc:
-    """A descriptor as pyusb expects it from a backend: fields as attributes."""
-
-    def __init__(self, fields: dict, **extra):
-        for k, v in fields.items():
-            if k not in ("raw", "interfaces", "endpoints", "extra"):
-                setattr(self, k, v)
-        for k, v in extra.items():
-            setattr(self, k, v)
-
-
 class _Handle:
     def __init__(self, devid: _DeviceId):
         self.devid = devid
         self.claimed: set[int] = set()
 
 
-class VirtualBackend(usb.backend.IBackend):
+class VirtualBackend(BlobBackend):
     def __init__(self, bus: VirtualBus = DEFAULT_BUS):
         super().__init__()
         self.bus = bus
@@ -145,41 +132,15 @@ class VirtualBackend(usb.backend.IBackend):
         raw = self._device(dev).device_descriptor()
         fields = D.parse_descriptor(raw)
         speed = SPEED_HIGH if self._device(dev).speed == "high" else SPEED_FULL
-        return _Desc(fields, bus=self.bus.number, address=dev.address, port_number=dev.port,
+        return Desc(fields, bus=self.bus.number, address=dev.address, port_number=dev.port,
                      port_numbers=(dev.port,), speed=speed)
 
-    def _config(self, dev):
+    def _config_tree(self, dev, config):
+        if config != 0:
+            raise IndexError("virtual devices have one configuration")
         if dev not in self._config_cache:
             self._config_cache[dev] = D.parse_configuration(self._device(dev).configuration_descriptor())
         return self._config_cache[dev]
-
-    def get_configuration_descriptor(self, dev, config):
-        if config != 0:
-            raise IndexError("virtual devices have one configuration")
-        cfg = self._config(dev)
-        extra = [b for raw in cfg["extra"] for b in raw]
-        return _Desc(cfg, extra_descriptors=extra)
-
-    def _interfaces(self, dev):
-        """Interfaces grouped by number: [[alt0, alt1...], ...] in descriptor order."""
-        groups: dict[int, list] = {}
-        for intf in self._config(dev)["interfaces"]:
-            groups.setdefault(intf["bInterfaceNumber"], []).append(intf)
-        return [groups[k] for k in groups]
-
-    def get_interface_descriptor(self, dev, intf, alt, config):
-        cfg_ifaces = self._interfaces(dev)
-        if intf >= len(cfg_ifaces) or alt >= len(cfg_ifaces[intf]):
-            raise IndexError("no such interface")
-        d = cfg_ifaces[intf][alt]
-        return _Desc(d, extra_descriptors=[b for raw in d["extra"] for b in raw])
-
-    def get_endpoint_descriptor(self, dev, ep, intf, alt, config):
-        d = self._interfaces(dev)[intf][alt]["endpoints"][ep]
-        raw = d["raw"]
-        # libusb reports bRefresh/bSynchAddress (0 for the 7-byte form)
-        return _Desc(d, bRefresh=raw[7] if len(raw) > 7 else 0, bSynchAddress=raw[8] if len(raw) > 8 else 0,
-                     extra_descriptors=[b for raw in d["extra"] for b in raw])
 
     # ------------------------------------------------------------------
     # handles
@@ -202,60 +163,30 @@ class VirtualBackend(usb.backend.IBackend):
             finally:
                 devid.target.poll()
 
-    def set_configuration(self, dev_handle, config_value):
-        self._call(dev_handle, lambda d: d.control(SetupPacket(0x00, 9, config_value, 0, 0)))
-
     def get_configuration(self, dev_handle):
         return self._call(dev_handle, lambda d: d.configuration)
 
-    def set_interface_altsetting(self, dev_handle, intf, altsetting):
-        self._call(dev_handle, lambda d: d.control(SetupPacket(0x01, 11, altsetting, intf, 0)))
-
-    def claim_interface(self, dev_handle, intf):
-        dev_handle.claimed.add(intf)
-
-    def release_interface(self, dev_handle, intf):
-        dev_handle.claimed.discard(intf)
-
-    def is_kernel_driver_active(self, dev_handle, intf):
-        return False
-
-    def detach_kernel_driver(self, dev_handle, intf):
-        pass
-
-    def attach_kernel_driver(self, dev_handle, intf):
-        pass
-
     # ------------------------------------------------------------------
-    # transfers
-    def ctrl_transfer(self, dev_handle, bmRequestType, bRequest, wValue, wIndex, data, timeout):
-        length = len(data) * data.itemsize
-        req = SetupPacket(bmRequestType, bRequest, wValue, wIndex, length)
-        if req.is_in:
-            reply = self._call(dev_handle, lambda d: d.control(req, b""))
-            n = len(reply)
-            struct.pack_into(f"{n}s", data, 0, reply) if n else None
-            return n
-        payload = data.tobytes() if isinstance(data, array.array) else bytes(data)
-        self._call(dev_handle, lambda d: d.control(req, payload))
-        return length
+    # transfers: the three primitives BlobBackend builds everything else on
+    def _control(self, handle, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout=None):
+        if isinstance(data_or_length, int):
+            req = SetupPacket(bmRequestType, bRequest, wValue, wIndex, data_or_length)
+            return self._call(handle, lambda d: d.control(req, b""))
+        req = SetupPacket(bmRequestType, bRequest, wValue, wIndex, len(data_or_length))
+        self._call(handle, lambda d: d.control(req, data_or_length))
+        return len(data_or_length)
 
-    def _write(self, dev_handle, ep, data, timeout):
-        payload = data.tobytes() if isinstance(data, array.array) else bytes(data)
-        self._call(dev_handle, lambda d: d.ep_out(ep, payload))
+    def _write_bytes(self, handle, ep, payload, timeout):
+        self._call(handle, lambda d: d.ep_out(ep, payload))
         return len(payload)
 
-    def _read(self, dev_handle, ep, buff, timeout):
-        size = len(buff) * buff.itemsize
+    def _read_bytes(self, handle, ep, size, timeout):
         deadline = None
         delay = 0.0002
         while True:
-            chunk = self._call(dev_handle, lambda d: d.ep_in(ep, size))
+            chunk = self._call(handle, lambda d: d.ep_in(ep, size))
             if chunk is not None:
-                n = min(len(chunk), size)
-                if n:
-                    struct.pack_into(f"{n}s", buff, 0, bytes(chunk[:n]))
-                return n
+                return chunk
             now = time.monotonic()
             if deadline is None:
                 deadline = now + (timeout / 1000.0 if timeout else 3600.0)
@@ -263,21 +194,6 @@ class VirtualBackend(usb.backend.IBackend):
                 raise usb.core.USBTimeoutError(*_TIMEOUT)
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
-
-    def bulk_write(self, dev_handle, ep, intf, data, timeout):
-        return self._write(dev_handle, ep, data, timeout)
-
-    def bulk_read(self, dev_handle, ep, intf, buff, timeout):
-        return self._read(dev_handle, ep, buff, timeout)
-
-    def intr_write(self, dev_handle, ep, intf, data, timeout):
-        return self._write(dev_handle, ep, data, timeout)
-
-    def intr_read(self, dev_handle, ep, intf, buff, timeout):
-        return self._read(dev_handle, ep, buff, timeout)
-
-    def clear_halt(self, dev_handle, ep):
-        self._call(dev_handle, lambda d: d.control(SetupPacket(0x02, 1, 0, ep, 0)))
 
     def reset_device(self, dev_handle):
         devid = dev_handle.devid
