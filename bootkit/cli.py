@@ -134,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--length", type=_int, help="number of bytes to read")
     s.set_defaults(func=cmd_read)
 
+    def file_command(sp, device_help: str, emulate_help: str) -> None:
+        """What `drop` and `print` share: FILE, the device selection and an emulated target."""
+        sp.add_argument("file", metavar="FILE")
+        sp.add_argument("--device", type=_vidpid, metavar="VID:PID", help=device_help)
+        sp.add_argument("--serial", help="select the device by serial number")
+        sp.add_argument("--chip", help="the target chip (validates the image against it first)")
+        sp.add_argument("--address", type=_int, help="load address of a binary file")
+        sp.add_argument("--emulate", metavar="CHIP", help=emulate_help)
+        sp.add_argument("--image", metavar="FILE.bin", help="with --emulate: the chip's whole flash")
+        sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
     s = sub.add_parser("drop", formatter_class=fmt, help="drop a firmware file onto a UF2/mass-storage bootloader",
                        description="Copy FILE onto a mass-storage bootloader drive, converted to UF2 when the drive "
                                    "says so in INFO_UF2.TXT, and wait for the device to leave. On the emulator or a "
@@ -141,18 +152,11 @@ def _parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  bootkit drop fw.hex --drive /media/RPI-RP2\n"
                               "  bootkit drop fw.uf2 --emulate rp2040 --image flash.bin\n"
                               "  bootkit drop fw.bin --emulate stm32f411 --accept uf2,bin --format bin")
-    s.add_argument("file", metavar="FILE")
+    file_command(s, "a USB device, written through SCSI (pyusb)", "drop onto an emulated drive in this process")
     s.add_argument("--drive", metavar="MOUNTPOINT", help="the mounted drive")
-    s.add_argument("--device", type=_vidpid, metavar="VID:PID", help="a USB device, written through SCSI (pyusb)")
-    s.add_argument("--serial", help="select the device by serial number")
-    s.add_argument("--chip", help="the target chip (validates the image first)")
     s.add_argument("--format", dest="fmt", choices=("uf2", "bin", "hex"), help="file kind to drop (default: UF2 "
                    "when the drive takes it)")
-    s.add_argument("--address", type=_int, help="load address of a binary file")
-    s.add_argument("--emulate", metavar="CHIP", help="drop onto an emulated drive in this process")
-    s.add_argument("--image", metavar="FILE.bin", help="with --emulate: the chip's whole flash")
     s.add_argument("--accept", metavar="uf2,bin,hex", help="with --emulate: the file kinds the drive accepts")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(func=cmd_drop, via="msc", usbip=None, dialect=None, port=None, product=None)
 
     s = sub.add_parser("print", formatter_class=fmt, help="print a HEX file to a printer-personality device",
@@ -162,15 +166,8 @@ def _parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  bootkit print fw.hex --printer /dev/usb/lp0\n"
                               "  bootkit print fw.hex --emulate atmega32u4 --image flash.bin\n"
                               "  bootkit print fw.bin --device 03eb:206b --address 0")
-    s.add_argument("file", metavar="FILE")
+    file_command(s, "select the device by USB ids (pyusb)", "print into an emulated device in this process")
     s.add_argument("--printer", metavar="/dev/usb/lpN", help="the kernel's printer device (usblp)")
-    s.add_argument("--device", type=_vidpid, metavar="VID:PID", help="select the device by USB ids (pyusb)")
-    s.add_argument("--serial", help="select the device by serial number")
-    s.add_argument("--chip", help="the target chip (validates the image against it first)")
-    s.add_argument("--address", type=_int, help="load address of a binary file")
-    s.add_argument("--emulate", metavar="CHIP", help="print into an emulated device in this process")
-    s.add_argument("--image", metavar="FILE.bin", help="with --emulate: the chip's whole flash")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(func=cmd_print, via="printer", usbip=None, dialect=None, port=None)
 
     s = sub.add_parser("choose", formatter_class=fmt, help="rank the personalities for your product's needs",

@@ -48,3 +48,19 @@ def endpoint_pair(intf, transfer: int) -> tuple[int | None, int | None]:
         else:
             ep_out = ep.bEndpointAddress if ep_out is None else ep_out
     return ep_in, ep_out
+
+
+class FoundDevice:
+    """Mixin for a host client's "interface found on a device" record (with a ``device`` field)."""
+
+    @property
+    def vid(self) -> int:
+        return self.device.idVendor
+
+    @property
+    def pid(self) -> int:
+        return self.device.idProduct
+
+    @property
+    def serial(self) -> str | None:
+        return device_serial(self.device)

@@ -21,7 +21,7 @@ from ...memory import Chip, parse_dfuse_layout
 from ...memory.chips import EEPROM_BASE, get_chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
-from ..usbhost import device_serial, matching_devices
+from ..usbhost import FoundDevice, matching_devices
 from .protocol import (
     ABORT,
     ATMEL_VID,
@@ -65,7 +65,7 @@ class DfuError(HostError):
 
 
 @dataclass
-class DfuInterface:
+class DfuInterface(FoundDevice):
     """A DFU interface found on a device (run-time or DFU mode)."""
 
     device: object  # usb.core.Device
@@ -76,18 +76,6 @@ class DfuInterface:
     # False when the device carries no functional descriptor (a FunctionFS
     # gadget on Linux before ~6.12): wTransferSize is then only a guess.
     described: bool = True
-
-    @property
-    def vid(self) -> int:
-        return self.device.idVendor
-
-    @property
-    def pid(self) -> int:
-        return self.device.idProduct
-
-    @property
-    def serial(self) -> str | None:
-        return device_serial(self.device)
 
     def guess_dialect(self) -> str:
         if self.functional.bcdDFUVersion == DFUSE_VERSION:

@@ -23,7 +23,7 @@ from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
-from ..usbhost import device_serial, endpoint_pair, matching_devices
+from ..usbhost import FoundDevice, endpoint_pair, matching_devices
 from .protocol import (
     BOOTKIT_VID,
     CRC_APPLICATION,
@@ -75,7 +75,7 @@ def _gone(exc: Exception) -> bool:
 
 
 @dataclass
-class HidTarget:
+class HidTarget(FoundDevice):
     """A HID bootloader interface found on the bus."""
 
     device: object  # usb.core.Device
@@ -84,18 +84,6 @@ class HidTarget:
     report: ReportInfo
     ep_in: int | None  # bEndpointAddress from the descriptors
     ep_out: int | None
-
-    @property
-    def vid(self) -> int:
-        return self.device.idVendor
-
-    @property
-    def pid(self) -> int:
-        return self.device.idProduct
-
-    @property
-    def serial(self) -> str | None:
-        return device_serial(self.device)
 
     def describe(self) -> str:
         eps = " ".join(f"{n}=0x{a:02x}" for n, a in (("in", self.ep_in), ("out", self.ep_out)) if a is not None)
