@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -412,6 +413,21 @@ class _Session:
             self.emulator.close()
 
 
+@contextmanager
+def _talking(what: str, session: "_Session | None" = None):
+    """Run a host client: a refused image is bad input (exit 2), a failing device or
+    exchange exit 1; the session (emulator, pty) is closed either way."""
+    try:
+        yield
+    except ImageRejected as exc:
+        raise BadInput(f"{what}: {exc}") from None
+    except HostError as exc:
+        raise Failed(str(exc)) from None
+    finally:
+        if session is not None:
+            session.close()
+
+
 def _host_module(via: str):
     import importlib
 
@@ -486,18 +502,12 @@ def cmd_flash(args) -> int:
     if not image:
         raise BadInput(f"{args.file}: no data")
     session = _Session(args)
-    try:
+    with _talking(args.file, session):
         vid, pid = args.device or (None, None)
         result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                             chip=session.chip, memory=args.memory, verify=args.verify,
                             leave=args.leave, progress=args.progress,
                             **{**extra, **_personality_options(args, session)})
-    except ImageRejected as exc:
-        raise BadInput(f"{args.file}: {exc}") from None
-    except HostError as exc:
-        raise Failed(str(exc)) from None
-    finally:
-        session.close()
     rate = result.bytes / 1024 / result.seconds if result.seconds else 0
     print(f"{args.file}: {result.bytes} bytes via {args.via}/{result.dialect} in {result.seconds:.2f} s "
           f"({rate:.0f} KiB/s), {'verified' if result.verified else 'not verified'}; " + ", ".join(result.steps))
@@ -513,16 +523,12 @@ def cmd_read(args) -> int:
     if fmt is None or fmt == "elf":
         raise BadInput(f"{args.output}: give a .hex, .bin, .uf2, .srec or .dfu name")
     session = _Session(args)
-    try:
+    with _talking(args.output, session):
         vid, pid = args.device or (None, None)
         image = host.read(session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                           chip=session.chip, memory=args.memory, start=args.start,
                           length=args.length, progress=args.progress,
                           **{**extra, **_personality_options(args, session)})
-    except HostError as exc:
-        raise Failed(str(exc)) from None
-    finally:
-        session.close()
     family = session.chip.uf2_family if session.chip is not None else None
     if fmt == "uf2" and family is None:
         raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
@@ -544,17 +550,10 @@ def cmd_drop(args) -> int:
     args.usbip = None
     session = None if args.drive else _Session(args)
     vid, pid = args.device or (None, None)
-    try:
+    with _talking(args.file, session):
         result = host.flash(image, session.backend if session else None, drive=args.drive, vid=vid, pid=pid,
                             serial=args.serial, chip=session.chip if session else _chip(args.chip),
                             fmt=args.fmt, progress=args.progress)
-    except ImageRejected as exc:
-        raise BadInput(f"{args.file}: {exc}") from None
-    except HostError as exc:
-        raise Failed(str(exc)) from None
-    finally:
-        if session:
-            session.close()
     print(f"{args.file}: dropped {result.bytes} bytes as {result.dialect}; " + ", ".join(result.steps))
     return EXIT_OK
 
@@ -573,7 +572,7 @@ def cmd_print(args) -> int:
     backend = session.backend if session else None
     chip = session.chip if session else _chip(args.chip)
     vid, pid = args.device or (None, None)
-    try:
+    with _talking(args.file, session):
         if is_hex:
             # the file goes as it is: a corrupt record must reach the device, which reports it
             result = host.print_file(args.file, backend, printer=args.printer, vid=vid, pid=pid,
@@ -581,13 +580,6 @@ def cmd_print(args) -> int:
         else:
             result = host.flash(image, backend, printer=args.printer, vid=vid, pid=pid, serial=args.serial,
                                 chip=chip, progress=args.progress)
-    except ImageRejected as exc:
-        raise BadInput(f"{args.file}: {exc}") from None
-    except HostError as exc:
-        raise Failed(str(exc)) from None
-    finally:
-        if session:
-            session.close()
     print(f"{args.file}: printed {result.bytes} bytes; " + ", ".join(result.steps))
     return EXIT_OK
 
@@ -630,12 +622,8 @@ def cmd_midi_play(args) -> int:
 
     if not Path(args.file).exists():
         raise BadInput(f"{args.file}: no such file")
-    try:
+    with _talking(args.file):
         result = host.play(args.file, args.port)
-    except ImageRejected as exc:
-        raise BadInput(str(exc)) from None
-    except HostError as exc:
-        raise Failed(str(exc)) from None
     print(f"{args.file}: played {result}")
     return EXIT_OK
 
