@@ -37,6 +37,24 @@ def matching_devices(backend=None, *, vid=None, pid=None, serial=None) -> Iterat
         yield dev, cfg
 
 
+def take_interfaces(dev, *interfaces: int) -> None:
+    """Detach the kernel drivers bound to ``interfaces`` (usbhid, usblp, usb-storage,
+    snd-usb-audio hold real devices; teensy_loader_cli and dfu-util detach the same
+    way), then select the configuration.  Neither is an error when there is nothing
+    to do: the emulator has no kernel, a configured device may refuse a second
+    SET_CONFIGURATION while an interface is claimed elsewhere."""
+    for number in interfaces:
+        try:
+            if number >= 0 and dev.is_kernel_driver_active(number):
+                dev.detach_kernel_driver(number)
+        except (usb.core.USBError, NotImplementedError):
+            pass
+    try:
+        dev.set_configuration()
+    except usb.core.USBError:
+        pass
+
+
 def endpoint_pair(intf, transfer: int) -> tuple[int | None, int | None]:
     """The first IN and OUT bEndpointAddress of a transfer type (usb.util.ENDPOINT_TYPE_*)."""
     ep_in = ep_out = None

@@ -21,7 +21,7 @@ from ...memory import Chip, parse_dfuse_layout
 from ...memory.chips import EEPROM_BASE, get_chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
-from ..usbhost import FoundDevice, matching_devices
+from ..usbhost import FoundDevice, matching_devices, take_interfaces
 from .protocol import (
     ABORT,
     ATMEL_VID,
@@ -149,10 +149,7 @@ class DfuClient:
         self.transfer_size = transfer_size or target.functional.wTransferSize or 1024
         if transfer_size:
             target.described = True  # the size is known now: sequential blocks are safe
-        try:
-            self.dev.set_configuration()
-        except usb.core.USBError:
-            pass
+        take_interfaces(self.dev)
         if alt is not None and len(target.alts) > 1:
             self.dev.set_interface_altsetting(interface=self.intf, alternate_setting=alt)
         self.alt = alt or 0

@@ -23,7 +23,7 @@ from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
-from ..usbhost import FoundDevice, endpoint_pair, matching_devices
+from ..usbhost import FoundDevice, endpoint_pair, matching_devices, take_interfaces
 from .protocol import (
     BOOTKIT_VID,
     CRC_APPLICATION,
@@ -155,15 +155,7 @@ class HidClient:
         self.dev = target.device
         self.intf = target.interface
         self.timeout = timeout
-        try:
-            if self.dev.is_kernel_driver_active(self.intf):
-                self.dev.detach_kernel_driver(self.intf)  # usbhid: teensy_loader_cli detaches it too
-        except (usb.core.USBError, NotImplementedError):
-            pass
-        try:
-            self.dev.set_configuration()
-        except usb.core.USBError:
-            pass
+        take_interfaces(self.dev, self.intf)  # usbhid: teensy_loader_cli detaches it too
 
     def set_report(self, data: bytes, timeout: int | None = None) -> None:
         """HID SET_REPORT (output, id 0): bmRequestType 0x21, bRequest 9, wValue 0x0200."""

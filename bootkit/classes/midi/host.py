@@ -28,6 +28,7 @@ from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..usbhost import take_interfaces
 from . import protocol as P
 from .midifile import TICK_SECONDS, file_events
 
@@ -125,16 +126,8 @@ class UsbLink:
         self.target = target
         self.dev = target.device
         self.timeout = timeout
-        try:
-            for i in (target.interface - 1, target.interface):  # snd-usb-audio holds both (AC and MS)
-                if i >= 0 and self.dev.is_kernel_driver_active(i):
-                    self.dev.detach_kernel_driver(i)
-        except (usb.core.USBError, NotImplementedError):
-            pass
-        try:
-            self.dev.set_configuration()
-        except usb.core.USBError:
-            pass
+        # snd-usb-audio holds both interfaces (AudioControl and MIDIStreaming)
+        take_interfaces(self.dev, target.interface - 1, target.interface)
 
     def send(self, message: bytes) -> None:
         try:

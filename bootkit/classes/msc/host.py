@@ -39,7 +39,7 @@ from ...formats.uf2 import UF2_BLOCK_SIZE, UF2Block, is_uf2_block, write_uf2
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
-from ..usbhost import endpoint_pair, matching_devices
+from ..usbhost import endpoint_pair, matching_devices, take_interfaces
 from .protocol import (
     BLOCK_SIZE,
     BULK_ONLY_RESET,
@@ -137,15 +137,7 @@ class BotClient:
         self.dev = target.device
         self.timeout = timeout
         self.tag = 0
-        try:
-            if self.dev.is_kernel_driver_active(target.interface):
-                self.dev.detach_kernel_driver(target.interface)  # usb-storage holds a real drive
-        except (usb.core.USBError, NotImplementedError):
-            pass
-        try:
-            self.dev.set_configuration()
-        except usb.core.USBError:
-            pass
+        take_interfaces(self.dev, target.interface)  # usb-storage holds a real drive
         try:
             # Get Max LUN (BOT 3.2); a device with one LUN may STALL it
             self.max_lun = bytes(self.dev.ctrl_transfer(0xA1, GET_MAX_LUN, 0, target.interface, 1, timeout))[0]

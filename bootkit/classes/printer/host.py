@@ -36,7 +36,7 @@ from ...formats.image import FormatError, Image
 from ...memory import Chip, get_chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges
-from ..usbhost import endpoint_pair, matching_devices
+from ..usbhost import endpoint_pair, matching_devices, take_interfaces
 from .protocol import (
     GET_DEVICE_ID,
     GET_PORT_STATUS,
@@ -117,15 +117,7 @@ class UsbPrinter:
         self.dev = target.device
         self.intf = target.interface
         self.timeout = timeout
-        try:
-            if self.dev.is_kernel_driver_active(self.intf):
-                self.dev.detach_kernel_driver(self.intf)
-        except (NotImplementedError, usb.core.USBError):
-            pass
-        try:
-            self.dev.set_configuration()
-        except usb.core.USBError:
-            pass
+        take_interfaces(self.dev, self.intf)  # usblp holds a real printer
         if target.alternate:
             self.dev.set_interface_altsetting(interface=self.intf, alternate_setting=target.alternate)
 
