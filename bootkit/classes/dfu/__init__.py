@@ -13,7 +13,6 @@ from .protocol import (
     BOOTKIT_VID,
     CAN_DNLOAD,
     CAN_UPLOAD,
-    DFU_VERSION_1_0,
     DFU_VERSION_1_1,
     DFUSE_PID,
     DFUSE_VERSION,

@@ -46,7 +46,6 @@ from .protocol import (
     FLIP_HEADER_SIZE,
     FLIP_PROG_START,
     FLIP_READ_COMMAND,
-    FLIP_SUFFIX_SIZE,
     FLIP_WRITE_COMMAND,
     GETSTATE,
     GETSTATUS,

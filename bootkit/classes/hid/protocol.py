@@ -102,7 +102,6 @@ def parse_report_descriptor(raw: bytes) -> ReportInfo:
         if tag == 0x04:
             page = value
         elif tag == 0x08:
-            usage = value
             if top_usage is None:
                 top_usage = value
         elif tag == 0x74:
