@@ -84,7 +84,7 @@ class ReportInfo:
 
 def parse_report_descriptor(raw: bytes) -> ReportInfo:
     """Usage page, top usage and output/input report lengths in bytes (short items only)."""
-    page = usage = 0
+    page = 0
     size = count = 0
     out_bits = in_bits = 0
     top_usage = None
