@@ -22,8 +22,8 @@ Known limits of FunctionFS (not of bootkit), checked on Debian's 6.1:
   set_alt, and f_fs only reports FUNCTIONFS_ENABLE without the alternate
   number), so a function cannot know which alternate setting the host
   chose.  We assume alternate 0.
-* Until f_fs learnt the DFU functional descriptor (2024, with
-  Documentation/usb/functionfs-desc.rst; around Linux 6.12),
+* Until f_fs learnt the DFU functional descriptor (Linux 6.12, with
+  Documentation/usb/functionfs-desc.rst; seen working on Debian's 6.12.95),
   ``ffs_do_single_desc`` accepts a class-specific descriptor 0x21 only
   after a HID or CCID interface: the DFU one is refused with EINVAL.  We then retry without the
   class-specific descriptors the kernel refuses and log it; host tools must
@@ -80,7 +80,7 @@ EVENT_NAMES = {FUNCTIONFS_BIND: "BIND", FUNCTIONFS_UNBIND: "UNBIND", FUNCTIONFS_
 EVENT_SIZE = 12
 
 # f_fs accepts class descriptor 0x21 after HID and CCID interfaces only
-# (DFU too in kernels from about 6.12).
+# (DFU too from Linux 6.12).
 USB_CLASS_HID, USB_CLASS_CCID = 0x03, 0x0B
 
 POLL_INTERVAL = 0.02  # seconds between Target.poll() calls when idle
@@ -465,7 +465,7 @@ class _FunctionPort:
             stripped = function_layout(self.fn, drop_class=True)
             if not stripped.dropped:
                 raise
-            # f_fs.c ffs_do_single_desc (before ~6.12) accepts a class
+            # f_fs.c ffs_do_single_desc (before 6.12) accepts a class
             # descriptor 0x21 only after a HID or CCID interface.
             hint = ("tell dfu-util the transfer size (-t SIZE, and -s ADDRESS for DfuSe)"
                     if 0x21 in stripped.dropped else
@@ -473,7 +473,7 @@ class _FunctionPort:
                     "interface: see docs/gadget.md")
             self.log("functionfs: this kernel's FunctionFS refused class-specific descriptor(s) "
                      f"{', '.join(f'0x{t:02X}' for t in stripped.dropped)} (f_fs takes the DFU functional "
-                     f"descriptor only from about Linux 6.12); serving without them: {hint}")
+                     f"descriptor only from Linux 6.12); serving without them: {hint}")
             os.close(self.ep0)
             self.ep0 = os.open(ep0, os.O_RDWR)
             layout = stripped
