@@ -476,9 +476,12 @@ class UsbipServer:
                 await asyncio.wait(waiting, timeout=2)
 
     def stop(self) -> None:
-        """Stop serving (thread-safe)."""
+        """Stop serving (thread-safe; again once stopped does nothing)."""
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop has closed already: nothing left to stop
+                pass
 
     def _poll(self) -> None:
         # Timers (DFU's delayed leave, the entry policy's timeout) run between URBs too.
