@@ -5,28 +5,47 @@ through the in-process virtual backend, once through a USB/IP server on
 127.0.0.1 (in a second process, as `bootkit serve --transport usbip` runs;
 --thread runs it on a thread of this process, sharing the GIL) and the
 userspace USB/IP client backend.  Target: USB/IP time / in-process time of
-3 or less at wTransferSize 1024 and 4096 (lower is better).  Every control
-transfer becomes one CMD_SUBMIT / RET_SUBMIT round trip over TCP, so small
-transfer sizes are dominated by round trips.  Prints only.
+3 or less at wTransferSize 1024 and 4096 (lower is better).  Prints only.
+Each timed run is the whole `host.flash` (find the device, DNLOAD every
+block, manifest, reset); the flashed image is then checked in full against
+the emulated flash (the server process writes it to a file when it stops),
+outside the timing.
+
+Method: a DFU download is DNLOAD, GETSTATUS per block.  In-process, each
+control transfer is a function call into the device.  Over USB/IP each
+round trip costs a TCP send and receive at both ends plus a wake-up of the
+other process, so the client does as few as the protocol allows: the DFU
+host hands DNLOAD and the GETSTATUS that must follow it to the backend
+together (`ctrl_transfers`), which sends both CMD_SUBMITs in one write and
+reads both RET_SUBMITs, one round trip per block instead of two; the
+device still sees the two requests in order, and each one's error stays
+with it.  The "transfers" column counts control transfers, "round trips"
+the client's waits for the server; --no-pipeline sends one at a time.
 
 Runs alternate between the two (virtual, usbip, virtual, ...) and the best
 of --repeat is kept for each, so load from other processes on the machine
 hits both sides alike.  The last line is the floor: a bare TCP round trip
-between two Python processes on this machine (48-byte reply), which every
-USB/IP transfer pays on top of the device's own work.
+between two Python processes on this machine (1072 bytes out, 48 back),
+which every round trip pays on top of the work at both ends.  On a VM it
+depends on where the scheduler puts the two processes: on one CPU, a wake-up
+is a context switch; on two, an interprocessor interrupt to an idle virtual
+CPU, several times dearer.
 
 example:
   python benchmarks/bench_usbip.py --size 256K --repeat 3
 """
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from bootkit.classes.dfu import host
 from bootkit.emulator import Emulator
+from bootkit.memory import get_chip
 from bootkit.samples import sample_image
 from bootkit.transports import usbip_client
 from bootkit.transports.usbip import UsbipServer
@@ -53,41 +72,64 @@ SERVER = """
 import sys
 from bootkit.emulator import Emulator
 from bootkit.transports import usbip
-em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": int(sys.argv[1])})
-usbip.serve([em.target], ("127.0.0.1", 0), log=None, ready=lambda address: print(address[1], flush=True))
+em = Emulator("stm32f411", "dfu", image=sys.argv[2], options={"dialect": "dfu", "transfer_size": int(sys.argv[1])})
+try:
+    usbip.serve([em.target], ("127.0.0.1", 0), log=None, ready=lambda address: print(address[1], flush=True))
+finally:
+    em.close()  # SIGTERM: the flash goes to the file
 """
 
 
-def flash_over(port: int, image) -> tuple[float, int]:
-    backend = usbip_client.UsbipBackend(port=port)
-    count = [0]
-    real = backend.ctrl_transfer
+def flash_over(port: int, image, pipeline: bool) -> tuple[float, int, int]:
+    """Seconds for the flash, control transfers, round trips."""
+    backend = usbip_client.UsbipBackend(port=port, pipeline=pipeline)
+    count = [0, 0]
+    one, several = backend.ctrl_transfer, backend.ctrl_transfers
 
-    def counting(*args):
+    def counting_one(*args):
         count[0] += 1
-        return real(*args)
+        count[1] += 1
+        return one(*args)
 
-    backend.ctrl_transfer = counting
+    def counting_several(device, transfers):
+        count[0] += len(transfers)
+        count[1] += 1
+        return several(device, transfers)
+
+    backend.ctrl_transfer = counting_one
+    if several is not None:
+        backend.ctrl_transfers = counting_several
     t0 = time.perf_counter()
     host.flash(image, backend, dialect="dfu", chip="stm32f411", verify=False, progress=False)
     elapsed = time.perf_counter() - t0
     backend.close()
-    return elapsed, count[0]
+    return elapsed, count[0], count[1]
 
 
-def run_usbip_process(image, transfer: int) -> tuple[float, int]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(transfer)], stdout=subprocess.PIPE, text=True)
-    try:
-        return flash_over(int(proc.stdout.readline()), image)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def check_flash(flash: bytes, image) -> None:
+    chip = get_chip("stm32f411")
+    at = image.start - chip.flash_start
+    assert flash[at:at + image.size] == image.tobytes(), "the flashed image differs"
 
 
-def run_usbip_thread(image, transfer: int) -> tuple[float, int]:
+def run_usbip_process(image, transfer: int, pipeline: bool) -> tuple[float, int, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "flash.bin")
+        proc = subprocess.Popen([sys.executable, "-c", SERVER, str(transfer), path], stdout=subprocess.PIPE, text=True)
+        try:
+            result = flash_over(int(proc.stdout.readline()), image, pipeline)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        with open(path, "rb") as f:
+            check_flash(f.read(), image)
+    return result
+
+
+def run_usbip_thread(image, transfer: int, pipeline: bool) -> tuple[float, int, int]:
     em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": transfer})
     with UsbipServer([em.target], ("127.0.0.1", 0), log=None) as server:
-        result = flash_over(server.port, image)
+        result = flash_over(server.port, image, pipeline)
     assert em.memory.read(image.start, image.size) == image.tobytes()
     return result
 
@@ -131,22 +173,25 @@ def main():
     ap.add_argument("--size", default="256K", help="image size (default 256K)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per setting; the best is kept")
     ap.add_argument("--thread", action="store_true", help="run the server on a thread of this process")
+    ap.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                    help="one control transfer per round trip (UsbipBackend(pipeline=False))")
     args = ap.parse_args()
     run_usbip = run_usbip_thread if args.thread else run_usbip_process
     size = int(args.size.rstrip("Kk")) * 1024 if args.size[-1] in "Kk" else int(args.size)
     image = image_of(size)
     print(f"DFU 1.1 download of {size // 1024} KiB into an emulated stm32f411: USB/IP on loopback vs in-process "
           f"(best of {args.repeat}, server in {'a thread' if args.thread else 'another process'})")
-    print(f"{'wTransferSize':>13} {'transfers':>9} {'virtual s':>9} {'usbip s':>8} {'MB/s':>6} {'ratio':>6}  target")
+    print(f"{'wTransferSize':>13} {'transfers':>9} {'round trips':>11} {'virtual s':>9} {'usbip s':>8} {'MB/s':>6} "
+          f"{'ratio':>6}  target")
     for transfer in (64, 1024, 4096):
         virtuals, runs = [], []
         for _ in range(args.repeat):  # interleaved: a burst of load hits both
             virtuals.append(run_virtual(image, transfer))
-            runs.append(run_usbip(image, transfer))
+            runs.append(run_usbip(image, transfer, args.pipeline))
         virtual = min(virtuals)
-        usbip, count = min(runs)
+        usbip, count, trips = min(runs)
         target = "<= 3" if transfer >= 1024 else "-"
-        print(f"{transfer:>13} {count:>9} {virtual:>9.4f} {usbip:>8.4f} {size / usbip / 1e6:>6.2f} "
+        print(f"{transfer:>13} {count:>9} {trips:>11} {virtual:>9.4f} {usbip:>8.4f} {size / usbip / 1e6:>6.2f} "
               f"{usbip / virtual:>6.2f}  {target}")
     rt = tcp_round_trip(48 + 1024)
     print(f"floor: a bare TCP round trip between two Python processes here takes {rt * 1e6:.1f} us "

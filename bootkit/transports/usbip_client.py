@@ -15,6 +15,10 @@ unplugged or re-enumerated) ``errno=ENODEV``, a timeout
 A server lets one client import a device at a time; this backend imports a
 device for as long as pyusb holds it open and shares that connection
 between handles to the same device.
+
+Beyond pyusb's backend interface, :meth:`UsbipBackend.ctrl_transfers` sends
+several control transfers in one round trip (the DFU host's DNLOAD and the
+GETSTATUS after it); see docs/usbip.md.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .usbip import (
     USB_RT_PORT,
     USB_SPEED_HIGH,
     USBIP_CMD_SUBMIT,
+    USBIP_CMD_UNLINK,
     USBIP_DIR_IN,
     USBIP_DIR_OUT,
     USBIP_PORT,
@@ -153,10 +158,6 @@ class Session:
             except OSError:
                 pass
 
-    def _gone(self):
-        self.close()
-        return usb.core.USBError(*_NODEV)
-
     def _set_timeout(self, timeout_ms: int | None) -> None:
         # SO_RCVTIMEO on a blocking socket: no poll() before every recv, and no
         # system call at all while the timeout stays the same (DFU uses one value).
@@ -202,64 +203,101 @@ class Session:
     def submit(self, ep: int, direction: int, data: bytes = b"", length: int = 0, setup: bytes = _NO_SETUP,
                timeout_ms: int | None = None) -> bytes | int:
         """One URB.  Returns the IN data, or the OUT actual length; raises pyusb's errors."""
+        result = self.submit_many([(ep, direction, data, length, setup)], timeout_ms)[0]
+        if isinstance(result, usb.core.USBError):
+            raise result
+        return result
+
+    def submit_many(self, urbs, timeout_ms: int | None = None) -> list:
+        """Several URBs in one write, then their replies: [(ep, direction, data, length, setup), ...].
+
+        Returns each URB's result in order (IN data, or the OUT actual
+        length), or the ``usb.core.USBError`` that URB failed with: one
+        failing URB does not hide the others' results.  A host may keep
+        several URBs outstanding on one connection (vhci-hcd does); the
+        server completes each endpoint's URBs in the order it got them
+        (usbip_protocol.rst: RET_SUBMIT carries the seqnum of its CMD_SUBMIT).
+        """
         with self._lock:
             if self.closed:
-                raise usb.core.USBError(*_NODEV)
-            self._seqnum = seqnum = self._seqnum % 0xFFFFFFFF + 1
-            is_in = direction == USBIP_DIR_IN
-            if not is_in:
-                length = len(data)
-            header = CMD_SUBMIT.pack(USBIP_CMD_SUBMIT, seqnum, self.devid, direction, ep,
-                                     0x200 if is_in else 0,  # URB_DIR_IN, as vhci sets it
-                                     length, 0, 0, 0, setup)
+                return [usb.core.USBError(*_NODEV) for _ in urbs]
+            results: list = [None] * len(urbs)
+            waiting: dict[int, tuple[int, int]] = {}  # seqnum -> (index, IN length or -1 for OUT)
+            out = []
+            seqnum = self._seqnum
+            for i, (ep, direction, data, length, setup) in enumerate(urbs):
+                seqnum = seqnum % 0xFFFFFFFF + 1
+                if direction == USBIP_DIR_IN:
+                    out.append(CMD_SUBMIT.pack(USBIP_CMD_SUBMIT, seqnum, self.devid, direction, ep,
+                                               0x200, length, 0, 0, 0, setup))  # URB_DIR_IN, as vhci sets it
+                    waiting[seqnum] = (i, length)
+                else:
+                    out.append(CMD_SUBMIT.pack(USBIP_CMD_SUBMIT, seqnum, self.devid, direction, ep,
+                                               0, len(data), 0, 0, 0, setup))
+                    if data:
+                        out.append(data)
+                    waiting[seqnum] = (i, -1)
+            self._seqnum = seqnum
             try:
                 if timeout_ms != self._timeout_ms:
                     self._set_timeout(timeout_ms)
-                self.sock.sendall(header + data if data and not is_in else header)
-                while True:
+                self.sock.sendall(out[0] if len(out) == 1 else b"".join(out))
+                while waiting:
                     at = self._fill(HEADER_SIZE)
                     command, got, _, _, _, status, actual = _RET_HEAD.unpack_from(self._rbuf, at)
-                    if command != USBIP_RET_SUBMIT:
+                    entry = waiting.pop(got, None) if command == USBIP_RET_SUBMIT else None
+                    if entry is None:
                         self._consume(HEADER_SIZE)
                         continue  # a late RET_UNLINK
+                    i, length = entry
                     if actual > MAX_REPLY:
                         raise ConnectionError(f"reply of {actual} bytes")
-                    if is_in and actual:
+                    if length >= 0 and actual:  # IN data follows the header
                         at = self._fill(HEADER_SIZE + actual) + HEADER_SIZE
-                        payload = bytes(self._rview[at:at + min(actual, length)])
+                        result = bytes(self._rview[at:at + min(actual, length)])
                         self._consume(HEADER_SIZE + actual)
                     else:
-                        payload = b""
+                        result = b"" if length >= 0 else actual
                         self._consume(HEADER_SIZE)
-                    if got == seqnum:
-                        break
+                    if status:
+                        result = usb.core.USBError(*(_PIPE if status == -EPIPE else _IO))
+                    results[i] = result
             except (socket.timeout, BlockingIOError):
-                return self._unlink(seqnum, direction)
+                error = _TIMEOUT
+                try:
+                    self._unlink(waiting)
+                except (ConnectionError, OSError):
+                    self.close()
+                    error = _NODEV
             except (ConnectionError, OSError):
-                raise self._gone() from None
-            if status:
-                raise usb.core.USBError(*(_PIPE if status == -EPIPE else _IO))
-            return payload if is_in else actual
+                self.close()  # the device was unplugged or re-enumerated
+                error = _NODEV
+            for i, _ in waiting.values():
+                results[i] = (usb.core.USBTimeoutError if error is _TIMEOUT else usb.core.USBError)(*error)
+            return results
 
-    def _unlink(self, victim: int, direction: int):
-        """Timed out: USBIP_CMD_UNLINK the URB and wait for the answer, as vhci does."""
-        self._seqnum = self._seqnum % 0xFFFFFFFF + 1
-        seqnum = self._seqnum
-        try:
-            self._set_timeout(int(CONNECT_TIMEOUT * 1000))
-            self.sock.sendall(CMD_UNLINK.pack(2, seqnum, self.devid, 0, 0, victim))
-            while True:
-                head = self._recv(HEADER_SIZE)
-                command, got = struct.unpack_from(">II", head)
-                if command == USBIP_RET_UNLINK and got == seqnum:
-                    break
-                if command == USBIP_RET_SUBMIT:  # it completed before the unlink: drop it
-                    actual = struct.unpack_from(">I", head, 24)[0]
-                    if direction == USBIP_DIR_IN and actual:
-                        self._recv(min(actual, MAX_REPLY))
-        except (ConnectionError, OSError):
-            raise self._gone() from None
-        raise usb.core.USBTimeoutError(*_TIMEOUT)
+    def _unlink(self, waiting: dict[int, tuple[int, int]]) -> None:
+        """Timed out: USBIP_CMD_UNLINK each waiting URB and wait for the answers, as vhci does.
+
+        A URB that completed meanwhile (its RET_SUBMIT comes before the
+        RET_UNLINK) is dropped: the caller reports a timeout either way.
+        """
+        unlinks, out = set(), []
+        for victim in waiting:
+            self._seqnum = seqnum = self._seqnum % 0xFFFFFFFF + 1
+            unlinks.add(seqnum)
+            out.append(CMD_UNLINK.pack(USBIP_CMD_UNLINK, seqnum, self.devid, 0, 0, victim))
+        self._set_timeout(int(CONNECT_TIMEOUT * 1000))
+        self.sock.sendall(b"".join(out))
+        while unlinks:
+            head = self._recv(HEADER_SIZE)
+            command, got = struct.unpack_from(">II", head)
+            if command == USBIP_RET_UNLINK:
+                unlinks.discard(got)
+            elif command == USBIP_RET_SUBMIT:
+                actual = struct.unpack_from(">I", head, 24)[0]
+                if waiting.get(got, (0, -1))[1] >= 0 and actual:  # IN data follows
+                    self._recv(min(actual, MAX_REPLY))
 
     def control(self, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout_ms=None):
         if bmRequestType & 0x80:
@@ -289,11 +327,18 @@ class _Handle:
 
 
 class UsbipBackend(BlobBackend):
-    """pyusb's IBackend over USB/IP."""
+    """pyusb's IBackend over USB/IP.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = USBIP_PORT, *, timeout: float = CONNECT_TIMEOUT):
+    ``pipeline=False`` withdraws :meth:`ctrl_transfers`, so callers that use
+    it when present (the DFU host) send one control transfer per round trip.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = USBIP_PORT, *, timeout: float = CONNECT_TIMEOUT,
+                 pipeline: bool = True):
         super().__init__()
         self.host, self.port = host, port
+        if not pipeline:
+            self.ctrl_transfers = None
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}  # busid -> live import
         self._descriptors: dict[_RemoteId, tuple[bytes, list[bytes]]] = {}
@@ -403,6 +448,36 @@ class UsbipBackend(BlobBackend):
 
     def get_configuration(self, dev_handle):
         return self._control(dev_handle, 0x80, 8, 0, 0, 1)[0]
+
+    def ctrl_transfers(self, device, transfers) -> list:
+        """Several control transfers on one device in one round trip (an optional extension).
+
+        ``device`` is a ``usb.core.Device`` of this backend; each transfer is
+        ``(bmRequestType, bRequest, wValue, wIndex, data_or_wLength, timeout)``
+        as for ``Device.ctrl_transfer``.  They reach the device in order, each
+        after the previous one completed (one queue per endpoint, as on a real
+        host controller); a failing transfer does not stop the ones after it,
+        as with libusb's asynchronous transfers.  Returns, in order, the data
+        read (bytes) or the count written, or the ``usb.core.USBError`` that
+        transfer failed with.  A caller uses it only where it would issue the
+        same requests anyway (a DFU DNLOAD and the GETSTATUS that follows it):
+        errors stay with the transfer that caused them.  Unlike
+        ``Device.ctrl_transfer`` it does not claim the recipient interface:
+        claim it first.
+        """
+        handle = device._ctx.managed_open()  # what Device.ctrl_transfer does first
+        urbs, timeouts = [], []
+        for bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout in transfers:
+            timeouts.append(device.default_timeout if timeout is None else timeout)
+            if bmRequestType & 0x80:
+                urbs.append((0, USBIP_DIR_IN, b"", data_or_length,
+                             _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, data_or_length)))
+            else:
+                data = bytes(data_or_length or b"")
+                urbs.append((0, USBIP_DIR_OUT, data, 0,
+                             _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, len(data))))
+        # each reply is waited for at most the longest timeout (0: for ever, as in libusb)
+        return handle.session.submit_many(urbs, 0 if 0 in timeouts else max(timeouts))
 
     # ------------------------------------------------------------------
     # transfers: the primitives BlobBackend builds everything else on

@@ -74,7 +74,7 @@ class DfuInterface(FoundDevice):
     functional: FunctionalDescriptor
     runtime: bool
     # False when the device carries no functional descriptor (a FunctionFS
-    # gadget on Linux before ~6.12): wTransferSize is then only a guess.
+    # gadget on Linux before 6.12): wTransferSize is then only a guess.
     described: bool = True
 
     def guess_dialect(self) -> str:
@@ -153,6 +153,9 @@ class DfuClient:
         if alt is not None and len(target.alts) > 1:
             self.dev.set_interface_altsetting(interface=self.intf, alternate_setting=alt)
         self.alt = alt or 0
+        # a backend that can send several control transfers in one round trip
+        # (bootkit's USB/IP client): DNLOAD and its GETSTATUS then go together
+        self._pipelined = getattr(self.dev.backend, "ctrl_transfers", None)
 
     # --- requests
     def _out(self, request, value=0, data=None):
@@ -169,6 +172,34 @@ class DfuClient:
             return self._out(DNLOAD, block & 0xFFFF, data if data else None)
         except usb.core.USBError as exc:
             raise self._failure(f"DNLOAD block {block}", exc) from None
+
+    def dnload_status(self, block: int, data: bytes) -> StatusReply:
+        """DNLOAD, then the GETSTATUS that follows every DNLOAD (DFU 1.1 section 7.1).
+
+        On a backend with ``ctrl_transfers`` both go in one round trip: the
+        device gets the same two requests in the same order, and a failed
+        DNLOAD is reported as DNLOAD's failure, with the status that GETSTATUS
+        read, as when the two go one by one.
+        """
+        if self._pipelined is None:
+            self.dnload(block, data)
+            return self.get_status()
+        done, status = self._pipelined(self.dev, [
+            (OUT_CLASS_INTF, DNLOAD, block & 0xFFFF, self.intf, data, self.timeout),
+            (IN_CLASS_INTF, GETSTATUS, 0, self.intf, 6, self.timeout)])
+        if isinstance(done, usb.core.USBError):
+            raise self._failure(f"DNLOAD block {block}", done,
+                                None if isinstance(status, usb.core.USBError) else status) from None
+        if isinstance(status, usb.core.USBError):
+            raise status
+        return StatusReply.unpack(bytes(status))
+
+    def dnload_and_wait(self, block: int, data: bytes, what: str) -> StatusReply:
+        """DNLOAD, then GETSTATUS until the device is done with the block."""
+        if self._pipelined is None:
+            self.dnload(block, data)
+            return self.wait_while_busy(what)
+        return self.wait_while_busy(what, self.dnload_status(block, data))
 
     def upload(self, block: int, length: int) -> bytes:
         try:
@@ -203,11 +234,11 @@ class DfuClient:
     def abort(self):
         return self._out(ABORT)
 
-    def _failure(self, what: str, exc: usb.core.USBError) -> DfuError:
+    def _failure(self, what: str, exc: usb.core.USBError, status: bytes | None = None) -> DfuError:
         if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
             return DfuError(f"{what}: device disconnected ({exc})")
         try:
-            st = self.get_status()
+            st = self.get_status() if status is None else StatusReply.unpack(bytes(status))
             return DfuError(f"{what}: device reports {st.describe()}")
         except usb.core.USBError:
             return DfuError(f"{what}: {exc}")
@@ -227,10 +258,15 @@ class DfuClient:
                 time.sleep(st.bwPollTimeout / 1000.0)
         raise DfuError(f"cannot bring the device to dfuIDLE (it reports {self.get_status().describe()})")
 
-    def wait_while_busy(self, what: str) -> StatusReply:
-        """GETSTATUS until the device is no longer busy, sleeping bwPollTimeout between polls."""
+    def wait_while_busy(self, what: str, first: StatusReply | None = None) -> StatusReply:
+        """GETSTATUS until the device is no longer busy, sleeping bwPollTimeout between polls.
+
+        ``first``: the reply of a GETSTATUS already made (:meth:`dnload_status`).
+        """
+        st = first
         while True:
-            st = self.get_status()
+            if st is None:
+                st = self.get_status()
             if st.bStatus != Status.OK or st.bState == State.dfuERROR:
                 raise DfuError(f"{what}: device reports {st.describe()}")
             if st.bState not in (State.dfuDNBUSY, State.dfuDNLOAD_SYNC, State.dfuMANIFEST):
@@ -238,6 +274,7 @@ class DfuClient:
             if st.bState == State.dfuMANIFEST and not self.functional.manifestation_tolerant:
                 return st
             time.sleep(st.bwPollTimeout / 1000.0)
+            st = None
 
 
 def wait_for(backend, *, vid=None, pid=None, serial=None, runtime: bool | None = False, timeout: float = 5.0):
@@ -308,8 +345,7 @@ class Dfu11(_Dialect):
         with progress_bar("download", len(data), self.progress) as bar:
             for block, off in enumerate(range(0, len(data), size)):
                 chunk = data[off:off + size]
-                c.dnload(block, chunk)
-                c.wait_while_busy(f"block {block} at 0x{start + off:X}")
+                c.dnload_and_wait(block, chunk, f"block {block} at 0x{start + off:X}")
                 bar(len(chunk))
         self.steps.append(f"downloaded {len(data)} bytes from 0x{start:X}")
         return len(data)
@@ -331,8 +367,7 @@ class Dfu11(_Dialect):
         """Zero-length DNLOAD, then GETSTATUS through manifestation (DFU 1.1 section 7)."""
         c = self.client
         try:
-            c.dnload(0, b"")
-            st = c.get_status()
+            st = c.dnload_status(0, b"")
             while st.bState == State.dfuMANIFEST and c.functional.manifestation_tolerant:
                 time.sleep(st.bwPollTimeout / 1000.0)
                 st = c.get_status()
@@ -378,9 +413,7 @@ class DfuSe(_Dialect):
         check_ranges(image, writable, protected, f"\"{self.mem_name}\"")
 
     def _command(self, payload: bytes, what: str) -> None:
-        c = self.client
-        c.dnload(0, payload)
-        c.wait_while_busy(what)
+        self.client.dnload_and_wait(0, payload, what)
 
     def set_address(self, address: int) -> None:
         self._command(struct.pack("<BI", DFUSE_SET_ADDRESS_POINTER, address), f"set address 0x{address:X}")
@@ -422,8 +455,7 @@ class DfuSe(_Dialect):
                         self.set_address(address)
                         block = 2
                     chunk = data[off:off + size]
-                    c.dnload(block, chunk)
-                    c.wait_while_busy(f"write at 0x{address:X}")
+                    c.dnload_and_wait(block, chunk, f"write at 0x{address:X}")
                     block += 1
                     off += len(chunk)
                     total += len(chunk)
@@ -494,9 +526,7 @@ class Flip(_Dialect):
         super().__init__(client, chip, progress)
 
     def _cmd(self, payload: bytes, what: str) -> None:
-        c = self.client
-        c.dnload(0, payload)
-        st = c.get_status()
+        st = self.client.dnload_status(0, payload)
         if st.bStatus != Status.OK:
             raise DfuError(f"{what}: device reports {st.describe()}")
 
