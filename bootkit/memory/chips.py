@@ -18,11 +18,6 @@ from typing import Any
 
 from .core import Layout, Region, Timing
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 EEPROM_BASE = 0x810000
 FUSE_BASE = 0x820000
 LOCK_BASE = 0x830000
@@ -333,6 +328,11 @@ def load_chip_file(path: str | Path, *, register: bool = True) -> Chip:
     uf2_family = 0x16573617
     ```
     """
+    if sys.version_info >= (3, 11):  # imported here: only --chip-file needs it
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())

@@ -9,12 +9,15 @@ behind the USB Function and on a pseudo-terminal for avrdude.
 
 from __future__ import annotations
 
-from ...memory import Chip
-from ...usb.descriptors import DeviceInfo
-from ...usb.device import Device
-from .avr109 import Avr109Engine, engine_for
-from .device import CdcAcmFunction, CdcApplicationFunction, CdcBootloaderFunction
+from typing import TYPE_CHECKING
+
 from .protocol import IDS, SOFTWARE_IDS
+
+# The device side is imported when a device is built, so a host client
+# (bootkit flash) does not pay for it at start-up.
+if TYPE_CHECKING:
+    from ...memory import Chip
+    from ...usb.device import Device
 
 NAME = "cdc"
 DIALECTS = ("lufa", "caterina")
@@ -56,6 +59,11 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
     ``timeout`` (seconds without host traffic before leaving for a valid
     application): Caterina's 8 s by default for ``caterina``, never for ``lufa``.
     """
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .avr109 import engine_for
+    from .device import CdcBootloaderFunction
+
     dialect = _check(dialect or default_dialect(chip))
     if timeout == "default":
         timeout = CATERINA_TIMEOUT if dialect == "caterina" else None
@@ -72,6 +80,10 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
 def application_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
                        pid: int | None = None, serial: str | None = None, **_ignored) -> Device:
     """The application as it enumerates: a serial port honouring the 1200-baud touch."""
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .device import CdcApplicationFunction
+
     dialect = _check(dialect or default_dialect(chip))
     dvid, dpid = default_ids(dialect, application=True)
     _, _, man, prod = _STRINGS[dialect]
@@ -86,6 +98,19 @@ def run_demo_row(dialect: str, chip: Chip, image) -> dict:
     from .host import run_demo_row as _run
 
     return _run(dialect, chip, image)
+
+
+_LAZY = {"Avr109Engine": ".avr109", "engine_for": ".avr109", "CdcAcmFunction": ".device",
+         "CdcBootloaderFunction": ".device", "CdcApplicationFunction": ".device"}
+
+
+def __getattr__(name: str):
+    """The device-side names of ``__all__``, imported on first use (PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from ...memory import Chip
-from ...usb.descriptors import DeviceInfo
-from ...usb.device import Device
-from .device import DfuFunction, DfuRuntimeFunction, dfuse_interface_names, engine_for
+from typing import TYPE_CHECKING
+
 from .protocol import (
     ATMEL_VID,
     BOOTKIT_DFU_PID,
@@ -22,6 +20,12 @@ from .protocol import (
     WILL_DETACH,
     FunctionalDescriptor,
 )
+
+# The device side is imported when a device is built, so a host client
+# (bootkit flash) does not pay for it at start-up.
+if TYPE_CHECKING:
+    from ...memory import Chip
+    from ...usb.device import Device
 
 NAME = "dfu"
 DIALECTS = ("dfu", "dfuse", "flip")
@@ -67,6 +71,10 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
                       attributes: int | None = None, manufacturer: str | None = None,
                       product: str | None = None, bcd_device: int = 0x0000, secure: bool = False,
                       **_application_only) -> Device:
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .device import DfuFunction, dfuse_interface_names, engine_for
+
     dialect = dialect or default_dialect(chip)
     if dialect not in DIALECTS:
         raise ValueError(f"unknown DFU dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
@@ -97,6 +105,10 @@ def application_device(memory, chip: Chip, *, vid: int | None = None, pid: int |
                        serial: str | None = None, will_detach: bool = False, detach_timeout: int = 1000,
                        **_ignored) -> Device:
     """The application as it enumerates: a device with a DFU run-time interface."""
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .device import DfuRuntimeFunction
+
     functional = FunctionalDescriptor(CAN_DNLOAD | CAN_UPLOAD | MANIFESTATION_TOLERANT
                                       | (WILL_DETACH if will_detach else 0), detach_timeout, 1024, DFU_VERSION_1_1)
     info = DeviceInfo(vid if vid is not None else BOOTKIT_VID, pid if pid is not None else BOOTKIT_RUNTIME_PID,

@@ -7,11 +7,8 @@ installed (see docs/personalities/hid.md for what each dialect can do).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-from ...memory import Chip
-from ...usb.descriptors import DeviceInfo
-from ...usb.device import Device
-from .device import HalfKayEngine, HidFunction, LufaEngine, NativeEngine
 from .protocol import (
     BOOTKIT_VID,
     HALFKAY_MCUS,
@@ -24,6 +21,12 @@ from .protocol import (
     halfkay_chip,
     halfkay_mcu_for,
 )
+
+# The device side is imported when a device is built, so a host client
+# (bootkit flash) does not pay for it at start-up.
+if TYPE_CHECKING:
+    from ...memory import Chip
+    from ...usb.device import Device
 
 NAME = "hid"
 DIALECTS = ("halfkay", "lufa", "native")
@@ -66,6 +69,10 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
                       interrupt_out: bool = False, manufacturer: str | None = None,
                       product: str | None = None, bcd_device: int | None = None, **_ignored) -> Device:
     """The bootloader as it enumerates.  ``interrupt_out`` adds an OUT endpoint to LUFA's interface."""
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .device import HalfKayEngine, HidFunction, LufaEngine, NativeEngine
+
     dialect = dialect or default_dialect(chip)
     if dialect not in DIALECTS:
         raise ValueError(f"unknown HID dialect {dialect!r} (choose from {', '.join(DIALECTS)})")

@@ -15,13 +15,13 @@ follows a file when one is played into it.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from ...memory import Chip
-from ...usb.descriptors import DeviceInfo
-from ...usb.device import Device
-from .device import MidiBootEngine, MidiFunction
-from .host import BOOTKIT_VID, MIDI_PID
-from .midifile import encode_midi, encode_syx, file_events
+# The device side is imported when a device is built, so a host client
+# (bootkit flash) does not pay for it at start-up.
+if TYPE_CHECKING:
+    from ...memory import Chip
+    from ...usb.device import Device
 
 NAME = "midi"
 DIALECTS = ("sysex", "file")
@@ -37,6 +37,11 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
                       pid: int | None = None, serial: str | None = None, manufacturer: str | None = None,
                       product: str | None = None, bcd_device: int = 0x0100, **_ignored) -> Device:
     """The bootloader as it enumerates: one USB-MIDI function (both dialects use the same device)."""
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .device import MidiBootEngine, MidiFunction
+    from .host import BOOTKIT_VID, MIDI_PID
+
     if dialect is not None and dialect not in DIALECTS:
         raise ValueError(f"unknown MIDI dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
     engine = MidiBootEngine(memory, chip)
@@ -67,6 +72,18 @@ def run_demo_row(dialect: str, chip: Chip, image) -> dict:
             "personality": NAME, "dialect": dialect, "chip": chip.name, "bytes": image.size, "seconds": seconds,
             "verified": (result.verified or dialect == "file") and identical and em.memory.app_valid,
         }
+
+_LAZY = {"MidiBootEngine": ".device", "MidiFunction": ".device", "encode_midi": ".midifile",
+         "encode_syx": ".midifile", "file_events": ".midifile"}
+
+
+def __getattr__(name: str):
+    """The device-side names of ``__all__``, imported on first use (PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["NAME", "DIALECTS", "DEMO", "default_dialect", "bootloader_device", "run_demo_row", "MidiBootEngine",

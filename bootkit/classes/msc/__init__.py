@@ -13,14 +13,16 @@ lists them in ``accept`` (the ``bin``/``hex`` dialects add themselves).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 from ... import __version__
-from ...memory import Chip
-from ...usb.descriptors import DeviceInfo
-from ...usb.device import Device
-from .device import BulkOnlyEngine, MscFunction, ScsiTarget
-from .drop import ACCEPTABLE, DropTarget
-from .ghostfat import GhostFat, volume_label
+
+# The device side is imported when a device is built, so a host client
+# (bootkit flash) does not pay for it at start-up.
+if TYPE_CHECKING:
+    from ...memory import Chip
+    from ...usb.device import Device
+    from .device import MscFunction
 
 NAME = "msc"
 DIALECTS = ("uf2", "bin", "hex")
@@ -66,6 +68,12 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
     ``accept_no_family``: also take UF2 blocks without a family id;
     ``leave_delay``: seconds between a complete update and the reset.
     """
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .device import BulkOnlyEngine, MscFunction, ScsiTarget
+    from .drop import ACCEPTABLE, DropTarget
+    from .ghostfat import GhostFat
+
     dialect = dialect or default_dialect(chip)
     if dialect not in DIALECTS:
         raise ValueError(f"unknown MSC dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
@@ -107,6 +115,17 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
 
 # bootkit demo: leave soon after the last block (a real drive waits ~1 s for the host's last writes)
 DEMO_OPTIONS = {"leave_delay": 0.05}
+
+_LAZY = {"volume_label": ".ghostfat"}
+
+
+def __getattr__(name: str):
+    """The device-side names of ``__all__``, imported on first use (PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["NAME", "DIALECTS", "DEMO", "default_dialect", "bootloader_device",

@@ -8,11 +8,15 @@ docs/personalities/printer.md.
 
 from __future__ import annotations
 
-from ...memory import Chip
-from ...usb.descriptors import DeviceInfo
-from ...usb.device import Device
-from .device import PrinterEngine, PrinterFunction
+from typing import TYPE_CHECKING
+
 from .protocol import DEFAULT_DEVICE_ID, LUFA_PRINTER_PID, LUFA_VID, PROTOCOL_BIDIRECTIONAL
+
+# The device side is imported when a device is built, so a host client
+# (bootkit flash) does not pay for it at start-up.
+if TYPE_CHECKING:
+    from ...memory import Chip
+    from ...usb.device import Device
 
 NAME = "printer"
 DIALECTS = ("lufa",)
@@ -38,6 +42,10 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, device_
     ``job_timeout``: seconds without data after which an open job counts
     as cut off (None: never).
     """
+    from ...usb.descriptors import DeviceInfo
+    from ...usb.device import Device
+    from .device import PrinterEngine, PrinterFunction
+
     dialect = dialect or default_dialect(chip)
     if dialect not in DIALECTS:
         raise ValueError(f"unknown printer dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
