@@ -202,6 +202,7 @@ class _Urb:
 # what a connection waits for next
 _WANT_OP, _WANT_BUSID, _WANT_URB = 0, 1, 2
 _COMMAND = struct.Struct(">I")
+_SETUP = struct.Struct("<BBHHH")  # the 8-byte setup packet (USB 2.0 section 9.3)
 _RETRY_FIRST, _RETRY_MAX = 0.0005, 0.01  # NAKed IN URBs: retry backoff (s) while nothing else happens
 
 
@@ -509,9 +510,9 @@ class UsbipServer:
             if conn._state == _WANT_URB:
                 if n - pos < HEADER_SIZE:
                     break
-                command = _COMMAND.unpack_from(data, pos)[0]
+                f = CMD_SUBMIT.unpack_from(data, pos)  # any header: the basic fields come first
+                command = f[0]
                 if command == USBIP_CMD_SUBMIT:
-                    f = CMD_SUBMIT.unpack_from(data, pos)
                     length = self._check_submit(f)
                     end = pos + HEADER_SIZE + (length if f[3] == USBIP_DIR_OUT else 0)
                     if end > n:
@@ -587,16 +588,12 @@ class UsbipServer:
         return length
 
     def _submit(self, conn: _Connection, f, data: bytes) -> None:
-        (_, seqnum, _devid, direction, ep, _flags, length, _start, _packets, _interval, setup) = f
         device = self._live(conn)
         if device is None:
             return  # the device went away under this URB: the connection is closing
+        (_, seqnum, _devid, direction, ep, _flags, length, _start, _packets, _interval, setup) = f
         if ep == 0:
-            status, reply = self._control(conn, device, SetupPacket.unpack(setup), data, length)
-            if direction == USBIP_DIR_IN:
-                self._complete(conn, seqnum, status, reply, len(reply))
-            else:
-                self._complete(conn, seqnum, status, b"", len(data))
+            self._control(conn, device, seqnum, direction == USBIP_DIR_IN, length, setup, data)
             return
         if direction == USBIP_DIR_OUT:
             status = self._call(conn, device.ep_out, ep, data)[0]
@@ -619,14 +616,30 @@ class UsbipServer:
             self.log(f"usbip: {conn.export.busid}: device raised {exc!r}")
             return -EPROTO, None
 
-    def _control(self, conn, device: Device, req: SetupPacket, data: bytes, length: int) -> tuple[int, bytes]:
-        if req.bmRequestType == USB_RT_PORT and req.bRequest == 3 and req.wValue == USB_PORT_FEAT_RESET:
-            status, _ = self._call(conn, device.bus_reset)
-            return status, b""
-        status, reply = self._call(conn, device.control, req, data)
-        if not reply:
-            return status, b""
-        return status, (reply if type(reply) is bytes else bytes(reply))[:length]
+    def _control(self, conn: _Connection, device: Device, seqnum: int, is_in: bool, length: int, setup: bytes,
+                 data: bytes) -> None:
+        """A control URB: setup packet and data stage go to the Device in one call (the
+        path every DFU block takes twice, so it is written out rather than layered)."""
+        req = SetupPacket(*_SETUP.unpack(setup))
+        try:
+            if req.bmRequestType == USB_RT_PORT and req.bRequest == 3 and req.wValue == USB_PORT_FEAT_RESET:
+                reply = device.bus_reset()
+            else:
+                reply = device.control(req, data)
+            status = 0
+        except Stall:
+            status, reply = -EPIPE, None
+        except Exception as exc:  # a device bug: report it, keep serving
+            self.log(f"usbip: {conn.export.busid}: device raised {exc!r}")
+            status, reply = -EPROTO, None
+        if not is_in:
+            conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, len(data), 0, 0, 0))
+        elif reply:
+            reply = (reply if type(reply) is bytes else bytes(reply))[:length]
+            conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, len(reply), 0, 0, 0))
+            conn.send(reply)
+        else:
+            conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, 0, 0, 0, 0))
 
     def _try_in(self, conn: _Connection, device: Device, urb: _Urb) -> bool:
         status, chunk = self._call(conn, device.ep_in, urb.address, urb.length)
