@@ -389,12 +389,23 @@ class UsbipBackend(BlobBackend):
             shared = rid.busid in self._sessions and not self._sessions[rid.busid].closed
             s = self._session(rid, keep=False)
             try:
-                dev = s.control(0x80, 6, D.DEVICE << 8, 0, 18, 1000)
+                # the device descriptor and the first 255 bytes of the first configuration in
+                # one round trip (255 as Windows asks first: every device answers it); the
+                # rest only for a configuration longer than that, or a second configuration
+                got = s.submit_many([(0, USBIP_DIR_IN, b"", 18, _SETUP.pack(0x80, 6, D.DEVICE << 8, 0, 18)),
+                                     (0, USBIP_DIR_IN, b"", 255, _SETUP.pack(0x80, 6, D.CONFIGURATION << 8, 0, 255))],
+                                    1000)
+                dev, first = got
+                if isinstance(dev, usb.core.USBError):
+                    raise dev
+                if len(dev) >= 18 and dev[17] and isinstance(first, usb.core.USBError):
+                    raise first
                 configs = []
                 for index in range(dev[17] if len(dev) >= 18 else 0):
-                    head = s.control(0x80, 6, (D.CONFIGURATION << 8) | index, 0, 9, 1000)
+                    head = first if index == 0 else s.control(0x80, 6, (D.CONFIGURATION << 8) | index, 0, 9, 1000)
                     total = struct.unpack_from("<H", head, 2)[0] if len(head) >= 4 else 0
-                    configs.append(s.control(0x80, 6, (D.CONFIGURATION << 8) | index, 0, total, 1000))
+                    configs.append(head[:total] if total <= len(head) else
+                                   s.control(0x80, 6, (D.CONFIGURATION << 8) | index, 0, total, 1000))
             finally:
                 if not shared and self._sessions.get(rid.busid) is not s:
                     s.close()

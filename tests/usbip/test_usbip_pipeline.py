@@ -130,6 +130,27 @@ def test_a_timed_out_batch_unlinks_every_waiting_urb(served):
     session.close()
 
 
+class ManyAlternates(Function):
+    """One interface with 40 alternate settings: a configuration descriptor of 369 bytes."""
+
+    def interfaces(self, speed="full"):
+        return [Interface(0, 0xFF, 0, 0, alternate=a) for a in range(40)]
+
+
+def test_descriptors_read_in_one_round_trip_or_two_when_long(served):
+    short = Device(DeviceInfo(0x1209, 0x0001), [Echo()])
+    long = Device(DeviceInfo(0x1209, 0x0002), [ManyAlternates()])
+    assert len(short.configuration_descriptor()) < 255 < len(long.configuration_descriptor())
+    server = served(short, long)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    for dev, device in zip(sorted(usb.core.find(find_all=True, backend=backend), key=lambda d: d.idProduct),
+                           (short, long)):
+        _, configs = backend._fetch(dev._ctx.dev)
+        assert configs == [device.configuration_descriptor()]
+        assert len(list(dev[0].interfaces())) == (1 if device is short else 40)
+    backend.close()
+
+
 def test_pipeline_false_sends_one_transfer_per_round_trip(served):
     assert usbip_client.UsbipBackend(port=1, pipeline=False).ctrl_transfers is None
     em = Emulator("stm32f411", "dfu", options={"dialect": "dfu"})
