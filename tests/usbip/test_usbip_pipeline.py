@@ -198,6 +198,34 @@ def test_the_device_sees_the_same_requests_as_in_process(served, requests_seen, 
     backend.close()
 
 
+def test_a_stall_whose_queued_getstatus_failed_too_asks_again(served):
+    """A host controller may give back the URBs queued behind a STALL with an error."""
+    image = sample_image("stm32f411", 5000, 0x2000, 77, seed=5)
+
+    def refusal(backend):
+        with pytest.raises(host.DfuError) as exc:
+            host.flash(image, backend, dialect="dfu", chip="stm32f411", progress=False, transfer_size=2048)
+        return str(exc.value)
+
+    bus = VirtualBus()
+    Emulator("stm32f411", "dfu", options={"dialect": "dfu"}).attach(bus)
+    expected = refusal(get_backend(bus))
+    assert expected.startswith("DNLOAD block 0: device reports errUNKNOWN")
+    server = served(Emulator("stm32f411", "dfu", options={"dialect": "dfu"}).target)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    real = backend.ctrl_transfers
+
+    def dropping(device, transfers):
+        results = real(device, transfers)
+        if isinstance(results[0], usb.core.USBError):
+            results[1:] = [usb.core.USBError("Input/Output Error", -1, errno.EIO) for _ in results[1:]]
+        return results
+
+    backend.ctrl_transfers = dropping
+    assert refusal(backend) == expected
+    backend.close()
+
+
 REFUSED = [
     # FLIP programs at the DNLOAD itself: the device stalls it (LUFA's errTARGET / errADDRESS)
     ("flip-into-the-bootloader", "atmega32u4", "flip", ["--chip", "at90usb1286"], [(0x6F00, 0x400)]),

@@ -174,12 +174,14 @@ class DfuClient:
             raise self._failure(f"DNLOAD block {block}", exc) from None
 
     def dnload_status(self, block: int, data: bytes) -> StatusReply:
-        """DNLOAD, then the GETSTATUS that follows every DNLOAD (DFU 1.1 section 7.1).
+        """DNLOAD, then the GETSTATUS that follows every DNLOAD (DFU 1.1 section 6.1: the
+        device leaves dfuDNLOAD-SYNC only on DFU_GETSTATUS).
 
         On a backend with ``ctrl_transfers`` both go in one round trip: the
         device gets the same two requests in the same order, and a failed
         DNLOAD is reported as DNLOAD's failure, with the status that GETSTATUS
-        read, as when the two go one by one.
+        read (or, if that failed too, a new GETSTATUS), as when the two go one
+        by one.
         """
         if self._pipelined is None:
             self.dnload(block, data)
