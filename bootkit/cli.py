@@ -42,7 +42,43 @@ def _vidpid(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected VID:PID in hex, e.g. 03eb:2ff4, got {text!r}") from None
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Unused:
+    """Stands in for the parser of a command that is not being run, and takes
+    (and ignores) whatever that command's parser would be given."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self
+
+
+class _OneCommand:
+    """The subcommands action, building only the parser of ``wanted``: building
+    all sixteen argparse parsers costs ~0.2 s of start-up on a slow board (a Pi
+    Zero, or the TCG guest of benchmarks/bench_gadget_dfu.py)."""
+
+    def __init__(self, action, wanted: str):
+        self.action, self.wanted = action, wanted
+
+    def add_parser(self, name, **kwargs):
+        return self.action.add_parser(name, **kwargs) if name == self.wanted else _Unused()
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, if any (past the global options)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--chip-file":
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return arg
+    return None
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line parser; with ``command``, only that subcommand is built
+    (every one when it is None or unknown, so help and errors list them all)."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
         prog="bootkit", formatter_class=fmt,
@@ -56,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chip-file", action="append", default=[], metavar="FILE.toml",
                    help="add a chip from a TOML file (repeatable)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    if command in COMMANDS:
+        sub = _OneCommand(sub, command)
 
     s = sub.add_parser("demo", formatter_class=fmt, help="flash a sample image through every personality (emulated)",
                        description="Flash the sample images in examples/firmware through every personality and "
@@ -314,6 +352,13 @@ def cmd_convert(args) -> int:
 def _real_backend():
     import usb.backend.libusb1
 
+    if sys.platform.startswith("linux"):
+        # pyusb finds libusb through ctypes.util.find_library, which runs
+        # `ldconfig -p` in a subprocess (~0.1 s on a slow board); dlopen finds
+        # the soname itself. pyusb takes find_library for this; otherwise as before.
+        backend = usb.backend.libusb1.get_backend(find_library=lambda name: "libusb-1.0.so.0")
+        if backend is not None:
+            return backend
     return usb.backend.libusb1.get_backend()
 
 
@@ -721,8 +766,13 @@ def cmd_demo(args) -> int:
     return run_demo()
 
 
+COMMANDS = ("demo", "chips", "convert", "list", "flash", "read", "drop", "print", "choose", "product", "midi",
+            "serve")
+
+
 def main(argv=None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(_command_in(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

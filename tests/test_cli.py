@@ -233,3 +233,33 @@ def test_top_level_help_and_no_command(capsys):
     assert info.value.code == 0
     assert "example" in capsys.readouterr().out
     assert main([]) == 2
+
+
+def test_commands_list_every_subcommand():
+    from bootkit.cli import COMMANDS
+
+    assert sorted(COMMANDS) == _subcommands()
+
+
+@pytest.mark.parametrize("argv", [
+    ["flash", "fw.hex", "--via", "dfu", "--device", "0483:df11", "--no-verify", "--transfer-size", "2048"],
+    ["--chip-file", "c.toml", "read", "back.bin", "--via", "hid", "--start", "0x100"],
+    ["midi", "encode", "fw.hex", "-o", "fw.mid", "--chip", "atmega32u4"],
+    ["serve", "dfu", "--chip", "stm32f411"],
+])
+def test_building_only_the_named_command_parses_alike(argv):
+    from bootkit.cli import _command_in
+
+    full = _parser().parse_args(argv)
+    only = _parser(_command_in(argv)).parse_args(argv)
+    assert _command_in(argv) == full.command
+    assert vars(only) == vars(full)
+    assert len(only._get_kwargs()) > 3
+
+
+def test_an_unknown_command_still_lists_them_all(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["flsh", "fw.hex"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'flsh'" in err and "'serve'" in err
