@@ -22,6 +22,11 @@ Two comparisons, ours/dfu-util, lower is better:
   emulated, so this ratio overstates what a real board shows; the start-up
   line says how much of ours is interpreter and imports.
 
+The 256 KiB DfuSe case is the one the target is about.  In the plain DFU
+case dfu-util 0.11 sleeps a fixed second once the device reports
+dfuMANIFEST(-SYNC) ("some devices need some time", dfu_load.c), which
+dominates its time for 54 KiB.
+
 example:
   python benchmarks/bench_gadget_dfu.py --repeat 3
 """
