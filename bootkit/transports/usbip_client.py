@@ -14,7 +14,9 @@ unplugged or re-enumerated) ``errno=ENODEV``, a timeout
 
 A server lets one client import a device at a time; this backend imports a
 device for as long as pyusb holds it open and shares that connection
-between handles to the same device.
+between handles to the same device.  Listing a device imports it to read
+its descriptors; that import is kept while pyusb holds the listed Device
+(so opening it does not import it again) and closed when the Device goes.
 
 Beyond pyusb's backend interface, :meth:`UsbipBackend.ctrl_transfers` sends
 several control transfers in one round trip (the DFU host's DNLOAD and the
@@ -27,6 +29,7 @@ import errno
 import socket
 import struct
 import threading
+import weakref
 from dataclasses import dataclass
 
 import usb.core
@@ -341,7 +344,8 @@ class UsbipBackend(BlobBackend):
             self.ctrl_transfers = None
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}  # busid -> live import
-        self._descriptors: dict[_RemoteId, tuple[bytes, list[bytes]]] = {}
+        self._parked: dict[str, Session] = {}  # busid -> import that read the descriptors, not opened yet
+        self._descriptors: dict[tuple, tuple[bytes, list[bytes]]] = {}  # (busid, busnum, devnum, speed) ->
 
     # ------------------------------------------------------------------
     # enumeration
@@ -368,24 +372,42 @@ class UsbipBackend(BlobBackend):
                 s = None
             if s is not None:
                 return s
-            try:
-                s = Session(self.host, self.port, rid.busid)
-            except (ConnectionError, OSError, UsbipError) as exc:
-                if isinstance(exc, usb.core.USBError):
-                    raise
-                raise usb.core.USBError(*_NODEV) from None
-            if s.device.devnum != rid.devnum:  # re-enumerated between the list and the import
+            s = self._parked.pop(rid.busid, None)
+            if s is not None and (s.closed or s.device.devnum != rid.devnum):
                 s.close()
-                raise usb.core.USBError(*_NODEV)
+                s = None
+            if s is None:
+                try:
+                    s = Session(self.host, self.port, rid.busid)
+                except (ConnectionError, OSError, UsbipError) as exc:
+                    if isinstance(exc, usb.core.USBError):
+                        raise
+                    raise usb.core.USBError(*_NODEV) from None
+                if s.device.devnum != rid.devnum:  # re-enumerated between the list and the import
+                    s.close()
+                    raise usb.core.USBError(*_NODEV)
             if keep:
                 self._sessions[rid.busid] = s
             return s
 
-    def _fetch(self, rid: _RemoteId) -> tuple[bytes, list[bytes]]:
-        """Device and configuration descriptors, read once per device number."""
+    def _unpark(self, busid: str, s: Session) -> None:
         with self._lock:
-            if rid in self._descriptors:
-                return self._descriptors[rid]
+            if self._parked.get(busid) is s:
+                del self._parked[busid]
+                s.close()
+
+    def _fetch(self, rid: _RemoteId) -> tuple[bytes, list[bytes]]:
+        """Device and configuration descriptors, read once per device number.
+
+        The import that reads them stays open for the open that usually
+        follows (pyusb lists, then opens), as long as pyusb holds a Device
+        for ``rid`` (a finalizer on it closes the import when it goes), so
+        listing then opening imports once.
+        """
+        key = (rid.busid, rid.busnum, rid.devnum, rid.speed)  # not rid itself: its lifetime is pyusb's
+        with self._lock:
+            if key in self._descriptors:
+                return self._descriptors[key]
             shared = rid.busid in self._sessions and not self._sessions[rid.busid].closed
             s = self._session(rid, keep=False)
             try:
@@ -406,12 +428,16 @@ class UsbipBackend(BlobBackend):
                     total = struct.unpack_from("<H", head, 2)[0] if len(head) >= 4 else 0
                     configs.append(head[:total] if total <= len(head) else
                                    s.control(0x80, 6, (D.CONFIGURATION << 8) | index, 0, total, 1000))
-            finally:
-                if not shared and self._sessions.get(rid.busid) is not s:
+                if len(dev) < 18:
+                    raise usb.core.USBError(*_IO)
+            except BaseException:
+                if not shared:
                     s.close()
-            if len(dev) < 18:
-                raise usb.core.USBError(*_IO)
-            self._descriptors[rid] = (dev, configs)
+                raise
+            if not shared:
+                self._parked[rid.busid] = s
+                weakref.finalize(rid, self._unpark, rid.busid, s)
+            self._descriptors[key] = (dev, configs)
             return dev, configs
 
     def get_device_descriptor(self, dev):
@@ -450,9 +476,10 @@ class UsbipBackend(BlobBackend):
     def close(self) -> None:
         """Drop every import (pyusb closes handles when its Device objects go)."""
         with self._lock:
-            for s in self._sessions.values():
+            for s in list(self._sessions.values()) + list(self._parked.values()):
                 s.close()
             self._sessions.clear()
+            self._parked.clear()
 
     def _control(self, h: _Handle, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout=None):
         return h.session.control(bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout)

@@ -338,3 +338,42 @@ def test_client_maps_errors_like_libusb(serve):
         dev.ctrl_transfer(0x80, 0, 0, 0, 2)
     assert exc.value.errno == errno.ENODEV
     assert list(usb.core.find(find_all=True, backend=backend)) == []
+
+
+def test_listing_then_opening_imports_once_and_dropped_devices_are_released(serve, log):
+    s = serve([echo_device()])
+
+    def imports():
+        return sum("imported 1-1" in line for line in log)
+
+    def importable_by_another_client() -> bool:
+        time.sleep(0.1)  # let the server see our import close
+        reply = Raw(s.port).import_("1-1")
+        return len(reply) == 320
+
+    backend = usbip_client.UsbipBackend(port=s.port)
+    dev = usb.core.find(backend=backend, idVendor=0x1209)
+    assert dev.serial_number == "E1"  # opened: the import that read the descriptors serves it
+    assert imports() == 1
+    usb.util.dispose_resources(dev)
+    del dev
+    assert importable_by_another_client()
+    assert imports() == 2
+
+    # listed and held, not opened: still imported (the next open needs no new import) ...
+    backend = usbip_client.UsbipBackend(port=s.port)
+    held = list(usb.core.find(find_all=True, backend=backend))
+    assert len(held) == 1 and imports() == 3
+    time.sleep(0.1)
+    assert Raw(s.port).import_("1-1") == struct.pack(">HHI", VERSION, 0x0003, 1)
+    # ... and released when pyusb lets go of it
+    del held
+    assert importable_by_another_client()
+
+    # backend.close() releases what it listed too
+    backend = usbip_client.UsbipBackend(port=s.port)
+    held = usb.core.find(backend=backend, idVendor=0x1209)
+    backend.close()
+    assert importable_by_another_client()
+    del held
+
