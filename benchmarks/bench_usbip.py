@@ -27,9 +27,18 @@ of --repeat is kept for each, so load from other processes on the machine
 hits both sides alike.  The last line is the floor: a bare TCP round trip
 between two Python processes on this machine (1072 bytes out, 48 back),
 which every round trip pays on top of the work at both ends.  On a VM it
-depends on where the scheduler puts the two processes: on one CPU, a wake-up
-is a context switch; on two, an interprocessor interrupt to an idle virtual
-CPU, several times dearer.
+depends on where the scheduler puts the two processes: on one CPU a wake-up
+is a context switch (floor ~13 us on the 2-vCPU VM this was tuned on); on
+two, an interprocessor interrupt to an idle virtual CPU (floor ~40-60 us).
+Which one a run gets is up to the scheduler: a server flashed right after
+its start-up, as by default here, lands on the other CPU more often than a
+settled one (--settle 0.3 waits that long before each timed flash, as when
+`bootkit serve` was started a while before), so the ratio moves between
+runs of this script; the floor line shows the case its own two processes
+got.  Measured and left out: spinning on a non-blocking receive for up to
+50-300 us before blocking, at the client, the server or both; on this
+2-vCPU VM it made the download slower (about 17 -> 27 ms at wTransferSize
+1024), the spinning process taking the CPU the other needs.
 
 example:
   python benchmarks/bench_usbip.py --size 256K --repeat 3
@@ -112,12 +121,14 @@ def check_flash(flash: bytes, image) -> None:
     assert flash[at:at + image.size] == image.tobytes(), "the flashed image differs"
 
 
-def run_usbip_process(image, transfer: int, pipeline: bool) -> tuple[float, int, int]:
+def run_usbip_process(image, transfer: int, pipeline: bool, settle: float = 0.0) -> tuple[float, int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "flash.bin")
         proc = subprocess.Popen([sys.executable, "-c", SERVER, str(transfer), path], stdout=subprocess.PIPE, text=True)
         try:
-            result = flash_over(int(proc.stdout.readline()), image, pipeline)
+            port = int(proc.stdout.readline())
+            time.sleep(settle)  # --settle: an idle server, as one started a while before the flash
+            result = flash_over(port, image, pipeline)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -126,9 +137,10 @@ def run_usbip_process(image, transfer: int, pipeline: bool) -> tuple[float, int,
     return result
 
 
-def run_usbip_thread(image, transfer: int, pipeline: bool) -> tuple[float, int, int]:
+def run_usbip_thread(image, transfer: int, pipeline: bool, settle: float = 0.0) -> tuple[float, int, int]:
     em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": transfer})
     with UsbipServer([em.target], ("127.0.0.1", 0), log=None) as server:
+        time.sleep(settle)
         result = flash_over(server.port, image, pipeline)
     assert em.memory.read(image.start, image.size) == image.tobytes()
     return result
@@ -175,19 +187,22 @@ def main():
     ap.add_argument("--thread", action="store_true", help="run the server on a thread of this process")
     ap.add_argument("--no-pipeline", dest="pipeline", action="store_false",
                     help="one control transfer per round trip (UsbipBackend(pipeline=False))")
+    ap.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
+                    help="wait this long between the server's start and the timed flash (default 0: at once)")
     args = ap.parse_args()
     run_usbip = run_usbip_thread if args.thread else run_usbip_process
     size = int(args.size.rstrip("Kk")) * 1024 if args.size[-1] in "Kk" else int(args.size)
     image = image_of(size)
     print(f"DFU 1.1 download of {size // 1024} KiB into an emulated stm32f411: USB/IP on loopback vs in-process "
-          f"(best of {args.repeat}, server in {'a thread' if args.thread else 'another process'})")
+          f"(best of {args.repeat}, server in {'a thread' if args.thread else 'another process'}"
+          f"{f', flashed {args.settle:g} s after its start' if args.settle else ''})")
     print(f"{'wTransferSize':>13} {'transfers':>9} {'round trips':>11} {'virtual s':>9} {'usbip s':>8} {'MB/s':>6} "
           f"{'ratio':>6}  target")
     for transfer in (64, 1024, 4096):
         virtuals, runs = [], []
         for _ in range(args.repeat):  # interleaved: a burst of load hits both
             virtuals.append(run_virtual(image, transfer))
-            runs.append(run_usbip(image, transfer, args.pipeline))
+            runs.append(run_usbip(image, transfer, args.pipeline, args.settle))
         virtual = min(virtuals)
         usbip, count, trips = min(runs)
         target = "<= 3" if transfer >= 1024 else "-"
