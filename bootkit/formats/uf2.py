@@ -196,7 +196,8 @@ def parse_uf2(data: bytes, *, family: str | int | None = None, source: str | Non
             raise exc.at(source=source, where=f"block {index}") from None
     for fam, (num, numbers, first) in seen.items():
         if len(numbers) != num:
-            missing = min(set(range(num)) - numbers)
+            # numBlocks is the file's word (up to 2**32): never build range(num)
+            missing = next(i for i in range(num) if i not in numbers)
             raise FormatError(
                 f"{num - len(numbers)} of {num} blocks missing, first blockNo {missing} (truncated?)", source=source
             )

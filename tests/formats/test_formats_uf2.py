@@ -117,3 +117,20 @@ def test_garbage_into_parse_uf2_raises_only_format_error(raw, data):
         parse_uf2(bytes(raw), family=data.draw(st.sampled_from([None, "rp2040"])))
     except FormatError:
         pass
+
+
+def test_a_huge_numblocks_is_a_missing_blocks_error_not_a_huge_allocation():
+    # numBlocks comes from the file (up to 2**32; a fuzzed one took 22 GB once):
+    # naming the first missing blockNo must not build a set of them all
+    import tracemalloc
+
+    raw = bytearray(write_uf2(Image([(0x10000000, b"\x01" * 256)]), family="rp2040"))
+    raw[24:28] = (2_000_000).to_bytes(4, "little")  # numBlocks
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match=r"1999999 of 2000000 blocks missing, first blockNo 1"):
+            parse_uf2(bytes(raw))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, f"parse_uf2 peaked at {peak} bytes for one block"
