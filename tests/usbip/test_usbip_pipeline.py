@@ -28,7 +28,7 @@ from bootkit.emulator import Emulator
 from bootkit.formats import Image, save
 from bootkit.samples import sample_image
 from bootkit.transports import usbip_client
-from bootkit.transports.usbip import USBIP_DIR_IN, USBIP_DIR_OUT, UsbipServer
+from bootkit.transports.usbip import USBIP_DIR_IN, USBIP_DIR_OUT
 from bootkit.transports.virtual import VirtualBus, get_backend
 from bootkit.usb.descriptors import DeviceInfo, Endpoint, Interface
 from bootkit.usb.device import Device, Function
@@ -62,18 +62,9 @@ def payload(n: int, seed) -> bytes:
 
 
 @pytest.fixture
-def served():
-    """Serve targets on a background thread; stopped (and emulators closed) at the end."""
-    running = []
-
-    def start(*targets):
-        server = UsbipServer(list(targets), ("127.0.0.1", 0), log=None).start()
-        running.append(server)
-        return server
-
-    yield start
-    for server in running:
-        server.close()
+def served(usbip_servers):
+    """Serve targets on a background thread; stopped at the end."""
+    return lambda *targets: usbip_servers(list(targets))
 
 
 def dfu_device(backend):

@@ -127,17 +127,8 @@ def log():
 
 
 @pytest.fixture
-def serve(log):
-    servers = []
-
-    def start(targets, **kw):
-        s = UsbipServer(targets, ("127.0.0.1", 0), log=log.append, **kw).start()
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
+def serve(log, usbip_servers):
+    return lambda targets, **kw: usbip_servers(targets, log=log.append, **kw)
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import lazy_names
+
 from .protocol import IDS, SOFTWARE_IDS
 
 # The device side is imported when a device is built, so a host client
@@ -100,17 +102,9 @@ def run_demo_row(dialect: str, chip: Chip, image) -> dict:
     return _run(dialect, chip, image)
 
 
-_LAZY = {"Avr109Engine": ".avr109", "engine_for": ".avr109", "CdcAcmFunction": ".device",
-         "CdcBootloaderFunction": ".device", "CdcApplicationFunction": ".device"}
-
-
-def __getattr__(name: str):
-    """The device-side names of ``__all__``, imported on first use (PEP 562)."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {
+    "Avr109Engine": ".avr109", "engine_for": ".avr109", "CdcAcmFunction": ".device",
+    "CdcBootloaderFunction": ".device", "CdcApplicationFunction": ".device"})
 
 
 __all__ = [

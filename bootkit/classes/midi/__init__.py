@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from .. import lazy_names
+
 # The device side is imported when a device is built, so a host client
 # (bootkit flash) does not pay for it at start-up.
 if TYPE_CHECKING:
@@ -73,17 +75,10 @@ def run_demo_row(dialect: str, chip: Chip, image) -> dict:
             "verified": (result.verified or dialect == "file") and identical and em.memory.app_valid,
         }
 
-_LAZY = {"MidiBootEngine": ".device", "MidiFunction": ".device", "encode_midi": ".midifile",
-         "encode_syx": ".midifile", "file_events": ".midifile"}
 
-
-def __getattr__(name: str):
-    """The device-side names of ``__all__``, imported on first use (PEP 562)."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {
+    "MidiBootEngine": ".device", "MidiFunction": ".device", "encode_midi": ".midifile",
+    "encode_syx": ".midifile", "file_events": ".midifile"})
 
 
 __all__ = ["NAME", "DIALECTS", "DEMO", "default_dialect", "bootloader_device", "run_demo_row", "MidiBootEngine",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import lazy_names
+
 from ... import __version__
 
 # The device side is imported when a device is built, so a host client
@@ -22,7 +24,6 @@ from ... import __version__
 if TYPE_CHECKING:
     from ...memory import Chip
     from ...usb.device import Device
-    from .device import MscFunction
 
 NAME = "msc"
 DIALECTS = ("uf2", "bin", "hex")
@@ -116,16 +117,7 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
 # bootkit demo: leave soon after the last block (a real drive waits ~1 s for the host's last writes)
 DEMO_OPTIONS = {"leave_delay": 0.05}
 
-_LAZY = {"volume_label": ".ghostfat"}
-
-
-def __getattr__(name: str):
-    """The device-side names of ``__all__``, imported on first use (PEP 562)."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {"volume_label": ".ghostfat"})
 
 
 __all__ = ["NAME", "DIALECTS", "DEMO", "default_dialect", "bootloader_device",
