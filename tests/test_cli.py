@@ -117,7 +117,6 @@ def test_flash_emulated_writes_the_image_file(tmp_path, capsys, chip_name, diale
     ([(0x07FFFF00, 0x200)], "does not fit"),
 ], ids=["past-the-end", "below-flash"])
 def test_flash_that_does_not_fit_is_bad_input_and_changes_nothing(tmp_path, capsys, segments, why):
-    chip = get_chip("stm32f411")
     flash_bin = tmp_path / "flash.bin"
     old = Image([(0x08000000, payload(20000, "old"))])
     save(old, tmp_path / "old.hex")

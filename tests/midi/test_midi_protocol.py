@@ -1,7 +1,7 @@
 """USB-MIDI packet codec, the MIDI stream parser, 7-bit packing, frames and descriptors."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bootkit.classes.midi import bootloader_device

@@ -210,7 +210,7 @@ def test_corrupt_record(name, fn, reason, chunk):
     job = corrupt(SMALL_HEX, 20, fn)
     mem, eng = make()
     feed_chunks(eng, job, [chunk] * (len(job) // chunk))
-    line = assert_failed(mem, eng, reason, "record 21", "line 21")
+    assert_failed(mem, eng, reason, "record 21", "line 21")
     assert eng.state in (ERROR, RESYNC)
     # nothing of the bad record reached flash
     assert mem.read(20 * 16, 16) == b"\xff" * 16
