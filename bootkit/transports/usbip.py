@@ -618,28 +618,17 @@ class UsbipServer:
 
     def _control(self, conn: _Connection, device: Device, seqnum: int, is_in: bool, length: int, setup: bytes,
                  data: bytes) -> None:
-        """A control URB: setup packet and data stage go to the Device in one call (the
-        path every DFU block takes twice, so it is written out rather than layered)."""
+        """A control URB: the setup packet and its data stage go to the Device in one call."""
         req = SetupPacket(*_SETUP.unpack(setup))
-        try:
-            if req.bmRequestType == USB_RT_PORT and req.bRequest == 3 and req.wValue == USB_PORT_FEAT_RESET:
-                reply = device.bus_reset()
-            else:
-                reply = device.control(req, data)
-            status = 0
-        except Stall:
-            status, reply = -EPIPE, None
-        except Exception as exc:  # a device bug: report it, keep serving
-            self.log(f"usbip: {conn.export.busid}: device raised {exc!r}")
-            status, reply = -EPROTO, None
-        if not is_in:
-            conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, len(data), 0, 0, 0))
-        elif reply:
-            reply = (reply if type(reply) is bytes else bytes(reply))[:length]
-            conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, len(reply), 0, 0, 0))
-            conn.send(reply)
+        if req.bmRequestType == USB_RT_PORT and req.bRequest == 3 and req.wValue == USB_PORT_FEAT_RESET:
+            status, reply = self._call(conn, device.bus_reset)[0], None
         else:
-            conn.send(RET_SUBMIT.pack(USBIP_RET_SUBMIT, seqnum, 0, 0, 0, status, 0, 0, 0, 0))
+            status, reply = self._call(conn, device.control, req, data)
+        if not is_in:
+            self._complete(conn, seqnum, status, b"", len(data))
+            return
+        reply = (reply if type(reply) is bytes else bytes(reply))[:length] if reply else b""
+        self._complete(conn, seqnum, status, reply, len(reply))
 
     def _try_in(self, conn: _Connection, device: Device, urb: _Urb) -> bool:
         status, chunk = self._call(conn, device.ep_in, urb.address, urb.length)

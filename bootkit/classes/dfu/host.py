@@ -198,9 +198,6 @@ class DfuClient:
 
     def dnload_and_wait(self, block: int, data: bytes, what: str) -> StatusReply:
         """DNLOAD, then GETSTATUS until the device is done with the block."""
-        if self._pipelined is None:
-            self.dnload(block, data)
-            return self.wait_while_busy(what)
         return self.wait_while_busy(what, self.dnload_status(block, data))
 
     def upload(self, block: int, length: int) -> bytes:
