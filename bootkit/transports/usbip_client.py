@@ -303,12 +303,16 @@ class Session:
                     self._recv(min(actual, MAX_REPLY))
 
     def control(self, bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout_ms=None):
-        if bmRequestType & 0x80:
-            setup = _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, data_or_length)
-            return self.submit(0, USBIP_DIR_IN, b"", data_or_length, setup, timeout_ms)
-        data = bytes(data_or_length)
-        setup = _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, len(data))
-        return self.submit(0, USBIP_DIR_OUT, data, 0, setup, timeout_ms)
+        return self.submit(*_control_urb(bmRequestType, bRequest, wValue, wIndex, data_or_length), timeout_ms)
+
+
+def _control_urb(bmRequestType, bRequest, wValue, wIndex, data_or_length) -> tuple:
+    """A control transfer as :meth:`Session.submit_many` takes it: (ep, direction, data, length, setup)."""
+    if bmRequestType & 0x80:
+        return (0, USBIP_DIR_IN, b"", data_or_length,
+                _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, data_or_length))
+    data = bytes(data_or_length or b"")
+    return 0, USBIP_DIR_OUT, data, 0, _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, len(data))
 
 
 @dataclass(frozen=True)
@@ -414,9 +418,8 @@ class UsbipBackend(BlobBackend):
                 # the device descriptor and the first 255 bytes of the first configuration in
                 # one round trip (255 as Windows asks first: every device answers it); the
                 # rest only for a configuration longer than that, or a second configuration
-                got = s.submit_many([(0, USBIP_DIR_IN, b"", 18, _SETUP.pack(0x80, 6, D.DEVICE << 8, 0, 18)),
-                                     (0, USBIP_DIR_IN, b"", 255, _SETUP.pack(0x80, 6, D.CONFIGURATION << 8, 0, 255))],
-                                    1000)
+                got = s.submit_many([_control_urb(0x80, 6, D.DEVICE << 8, 0, 18),
+                                     _control_urb(0x80, 6, D.CONFIGURATION << 8, 0, 255)], 1000)
                 dev, first = got
                 if isinstance(dev, usb.core.USBError):
                     raise dev
@@ -504,16 +507,8 @@ class UsbipBackend(BlobBackend):
         claim it first.
         """
         handle = device._ctx.managed_open()  # what Device.ctrl_transfer does first
-        urbs, timeouts = [], []
-        for bmRequestType, bRequest, wValue, wIndex, data_or_length, timeout in transfers:
-            timeouts.append(device.default_timeout if timeout is None else timeout)
-            if bmRequestType & 0x80:
-                urbs.append((0, USBIP_DIR_IN, b"", data_or_length,
-                             _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, data_or_length)))
-            else:
-                data = bytes(data_or_length or b"")
-                urbs.append((0, USBIP_DIR_OUT, data, 0,
-                             _SETUP.pack(bmRequestType, bRequest, wValue, wIndex, len(data))))
+        urbs = [_control_urb(*transfer[:5]) for transfer in transfers]
+        timeouts = [device.default_timeout if transfer[5] is None else transfer[5] for transfer in transfers]
         # each reply is waited for at most the longest timeout (0: for ever, as in libusb)
         return handle.session.submit_many(urbs, 0 if 0 in timeouts else max(timeouts))
 
