@@ -20,7 +20,8 @@ its descriptors; that import is kept while pyusb holds the listed Device
 
 Beyond pyusb's backend interface, :meth:`UsbipBackend.ctrl_transfers` sends
 several control transfers in one round trip (the DFU host's DNLOAD and the
-GETSTATUS after it); see docs/usbip.md.
+GETSTATUS after it, and, to a device that finishes blocks at once, the
+next blocks too); see docs/usbip.md.
 """
 
 from __future__ import annotations
@@ -337,7 +338,8 @@ class UsbipBackend(BlobBackend):
     """pyusb's IBackend over USB/IP.
 
     ``pipeline=False`` withdraws :meth:`ctrl_transfers`, so callers that use
-    it when present (the DFU host) send one control transfer per round trip.
+    it when present (the DFU host) send one control transfer per round trip
+    and nothing ahead.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = USBIP_PORT, *, timeout: float = CONNECT_TIMEOUT,
@@ -500,9 +502,10 @@ class UsbipBackend(BlobBackend):
         host controller); a failing transfer does not stop the ones after it,
         as with libusb's asynchronous transfers.  Returns, in order, the data
         read (bytes) or the count written, or the ``usb.core.USBError`` that
-        transfer failed with.  A caller uses it only where it would issue the
-        same requests anyway (a DFU DNLOAD and the GETSTATUS that follows it):
-        errors stay with the transfer that caused them.  Unlike
+        transfer failed with: errors stay with the transfer that caused them.
+        A caller uses it where it would issue the same requests anyway (a DFU
+        DNLOAD and the GETSTATUS that follows it; the next blocks to a device
+        that said it needs no wait, see ``DfuClient.download_session``).  Unlike
         ``Device.ctrl_transfer`` it does not claim the recipient interface:
         claim it first.
         """

@@ -1,13 +1,19 @@
 """Several control transfers per round trip (UsbipBackend.ctrl_transfers) keep USB semantics.
 
 The DFU host hands DNLOAD and the GETSTATUS that follows it to the USB/IP
-client together.  These tests hold that to the in-process bus: the device
-sees the same requests in the same order, every error stays with the
-transfer that caused it, and ``bootkit flash --usbip`` ends with the same
-one-line error, exit status and flash contents as ``--emulate`` when the
-device refuses a DNLOAD (a STALL at the request: FLIP into the bootloader
-region or past the end, a transfer larger than wTransferSize) or a block
-(GETSTATUS reports errADDRESS past the end of a smaller chip).
+client together, and, to a device that finishes each block within its
+GETSTATUS (OK, dfuDNLOAD-IDLE, bwPollTimeout 0), the next blocks too
+without waiting for their replies.  These tests hold that to the
+in-process bus: the device sees the same requests in the same order, every
+error stays with the transfer that caused it, a device that asks for a
+wait gets nothing ahead (or, if it asks only later, the download starts
+over one block at a time and still ends right), and ``bootkit flash
+--usbip`` ends with the same one-line error, exit status and flash
+contents as ``--emulate`` when the device refuses a DNLOAD (a STALL at the
+request: FLIP into the bootloader region or past the end, a transfer
+larger than wTransferSize) or a block (GETSTATUS reports errADDRESS past
+the end of a smaller chip, at the end or in the middle of a round trip's
+blocks).
 """
 
 from __future__ import annotations
@@ -224,8 +230,12 @@ REFUSED = [
     # a DNLOAD longer than wTransferSize: stalled with errUNKNOWN
     ("dfu-over-wTransferSize", "stm32f411", "dfu", ["--transfer-size", "2048"], [(0x08000000, 5000)]),
     ("dfuse-over-wTransferSize", "stm32f411", "dfuse", ["--transfer-size", "4096"], [(0x08000000, 5000)]),
-    # plain DFU past the end of a smaller chip: GETSTATUS reports errADDRESS after some blocks
+    # plain DFU past the end of a smaller chip: GETSTATUS reports errADDRESS after some blocks,
+    # with 1024-byte blocks the last of a round trip's (block 64), with 1000-byte ones the first
+    # (block 65: the blocks behind it in the same round trip reach a device in dfuERROR)
     ("dfu-past-the-end", "stm32f103c8", "dfu", ["--chip", "stm32f411"], [(0x08000000, 70000)]),
+    ("dfu-past-the-end-mid-round-trip", "stm32f103c8", "dfu", ["--chip", "stm32f411", "--transfer-size", "1000"],
+     [(0x08000000, 70000)]),
 ]
 
 
@@ -256,3 +266,142 @@ def test_a_refused_download_ends_like_in_process(tmp_path, capsys, monkeypatch, 
     em.close()
     assert (remote / "flash.bin").read_bytes() == (local / "flash.bin").read_bytes()
     assert (remote / "flash.bin.state.json").read_text() == (local / "flash.bin.state.json").read_text()
+
+
+# --------------------------------------------------------------------------
+# blocks sent ahead of their replies (DfuClient.download_session)
+
+
+def counting(backend) -> list[list[int]]:
+    """Record the bRequests of each ctrl_transfers call (one round trip each)."""
+    calls = []
+    real = backend.ctrl_transfers
+
+    def wrapped(device, transfers):
+        calls.append([t[1] for t in transfers])
+        return real(device, transfers)
+
+    backend.ctrl_transfers = wrapped
+    return calls
+
+
+def session_blocks(size: int, transfer: int = 1024, seed: int = 9) -> tuple[bytes, list[tuple[int, bytes, str]]]:
+    data = payload(size, seed)
+    return data, [(n, data[off:off + transfer], f"block {n}") for n, off in enumerate(range(0, size, transfer))]
+
+
+def dfu_client(backend) -> host.DfuClient:
+    c = host.DfuClient(host.find_interfaces(backend)[0])
+    c.make_idle()
+    return c
+
+
+def test_a_device_that_finishes_blocks_at_once_gets_them_ahead(served, requests_seen):
+    em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": 1024})
+    server = served(em.target)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    calls = counting(backend)
+    data, blocks = session_blocks(40 * 1024 + 100)  # 41 blocks
+    c = dfu_client(backend)
+    done = []
+    c.download_session(blocks, done.append)
+    dnloads = [call.count(DNLOAD) for call in calls if DNLOAD in call]
+    # block 0 alone (its reply says whether the device finishes blocks at once), then AHEAD_BLOCKS a round trip
+    assert c.AHEAD_BLOCKS == 16 and dnloads == [1, 16, 16, 8]
+    assert all(call == [DNLOAD, GETSTATUS] * (len(call) // 2) for call in calls if DNLOAD in call)
+    assert done == [len(b[1]) for b in blocks]
+    # exactly the one-by-one requests: DNLOAD n, GETSTATUS, for n = 0..40
+    downloads = [r for r in requests_seen if r[0] in (DNLOAD, GETSTATUS)][-82:]
+    assert downloads == [r for n, chunk, _ in blocks for r in ((DNLOAD, n, len(chunk)), (GETSTATUS, 0, 6))]
+    start = em.memory.layout.application_ranges("flash")[0][0]
+    assert em.memory.read(start, len(data)) == data
+    backend.close()
+
+
+def test_the_round_trip_holds_at_most_ahead_bytes(served):
+    em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": 4096})
+    server = served(em.target)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    calls = counting(backend)
+    data, blocks = session_blocks(40 * 4096, 4096)
+    c = dfu_client(backend)
+    c.AHEAD_BYTES = 5 * 4096 + 1
+    c.download_session(blocks)
+    assert [call.count(DNLOAD) for call in calls if DNLOAD in call] == [1] + [5] * 7 + [4]
+    start = em.memory.layout.application_ranges("flash")[0][0]
+    assert em.memory.read(start, len(data)) == data
+    backend.close()
+
+
+def busy_at(monkeypatch, calls: set[int], ms: int = 2) -> None:
+    """The emulated devices ask for a wait of ``ms`` after the blocks whose GETSTATUS is call n (from 0)."""
+    real = DfuEngine.poll_timeout_ms
+    count = [0]
+
+    def poll(self, kind, size=0):
+        if kind == "manifest":
+            return real(self, kind, size)
+        count[0] += 1
+        return ms if count[0] - 1 in calls else 0
+
+    monkeypatch.setattr(DfuEngine, "poll_timeout_ms", poll)
+
+
+def test_a_device_that_asks_for_a_wait_at_first_gets_nothing_ahead(served, monkeypatch):
+    busy_at(monkeypatch, set(range(1000)), ms=1)
+    em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": 1024})
+    server = served(em.target)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    calls = counting(backend)
+    data, blocks = session_blocks(20 * 1024)
+    dfu_client(backend).download_session(blocks)
+    assert [call.count(DNLOAD) for call in calls if DNLOAD in call] == [1] * 20
+    start = em.memory.layout.application_ranges("flash")[0][0]
+    assert em.memory.read(start, len(data)) == data
+    backend.close()
+
+
+@pytest.mark.parametrize("busy", [5, 16], ids=["in-the-middle", "last-of-a-round-trip"])
+def test_a_device_that_asks_for_a_wait_later_ends_right(served, monkeypatch, requests_seen, busy):
+    """Block ``busy`` is answered dfuDNBUSY: the DNLOADs sent behind it in the same round trip
+    reach a busy device, which refuses them; the host clears the error and starts over, one by one.
+    The last block of a round trip has nothing behind it: the host waits, as one by one."""
+    busy_at(monkeypatch, {busy})
+    em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": 1024})
+    server = served(em.target)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    calls = counting(backend)
+    data, blocks = session_blocks(30 * 1024)
+    done = []
+    dfu_client(backend).download_session(blocks, done.append)
+    assert done == [len(b[1]) for b in blocks]  # each block counted once, restart or not
+    start = em.memory.layout.application_ranges("flash")[0][0]
+    assert em.memory.read(start, len(data)) == data
+    starts = [i for i, r in enumerate(requests_seen) if r[:2] == (DNLOAD, 0)]
+    dnloads = [call.count(DNLOAD) for call in calls if DNLOAD in call]
+    if busy == 16:  # block 16 ends the round trip of blocks 1-16: no restart, the rest one by one
+        assert len(starts) == 1 and dnloads == [1, 16] + [1] * 13
+    else:
+        assert len(starts) == 2 and CLRSTATUS in [r[0] for r in requests_seen[starts[0]:starts[1]]]
+        assert dnloads == [1, 16] + [1] * 30  # then all 30 again, one by one
+    backend.close()
+
+
+def test_pipeline_false_sends_nothing_ahead(served, requests_seen):
+    em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": 1024})
+    server = served(em.target)
+    backend = usbip_client.UsbipBackend(port=server.port, pipeline=False)
+    data, blocks = session_blocks(8 * 1024)
+    calls = []
+    real = backend.ctrl_transfer
+
+    def one(*args):
+        calls.append(args[2])
+        return real(*args)
+
+    backend.ctrl_transfer = one
+    dfu_client(backend).download_session(blocks)
+    assert calls.count(DNLOAD) == 8 and calls.count(GETSTATUS) >= 8
+    start = em.memory.layout.application_ranges("flash")[0][0]
+    assert em.memory.read(start, len(data)) == data
+    backend.close()

@@ -186,9 +186,14 @@ class DfuClient:
         if self._pipelined is None:
             self.dnload(block, data)
             return self.get_status()
-        done, status = self._pipelined(self.dev, [
-            (OUT_CLASS_INTF, DNLOAD, block & 0xFFFF, self.intf, data, self.timeout),
-            (IN_CLASS_INTF, GETSTATUS, 0, self.intf, 6, self.timeout)])
+        return self._dnload_reply(block, *self._pipelined(self.dev, self._dnload_pair(block, data)))
+
+    def _dnload_pair(self, block: int, data: bytes) -> list[tuple]:
+        return [(OUT_CLASS_INTF, DNLOAD, block & 0xFFFF, self.intf, data, self.timeout),
+                (IN_CLASS_INTF, GETSTATUS, 0, self.intf, 6, self.timeout)]
+
+    def _dnload_reply(self, block: int, done, status) -> StatusReply:
+        """A DNLOAD's and its GETSTATUS's results from ``ctrl_transfers``, as :meth:`dnload_status` gives them."""
         if isinstance(done, usb.core.USBError):
             raise self._failure(f"DNLOAD block {block}", done,
                                 None if isinstance(status, usb.core.USBError) else status) from None
@@ -199,6 +204,81 @@ class DfuClient:
     def dnload_and_wait(self, block: int, data: bytes, what: str) -> StatusReply:
         """DNLOAD, then GETSTATUS until the device is done with the block."""
         return self.wait_while_busy(what, self.dnload_status(block, data))
+
+    # DNLOADs sent ahead of their replies in one round trip (download_session)
+    AHEAD_BLOCKS = 16
+    AHEAD_BYTES = 64 * 1024
+
+    def download_session(self, blocks: list[tuple[int, bytes, str]], done=lambda n: None) -> None:
+        """DNLOAD every block of a download that starts in dfuIDLE, each to the end of its GETSTATUS polling.
+
+        ``blocks``: (block number, data, what to call the block in an error);
+        ``done(n)`` is called as each block's n bytes are finished.  One by
+        one this is :meth:`dnload_and_wait` per block, as dfu-util does.
+
+        On a backend with ``ctrl_transfers`` (bootkit's USB/IP client, where
+        a round trip is a network's, not a bus's), a device that finished a
+        block within its GETSTATUS - OK, dfuDNLOAD-IDLE and bwPollTimeout 0,
+        nothing for the host to wait for (DFU 1.1 section 6.1.2) - gets the
+        next blocks without waiting for their replies: up to AHEAD_BLOCKS
+        DNLOAD + GETSTATUS pairs per round trip.  While it keeps finishing
+        blocks at once, it sees exactly the requests, in the order, that
+        the one-by-one host sends.  A device that answers so is an emulated
+        one or programs RAM; real flash asks for a wait on the first block,
+        and then nothing goes ahead.
+
+        The first reply that is anything else is handled as one by one, and
+        from then on nothing goes ahead: an error is that block's error (the
+        DNLOADs behind it reach a device in dfuERROR, which refuses them and
+        writes nothing).  A wait, with DNLOADs already sent behind it, means
+        those reached a busy device, which refuses every request but
+        GETSTATUS (DFU 1.1 A.2.4); so the host brings the device back to
+        dfuIDLE and downloads the whole session again, one block at a time
+        (plain DFU has no addresses: a download can only start over).
+        """
+        ahead = waited = False  # waited: the device asked for a wait once; nothing ahead from then on
+        counted = 0  # blocks given to done(): not again after a restart
+        i = 0
+        while i < len(blocks):
+            if not ahead:
+                block, data, what = blocks[i]
+                st = self.dnload_status(block, data)
+                waited = waited or not _finished_at_once(st)
+                ahead = self._pipelined is not None and not waited
+                self.wait_while_busy(what, st)
+                batch = [blocks[i]]
+            else:
+                batch = self._ahead(blocks, i)
+                results = self._pipelined(self.dev, [t for block, data, _ in batch for t in self._dnload_pair(block, data)])
+                over = False
+                for k, (block, data, what) in enumerate(batch):
+                    st = self._dnload_reply(block, results[2 * k], results[2 * k + 1])
+                    if _finished_at_once(st):
+                        continue
+                    ahead, waited = False, True
+                    if k < len(batch) - 1 and st.bStatus == Status.OK and st.bState != State.dfuERROR:
+                        over = True  # the DNLOADs sent behind it reached a busy device
+                        break
+                    self.wait_while_busy(what, st)  # its own error, or the last one sent: as one by one
+                if over:
+                    self.make_idle()
+                    i = 0
+                    continue
+            for _, data, _ in batch:
+                if i >= counted:
+                    done(len(data))
+                    counted = i + 1
+                i += 1
+
+    def _ahead(self, blocks: list[tuple[int, bytes, str]], i: int) -> list[tuple[int, bytes, str]]:
+        """The blocks from i on to send in one round trip: AHEAD_BLOCKS, at most AHEAD_BYTES (one at least)."""
+        batch, size = [], 0
+        for item in blocks[i:i + self.AHEAD_BLOCKS]:
+            size += len(item[1])
+            if batch and size > self.AHEAD_BYTES:
+                break
+            batch.append(item)
+        return batch
 
     def upload(self, block: int, length: int) -> bytes:
         try:
@@ -276,6 +356,10 @@ class DfuClient:
             st = None
 
 
+def _finished_at_once(st: StatusReply) -> bool:
+    return st.bStatus == Status.OK and st.bState == State.dfuDNLOAD_IDLE and st.bwPollTimeout == 0
+
+
 def wait_for(backend, *, vid=None, pid=None, serial=None, runtime: bool | None = False, timeout: float = 5.0):
     """Wait for a DFU interface to (re)appear, as dfu-util does after a detach."""
     deadline = time.monotonic() + timeout
@@ -341,11 +425,10 @@ class Dfu11(_Dialect):
         c = self.client
         c.make_idle()
         size = c.transfer_size
+        blocks = [(block, data[off:off + size], f"block {block} at 0x{start + off:X}")
+                  for block, off in enumerate(range(0, len(data), size))]
         with progress_bar("download", len(data), self.progress) as bar:
-            for block, off in enumerate(range(0, len(data), size)):
-                chunk = data[off:off + size]
-                c.dnload_and_wait(block, chunk, f"block {block} at 0x{start + off:X}")
-                bar(len(chunk))
+            c.download_session(blocks, bar)
         self.steps.append(f"downloaded {len(data)} bytes from 0x{start:X}")
         return len(data)
 
