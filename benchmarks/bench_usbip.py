@@ -14,33 +14,31 @@ outside the timing.
 Method: a DFU download is DNLOAD, GETSTATUS per block.  In-process, each
 control transfer is a function call into the device.  Over USB/IP each
 round trip costs a TCP send and receive at both ends plus a wake-up of the
-other process, so the client does as few as the protocol allows: the DFU
-host hands DNLOAD and the GETSTATUS that must follow it to the backend
-together (`ctrl_transfers`), which sends both CMD_SUBMITs in one write and
-reads both RET_SUBMITs, one round trip per block instead of two; the
-device still sees the two requests in order, and each one's error stays
-with it.  The "transfers" column counts control transfers, "round trips"
-the client's waits for the server; --no-pipeline sends one at a time.
+other process, which on a small VM is more than the in-process work for a
+whole block: a bare round trip between two Python processes measured 50-80
+us here when they sit on two vCPUs (an interrupt to an idle virtual CPU),
+~15 us on one, against ~26 us for a whole 1024-byte block in-process.  So
+the client waits as few times as DFU allows: the DFU host hands DNLOAD and
+the GETSTATUS that must follow it to the backend together
+(`ctrl_transfers`, both CMD_SUBMITs in one write), and, once the device
+has finished a block within its GETSTATUS (OK, dfuDNLOAD-IDLE,
+bwPollTimeout 0: nothing to wait for), sends up to 16 blocks (64 KiB) per
+round trip without waiting for each reply (DfuClient.download_session).
+The device still gets the requests, in the order, that one-by-one sends;
+one that asks for a wait gets nothing ahead (tests/usbip/
+test_usbip_pipeline.py).  The "transfers" column counts control transfers,
+"round trips" the client's waits for the server; --no-pipeline sends one
+control transfer per round trip.
 
-Runs alternate between the two (virtual, usbip, virtual, ...) and the best
-of --repeat is kept for each, so load from other processes on the machine
-hits both sides alike.  The last line is the floor: a bare TCP round trip
-between two Python processes on this machine (1072 bytes out, 48 back),
-which every round trip pays on top of the work at both ends.  On a VM it
-depends on where the scheduler puts the two processes: on one CPU a wake-up
-is a context switch (floor ~13 us on the 2-vCPU VM this was tuned on); on
-two, an interprocessor interrupt to an idle virtual CPU (floor ~40-60 us).
-Which one a run gets is up to the scheduler, and a server flashed the
-moment it listens is also still finishing its own start-up: so every run
-times both, "just started" (the flash begins as soon as the server listens)
-and "running" (it begins --settle seconds later, as when `bootkit serve`
-was started before the flash, the way it is used).  The target is for the
-running server; the just-started ratio moves between runs of this script
-(3.2 to 4.0 at 1024 here, against 2.6 running).  The floor line shows the
-case its own two processes got.  Measured and left out: spinning on a non-blocking receive for up to
-50-300 us before blocking, at the client, the server or both; on this
-2-vCPU VM it made the download slower (about 17 -> 27 ms at wTransferSize
-1024), the spinning process taking the CPU the other needs.
+Runs alternate (virtual, usbip just started, usbip running, virtual, ...)
+and the best of --repeat is kept for each, so load from other processes on
+the machine hits all alike.  "just started": the flash begins as soon as
+the server listens; "running": --settle seconds later, as when `bootkit
+serve` was started before the flash, the way it is used.  The target is
+for both.  The last line is the floor: a bare TCP round trip between two
+Python processes on this machine (1072 bytes out, 48 back), which every
+round trip pays on top of the work at both ends; which case (one vCPU or
+two) a run gets is up to the scheduler.
 
 example:
   python benchmarks/bench_usbip.py --size 256K --repeat 3
@@ -91,8 +89,8 @@ finally:
 """
 
 
-def flash_over(port: int, image, pipeline: bool) -> tuple[float, int, int]:
-    """Seconds for the flash, control transfers, round trips."""
+def flash_over(port: int, image, pipeline: bool, ahead: bool = True) -> tuple[float, int, int]:
+    """Seconds for the flash, control transfers, round trips.  ahead=False: one block per round trip."""
     backend = usbip_client.UsbipBackend(port=port, pipeline=pipeline)
     count = [0, 0]
     one, several = backend.ctrl_transfer, backend.ctrl_transfers
@@ -110,9 +108,14 @@ def flash_over(port: int, image, pipeline: bool) -> tuple[float, int, int]:
     backend.ctrl_transfer = counting_one
     if several is not None:
         backend.ctrl_transfers = counting_several
-    t0 = time.perf_counter()
-    host.flash(image, backend, dialect="dfu", chip="stm32f411", verify=False, progress=False)
-    elapsed = time.perf_counter() - t0
+    blocks = host.DfuClient.AHEAD_BLOCKS
+    host.DfuClient.AHEAD_BLOCKS = blocks if ahead else 1
+    try:
+        t0 = time.perf_counter()
+        host.flash(image, backend, dialect="dfu", chip="stm32f411", verify=False, progress=False)
+        elapsed = time.perf_counter() - t0
+    finally:
+        host.DfuClient.AHEAD_BLOCKS = blocks
     backend.close()
     return elapsed, count[0], count[1]
 
@@ -123,14 +126,15 @@ def check_flash(flash: bytes, image) -> None:
     assert flash[at:at + image.size] == image.tobytes(), "the flashed image differs"
 
 
-def run_usbip_process(image, transfer: int, pipeline: bool, settle: float = 0.0) -> tuple[float, int, int]:
+def run_usbip_process(image, transfer: int, pipeline: bool, settle: float = 0.0,
+                      ahead: bool = True) -> tuple[float, int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "flash.bin")
         proc = subprocess.Popen([sys.executable, "-c", SERVER, str(transfer), path], stdout=subprocess.PIPE, text=True)
         try:
             port = int(proc.stdout.readline())
             time.sleep(settle)  # --settle: an idle server, as one started a while before the flash
-            result = flash_over(port, image, pipeline)
+            result = flash_over(port, image, pipeline, ahead)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -139,11 +143,12 @@ def run_usbip_process(image, transfer: int, pipeline: bool, settle: float = 0.0)
     return result
 
 
-def run_usbip_thread(image, transfer: int, pipeline: bool, settle: float = 0.0) -> tuple[float, int, int]:
+def run_usbip_thread(image, transfer: int, pipeline: bool, settle: float = 0.0,
+                     ahead: bool = True) -> tuple[float, int, int]:
     em = Emulator("stm32f411", "dfu", options={"dialect": "dfu", "transfer_size": transfer})
     with UsbipServer([em.target], ("127.0.0.1", 0), log=None) as server:
         time.sleep(settle)
-        result = flash_over(server.port, image, pipeline)
+        result = flash_over(server.port, image, pipeline, ahead)
     assert em.memory.read(image.start, image.size) == image.tobytes()
     return result
 
@@ -197,22 +202,27 @@ def main():
     image = image_of(size)
     print(f"DFU 1.1 download of {size // 1024} KiB into an emulated stm32f411: USB/IP on loopback vs in-process "
           f"(best of {args.repeat}, server in {'a thread' if args.thread else 'another process'}; "
-          f"'just started': flashed as soon as the server listens, 'running': {args.settle:g} s later)")
-    print(f"{'':>13} {'':>9} {'':>11} {'':>9} {'--- just started ---':>21}  {'------ running ------':>21}")
-    print(f"{'wTransferSize':>13} {'transfers':>9} {'round trips':>11} {'virtual s':>9} {'usbip s':>8} {'MB/s':>6} "
-          f"{'ratio':>5}  {'usbip s':>8} {'MB/s':>6} {'ratio':>5}  target")
+          f"'just started': flashed as soon as the server listens, 'running': {args.settle:g} s later; "
+          f"'one block per round trip': running, nothing sent ahead)")
+    print(f"{'':>13} {'':>9} {'':>9} {'------- just started -------':>28}  {'------ running ------':>21}  "
+          f"{'one block per round trip':>24}")
+    print(f"{'wTransferSize':>13} {'transfers':>9} {'virtual s':>9} {'trips':>6} {'usbip s':>8} {'MB/s':>6} "
+          f"{'ratio':>5}  {'usbip s':>8} {'MB/s':>6} {'ratio':>5}  {'trips':>6} {'usbip s':>8} {'ratio':>8}  target")
     for transfer in (64, 1024, 4096):
-        virtuals, fresh, running = [], [], []
-        for _ in range(args.repeat):  # interleaved: a burst of load hits all three
+        virtuals, fresh, running, single = [], [], [], []
+        for _ in range(args.repeat):  # interleaved: a burst of load hits all four
             virtuals.append(run_virtual(image, transfer))
             fresh.append(run_usbip(image, transfer, args.pipeline, 0.0))
             running.append(run_usbip(image, transfer, args.pipeline, args.settle))
+            single.append(run_usbip(image, transfer, args.pipeline, args.settle, ahead=False))
         virtual = min(virtuals)
         cold, count, trips = min(fresh)
         warm = min(running)[0]
+        one, _, one_trips = min(single)
         target = "<= 3" if transfer >= 1024 else "-"
-        print(f"{transfer:>13} {count:>9} {trips:>11} {virtual:>9.4f} {cold:>8.4f} {size / cold / 1e6:>6.2f} "
-              f"{cold / virtual:>5.2f}  {warm:>8.4f} {size / warm / 1e6:>6.2f} {warm / virtual:>5.2f}  {target}")
+        print(f"{transfer:>13} {count:>9} {virtual:>9.4f} {trips:>6} {cold:>8.4f} {size / cold / 1e6:>6.2f} "
+              f"{cold / virtual:>5.2f}  {warm:>8.4f} {size / warm / 1e6:>6.2f} {warm / virtual:>5.2f}  "
+              f"{one_trips:>6} {one:>8.4f} {one / virtual:>8.2f}  {target}")
     rt = tcp_round_trip(48 + 1024)
     print(f"floor: a bare TCP round trip between two Python processes here takes {rt * 1e6:.1f} us "
           f"(1072 bytes out, 48 back); the in-process bus needs none")
