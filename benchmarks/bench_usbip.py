@@ -25,8 +25,8 @@ has finished a block within its GETSTATUS (OK, dfuDNLOAD-IDLE,
 bwPollTimeout 0: nothing to wait for), sends up to 16 blocks (64 KiB) per
 round trip without waiting for each reply (DfuClient.download_session).
 The device still gets the requests, in the order, that one-by-one sends;
-one that asks for a wait gets nothing ahead (tests/usbip/
-test_usbip_pipeline.py).  The "transfers" column counts control transfers,
+one that asks for a wait gets nothing ahead
+(tests/usbip/test_usbip_pipeline.py).  The "transfers" column counts control transfers,
 "round trips" the client's waits for the server; --no-pipeline sends one
 control transfer per round trip.
 
