@@ -265,3 +265,16 @@ def test_random_setup_packets_through_the_device(dialect, chip_name, data, confi
         assert State(engine.state) in State
         assert Status(engine.status) in Status
         assert boot_bytes(memory, chip) == boot
+
+
+@pytest.mark.parametrize("display", [b"\x03\x02\x00\x00\x6f\xff", b"\x03\x02\x6f\xff\x6f\xff"],
+                         ids=["eeprom-past-its-end", "outside-every-region"])
+def test_an_upload_of_an_address_no_memory_has_stalls_with_erraddress(display):
+    """FLIP display-data of EEPROM 0x0000-0x6FFF (1 KiB EEPROM), then UPLOAD: a STALL and
+    dfuERROR / errADDRESS, not an exception out of the device (hypothesis found both)."""
+    chip = get_chip("atmega32u4")
+    engine = make_engine("flip", chip, make_memory(chip, False))
+    engine.request(1, 0, len(display), display)  # DNLOAD the command
+    with pytest.raises(Stall):
+        engine.request(2, 0, 6, b"")  # UPLOAD
+    assert (engine.status, engine.state) == (Status.errADDRESS, State.dfuERROR)

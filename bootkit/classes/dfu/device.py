@@ -164,6 +164,9 @@ class DfuEngine:
         except DfuFault as fault:
             self._error(fault.status)
             raise Stall(str(fault)) from None
+        except MemoryFault as exc:  # e.g. an UPLOAD or FLIP command naming an address no memory has
+            self._error(fault_status(exc))
+            raise Stall(str(exc)) from None
 
     def _dispatch(self, b, wValue, wLength, data):
         s = self.state
@@ -234,10 +237,7 @@ class DfuEngine:
             raise DfuFault(Status.errSTALLEDPKT, "UPLOAD not valid now")
         if self.state == State.dfuIDLE:
             self._new_session()
-        try:
-            reply = self.upload(block, wLength)
-        except MemoryFault as exc:
-            raise DfuFault(fault_status(exc), str(exc)) from None
+        reply = self.upload(block, wLength)  # a MemoryFault: request() stalls with its status
         # A short frame ends the upload (DFU 1.1 section 6.2).
         self.state = State.dfuUPLOAD_IDLE if len(reply) == wLength else State.dfuIDLE
         if self.state == State.dfuIDLE:
@@ -498,10 +498,7 @@ class FlipEngine(DfuEngine):
         if args[0] == 0x00 and address + count > self.app_end:
             raise DfuFault(Status.errADDRESS if address + count > self.memory.layout.flash.end else Status.errTARGET,
                            f"0x{address:X}+{count} reaches past the application")
-        try:
-            self.writer.write(address, payload)
-        except MemoryFault as exc:
-            raise DfuFault(fault_status(exc), str(exc)) from None
+        self.writer.write(address, payload)  # a MemoryFault: request() stalls with its status
         self.state = State.dfuDNLOAD_IDLE
 
     def _display(self, args: bytes) -> None:
