@@ -240,35 +240,30 @@ class DfuClient:
         counted = 0  # blocks given to done(): not again after a restart
         i = 0
         while i < len(blocks):
-            if not ahead:
-                block, data, what = blocks[i]
-                st = self.dnload_status(block, data)
-                waited = waited or not _finished_at_once(st)
-                ahead = self._pipelined is not None and not waited
-                self.wait_while_busy(what, st)
-                batch = [blocks[i]]
-            else:
-                batch = self._ahead(blocks, i)
-                results = self._pipelined(self.dev, [t for block, data, _ in batch for t in self._dnload_pair(block, data)])
-                over = False
-                for k, (block, data, what) in enumerate(batch):
-                    st = self._dnload_reply(block, results[2 * k], results[2 * k + 1])
-                    if _finished_at_once(st):
-                        continue
-                    ahead, waited = False, True
+            batch = self._ahead(blocks, i) if ahead else blocks[i:i + 1]
+            for k, st in enumerate(self._dnload_batch(batch)):
+                _, data, what = batch[k]
+                if not _finished_at_once(st):
+                    waited = True
                     if k < len(batch) - 1 and st.bStatus == Status.OK and st.bState != State.dfuERROR:
-                        over = True  # the DNLOADs sent behind it reached a busy device
+                        self.make_idle()  # the DNLOADs sent behind it reached a busy device: start over
+                        i = 0
                         break
-                    self.wait_while_busy(what, st)  # its own error, or the last one sent: as one by one
-                if over:
-                    self.make_idle()
-                    i = 0
-                    continue
-            for _, data, _ in batch:
+                    self.wait_while_busy(what, st)  # its own error, or nothing sent behind it: as one by one
                 if i >= counted:
                     done(len(data))
                     counted = i + 1
                 i += 1
+            ahead = self._pipelined is not None and not waited
+
+    def _dnload_batch(self, batch: list[tuple[int, bytes, str]]):
+        """Each block's DNLOAD then GETSTATUS, as :meth:`dnload_status`; several blocks in one round trip."""
+        if len(batch) == 1:
+            yield self.dnload_status(*batch[0][:2])
+            return
+        results = self._pipelined(self.dev, [t for block, data, _ in batch for t in self._dnload_pair(block, data)])
+        for k, (block, _, _) in enumerate(batch):
+            yield self._dnload_reply(block, results[2 * k], results[2 * k + 1])
 
     def _ahead(self, blocks: list[tuple[int, bytes, str]], i: int) -> list[tuple[int, bytes, str]]:
         """The blocks from i on to send in one round trip: AHEAD_BLOCKS, at most AHEAD_BYTES (one at least)."""
