@@ -26,9 +26,9 @@ bwPollTimeout 0: nothing to wait for), sends up to 16 blocks (64 KiB) per
 round trip without waiting for each reply (DfuClient.download_session).
 The device still gets the requests, in the order, that one-by-one sends;
 one that asks for a wait gets nothing ahead
-(tests/usbip/test_usbip_pipeline.py).  The "transfers" column counts control transfers,
-"round trips" the client's waits for the server; --no-pipeline sends one
-control transfer per round trip.
+(tests/usbip/test_usbip_pipeline.py).  The "transfers" column counts
+control transfers, "trips" the client's waits for the server (round
+trips); --no-pipeline sends one control transfer per round trip.
 
 Runs alternate (virtual, usbip just started, usbip running, virtual, ...)
 and the best of --repeat is kept for each, so load from other processes on

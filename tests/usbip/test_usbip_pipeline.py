@@ -290,6 +290,11 @@ def session_blocks(size: int, transfer: int = 1024, seed: int = 9) -> tuple[byte
     return data, [(n, data[off:off + transfer], f"block {n}") for n, off in enumerate(range(0, size, transfer))]
 
 
+def flashed(em: Emulator, n: int) -> bytes:
+    """The first n bytes of the emulated device's application area."""
+    return em.memory.read(em.memory.layout.application_ranges("flash")[0][0], n)
+
+
 def dfu_client(backend) -> host.DfuClient:
     c = host.DfuClient(host.find_interfaces(backend)[0])
     c.make_idle()
@@ -313,8 +318,7 @@ def test_a_device_that_finishes_blocks_at_once_gets_them_ahead(served, requests_
     # exactly the one-by-one requests: DNLOAD n, GETSTATUS, for n = 0..40
     downloads = [r for r in requests_seen if r[0] in (DNLOAD, GETSTATUS)][-82:]
     assert downloads == [r for n, chunk, _ in blocks for r in ((DNLOAD, n, len(chunk)), (GETSTATUS, 0, 6))]
-    start = em.memory.layout.application_ranges("flash")[0][0]
-    assert em.memory.read(start, len(data)) == data
+    assert flashed(em, len(data)) == data
     backend.close()
 
 
@@ -328,8 +332,7 @@ def test_the_round_trip_holds_at_most_ahead_bytes(served):
     c.AHEAD_BYTES = 5 * 4096 + 1
     c.download_session(blocks)
     assert [call.count(DNLOAD) for call in calls if DNLOAD in call] == [1] + [5] * 7 + [4]
-    start = em.memory.layout.application_ranges("flash")[0][0]
-    assert em.memory.read(start, len(data)) == data
+    assert flashed(em, len(data)) == data
     backend.close()
 
 
@@ -356,8 +359,7 @@ def test_a_device_that_asks_for_a_wait_at_first_gets_nothing_ahead(served, monke
     data, blocks = session_blocks(20 * 1024)
     dfu_client(backend).download_session(blocks)
     assert [call.count(DNLOAD) for call in calls if DNLOAD in call] == [1] * 20
-    start = em.memory.layout.application_ranges("flash")[0][0]
-    assert em.memory.read(start, len(data)) == data
+    assert flashed(em, len(data)) == data
     backend.close()
 
 
@@ -375,8 +377,7 @@ def test_a_device_that_asks_for_a_wait_later_ends_right(served, monkeypatch, req
     done = []
     dfu_client(backend).download_session(blocks, done.append)
     assert done == [len(b[1]) for b in blocks]  # each block counted once, restart or not
-    start = em.memory.layout.application_ranges("flash")[0][0]
-    assert em.memory.read(start, len(data)) == data
+    assert flashed(em, len(data)) == data
     starts = [i for i, r in enumerate(requests_seen) if r[:2] == (DNLOAD, 0)]
     dnloads = [call.count(DNLOAD) for call in calls if DNLOAD in call]
     if busy == 16:  # block 16 ends the round trip of blocks 1-16: no restart, the rest one by one
@@ -402,6 +403,5 @@ def test_pipeline_false_sends_nothing_ahead(served, requests_seen):
     backend.ctrl_transfer = one
     dfu_client(backend).download_session(blocks)
     assert calls.count(DNLOAD) == 8 and calls.count(GETSTATUS) >= 8
-    start = em.memory.layout.application_ranges("flash")[0][0]
-    assert em.memory.read(start, len(data)) == data
+    assert flashed(em, len(data)) == data
     backend.close()
