@@ -167,18 +167,24 @@ class Served:
         return self.image_host.read_bytes()
 
 
-@contextmanager
-def cli_serving(guest: GuestVM, personality: str, chip: str, image: str, usb_id: str | None = None, *,
-                dialect: str | None = None, initial: bytes | None = None, transport: str = "functionfs",
-                extra: str = ""):
-    """`bootkit serve PERSONALITY --chip CHIP --image xfer/IMAGE --transport T` until the block ends
-    (SIGTERM unless it already exited), then: exit status 0, the image written back, no gadget left."""
+def fresh_image(guest: GuestVM, image: str, initial: bytes | None = None):
+    """xfer/IMAGE for a serve to start from: no image or state file left from before, or ``initial``."""
     host_img = guest.xfer_dir / image
     for p in (host_img, host_img.with_name(host_img.name + ".state.json")):
         if p.exists():
             p.unlink()
     if initial is not None:
         host_img.write_bytes(initial)
+    return host_img
+
+
+@contextmanager
+def cli_serving(guest: GuestVM, personality: str, chip: str, image: str, usb_id: str | None = None, *,
+                dialect: str | None = None, initial: bytes | None = None, transport: str = "functionfs",
+                extra: str = ""):
+    """`bootkit serve PERSONALITY --chip CHIP --image xfer/IMAGE --transport T` until the block ends
+    (SIGTERM unless it already exited), then: exit status 0, the image written back, no gadget left."""
+    host_img = fresh_image(guest, image, initial)
     cmd = (f"exec bootkit serve {personality} --chip {chip} --image {guest.guest_path(image)} "
            f"--transport {transport}" + (f" --dialect {dialect}" if dialect else "") + (f" {extra}" if extra else ""))
     served = Served(guest, guest.run_bg(cmd), host_img, guest.guest_path(image))

@@ -20,14 +20,13 @@ bookworm-backports, where every scenario runs without such help.
 from __future__ import annotations
 
 import json
-import random
-import shutil
 import time
 from contextlib import contextmanager
 
 import pytest
 
 from .harness import GuestVM
+from .served import Served, fresh_image, ihex, rand, require_tools, usb_ids, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -63,69 +62,24 @@ finally:
 '''
 
 
-def _rand(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def ihex(data: bytes, base: int = 0) -> str:
-    """Intel HEX of `data` at `base` (16-byte records, extended linear address records)."""
-    lines, upper = [], None
-
-    def rec(kind, addr, payload):
-        raw = bytes([len(payload), (addr >> 8) & 0xFF, addr & 0xFF, kind]) + payload
-        lines.append(":" + raw.hex().upper() + "%02X" % ((-sum(raw)) & 0xFF))
-
-    for off in range(0, len(data), 16):
-        addr = base + off
-        if addr >> 16 != upper:
-            upper = addr >> 16
-            rec(4, 0, upper.to_bytes(2, "big"))
-        rec(0, addr & 0xFFFF, data[off:off + 16])
-    rec(1, 0, b"")
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture
 def ffs_guest(guest: GuestVM) -> GuestVM:
-    for tool in ("dfu-util", "dfu-programmer"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install {tool}; see tests/vm/apt-packages.txt)")
+    require_tools("dfu-util", "dfu-programmer", package="dfu-util dfu-programmer")
     guest.run("modprobe -a dummy_hcd libcomposite usb_f_fs", check=True)
     (guest.xfer_dir / "serve_dfu.py").write_text(SERVE_SCRIPT)
     return guest
 
 
-def usb_ids(guest: GuestVM) -> set[str]:
-    r = guest.run("for d in /sys/bus/usb/devices/*; do [ -e $d/idVendor ] && "
-                  "echo $(cat $d/idVendor):$(cat $d/idProduct); done; true", check=True)
-    return set(r.stdout.split())
+class DfuServed(Served):
+    """serve_dfu.py in the guest: also the emulator's final state, from its FINAL line."""
 
-
-def wait_for(guest: GuestVM, want: str, timeout: float = 20.0, present: bool = True, daemon=None) -> float:
-    t0 = time.monotonic()
-    while (want in usb_ids(guest)) != present:
-        if time.monotonic() - t0 > timeout:
-            extra = daemon.output().describe() if daemon is not None else ""
-            raise AssertionError(f"{want} {'never appeared' if present else 'still present'} "
-                                 f"after {timeout}s: {usb_ids(guest)}\n{extra}")
-        time.sleep(0.2)
-    return time.monotonic() - t0
-
-
-class Served:
     def __init__(self, guest, daemon, image_host, image_guest):
-        self.guest, self.daemon = guest, daemon
-        self.image_host, self.image_guest = image_host, image_guest
-        self.result = None
+        super().__init__(guest, daemon, image_host, image_guest)
         self.final = None
-
-    @property
-    def log(self) -> str:
-        return self.result.stdout if self.result is not None else self.daemon.output().stdout
 
     def stop(self):
         if self.result is None:
-            self.result = self.daemon.stop()
+            super().stop()
             for line in self.result.stdout.splitlines():
                 if line.startswith("FINAL "):
                     self.final = json.loads(line[6:])
@@ -139,9 +93,6 @@ class Served:
             f"FunctionFS on {self.guest.kver} refused the DFU functional descriptor:\n{self.log}"
         return f"-t {transfer_size}"
 
-    def image(self) -> bytes:
-        return self.image_host.read_bytes()
-
 
 def kernel_has_dfu_descriptor(kver: str) -> bool:
     """FunctionFS takes the DFU functional descriptor (0x21) from Linux 6.12."""
@@ -152,15 +103,10 @@ def kernel_has_dfu_descriptor(kver: str) -> bool:
 @contextmanager
 def serving(guest: GuestVM, chip: str, image: str, usb_id: str, *, dialect: str | None = None,
             realtime: bool = False, initial: bytes | None = None):
-    host_img = guest.xfer_dir / image
-    for p in (host_img, host_img.with_name(host_img.name + ".state.json")):
-        if p.exists():
-            p.unlink()
-    if initial is not None:
-        host_img.write_bytes(initial)
+    host_img = fresh_image(guest, image, initial)
     cmd = (f"exec python3 {guest.guest_path('serve_dfu.py')} {chip} {guest.guest_path(image)}"
            + (f" --dialect {dialect}" if dialect else "") + (" --realtime" if realtime else ""))
-    served = Served(guest, guest.run_bg(cmd), host_img, guest.guest_path(image))
+    served = DfuServed(guest, guest.run_bg(cmd), host_img, guest.guest_path(image))
     try:
         wait_for(guest, usb_id, daemon=served.daemon)
         yield served
@@ -196,7 +142,7 @@ def test_dfu_util_lists_dfuse_device(ffs_guest):
 
 def test_dfu_util_dfuse_download_leave(ffs_guest):
     g = ffs_guest
-    fw = _rand(40 * 1024 + 123, 1)
+    fw = rand(40 * 1024 + 123, 1)
     (g.xfer_dir / "fw411.bin").write_bytes(fw)
     with serving(g, "stm32f411", "f411-dl.bin", DFUSE_ID, dialect="dfuse") as s:
         t0 = time.monotonic()
@@ -218,7 +164,7 @@ def test_dfu_util_dfuse_download_leave(ffs_guest):
 
 def test_dfu_util_dfuse_upload(ffs_guest):
     g = ffs_guest
-    content = _rand(F411_FLASH, 2)
+    content = rand(F411_FLASH, 2)
     with serving(g, "stm32f411", "f411-up.bin", DFUSE_ID, dialect="dfuse", initial=content) as s:
         g.run(f"rm -f {g.guest_path('back411.bin')}")
         r = run_tool(g, f"dfu-util -d {DFUSE_ID} -a 0 {s.tool_flags(2048)} -s 0x08000000:{F411_FLASH} "
@@ -244,7 +190,7 @@ def test_dfu_util_detach_runtime_device(ffs_guest):
     """Flash + leave gives the application (DFU run-time interface);
     dfu-util -e detaches it back into the DfuSe bootloader."""
     g = ffs_guest
-    fw = _rand(4096, 3)
+    fw = rand(4096, 3)
     (g.xfer_dir / "fw-detach.bin").write_bytes(fw)
     with serving(g, "stm32f411", "f411-detach.bin", DFUSE_ID, dialect="dfuse") as s:
         run_tool(g, f"dfu-util -d {DFUSE_ID} -a 0 {s.tool_flags(2048)} -s 0x08000000:leave -D fw-detach.bin",
@@ -270,7 +216,7 @@ def test_dfu_util_detach_runtime_device(ffs_guest):
 
 def test_dfu_util_interrupted_download_then_retry(ffs_guest):
     g = ffs_guest
-    fw = _rand(300 * 1024, 4)
+    fw = rand(300 * 1024, 4)
     (g.xfer_dir / "fw-big.bin").write_bytes(fw)
     with serving(g, "stm32f411", "f411-int.bin", DFUSE_ID, dialect="dfuse", realtime=True) as s:
         flags = s.tool_flags(2048)
@@ -290,9 +236,9 @@ def test_dfu_util_interrupted_download_then_retry(ffs_guest):
 
 def test_dfu_util_interrupted_download_leaves_app_invalid(ffs_guest):
     g = ffs_guest
-    fw = _rand(300 * 1024, 5)
+    fw = rand(300 * 1024, 5)
     (g.xfer_dir / "fw-big2.bin").write_bytes(fw)
-    good = _rand(1024, 6) + b"\xff" * (F411_FLASH - 1024)
+    good = rand(1024, 6) + b"\xff" * (F411_FLASH - 1024)
     with serving(g, "stm32f411", "f411-int2.bin", DFUSE_ID, dialect="dfuse", realtime=True, initial=good) as s:
         r = run_tool(g, f"timeout -s KILL 2 dfu-util -d {DFUSE_ID} -a 0 {s.tool_flags(2048)} -s 0x08000000 "
                         "-D fw-big2.bin", ok=False)
@@ -306,7 +252,7 @@ def test_bus_reset_mid_download_does_not_stop_serving(ffs_guest):
     of a dfu-util download: the transport logs it and keeps serving; the app
     stays invalid; a second full run gives the right image."""
     g = ffs_guest
-    fw = _rand(300 * 1024, 10)
+    fw = rand(300 * 1024, 10)
     (g.xfer_dir / "fw-reset.bin").write_bytes(fw)
     # Fast mode: with realtime flash timing the serving loop sleeps inside
     # erase/program, f_fs may coalesce the reset away (see below), and the
@@ -347,7 +293,7 @@ def test_bus_reset_mid_download_does_not_stop_serving(ffs_guest):
 
 def test_dfu_util_plain_dfu_download_and_upload(ffs_guest):
     g = ffs_guest
-    fw = _rand(20 * 1024 + 77, 7)
+    fw = rand(20 * 1024 + 77, 7)
     (g.xfer_dir / "fw103.bin").write_bytes(fw)
     r = g.run(["python3", "-c", "from bootkit.emulator import Emulator; from bootkit.classes.dfu import "
                "default_ids; from bootkit.memory import get_chip; print('%04x:%04x' % "
@@ -373,18 +319,18 @@ def test_dfu_util_plain_dfu_download_and_upload(ffs_guest):
 
 def test_dfu_programmer_flip(ffs_guest):
     g = ffs_guest
-    fw = _rand(10 * 1024 + 5, 8)
-    ee = _rand(300, 9)
+    fw = rand(10 * 1024 + 5, 8)
+    ee = rand(300, 9)
     (g.xfer_dir / "fw32u4.hex").write_text(ihex(fw))
     (g.xfer_dir / "ee32u4.hex").write_text(ihex(ee))
     version = g.run("dfu-programmer --version 2>&1; true").stdout.strip()
     with serving(g, "atmega32u4", "m32u4.bin", FLIP_ID, dialect="flip") as s:
-        r = run_tool(g, "dfu-programmer atmega32u4 erase")
-        r = run_tool(g, "dfu-programmer atmega32u4 flash fw32u4.hex")
-        r = run_tool(g, "dfu-programmer atmega32u4 flash-eeprom ee32u4.hex")
-        r = run_tool(g, "dfu-programmer atmega32u4 dump > dump32u4.bin")
+        run_tool(g, "dfu-programmer atmega32u4 erase")
+        run_tool(g, "dfu-programmer atmega32u4 flash fw32u4.hex")
+        run_tool(g, "dfu-programmer atmega32u4 flash-eeprom ee32u4.hex")
+        run_tool(g, "dfu-programmer atmega32u4 dump > dump32u4.bin")
         dump = (g.xfer_dir / "dump32u4.bin").read_bytes()
-        r = run_tool(g, "dfu-programmer atmega32u4 dump-eeprom > ee-dump.bin")
+        run_tool(g, "dfu-programmer atmega32u4 dump-eeprom > ee-dump.bin")
         ee_dump = (g.xfer_dir / "ee-dump.bin").read_bytes()
         r_start = run_tool(g, "dfu-programmer atmega32u4 start", ok=False)
         wait_for(g, FLIP_ID, present=False, daemon=s.daemon)
@@ -407,7 +353,7 @@ def test_bootkit_client_dfuse_and_flip_through_the_kernel(ffs_guest):
     """`bootkit flash/read --via dfu` on real libusb: DfuSe (erase, download,
     verify by upload, leave) and FLIP (flash, EEPROM, read, launch)."""
     g = ffs_guest
-    fw = _rand(24 * 1024 + 7, 21)
+    fw = rand(24 * 1024 + 7, 21)
     (g.xfer_dir / "bk411.hex").write_text(ihex(fw, 0x08000000))
     with serving(g, "stm32f411", "bk411.bin", DFUSE_ID, dialect="dfuse") as s:
         t = s.tool_flags(2048).replace("-t", "--transfer-size")
@@ -422,8 +368,8 @@ def test_bootkit_client_dfuse_and_flip_through_the_kernel(ffs_guest):
     assert img[:len(fw)] == fw and img[len(fw):] == b"\xff" * (F411_FLASH - len(fw))
     assert s.final["app_valid"] is True, s.result.describe()
 
-    fw = _rand(9 * 1024 + 3, 22)
-    ee = _rand(200, 23)
+    fw = rand(9 * 1024 + 3, 22)
+    ee = rand(200, 23)
     (g.xfer_dir / "bk32u4.hex").write_text(ihex(fw))
     (g.xfer_dir / "bk32u4-ee.hex").write_text(ihex(ee))
     with serving(g, "atmega32u4", "bk32u4.bin", FLIP_ID, dialect="flip") as s:
