@@ -48,6 +48,65 @@ def check_ranges(image, ranges, protected, what: str) -> None:
             raise ImageRejected(f"image data 0x{start:X}-0x{end - 1:X} does not fit {what} (writable: {span})")
 
 
+# Chip families whose bootloaders erase the whole application before they program it
+# (LUFA's DFU/CDC/HID/printer bootloaders, Caterina, HalfKay, xusb-boot: a chip erase
+# first) and start the application only when its first word is programmed (LUFA's
+# "pgm_read_word_near(0) != 0xFFFF" test).  An image without that word leaves such a
+# device in its bootloader with its old application gone, so it is refused before
+# anything is erased.  The other families (STM32, RP2040, nRF52) erase only the pages
+# an image touches: a partial image is flashed and the device's own answer to the
+# final manifest/leave step says whether an application is there to run.
+VECTOR_REQUIRED_FAMILIES = ("avr", "xmega")
+
+
+def app_first_address(chip) -> int:
+    """Where the application's first word (the reset vector) lives on ``chip``."""
+    ranges = chip.application_ranges
+    return ranges[0][0] if ranges else chip.flash_start
+
+
+def _family_name(family_id) -> str:
+    from ..formats.uf2 import FAMILIES
+
+    if family_id is None:
+        return "no familyID"
+    for name, value in FAMILIES.items():
+        if value == family_id:
+            return f"{name} (0x{family_id:08x})"
+    return f"0x{family_id:08x}"
+
+
+def preflight(image, chip, *, force: bool = False, memory: str = "flash") -> None:
+    """Refuse, before anything is erased, an image that was built for another target
+    or that would leave the device without a runnable application.
+
+    - A UF2 file's familyIDs must all be ``chip``'s (a block without one, or of
+      another family, is refused: uf2conv.py and tinyuf2 drop such blocks, so the
+      device would get part of the file); ``force`` flashes it anyway.
+    - On a family in VECTOR_REQUIRED_FAMILIES the image must cover the
+      application's first word (see there); ``force`` does not lift this.
+
+    The bootloader region is checked by each host with :func:`check_ranges`,
+    which ``force`` never lifts either.
+    """
+    if chip is None or memory != "flash" or not image:
+        return
+    origin = getattr(image, "origin", None)
+    if origin is not None and origin.format == "uf2" and not force:
+        wrong = sorted((f for f in origin.uf2_families if f != chip.uf2_family), key=lambda f: -1 if f is None else f)
+        if wrong:
+            want = _family_name(chip.uf2_family) if chip.uf2_family is not None else "no UF2 family"
+            raise ImageRejected(
+                f"UF2 family {', '.join(_family_name(f) for f in wrong)} does not match {chip.name} ({want}); "
+                f"--force flashes it anyway")
+    if chip.family in VECTOR_REQUIRED_FAMILIES:
+        first = app_first_address(chip)
+        if image.crop(first, first + 2).size < 2:
+            raise ImageRejected(
+                f"image has no data at 0x{first:X}, the application's first word (reset vector): "
+                f"the {chip.name} bootloader erases the whole application and would keep control")
+
+
 OSES = ("windows", "macos", "linux", "ipados", "android")
 
 

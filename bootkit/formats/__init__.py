@@ -13,12 +13,12 @@ from .binary import parse_bin, write_bin
 from .dfu import DfuSuffix, add_suffix, parse_dfuse, parse_dfuse_targets, split_suffix, write_dfuse
 from .elf import parse_elf
 from .ihex import HexRecord, HexStream, parse_hex, write_hex
-from .image import FormatError, Image
+from .image import FileOrigin, FormatError, Image
 from .srec import parse_srec, write_srec
 from .uf2 import FAMILIES, UF2Block, family_id, is_uf2_block, parse_uf2, write_uf2
 
 __all__ = [
-    "FORMATS", "FormatError", "Image", "detect_format", "format_from_name", "load", "dump", "save", "convert",
+    "FORMATS", "FileOrigin", "FormatError", "Image", "detect_format", "format_from_name", "load", "dump", "save", "convert",
     "parse_hex", "write_hex", "HexStream", "HexRecord", "parse_bin", "write_bin",
     "parse_uf2", "write_uf2", "UF2Block", "is_uf2_block", "FAMILIES", "family_id",
     "DfuSuffix", "add_suffix", "split_suffix", "parse_dfuse", "parse_dfuse_targets", "write_dfuse",
@@ -87,7 +87,23 @@ def load(
     source = source if source is not None else path
     if fmt is None:
         fmt = detect_format(data, path)
-    base = 0 if base is None else base
+    image = _parse(data, fmt, 0 if base is None else base, family, source)
+    if image.origin is None or image.origin.format != fmt:
+        image.origin = FileOrigin(fmt, source, uf2_families=image.origin.uf2_families if image.origin else frozenset(),
+                                  dfu_ids=_suffix_ids(data) if fmt in ("dfu", "dfuse") else None)
+    return image
+
+
+def _suffix_ids(data: bytes) -> tuple[int, int] | None:
+    """The (idVendor, idProduct) of a DFU suffix, or None when there is none."""
+    try:
+        _payload, suffix = split_suffix(data)
+    except FormatError:
+        return None
+    return None if suffix is None else (suffix.idVendor, suffix.idProduct)
+
+
+def _parse(data: bytes, fmt: str, base: int, family, source) -> Image:
     if fmt == "hex":
         return parse_hex(data, source=source)
     if fmt == "bin":

@@ -9,6 +9,7 @@ per byte as in the ``intelhex`` library.
 from __future__ import annotations
 
 from bisect import bisect_right
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 
@@ -39,6 +40,22 @@ class FormatError(ValueError):
         )
 
 
+@dataclass(frozen=True)
+class FileOrigin:
+    """What a firmware file says about the target it was built for.
+
+    Host clients compare it with the device before erasing anything:
+    ``uf2_families`` holds every familyID of the UF2 blocks that were kept
+    (None for a block without one), ``dfu_ids`` the DFU suffix's
+    (idVendor, idProduct), 0xFFFF meaning "any" (DFU 1.1 appendix B).
+    """
+
+    format: str
+    path: str | None = None
+    uf2_families: frozenset = frozenset()
+    dfu_ids: tuple[int, int] | None = None
+
+
 class Image:
     """A sparse firmware image: data at addresses, plus an optional entry point.
 
@@ -49,7 +66,7 @@ class Image:
     same record type back.
     """
 
-    __slots__ = ("_starts", "_chunks", "start_address", "start_address_kind")
+    __slots__ = ("_starts", "_chunks", "start_address", "start_address_kind", "origin")
 
     def __init__(
         self,
@@ -59,6 +76,8 @@ class Image:
     ):
         self._starts: list[int] = []
         self._chunks: list[bytearray] = []
+        # What the file said about its target, filled in by formats.load: see FileOrigin.
+        self.origin: FileOrigin | None = None
         self.start_address = start_address
         if start_address is not None and start_address_kind is None:
             start_address_kind = "linear"
@@ -151,6 +170,7 @@ class Image:
         new = Image(start_address=self.start_address, start_address_kind=self.start_address_kind)
         new._starts = list(self._starts)
         new._chunks = [bytearray(c) for c in self._chunks]
+        new.origin = self.origin
         return new
 
     def shifted(self, offset: int) -> "Image":
@@ -168,6 +188,7 @@ class Image:
     def crop(self, start: int, end: int) -> "Image":
         """A new Image holding only the data in ``[start, end)``."""
         new = Image(start_address=self.start_address, start_address_kind=self.start_address_kind)
+        new.origin = self.origin
         for s, buf in self._iter_range(start, end):
             lo, hi = max(s, start), min(s + len(buf), end)
             new._starts.append(lo)

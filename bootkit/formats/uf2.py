@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .image import FormatError, Image
+from .image import FileOrigin, FormatError, Image
 
 UF2_MAGIC_START0 = 0x0A324655  # "UF2\n"
 UF2_MAGIC_START1 = 0x9E5D5157
@@ -170,6 +170,7 @@ def parse_uf2(data: bytes, *, family: str | int | None = None, source: str | Non
     image = Image()
     seen: dict[int | None, tuple[int, set[int], int]] = {}  # family -> numBlocks, blockNos, first index
     families: set[int] = set()
+    kept: set[int | None] = set()
     used = 0
     view = memoryview(data)
     for index in range(len(data) // UF2_BLOCK_SIZE):
@@ -187,6 +188,7 @@ def parse_uf2(data: bytes, *, family: str | int | None = None, source: str | Non
         if block.block_no in numbers:
             raise FormatError(f"duplicate blockNo {block.block_no}", source=source, where=f"block {index}")
         numbers.add(block.block_no)
+        kept.add(fam)
         used += 1
         if block.flags & (UF2_FLAG_NOT_MAIN_FLASH | UF2_FLAG_FILE_CONTAINER):
             continue
@@ -204,6 +206,7 @@ def parse_uf2(data: bytes, *, family: str | int | None = None, source: str | Non
     if want is not None and not used and data:
         have = ", ".join(_family_name(f) for f in sorted(families)) or "none"
         raise FormatError(f"no blocks for family {_family_name(want)} (file has {have})", source=source)
+    image.origin = FileOrigin("uf2", source, uf2_families=frozenset(kept))
     return image
 
 
