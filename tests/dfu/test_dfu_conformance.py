@@ -689,7 +689,7 @@ def test_flip_eeprom_write_and_read(plug):
     b = plug(chip, "flip")
     data = payload(301, "eeprom")
     image = Image([(0, data), (0x200, b"\x5a" * 17)])
-    b.flash(image, memory="eeprom")
+    b.flash(image, memory="eeprom", leave=False)  # flash is blank: there is no application to start
     eeprom = b.memory.region_bytes("eeprom")
     ref = bytearray(b"\xff" * chip.eeprom_size)
     ref[0:301] = data
@@ -701,7 +701,7 @@ def test_flip_eeprom_write_and_read(plug):
     assert back.start == 0
     assert back.tobytes(0, chip.eeprom_size) == bytes(ref)
     # avr-gcc's .eeprom address (0x810000) works as well
-    b.flash(Image([(EEPROM_BASE + 0x300, b"\xa5\x5a\x01")]), memory="eeprom")
+    b.flash(Image([(EEPROM_BASE + 0x300, b"\xa5\x5a\x01")]), memory="eeprom", leave=False)
     assert b.memory.region_bytes("eeprom")[0x300:0x303] == b"\xa5\x5a\x01"
     # the EEPROM survives a power cycle through FILE.bin.state.json
     b.close()

@@ -20,7 +20,7 @@ from ...formats.image import Image
 from ...memory import Chip, parse_dfuse_layout
 from ...memory.chips import EEPROM_BASE, get_chip
 from ...progress import progress_bar
-from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..common import FlashResult, HostError, ImageRejected, app_first_address, check_ranges, preflight
 from ..usbhost import FoundDevice, matching_devices, take_interfaces
 from .protocol import (
     ABORT,
@@ -58,6 +58,9 @@ from .protocol import (
 OUT_CLASS_INTF = 0x21
 IN_CLASS_INTF = 0xA1
 GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.EPIPE, errno.ENOENT, errno.EPROTO}
+# How the end of a flash is reported (issue 16 item 3: only what was observed).
+STAYED = "the device stayed in its bootloader"
+LEAVE_WAIT = 5.0  # seconds to wait for what enumerates after leaving
 
 
 class DfuError(HostError):
@@ -389,6 +392,8 @@ class _Dialect:
         self.chip = chip
         self.progress = progress
         self.steps: list[str] = []
+        self.backend = None
+        self.runtime_ids: tuple[int, int] | None = None
 
     def validate(self, image: Image, memory: str = "flash") -> None:
         raise NotImplementedError
@@ -454,8 +459,8 @@ class Dfu11(_Dialect):
                 self.gone = True
                 return
             raise DfuError(f"manifestation: {exc}") from None
-        if st.bState == State.dfuERROR:
-            raise DfuError(f"manifestation failed: device reports {st.describe()}")
+        if st.bStatus != Status.OK or st.bState == State.dfuERROR:
+            raise DfuError(f"{STAYED}: manifestation failed, device reports {st.describe()}")
         self.steps.append("manifested")
 
     def leave(self) -> None:
@@ -468,7 +473,6 @@ class Dfu11(_Dialect):
         except usb.core.USBError as exc:
             if not _gone(exc):
                 raise DfuError(f"leaving DFU mode: {exc}") from None
-        self.steps.append("reset")
 
 
 class DfuSe(_Dialect):
@@ -571,16 +575,22 @@ class DfuSe(_Dialect):
         return Image([(start, bytes(out))])
 
     def leave(self, address: int | None = None) -> None:
+        """Set the jump address, then a zero-length DNLOAD and the GETSTATUS that runs it
+        (AN3156 6.3.3; dfu-util dfuse_dnload_done).  The device answers that GETSTATUS
+        with dfuMANIFEST and resets, or with its error: the latter is the flash's failure
+        (e.g. errFIRMWARE: no application to start) and is reported as such."""
         c = self.client
+        c.make_idle()
+        self.set_address(address if address is not None else self.regions[0].start)
         try:
-            c.make_idle()
-            self.set_address(address if address is not None else self.regions[0].start)
-            c.dnload(2, b"")  # dfu-util: zero-length DNLOAD with wBlockNum 2
-            c.get_status()  # dfuMANIFEST: the device leaves now
-        except (usb.core.USBError, DfuError) as exc:
-            if isinstance(exc, usb.core.USBError) and not _gone(exc):
-                raise DfuError(f"leaving DFU mode: {exc}") from None
-        self.steps.append("left DFU mode")
+            c._out(DNLOAD, 2)  # dfu-util: zero-length DNLOAD with wBlockNum 2
+            st = c.get_status()  # dfuMANIFEST: the device leaves now
+        except usb.core.USBError as exc:
+            if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
+                return  # it reset under the request: what came back is observed next
+            raise c._failure("leaving DFU mode", exc) from None
+        if st.bStatus != Status.OK or st.bState == State.dfuERROR:
+            raise DfuError(f"{STAYED}: device reports {st.describe()}")
 
 
 class Flip(_Dialect):
@@ -671,7 +681,10 @@ class Flip(_Dialect):
             n = min(self.BLOCK, length - len(out), 0x10000 - (a & 0xFFFF))
             s, e = a & 0xFFFF, (a & 0xFFFF) + n - 1
             self._cmd(bytes((FLIP_DISPLAY_DATA, code, s >> 8, s & 0xFF, e >> 8, e & 0xFF)), f"read 0x{a:X}")
-            out += c.upload(0, n)
+            chunk = c.upload(0, n)
+            if not chunk:
+                raise DfuError(f"read 0x{a:X}: the device returned no data")
+            out += chunk
         return bytes(out)
 
     def read(self, start: int | None = None, length: int | None = None, memory: str = "flash") -> Image:
@@ -696,15 +709,26 @@ class Flip(_Dialect):
                                f"read 0x{back[bad]:02X}")
 
     def leave(self) -> None:
+        """dfu-programmer's launch: 04 03 00 (start via watchdog), its status, then the
+        zero-length DNLOAD on which LUFA leaves (BootloaderDFU.c: WaitForExit).  LUFA starts
+        nothing when the first word of flash is erased: the device comes back as itself,
+        which :func:`observe_leave` sees."""
         c = self.client
+        c.make_idle()
         try:
-            # dfu-programmer launch: 04 03 00 (start via watchdog), then a zero-length DNLOAD
-            c.dnload(0, bytes((FLIP_WRITE_COMMAND, 0x03, 0x00)))
-            c.dnload(0, b"")
-        except (usb.core.USBError, DfuError) as exc:
-            if isinstance(exc, usb.core.USBError) and not _gone(exc):
-                raise DfuError(f"launching the application: {exc}") from None
-        self.steps.append("application started")
+            c._out(DNLOAD, 0, bytes((FLIP_WRITE_COMMAND, 0x03, 0x00)))
+            st = c.get_status()
+        except usb.core.USBError as exc:
+            if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
+                return
+            raise c._failure("launching the application", exc) from None
+        if st.bStatus != Status.OK or st.bState == State.dfuERROR:
+            raise DfuError(f"{STAYED}: device reports {st.describe()}")
+        try:
+            c._out(DNLOAD, 0)
+        except usb.core.USBError as exc:
+            if not _gone(exc):
+                raise c._failure("launching the application", exc) from None
 
 
 DIALECT_CLASSES = {"dfu": Dfu11, "dfuse": DfuSe, "flip": Flip}
@@ -719,9 +743,11 @@ def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
                                   f"serial {serial}" if serial else "") if x)
         raise DfuError(f"no DFU device found{(' matching ' + sel) if sel else ''}")
     dfu_mode = [i for i in items if not i.runtime]
+    runtime_ids = None
     if dfu_mode:
         item = dfu_mode[0]
     else:
+        runtime_ids = (items[0].vid, items[0].pid)
         item = detach_to_dfu(items[0], backend, detach_timeout)
     dialect = dialect or item.guess_dialect()
     if dialect not in DIALECT_CLASSES:
@@ -729,19 +755,113 @@ def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
     client = DfuClient(item, alt=alt, transfer_size=transfer_size)
     if isinstance(chip, str):
         chip = get_chip(chip)
-    return DIALECT_CLASSES[dialect](client, chip, progress)
+    d = DIALECT_CLASSES[dialect](client, chip, progress)
+    d.backend = backend
+    d.runtime_ids = runtime_ids  # the application's ids when it was detached here (dfu-util accepts either)
+    return d
+
+
+def check_suffix_ids(image: Image, d: _Dialect, force: bool = False) -> None:
+    """Refuse a file whose DFU suffix names another device, as dfu-util does ("Error: File ID
+    %04x:%04x does not match device"; 0xFFFF matches any, and either the run-time or the
+    DFU-mode ids will do: dfu-util main.c).  ``force`` flashes it anyway."""
+    origin = getattr(image, "origin", None)
+    ids = getattr(origin, "dfu_ids", None)
+    if ids is None or force:
+        return
+    fv, fp = ids
+    device = [(d.client.target.vid, d.client.target.pid)]
+    if d.runtime_ids is not None:
+        device.append(d.runtime_ids)
+    if any(fv in (0xFFFF, v) and fp in (0xFFFF, p) for v, p in device):
+        return
+    names = " or ".join(f"{v:04x}:{p:04x}" for v, p in device)
+    raise ImageRejected(f"DFU suffix ID {fv:04x}:{fp:04x} does not match the device ({names}); "
+                        f"--force flashes it anyway")
+
+
+def _key(dev) -> tuple:
+    return dev.bus, dev.address, dev.idVendor, dev.idProduct
+
+
+def _present(backend) -> dict:
+    try:
+        return {_key(dev): dev for dev in usb.core.find(find_all=True, backend=backend)}
+    except usb.core.USBError:
+        return {}
+
+
+def _in_dfu_mode(dev) -> bool:
+    try:
+        return any(intf.bInterfaceClass == DFU_CLASS and intf.bInterfaceSubClass == DFU_SUBCLASS
+                   and intf.bInterfaceProtocol != PROTOCOL_RUNTIME for cfg in dev for intf in cfg)
+    except (usb.core.USBError, ValueError):
+        return False
+
+
+def observe_leave(d: _Dialect, before: dict, image: Image, timeout: float = LEAVE_WAIT, memory: str = "flash") -> str:
+    """After the leave request: watch the bus and say what happened (issue 16 item 3).
+
+    ``before`` is what was on the bus while the bootloader was there.  The bootloader
+    going and a device that was not there before appearing is the application
+    ("application started (came back as VVVV:PPPP)"), unless that device is in DFU
+    mode with the bootloader's ids: then the bootloader kept control (HostError).
+    Nothing new within ``timeout`` s: "left the bootloader (not seen again ...)".
+    The bootloader still there after ``timeout`` s: it did not leave (HostError).
+    """
+    old = _key(d.client.dev)
+    ids = (d.client.target.vid, d.client.target.pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = _present(d.backend)
+        new = [dev for k, dev in now.items() if k not in before]
+        if new and old not in now:
+            dev = new[0]
+            if _in_dfu_mode(dev) and (dev.idVendor, dev.idProduct) == ids:
+                raise DfuError(f"{STAYED}: {_why_bootloader(d, image if memory == 'flash' else None, dev)}")
+            step = f"application started (came back as {dev.idVendor:04x}:{dev.idProduct:04x})"
+            break
+        if time.monotonic() >= deadline:
+            if old in now:
+                raise DfuError(f"{STAYED}: it is still there {timeout:g} s after the leave request")
+            step = f"left the bootloader (not seen again within {timeout:g} s)"
+            break
+        time.sleep(0.05)
+    d.steps.append(step)
+    return step
+
+
+def _why_bootloader(d: _Dialect, image: Image | None, dev) -> str:
+    """Why a bootloader that was told to leave came back: what the host knows of it."""
+    if d.chip is not None and image is not None:
+        first = app_first_address(d.chip)
+        word = image.crop(first, first + 2)
+        if word.size == 2 and word.tobytes(first, first + 2) == b"\xff\xff":
+            # LUFA and Caterina start the application only when pgm_read_word(0) != 0xFFFF
+            return "first word of flash is erased: the bootloader kept control"
+    return f"it came back in DFU mode as {dev.idVendor:04x}:{dev.idProduct:04x}"
 
 
 def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
           memory: str = "flash", verify: bool = True, leave: bool = True, address: int | None = None,
-          progress=None, transfer_size: int | None = None) -> FlashResult:
-    """Validate, erase, download, verify, leave.  Nothing is erased unless the image fits."""
+          progress=None, transfer_size: int | None = None, force: bool = False,
+          leave_timeout: float = LEAVE_WAIT) -> FlashResult:
+    """Validate, erase, download, verify, leave, and watch what the device does.
+
+    Nothing is erased unless the image fits, is for this device (DFU suffix ids,
+    :func:`bootkit.classes.common.preflight`) and the chip is known where needed.
+    ``force`` flashes a file made for another device (suffix ids, UF2 family);
+    it never lifts the bootloader region or AVR's first-word check.
+    """
     t0 = time.perf_counter()
     d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, alt=alt, chip=chip,
                      progress=progress, transfer_size=transfer_size)
     if memory == "eeprom" and isinstance(d, Flip):
         image = image.shifted(-EEPROM_BASE) if image.start >= EEPROM_BASE else image
     d.validate(image, memory)
+    check_suffix_ids(image, d, force)
+    preflight(image, d.chip, force=force, memory=memory)
+    before = _present(backend)
     if isinstance(d, (DfuSe, Flip)) and memory == "flash":
         d.erase(image)
     n = d.write(image, memory)
@@ -760,6 +880,10 @@ def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialec
                 back = d.read(length=image.end - d.app_range(image)[0])
             for seg_start, data in image.segments:
                 got = back.crop(seg_start, seg_start + len(data))
+                if got.size != len(data):
+                    # a short read-back: what was not read is not verified (no 0xFF filling in)
+                    raise DfuError(f"verify failed in 0x{seg_start:X}-0x{seg_start + len(data) - 1:X}: "
+                                   f"the device returned {got.size} of its {len(data)} bytes")
                 if got.tobytes(seg_start, seg_start + len(data)) != data:
                     raise DfuError(f"verify failed in 0x{seg_start:X}-0x{seg_start + len(data) - 1:X}")
         verified = True
@@ -769,6 +893,7 @@ def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialec
             d.leave(address)
         else:
             d.leave()
+        observe_leave(d, before, image, leave_timeout, memory)
     return FlashResult(d.name, n, time.perf_counter() - t0, verified, d.steps)
 
 
