@@ -182,3 +182,56 @@ def test_write_twice_acknowledges_a_retry_and_refuses_other_data():
     assert [r[0] for r in replies] == [P.Cmd.ACK, P.Cmd.ACK, P.Cmd.NAK]
     assert replies[2][2][1] == P.Reason.NOT_ERASED
     assert mem.read(0, 128) == data
+
+
+def _notes():
+    return [ev.data for ev in midifile.file_events(IMAGE, CHIP, encoding="notes")]
+
+
+def _first_middle_last(notes, frame_no):
+    """Indexes of the first, a middle and the last Note On of the frame_no-th frame."""
+    firsts = [i for i, n in enumerate(notes) if n[2] == P.VEL_FIRST]
+    a = firsts[frame_no]
+    b = firsts[frame_no + 1] - 1
+    return a, (a + b) // 2, b
+
+
+@pytest.mark.parametrize("damage", ["drop first", "drop middle", "drop last", "swap two middles",
+                                    "repeat a middle", "drop last and next first"])
+def test_a_lost_or_reordered_note_on_is_detected_and_identify_says_so(damage):
+    """Item 9 of issue 16: Note On events lost or out of order on the way (a player's overrun)
+    never give a valid application, and IDENTIFY counts the damage and says how the file ended."""
+    engine, mem, _ = _engine()
+    notes = _notes()
+    a, m, z = _first_middle_last(notes, 5)  # a PAGE frame
+    if damage == "drop first":
+        del notes[a]
+    elif damage == "drop middle":
+        del notes[m]
+    elif damage == "drop last":
+        del notes[z]
+    elif damage == "swap two middles":
+        notes[m], notes[m + 1] = notes[m + 1], notes[m]
+        assert notes[m] != notes[m + 1]
+    elif damage == "repeat a middle":
+        notes.insert(m, notes[m])
+    else:
+        del notes[z:z + 2]  # this frame's last and the next frame's first: two frames run together
+    for n in notes:
+        engine.receive(n)
+    info = engine.info()
+    assert not mem.app_valid and not info.app_valid
+    assert info.damaged >= 1
+    assert info.pages_missing >= 1
+    assert info.status.startswith(f"the file ended with {info.pages_missing} of ")
+    # what IDENTIFY carries on the wire
+    assert P.DeviceInfo.unpack(info.pack()) == info
+
+
+def test_identify_without_the_new_fields_still_reads():
+    """A device that does not send the damaged count and status (the fields are optional)."""
+    engine, _, _ = _engine()
+    info = engine.info()
+    old = info.pack()[:-(3 + 1 + len(info.status))]
+    back = P.DeviceInfo.unpack(old)
+    assert back.damaged == 0 and back.status == "" and back.chip == CHIP.name

@@ -67,10 +67,72 @@ def test_pacing_leaves_each_page_its_erase_and_program_time():
     for ev, nxt in zip(events, events[1:]):
         if ev.what.startswith("PAGE"):
             address = int(ev.what.split()[2], 16)
-            need = midifile.page_ms(chip, address, erased)
+            need = midifile.wire_ms(len(ev.data)) + midifile.page_ms(chip, address, erased)
             assert (nxt.tick - ev.tick) * midifile.TICK_SECONDS * 1000 >= need - 1e-9
     gaps = [b.tick - a.tick for a, b in zip(events[1:], events[2:])]
-    assert max(gaps) > 10 * min(gaps)  # sector erases get the long gaps
+    fresh = set()
+    erase_ms = midifile.page_ms(chip, chip.flash_start, fresh) - midifile.page_ms(chip, chip.flash_start + 256, fresh)
+    erase_ticks = erase_ms / 1000 / midifile.TICK_SECONDS
+    assert erase_ticks > 0
+    assert max(gaps) - min(gaps) >= erase_ticks - 1  # sector erases get the long gaps
+
+
+# MIDI 1.0 DIN: 31250 baud, 10 bits a byte
+DIN_MS_PER_BYTE = 10 / 31250 * 1000
+
+
+@pytest.mark.parametrize("encoding", ["sysex", "notes"])
+@pytest.mark.parametrize("chip_name", ["atmega32u4", "rp2040"])
+def test_a_file_never_outruns_a_din_cable(encoding, chip_name):
+    """Item 9 of issue 16: a player sends each event at its time; no event may start before the
+    previous one has crossed a 31250-baud DIN cable, and a frame's device time comes after its
+    last byte.  (aplaymidi of an unpaced notes file overran snd-usb-audio's buffer.)"""
+    chip = get_chip(chip_name)
+    image = Image([(chip.flash_start, bytes(range(256)) * 3 + b"\x01\x02\x03")])
+    events = midifile.file_events(image, chip, encoding=encoding, margin=0.0, slack_ms=0.0)
+    frame_end = {}
+    for ev in events:
+        frame_end[ev.what] = ev
+    erased = set()
+    for ev, nxt in zip(events, events[1:]):
+        gap_ms = (nxt.tick - ev.tick) * midifile.TICK_SECONDS * 1000
+        assert gap_ms >= len(ev.data) * DIN_MS_PER_BYTE - 1e-9, (ev.what, nxt.what)
+        if nxt.what != ev.what and ev.what.startswith("PAGE"):
+            device = midifile.page_ms(chip, int(ev.what.split()[2], 16), erased)
+            assert gap_ms >= len(ev.data) * DIN_MS_PER_BYTE + device - 1e-9
+    # the whole file is at least its bytes on DIN
+    total = sum(len(e.data) for e in events[:-1]) * DIN_MS_PER_BYTE / 1000
+    assert midifile.play_seconds(events) >= total
+
+
+def test_syx_interval_covers_the_largest_frame_on_din_and_the_slowest_page():
+    chip = get_chip("atmega32u4")
+    image = sample_image(chip, 2048, 0x1000, 10)
+    longest = max(len(e.data) for e in midifile.file_events(image, chip))
+    need = longest * DIN_MS_PER_BYTE + chip.timing.erase_ms + chip.timing.program_ms
+    assert midifile.syx_interval_ms(image, chip, margin=0, slack_ms=0) >= need
+
+
+def test_encode_refuses_what_the_device_would_never_finish():
+    """Item 7: an AVR image without the application's first word (the device erases the whole
+    application and keeps control), and a UF2 for another family unless forced."""
+    from bootkit.formats.image import FileOrigin
+
+    chip = get_chip("atmega32u4")
+    no_vector = Image([(0x100, b"\x00" * 300)])
+    for call in (lambda **k: midifile.encode_midi(no_vector, chip, **k),
+                 lambda **k: midifile.encode_syx(no_vector, chip, **k),
+                 lambda **k: midifile.encode_midi(no_vector, chip, encoding="notes", **k)):
+        with pytest.raises(ImageRejected, match="first word"):
+            call()
+        with pytest.raises(ImageRejected, match="first word"):
+            call(force=True)
+    rp = get_chip("rp2040")
+    uf2 = Image([(rp.flash_start, b"\x00" * 300)])
+    uf2.origin = FileOrigin(format="uf2", path="fw.uf2", uf2_families=(0x16573617,))  # ATmega32's family
+    with pytest.raises(ImageRejected, match="family"):
+        midifile.encode_midi(uf2, rp)
+    assert midifile.encode_syx(uf2, rp, force=True)
 
 
 @pytest.mark.parametrize("encoding", ["sysex", "notes"])

@@ -118,6 +118,9 @@ class MidiBootEngine:
         self.outbox: deque[bytes] = deque(maxlen=self.OUTBOX)
         self.session: Session | None = None
         self.refused_file = ""
+        self.status = ""  # how the last file ended, for IDENTIFY
+        self.damaged = 0  # damaged frames since the last BEGIN (bad check); the notes decoder counts its own
+        self._notes_broken = 0  # the notes decoder's count at the last BEGIN
         self.refusals: list[str] = []  # why frames were refused (tests and logs)
         self.ignored = 0  # messages that were not ours
         self.left = False
@@ -169,10 +172,12 @@ class MidiBootEngine:
             cmd, tag, payload = parse_frame(body)
         except FrameError as exc:
             self._refuse(str(exc))
+            if exc.cmd is not None and exc.cmd < Cmd.BEGIN:
+                self.outbox.append(nak(exc.cmd, exc.tag, exc.reason, str(exc)))
+                return
+            self.damaged += 1  # a one-way frame (or one whose command byte is itself damaged)
             if exc.cmd == Cmd.PAGE and self.session is not None:
                 self._mark_bad(body)
-            elif exc.cmd is not None and exc.cmd < Cmd.BEGIN:
-                self.outbox.append(nak(exc.cmd, exc.tag, exc.reason, str(exc)))
             return
         if cmd == Cmd.WRITE or cmd == Cmd.READ:
             # the two commands of every page: decoded without a Reader
@@ -237,17 +242,26 @@ class MidiBootEngine:
         timing = self.chip.timing  # the datasheet's, whatever mode the simulation runs in
         flags = FLAG_APP_VALID if getattr(self.memory, "app_valid", False) else 0
         missing = 0
+        status = self.status
         if self.session is not None:
             flags |= FLAG_SESSION
             missing = self.session.missing
             if self.session.failed:
                 flags |= FLAG_SESSION_FAILED
+                status = self.session.failed
         if self.refused_file:
             flags |= FLAG_REFUSED_FILE
+            status = status or f"refused {self.refused_file}, this is {self.chip.name}"
         erase_ms = timing.erase_time(flash.page_size, min(s for _, s in flash.sectors))
         return DeviceInfo(PROTOCOL_VERSION, self.chip.name, flash.start, flash.size, self.app_start,
                           self.app_end - self.app_start, self.page_size, int(timing.program_ms * 1000),
-                          int(erase_ms * 1000), flags, missing)
+                          int(erase_ms * 1000), flags, missing, self.damaged_frames, status)
+
+    @property
+    def damaged_frames(self) -> int:
+        """Frames of the file that arrived damaged since the last BEGIN: a bad check, or Note Ons
+        lost or out of place (the notes decoder's count)."""
+        return self.damaged + self.notes.broken - self._notes_broken
 
     def _write(self, payload: bytes) -> bytes:
         """WRITE: u5 address, packed data; answers the address."""
@@ -315,6 +329,11 @@ class MidiBootEngine:
             self._check_span(start, length, "CRC")
             return u7(crc32(self.memory.read(start, length)), 5) + u7(start, 5) + u7(length, 5)
         if cmd == Cmd.BOOT:
+            s = self.session
+            if s is not None:
+                # a file was played and did not complete: flash holds part of an image
+                why = s.failed or f"the file played last is incomplete ({s.missing} of {s.pages} page(s) missing)"
+                raise MidiFault(f"BOOT: {why}", Reason.NO_APPLICATION)
             try:
                 self.memory.manifest()
             except MemoryFault as exc:
@@ -344,6 +363,9 @@ class MidiBootEngine:
             if self.session is not None and self.session.key == (start, page_size, pages, image_crc):
                 return  # the same file again (a sequencer replays its first event): keep what arrived
             self.session = Session(start, page_size, pages, image_crc, self.memory)
+            self.status = ""
+            self.damaged = 0
+            self._notes_broken = self.notes.broken
             return
         s = self.session
         if s is None:
@@ -373,8 +395,10 @@ class MidiBootEngine:
                 s.failed = "END does not match BEGIN"
                 raise MidiFault(s.failed, Reason.MALFORMED)
             if s.missing:
-                raise MidiFault(f"END with {s.missing} page(s) missing: the application stays invalid",
-                                Reason.MALFORMED)
+                self.status = (f"the file ended with {s.missing} of {s.pages} page(s) missing "
+                               f"({self.damaged_frames} damaged frame(s)): the application stays invalid; "
+                               f"play the file again")
+                raise MidiFault(self.status, Reason.MALFORMED)
             got = crc32(self.memory.read(s.start, s.pages * s.page_size))
             if got != s.image_crc:
                 s.failed = f"image CRC 0x{got:08X}, the file says 0x{s.image_crc:08X}"
@@ -385,6 +409,7 @@ class MidiBootEngine:
                 s.failed = str(exc)
                 raise MidiFault(s.failed, Reason.NO_APPLICATION) from None
             self.session = None
+            self.status = f"file complete: {s.pages} page(s), CRC-32 0x{got:08X}: application valid"
             self.left = True
             self.signal("leave", "MIDI file complete", 0.0)
 

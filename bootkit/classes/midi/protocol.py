@@ -613,6 +613,11 @@ class DeviceInfo:
     erase_us: int  # time to erase the largest sector
     flags: int
     pages_missing: int  # pages of the open file session not yet received (0 without one)
+    # since the last BEGIN: frames of the file that arrived damaged (a bad check, a Note On
+    # lost or out of place); and one line on how the last file ended ("" when none did).
+    # Both optional on the wire: a device that omits them reports 0 and "".
+    damaged: int = 0
+    status: str = ""
 
     @property
     def app_end(self) -> int:
@@ -630,7 +635,8 @@ class DeviceInfo:
         return (bytes((self.version,)) + text7(self.chip)
                 + b"".join(u7(v, 5) for v in (self.flash_start, self.flash_size, self.app_start, self.app_size,
                                                self.page_size, self.program_us, self.erase_us))
-                + bytes((self.flags & 0x7F,)) + u7(self.pages_missing, 3))
+                + bytes((self.flags & 0x7F,)) + u7(self.pages_missing, 3)
+                + u7(min(self.damaged, (1 << 21) - 1), 3) + text7(self.status))
 
     @classmethod
     def unpack(cls, payload: bytes) -> "DeviceInfo":
@@ -640,7 +646,10 @@ class DeviceInfo:
         nums = [r.u(5) for _ in range(7)]
         flags = r.take(1)[0]
         missing = r.u(3)
-        return cls(version, chip, *nums, flags, missing)
+        damaged, status = 0, ""
+        if r.pos < len(payload):
+            damaged, status = r.u(3), r.text()
+        return cls(version, chip, *nums, flags, missing, damaged, status)
 
 
 # --------------------------------------------------------------------------
@@ -664,24 +673,42 @@ def body_to_notes(body: bytes) -> list[bytes]:
 
 
 class NotesDecoder:
-    """Note On events in, frame bodies out; anything else on channel 16 breaks the frame."""
+    """Note On events in, frame bodies out; anything else on channel 16 breaks the frame.
+
+    ``broken`` counts frames it saw go wrong: a first byte while a frame was still open
+    (its last Note On was lost), a middle or last byte with no frame open (its first was
+    lost), a frame cut by a musical note or grown past ``max_length``.  A lost middle Note
+    On, or two swapped, leave a frame of the right shape that the frame check refuses.
+    """
 
     def __init__(self, max_length: int = 1 << 16):
         self.max_length = max_length
         self._buf: bytearray | None = None
+        self._orphan = False  # inside a run of bytes whose first was lost (counted once)
+        self.broken = 0
 
     def feed(self, message: bytes) -> bytes | None:
         if len(message) < 3 or message[0] != NOTES_STATUS:
             return None
         note, vel = message[1], message[2]
         if vel == VEL_FIRST:
+            if self._buf is not None:
+                self.broken += 1  # the open frame never got its last byte
             self._buf = bytearray((note,))
+            self._orphan = False
             return None
         if self._buf is None:
+            if vel in (VEL_MIDDLE, VEL_LAST) and not self._orphan:
+                self.broken += 1  # the frame's first byte was lost
+                self._orphan = vel == VEL_MIDDLE
+            elif vel == VEL_LAST:
+                self._orphan = False
             return None
         if vel == VEL_MIDDLE:
             if len(self._buf) >= self.max_length:
                 self._buf = None
+                self.broken += 1
+                self._orphan = True
             else:
                 self._buf.append(note)
             return None
@@ -690,6 +717,8 @@ class NotesDecoder:
             body, self._buf = bytes(self._buf), None
             return body
         self._buf = None  # a musical note on channel 16 in the middle of a frame
+        self.broken += 1
+        self._orphan = True
         return None
 
 
