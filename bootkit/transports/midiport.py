@@ -82,7 +82,7 @@ def serve(emulator, *, name: str | None = None, log=print, stop: threading.Event
             with lock:
                 target.poll()
                 if target.device is None:
-                    log("the device left (application started)")
+                    log("the device left its bootloader (no application device is emulated after it)")
                     return
                 if midi_function(target.device) is None:
                     log(f"the device re-enumerated without a MIDI function: {target.history[-1:]}")

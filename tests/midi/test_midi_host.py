@@ -117,7 +117,8 @@ def test_permanent_nak_is_an_error_with_its_reason(board):
     c = host.SysexClient(link, timeout=0.5)
     with pytest.raises(host.Nak, match="PROTECTED"):
         c.write(em.chip.boot_start, b"\x00" * 128)
-    with pytest.raises(host.Nak, match="NO_APPLICATION"):
+    with pytest.raises(host.MidiError, match="^the device stayed in its bootloader: no application: the first "
+                                             "word of flash is erased \\(BOOT answered NAK NO_APPLICATION\\)$"):
         c.boot()
     with pytest.raises(host.Nak, match="OUT_OF_RANGE|PROTECTED"):
         c.read(em.chip.flash_end, 16)
@@ -154,3 +155,130 @@ def test_identify_reports_what_a_file_left_missing(board):
 def test_port_link_fails_with_one_line_when_there_is_no_such_port():
     with pytest.raises(host.MidiError, match="cannot open MIDI port"):
         host.PortLink("no such port anywhere")
+
+
+# --------------------------------------------------------------------------
+# issue 16: every reported success is observed
+
+def test_boot_reports_that_the_device_left_not_that_it_booted(board):
+    em, backend = board()
+    image = sample_image(em.chip, 1024, 0x800, 16)
+    result = host.flash(image, backend, chip=em.chip, progress=False)
+    assert result.steps[-1] == "left the bootloader (not seen again within 0.5 s)"
+    assert "booted" not in result.steps
+    assert em.memory.app_valid and em.target.device is None
+
+
+def test_an_application_that_comes_back_is_named_by_its_ids(board, monkeypatch):
+    import bootkit.classes.midi as midi
+    from bootkit.usb.descriptors import DeviceInfo
+    from bootkit.usb.device import Device
+
+    monkeypatch.setattr(midi, "application_device",
+                        lambda memory, chip, **_: Device(DeviceInfo(0x16C0, 0x0485, 0x0100), []), raising=False)
+    em, backend = board()
+    result = host.flash(sample_image(em.chip, 1024, 0x800, 16), backend, chip=em.chip, progress=False)
+    assert result.steps[-1] == "application started (came back as 16C0:0485)"
+
+
+def test_a_device_that_comes_back_as_its_bootloader_fails(board, monkeypatch):
+    em, backend = board()
+    monkeypatch.setattr(em.board, "leave", em.board.hold_boot_button)  # the boot button is held down
+    with pytest.raises(host.MidiError, match="^the device stayed in its bootloader: it came back as its "
+                                             "bootloader"):
+        host.flash(sample_image(em.chip, 1024, 0x800, 16), backend, chip=em.chip, progress=False)
+
+
+def test_boot_after_an_incomplete_file_is_refused(board):
+    """A file that stopped partway (item 9) leaves part of an image in flash with its first word
+    written: BOOT must not manifest that."""
+    from bootkit.classes.midi import midifile
+
+    em, backend = board()
+    image = sample_image(em.chip, 2048, 0, 0)
+    sink = host.usb_sink(backend)
+    for ev in midifile.file_events(image, em.chip):
+        if ev.what not in ("PAGE 9 0x480", "END"):
+            sink(ev.data)
+    c = host.SysexClient(host.open_link(backend), timeout=0.5)
+    with pytest.raises(host.MidiError, match=r"^the device stayed in its bootloader: the file played last is "
+                                             r"incomplete \(1 of 16 page\(s\) missing\) \(BOOT answered NAK "
+                                             r"NO_APPLICATION\)$"):
+        c.boot()
+    assert not em.memory.app_valid
+
+
+def test_the_file_dialect_reports_the_device_leaving(board):
+    em, backend = board()
+    image = sample_image(em.chip, 1500, 0x900, 40)
+    result = host.flash(image, backend, dialect="file", chip=em.chip, realtime=False, progress=False)
+    assert result.steps[-1] == "left the bootloader (not seen again within 0.5 s)"
+    assert em.memory.app_valid
+
+
+def test_the_file_dialect_fails_when_the_device_stays(board, monkeypatch):
+    """Events lost on the way (as aplaymidi's overrun lost them): the device keeps its bootloader
+    and the host says why, from IDENTIFY, instead of reporting success."""
+    em, backend = board()
+    real = host.usb_sink
+
+    def lossy(*a, **kw):
+        send = real(*a, **kw)
+        count = [0]
+
+        def sink(message):
+            count[0] += 1
+            if count[0] not in (5, 6):
+                send(message)
+        return sink
+
+    monkeypatch.setattr(host, "usb_sink", lossy)
+    image = sample_image(em.chip, 2048, 0, 0)
+    with pytest.raises(host.MidiError, match=r"^the device stayed in its bootloader: the file ended with 2 of "
+                                             r"16 page\(s\) missing \(0 damaged frame\(s\)\): the application "
+                                             r"stays invalid; play the file again$"):
+        host.flash(image, backend, dialect="file", chip=em.chip, realtime=False, progress=False)
+    assert not em.memory.app_valid
+
+
+def test_flash_refuses_an_avr_image_without_its_first_word_before_erasing(board):
+    em, backend = board()
+    em.memory.poke(0, b"\x0c\x94")
+    before = em.memory.flash_bytes()
+    for dialect in ("sysex", "file"):
+        with pytest.raises(ImageRejected, match="first word"):
+            host.flash(Image([(0x200, b"\x00" * 200)]), backend, dialect=dialect, chip=em.chip, progress=False,
+                       realtime=False, force=True)
+    # the chip named by the device itself when none is given
+    with pytest.raises(ImageRejected, match="first word"):
+        host.flash(Image([(0x200, b"\x00" * 200)]), backend, progress=False)
+    assert em.memory.flash_bytes() == before
+
+
+def test_wrong_data_on_read_back_fails_the_cli_with_exit_1(tmp_path, monkeypatch, capsys):
+    """Item 4: the device returns other bytes than it was sent on READ: `bootkit flash --via midi`
+    exits 1 with one line naming the address, and reports nothing as verified or started."""
+    from bootkit.classes.midi.device import MidiBootEngine
+    from bootkit.cli import main
+    from bootkit.formats import dump
+
+    real = MidiBootEngine._read
+
+    def lying(self, payload):
+        reply = bytearray(real(self, payload))
+        if P.from_u7(payload[:5]) == 0x100:
+            data = bytearray(P.unpack7(bytes(reply[5:])))
+            data[7] ^= 0x10
+            reply[5:] = P.pack7(bytes(data))
+        return bytes(reply)
+
+    monkeypatch.setattr(MidiBootEngine, "_read", lying)
+    fw = tmp_path / "fw.hex"
+    image = sample_image("atmega32u4", 1024, 0x800, 16)
+    fw.write_bytes(dump(image, "hex"))
+    rc = main(["flash", str(fw), "--via", "midi", "--emulate", "atmega32u4", "--no-progress"])
+    out, err = capsys.readouterr()
+    want = image.tobytes(0x107, 0x108)[0]
+    assert rc == 1
+    assert err == f"bootkit: failed: verify failed at 0x107: wrote 0x{want:02X}, read 0x{want ^ 0x10:02X}\n"
+    assert "verified" not in out and "started" not in out

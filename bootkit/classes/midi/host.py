@@ -8,10 +8,12 @@ Two links carry the same SysEx frames:
 - a MIDI port by name, through mido with python-rtmidi (ALSA, CoreMIDI,
   WinMM): what every OS offers a class-compliant MIDI device.
 
-``flash`` identifies the device (refusing an image for another chip before
-anything is erased), erases the image's span, writes page by page with
-retries on a NAK for a damaged frame or a lost reply, reads every page
-back, compares the CRC of the span, and boots.
+``flash`` identifies the device (refusing an image for another chip, or
+one common.preflight refuses, before anything is erased), erases the
+image's span, writes page by page with retries on a NAK for a damaged
+frame or a lost reply, reads every page back, compares the CRC of the
+span, and boots; then it watches what the device does and reports only
+that (see :func:`watch_leave`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import usb.util
 from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
-from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import take_interfaces
 from . import protocol as P
 from .midifile import TICK_SECONDS, file_events
@@ -50,6 +52,8 @@ class Nak(MidiError):
             name = f"reason 0x{reason:02X}"
         super().__init__(f"{what}: device answered NAK {name}" + (f" ({text})" if text else ""))
         self.reason = reason
+        self.reason_name = name
+        self.text = text
 
 
 # --------------------------------------------------------------------------
@@ -397,7 +401,13 @@ class SysexClient:
         return P.from_u7(self.request(*P.crc(start, length))[:5])
 
     def boot(self) -> None:
-        self.request(*P.boot())
+        """BOOT; a NAK (NO_APPLICATION: nothing valid to start) means the device stays in its bootloader."""
+        try:
+            self.request(*P.boot())
+        except Nak as exc:
+            why = exc.text.removeprefix("BOOT: ") or "it refused to start the application"
+            raise MidiError(f"the device stayed in its bootloader: {why} (BOOT answered NAK {exc.reason_name})"
+                            ) from None
 
 
 def _protected(info: P.DeviceInfo) -> tuple[tuple[int, int], ...]:
@@ -422,17 +432,155 @@ def _check_chip(info: P.DeviceInfo, chip) -> None:
             raise ImageRejected(f"the device is {info.chip}, the image is for {want}")
 
 
+def _target_chip(info: P.DeviceInfo, chip) -> Chip | None:
+    """The chip to preflight against: the one given, else the one the device names (None when
+    the chip database does not know it: then only the device's own regions are checked)."""
+    if isinstance(chip, Chip):
+        return chip
+    from ...memory import get_chip
+
+    try:
+        return get_chip(chip if isinstance(chip, str) else info.chip)
+    except KeyError:
+        return None
+
+
+# --------------------------------------------------------------------------
+# what the device does after it was told to leave (issue 16 item 3: report only what was seen)
+
+LEAVE_WAIT = 5.0  # s a real device gets to come back (as its application, or as the bootloader again)
+LEAVE_WAIT_IN_PROCESS = 0.5  # the in-process bus re-enumerates within its signal's delay (0.05 s)
+
+
+def _default_wait(backend) -> float:
+    # bootkit.transports.virtual's backend: named, not imported (classes sit below transports)
+    if backend is not None and type(backend).__module__.endswith("transports.virtual"):
+        return LEAVE_WAIT_IN_PROCESS
+    return LEAVE_WAIT
+
+
+def _stayed(info: P.DeviceInfo | None) -> str:
+    if info is None:
+        return "the device stayed in its bootloader: it came back as its bootloader"
+    if info.app_valid:
+        return ("the device stayed in its bootloader: it came back as its bootloader with its application "
+                "marked valid (a boot button or the application sent it back)")
+    if info.status and not info.app_valid:
+        return f"the device stayed in its bootloader: {info.status}"
+    if info.flags & P.FLAG_SESSION:
+        return (f"the device stayed in its bootloader: the file is incomplete ({info.pages_missing} page(s) "
+                f"missing, {info.damaged} damaged frame(s))")
+    return "the device stayed in its bootloader: its application is not valid"
+
+
+def _identify_quietly(link) -> P.DeviceInfo | None:
+    try:
+        return SysexClient(link, timeout=0.5, retries=1).identify()
+    except (MidiError, ValueError):
+        return None
+
+
+def watch_leave(backend, target: MidiTarget, wait: float, *, sleep=time.sleep, clock=time.monotonic) -> str:
+    """After the device was told to leave (BOOT acknowledged, or a file's END played): watch the
+    bus for ``wait`` s.  Returns the step to report; raises MidiError when the device stayed.
+
+    - it left and another device appeared on its bus: "application started (came back as VVVV:PPPP)";
+    - it left and its bootloader came back: asks it why (IDENTIFY) and raises
+      "the device stayed in its bootloader: ...";
+    - it left and nothing came back: "left the bootloader (not seen again within N s)";
+    - it is still there: asks it (IDENTIFY) and raises "the device stayed in its bootloader: ...".
+    """
+    dev = target.device
+    bus, address = getattr(dev, "bus", None), getattr(dev, "address", None)
+    ids = (dev.idVendor, dev.idProduct)
+    before = {(d.bus, d.address) for d in usb.core.find(find_all=True, backend=backend)}
+    before.discard((bus, address))
+    deadline = clock() + wait
+    gone = False
+    while True:
+        now = list(usb.core.find(find_all=True, backend=backend))
+        if not any((d.bus, d.address) == (bus, address) for d in now):
+            gone = True
+        if gone:
+            for d in now:
+                if d.bus != bus or (d.bus, d.address) in before or (d.bus, d.address) == (bus, address):
+                    continue
+                if (d.idVendor, d.idProduct) == ids:
+                    again = find_devices(backend, vid=ids[0], pid=ids[1])
+                    info = None
+                    if again:
+                        link = UsbLink(again[0])
+                        try:
+                            info = _identify_quietly(link)
+                        finally:
+                            link.close()
+                    raise MidiError(_stayed(info))
+                return f"application started (came back as {d.idVendor:04X}:{d.idProduct:04X})"
+        if clock() >= deadline:
+            break
+        sleep(0.05)
+    if gone:
+        return f"left the bootloader (not seen again within {wait:g} s)"
+    link = UsbLink(target)
+    try:
+        info = _identify_quietly(link)
+    finally:
+        link.close()
+    if info is None or info.app_valid:
+        raise MidiError(f"the device stayed in its bootloader: still there {wait:g} s after it was told to leave")
+    raise MidiError(_stayed(info))
+
+
+def watch_port_leave(name: str, wait: float, *, sleep=time.sleep, clock=time.monotonic) -> str:
+    """:func:`watch_leave` for a MIDI port: a port cannot tell what replaced it, so the outcomes are
+    "left the bootloader (not seen again within N s)" or MidiError (it stayed, or came back)."""
+    import mido
+
+    deadline = clock() + wait
+    gone = False
+    while True:
+        present = name in mido.get_output_names()
+        if not present:
+            gone = True
+        elif gone:
+            break  # a port of the same name is back: the bootloader again
+        if clock() >= deadline:
+            break
+        sleep(0.05)
+    if gone and name not in mido.get_output_names():
+        return f"left the bootloader (not seen again within {wait:g} s)"
+    try:
+        link = PortLink(name)
+    except MidiError:
+        return f"left the bootloader (not seen again within {wait:g} s)"
+    try:
+        info = _identify_quietly(link)
+    finally:
+        link.close()
+    if info is None and gone:
+        raise MidiError(_stayed(None))
+    if info is None or info.app_valid:
+        raise MidiError(f"the device stayed in its bootloader: its port is still there {wait:g} s after it was "
+                        f"told to leave")
+    raise MidiError(_stayed(info))
+
+
 def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=None, chip=None,
           progress=None, verify: bool = True, leave: bool = True, memory: str = "flash",
-          realtime: bool = True, retries: int = 3, **_) -> FlashResult:
-    """Flash ``image``: two-way SysEx (``dialect`` None or "sysex"), or play the one-way file ("file")."""
+          realtime: bool = True, retries: int = 3, force: bool = False, leave_wait: float | None = None,
+          **_) -> FlashResult:
+    """Flash ``image``: two-way SysEx (``dialect`` None or "sysex"), or play the one-way file ("file").
+
+    ``force`` lifts what common.preflight lets it lift (a UF2 of another family); ``leave_wait``:
+    how long to watch for the device after it leaves (default 5 s, 0.5 s on the in-process bus)."""
     if memory != "flash":
         raise ImageRejected("the MIDI bootloader carries flash only")
     if not image:
         raise ImageRejected("the image is empty")
+    wait = _default_wait(backend) if leave_wait is None else leave_wait
     if dialect == "file":
         return _flash_file(image, backend, port=port, vid=vid, pid=pid, serial=serial, chip=chip,
-                           realtime=realtime)
+                           realtime=realtime, force=force, wait=wait)
     if dialect not in (None, "sysex"):
         raise ImageRejected(f"unknown MIDI dialect {dialect!r} (choose from sysex, file)")
     t0 = time.perf_counter()
@@ -443,6 +591,7 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
         info = c.identify()
         _check_chip(info, chip)
         check_ranges(image, [(info.app_start, info.app_end)], _protected(info), info.chip)
+        preflight(image, _target_chip(info, chip), force=force, memory=memory)
         ps = info.page_size
         pages = [(a, d) for a, d in image.pages(ps, align=info.flash_start) if d.count(0xFF) != len(d)]
         first = image.start - (image.start - info.flash_start) % ps
@@ -481,8 +630,12 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
         if c.retried:
             steps.append(f"{c.retried} request(s) retried")
         if leave:
-            c.boot()
-            steps.append("booted")
+            c.boot()  # a NAK: MidiError "the device stayed in its bootloader: ..."
+            link.close()
+            if isinstance(link, UsbLink):
+                steps.append(watch_leave(backend, link.target, wait))
+            else:
+                steps.append(watch_port_leave(port, wait))
         return FlashResult("sysex", image.size, time.perf_counter() - t0, verified, steps)
     finally:
         link.close()
@@ -592,20 +745,27 @@ def _load_midi(path):
         raise ImageRejected(f"{path}: not a MIDI file ({exc})") from None
 
 
-def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime) -> FlashResult:
-    """Play the one-way file's messages into the device: no feedback, so nothing is verified here."""
+def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force=False, wait=LEAVE_WAIT) -> FlashResult:
+    """Play the one-way file's messages into the device, then watch what it does: nothing is
+    verified by read-back, but the device's own END check (every page, CRC-32 of the span) is
+    observed when the link lets us see it (it leaves, or it stays and IDENTIFY says why)."""
     if chip is None:
         raise ImageRejected("the one-way file is built for one chip: give --chip")
     if isinstance(chip, str):
         from ...memory import get_chip
 
         chip = get_chip(chip)
-    events = file_events(image, chip)  # validates the image against the chip first
+    events = file_events(image, chip, force=force)  # validates the image against the chip first
     t0 = time.perf_counter()
+    target = None
     if port is not None:
         link = PortLink(port, output_only=True)
         sink, close = link.send, link.close
     else:
+        items = find_devices(backend, vid=vid, pid=pid, serial=serial)
+        if not items:
+            raise MidiError("no USB-MIDI device found to play into")
+        target = items[0]
         sink, close = usb_sink(backend, vid=vid, pid=pid, serial=serial), (lambda: None)
     try:
         start = time.monotonic()
@@ -618,11 +778,17 @@ def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime) -> Fl
     finally:
         close()
     pages = sum(1 for ev in events if ev.what.startswith("PAGE") and ev.data[0] == 0xF0)
-    return FlashResult("file", image.size, time.perf_counter() - t0, False,
-                       [f"played {len(events)} messages ({pages} pages) " +
-                        ("in real time" if realtime else "at full speed"), "not verified: one-way"])
+    steps = [f"played {len(events)} messages ({pages} pages) " + ("in real time" if realtime else "at full speed")]
+    # the device manifests only when every page arrived and the span's CRC-32 matched END:
+    # leaving is that check passing; staying, IDENTIFY says what is missing
+    if target is not None:
+        steps.append(watch_leave(backend, target, wait))
+    else:
+        steps.append(watch_port_leave(port, wait))
+    return FlashResult("file", image.size, time.perf_counter() - t0, False, steps)
 
 
 __all__ = ["MidiError", "Nak", "MidiTarget", "find_devices", "list_devices", "UsbLink", "PortLink", "open_link",
-           "SysexClient", "flash", "read", "identify", "usb_sink", "play", "PlayResult", "BOOTKIT_VID",
+           "SysexClient", "flash", "read", "identify", "usb_sink", "play", "PlayResult", "watch_leave",
+           "watch_port_leave", "LEAVE_WAIT", "BOOTKIT_VID",
            "MIDI_PID"]
