@@ -293,3 +293,70 @@ def test_short_read_back_is_not_verified(board, monkeypatch, dialect, chip):
     image = Image([(app_start(b.chip), code(1000, "short")[:-8] + b"\xff" * 8)])
     with pytest.raises(host.DfuError, match=r"verify failed in .*: the device returned 999 of its 1000 bytes"):
         b.flash(image)
+
+
+# --------------------------------------------------------------------------
+# item 5: the FLIP program block as LUFA's DFU bootloader reads it
+
+
+def _prog_block(start: int, data: bytes, filler: int, trailer: bytes = bytes(16)) -> bytes:
+    end = start + len(data) - 1
+    header = bytes((0x01, 0x00, start >> 8, start & 0xFF, end >> 8, end & 0xFF))
+    return header + bytes(32 - len(header)) + b"\xee" * filler + data + trailer
+
+
+@pytest.mark.parametrize("start", [0x1234, 0x0F38, 0x2001, 0x3FE0], ids=lambda a: f"0x{a:04X}")
+def test_flip_program_block_skips_StartAddr_mod_32_of_filler(board, start):
+    """LUFA BootloaderDFU.c: after the 32-byte command block, StartAddr % FIXED_CONTROL_ENDPOINT_SIZE
+    (32 in its LUFAConfig.h) filler bytes, then the data; whatever follows is ignored."""
+    import usb.core
+
+    from bootkit.classes.dfu.protocol import DNLOAD, GETSTATUS, State, Status, StatusReply
+
+    b = board("atmega32u4", "flip")
+    dev = next(iter(usb.core.find(find_all=True, backend=b.backend)))
+    dev.set_configuration()
+    data = code(301, start)
+    for trailer in (bytes(16), b"", b"\x99" * 40):  # the suffix, none, or more than it
+        b.memory.erase_all()
+        dev.ctrl_transfer(0x21, DNLOAD, 0, 0, _prog_block(start, data, start % 32, trailer))
+        st = StatusReply.unpack(bytes(dev.ctrl_transfer(0xA1, GETSTATUS, 0, 0, 6)))
+        assert (st.bStatus, st.bState) == (Status.OK, State.dfuDNLOAD_IDLE), st.describe()
+        flash = b.memory.flash_bytes()
+        assert flash[start:start + len(data)] == data
+        assert flash[:start] == b"\xff" * start and flash[start + len(data):0x7000] == b"\xff" * (0x7000 - start - len(data))
+        dev.ctrl_transfer(0x21, DNLOAD, 0, 0, None)  # back to dfuIDLE
+
+
+def test_flip_program_block_without_its_filler_is_refused(board):
+    """A block too short for header + filler + data: LUFA would wait for bytes that never come;
+    the emulator stalls with errNOTDONE and writes nothing."""
+    import usb.core
+
+    from bootkit.classes.dfu.protocol import DNLOAD, GETSTATUS, State, Status, StatusReply
+
+    b = board("atmega32u4", "flip")
+    dev = next(iter(usb.core.find(find_all=True, backend=b.backend)))
+    dev.set_configuration()
+    start = 0x1238  # StartAddr % 32 = 24 filler bytes expected
+    with pytest.raises(usb.core.USBError):
+        dev.ctrl_transfer(0x21, DNLOAD, 0, 0, _prog_block(start, code(531, "nofill"), 0))
+    st = StatusReply.unpack(bytes(dev.ctrl_transfer(0xA1, GETSTATUS, 0, 0, 6)))
+    assert (st.bStatus, st.bState) == (Status.errNOTDONE, State.dfuERROR)
+    assert b.memory.flash_bytes() == b"\xff" * b.chip.flash_size
+
+
+@pytest.mark.parametrize("chip,segments", [
+    ("atmega32u4", [(0, 77), (0x0F38, 301), (0x2001, 1500), (0x6F11, 0xEF)]),
+    ("at90usb1286", [(0, 1000), (0xFFE3, 0x21), (0x10007, 3001), (0x1DEE1, 0x11F)]),
+], ids=["atmega32u4", "at90usb1286"])
+def test_flip_host_flashes_unaligned_odd_segments_byte_for_byte(board, chip, segments):
+    """bootkit's FLIP host sends LUFA's filler: segments that start off any 32-byte, page or
+    1 KiB boundary, odd lengths, a block across 0x10000."""
+    b = board(chip, "flip")
+    image = Image([(s, code(n, (chip, s))) for s, n in segments])
+    assert b.flash(image).verified
+    ref = bytearray(b"\xff" * b.chip.flash_size)
+    for s, d in image.segments:
+        ref[s:s + len(d)] = d
+    assert b.memory.flash_bytes() == bytes(ref)

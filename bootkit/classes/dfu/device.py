@@ -490,10 +490,17 @@ class FlipEngine(DfuEngine):
             raise DfuFault(Status.errSTALLEDPKT, f"unknown memory 0x{args[0]:02X}")
         self._addresses(args)
         count = self.end_addr - self.start_addr + 1
-        skip = FLIP_HEADER_SIZE + self.start_addr % FLIP_CONTROL_SIZE
+        # LUFA BootloaderDFU.c: after the 32-byte command block it discards
+        # StartAddr % FIXED_CONTROL_ENDPOINT_SIZE (32) alignment filler bytes, takes the
+        # data, and ignores what follows (the 16-byte DFU suffix, or nothing).  A data
+        # stage too short for that would leave LUFA waiting for data that never comes.
+        filler = self.start_addr % FLIP_CONTROL_SIZE
+        skip = FLIP_HEADER_SIZE + filler
         payload = data[skip:skip + count]
         if len(payload) < count:
-            raise DfuFault(Status.errNOTDONE, f"program block carries {len(payload)} of {count} bytes")
+            raise DfuFault(Status.errNOTDONE,
+                           f"program block at 0x{self.start_addr:04X} carries {len(payload)} of {count} bytes "
+                           f"after the {FLIP_HEADER_SIZE}-byte header and {filler} bytes of alignment filler")
         address = self._absolute(args[0], self.start_addr)
         if args[0] == 0x00 and address + count > self.app_end:
             raise DfuFault(Status.errADDRESS if address + count > self.memory.layout.flash.end else Status.errTARGET,

@@ -116,7 +116,7 @@ FLIP_READ_COMMAND = 0x05
 FLIP_CHANGE_BASE_ADDR = 0x06
 FLIP_HEADER_SIZE = 32  # command (6 bytes) + 26 filler bytes (LUFA DFU_FILLER_BYTES_SIZE)
 FLIP_SUFFIX_SIZE = 16  # LUFA DFU_FILE_SUFFIX_SIZE
-FLIP_CONTROL_SIZE = 64  # data starts at StartAddr % 64 within the packet stream
+FLIP_CONTROL_SIZE = 32  # LUFA DFU bootloader: FIXED_CONTROL_ENDPOINT_SIZE (Config/LUFAConfig.h); the data starts StartAddr % 32 bytes after the header
 # LUFA's bootloader id bytes (BootloaderDFU.h): version 0x10 (v1.0), 0xDC, 0xFB
 FLIP_BOOTLOADER_INFO = bytes((0x10, 0xDC, 0xFB))
 
