@@ -605,27 +605,25 @@ def cmd_drop(args) -> int:
 
 def cmd_print(args) -> int:
     from .classes.printer import host
-    from .formats import detect_format
 
     if args.printer and (args.emulate or args.device):
         raise BadInput("--printer excludes --emulate and --device")
     if not Path(args.file).exists():
         raise BadInput(f"{args.file}: no such file")
-    is_hex = detect_format(Path(args.file).read_bytes()[:4096], args.file) == "hex"
-    image = None if is_hex else _load_image(args.file, base=args.address)
+    # the whole file is parsed first: a corrupt or empty one is refused before anything is sent
+    try:
+        job = host.prepare(args.file, fmt=getattr(args, "fmt", None), base=args.address)
+    except ImageRejected as exc:
+        raise BadInput(str(exc)) from None
     session = None if args.printer else _Session(args)
     backend = session.backend if session else None
     chip = session.chip if session else _chip(args.chip)
     vid, pid = args.device or (None, None)
     with _talking(args.file, session):
-        if is_hex:
-            # the file goes as it is: a corrupt record must reach the device, which reports it
-            result = host.print_file(args.file, backend, printer=args.printer, vid=vid, pid=pid,
-                                     serial=args.serial, chip=chip, progress=args.progress)
-        else:
-            result = host.flash(image, backend, printer=args.printer, vid=vid, pid=pid, serial=args.serial,
-                                chip=chip, progress=args.progress)
-    print(f"{args.file}: printed {result.bytes} bytes; " + ", ".join(result.steps))
+        result = host.print_job(job, backend, printer=args.printer, vid=vid, pid=pid, serial=args.serial,
+                                chip=chip, force=getattr(args, "force", False), progress=args.progress)
+    print(f"{args.file}: printed {result.bytes} bytes, {'verified' if result.verified else 'not verified'}; "
+          + ", ".join(result.steps))
     return EXIT_OK
 
 
@@ -676,6 +674,17 @@ def cmd_midi_play(args) -> int:
 def cmd_serve(args) -> int:
     from .emulator import Emulator
 
+    if args.transport == "usbip":  # checked before the emulator (and its --image) is opened
+        from .transports import usbip
+
+        try:
+            listen = usbip.parse_listen(args.listen) if args.listen else ("127.0.0.1", 3240)
+        except ValueError as exc:
+            raise BadInput(f"--listen: {exc}") from None
+        try:
+            allow = usbip.parse_allow(args.allow) if args.allow is not None else None
+        except ValueError as exc:
+            raise BadInput(f"--allow: {exc}") from None
     try:
         if args.product:
             from .product import ProductError, load_product
@@ -721,14 +730,7 @@ def cmd_serve(args) -> int:
             except TransportUnavailable as exc:
                 raise BadInput(str(exc)) from None
         elif args.transport == "usbip":
-            from .transports import usbip
-
-            try:
-                listen = usbip.parse_listen(args.listen) if args.listen else ("127.0.0.1", 3240)
-            except ValueError as exc:
-                raise BadInput(f"--listen: {exc}") from None
-            usbip.serve([emulator.target], listen=listen, allow=args.allow.split(",") if args.allow else None,
-                        log=lambda m: print(m, flush=True))
+            usbip.serve([emulator.target], listen=listen, allow=allow, log=lambda m: print(m, flush=True))
         elif args.transport == "midiport":
             from .transports import midiport
 

@@ -56,12 +56,8 @@ from typing import Any
 
 from .emulator import PERSONALITIES, Emulator, available_personalities, personality_module, resolve_chip
 from .memory import Chip, ChipFileError, EntryPolicy, load_chip_file
+from .memory.chips import read_toml
 from .memory.entry import TRIGGERS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 class ProductError(ValueError):
@@ -367,12 +363,7 @@ class _Checker:
 def load_product(path: str | Path) -> Product:
     """Read and validate a product profile; raises :class:`ProductError`."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ProductError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProductError(f"{path}: not valid TOML: {exc}") from None
+    doc = read_toml(path, ProductError)
     ck = _Checker(path)
     for name in doc:
         if name not in _TABLES:

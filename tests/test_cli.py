@@ -262,3 +262,47 @@ def test_an_unknown_command_still_lists_them_all(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'flsh'" in err and "'serve'" in err
+
+
+# --------------------------------------------------------------------------
+# inputs that used to end in a traceback: one line, exit 2
+
+
+def _bad_toml(tmp_path, kind: str):
+    path = tmp_path / f"{kind}.toml"
+    if kind == "not-utf8":
+        path.write_bytes(b'[product]\nname = "caf\xe9"\n')
+    else:  # 5000 nested arrays: tomllib recurses once per level
+        path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["not-utf8", "deep"])
+@pytest.mark.parametrize("command", ["product check {p}", "flash fw.hex --product {p}", "--chip-file {p} chips",
+                                     "serve --product {p}"])
+def test_a_bad_toml_file_is_one_line_and_exit_2(tmp_path, capsys, kind, command):
+    path = _bad_toml(tmp_path, kind)
+    assert main(command.format(p=path).split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bootkit: error: ") and str(path) in err[0], err
+    assert ("not UTF-8" if kind == "not-utf8" else "nested too deeply") in err[0]
+    if kind == "not-utf8":
+        assert "line 2" in err[0]
+
+
+@pytest.mark.parametrize("option,value,says", [
+    ("--allow", "foo", "'foo' is not an IP address"),
+    ("--allow", "127.0.0.1/40", "'127.0.0.1/40' is not an IP address"),
+    ("--allow", "10.0.0.1,,", "'' is not an IP address"),
+    ("--listen", "127.0.0.1:99999", "port '99999'"),
+    ("--listen", ":-1", "port '-1'"),
+    ("--listen", "[::1]:x", "port 'x'"),
+])
+def test_serve_usbip_bad_listen_or_allow_is_one_line_and_exit_2(tmp_path, capsys, option, value, says):
+    image = tmp_path / "flash.bin"
+    assert main(["serve", "dfu", "--chip", "stm32f411", "--transport", "usbip", "--image", str(image),
+                 f"{option}={value}"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"bootkit: error: {option}: ") and says in err[0], err
+    assert not image.exists() and captured.out == ""  # refused before the emulator opened its image

@@ -311,6 +311,35 @@ def _size(value, path, key, *, positive: bool = False) -> int:
     return size
 
 
+def read_toml(path: str | Path, error: type[Exception] = ValueError) -> dict:
+    """A TOML file as a dict, or ``error("FILE: what is wrong")`` on one line: a file
+    that cannot be read, bytes that are not UTF-8 (TOML 1.0: "a TOML file must be a
+    valid UTF-8 encoded Unicode document"), a syntax error, or nesting so deep that
+    the parser runs out of stack (tomllib recurses once per level)."""
+    if sys.version_info >= (3, 11):  # imported here: only --chip-file and --product need it
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise error(f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02X} at offset {exc.start}); "
+                    "TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise error(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+
+
 def load_chip_file(path: str | Path, *, register: bool = True) -> Chip:
     """Read a chip from TOML and (by default) add it to the database.
 
@@ -328,16 +357,8 @@ def load_chip_file(path: str | Path, *, register: bool = True) -> Chip:
     uf2_family = 0x16573617
     ```
     """
-    if sys.version_info >= (3, 11):  # imported here: only --chip-file needs it
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ChipFileError(f"{path}: {exc}") from None
+    doc = read_toml(path, ChipFileError)
     table = doc.get("chip")
     if not isinstance(table, dict):
         raise ChipFileError(f"{path}: needs a [chip] table")

@@ -393,7 +393,7 @@ class UsbipServer:
             busnum = int(busid.split("-")[0]) if busid.split("-")[0].isdigit() else 1
             self.exports[busid] = Export(busid, t, busnum)
         self.listen = (listen[0], int(listen[1]))
-        self.allow = [ipaddress.ip_network(a.strip(), strict=False) for a in allow] if allow else None
+        self.allow = [ipaddress.ip_network(a, strict=False) for a in parse_allow(allow)] if allow else None
         self.log = log or (lambda line: None)
         self.poll_interval = poll_interval
         self.address: tuple[str, int] | None = None
@@ -712,15 +712,40 @@ class UsbipServer:
 
 
 def parse_listen(text: str, default_port: int = USBIP_PORT) -> tuple[str, int]:
-    """"ADDR:PORT", "ADDR", ":PORT" or "[v6]:PORT" -> (host, port)."""
+    """"ADDR:PORT", "ADDR", ":PORT" or "[v6]:PORT" -> (host, port); ValueError (one line)
+    for a port that is not a number in 0..65535 (0: any free port)."""
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:
         host, port = text.split(":")
-        return host or "127.0.0.1", int(port)
-    return text or "127.0.0.1", default_port
+        host = host or "127.0.0.1"
+    else:
+        host, port = text or "127.0.0.1", None
+    if port is None:
+        return host, default_port
+    if not port.isdigit() or not 0 <= int(port) <= 0xFFFF:  # "-1", "99999", "x": a TCP port is 16 bits
+        raise ValueError(f"{text!r}: port {port!r} is not a number from 0 to 65535")
+    return host, int(port)
+
+
+def parse_allow(text: str | Iterable[str]) -> list[str]:
+    """"ADDR,NET/LEN,..." -> the list UsbipServer's ``allow`` takes, each checked:
+    ValueError (one line) naming the entry that is not an IPv4/IPv6 address or network."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        item = item.strip()
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (e.g. 127.0.0.1, 192.168.7.0/24, ::1)") \
+                from None
+        out.append(item)
+    if not out:
+        raise ValueError("empty list")
+    return out
 
 
 def serve(targets, listen: tuple[str, int] = ("127.0.0.1", USBIP_PORT), allow: Iterable[str] | None = None,
