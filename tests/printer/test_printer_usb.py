@@ -162,29 +162,55 @@ def test_endpoints_come_from_the_descriptors():
     assert mem.read(0, 600) == image.tobytes(0)
 
 
-def test_print_file_corrupt_reports_the_device_line(rig, tmp_path):
+def _corrupt_hex(image, line_index):
+    text = write_hex(image).splitlines(keepends=True)
+    line = text[line_index].rstrip("\n")
+    text[line_index] = line[:-2] + "%02X" % ((int(line[-2:], 16) + 1) & 0xFF) + "\n"  # checksum off by one
+    return "".join(text)
+
+
+def test_print_file_refuses_a_corrupt_file_before_sending(rig, tmp_path):
     em, backend = rig
-    text = write_hex(Image([(0, bytes(range(256)))])).splitlines(keepends=True)
-    line = text[3].rstrip("\n")
-    text[3] = line[:-2] + "%02X" % ((int(line[-2:], 16) + 1) & 0xFF) + "\n"  # checksum off by one
     path = tmp_path / "bad.hex"
-    path.write_text("".join(text))
-    with pytest.raises(HostError) as err:
+    path.write_text(_corrupt_hex(Image([(0, bytes(range(256)))]), 3))
+    before = path.read_bytes()
+    with pytest.raises(ImageRejected, match=r"bad\.hex: line 4: bad checksum"):
         host.print_file(path, backend, progress=False)
-    assert str(err.value).startswith("ERROR job 1: record 4 (line 4): bad checksum")
+    assert path.read_bytes() == before
+    assert em.memory.erase_counters.total == 0 and em.memory.is_blank()
+    assert em.target.device.functions[0].engine.jobs == 0  # nothing reached the device
+
+
+def test_send_job_corrupt_reports_the_device_line(rig):
+    # the raw path (what `cat bad.hex > /dev/usb/lp0` sends): the device finds the bad record
+    em, backend = rig
+    job = _corrupt_hex(Image([(0, bytes(range(256)))]), 3).encode()
+    with pytest.raises(HostError) as err:
+        host.send_job(job, backend, progress=False)
+    assert str(err.value).startswith("the device stayed in its bootloader: ERROR job 1: record 4 (line 4): "
+                                     "bad checksum")
+    assert str(err.value).endswith("port status 0x10 (error)")
     assert not em.memory.app_valid and em.memory.is_blank()
 
 
-def test_print_file_cut_off(rig, tmp_path):
+def test_send_job_cut_off(rig):
+    em, backend = rig
+    _, image = load_sample("sample-atmega32u4")
+    with pytest.raises(HostError, match="stayed in its bootloader: ERROR job 1: job cut off"):
+        host.send_job(write_hex(image).encode()[:5000], backend, progress=False)
+    assert not em.memory.app_valid
+    # and a good job right after works
+    assert host.flash(image, backend, progress=False).verified
+
+
+def test_print_file_refuses_a_cut_file(rig, tmp_path):
     em, backend = rig
     _, image = load_sample("sample-atmega32u4")
     path = tmp_path / "cut.hex"
     path.write_bytes(write_hex(image).encode()[:5000])
-    with pytest.raises(HostError, match="cut off"):
+    with pytest.raises(ImageRejected, match=r"cut\.hex: line 114: "):
         host.print_file(path, backend, progress=False)
-    assert not em.memory.app_valid
-    # and a good job right after works
-    assert host.flash(image, backend, progress=False).verified
+    assert em.memory.erase_counters.total == 0
 
 
 def test_print_file_beyond_flash_reports_paper_empty(rig, tmp_path):

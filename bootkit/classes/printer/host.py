@@ -35,7 +35,7 @@ from ...formats.ihex import parse_hex, write_hex
 from ...formats.image import FormatError, Image
 from ...memory import Chip, get_chip
 from ...progress import progress_bar
-from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import endpoint_pair, matching_devices, take_interfaces
 from .protocol import (
     GET_DEVICE_ID,
@@ -112,8 +112,9 @@ def _gone(exc: Exception) -> bool:
 class UsbPrinter:
     """A printer interface through pyusb: bulk OUT job, class requests, bulk IN status."""
 
-    def __init__(self, target: PrinterInterface, *, timeout: int = 5000):
+    def __init__(self, target: PrinterInterface, *, timeout: int = 5000, backend=None):
         self.target = target
+        self.backend = backend
         self.dev = target.device
         self.intf = target.interface
         self.timeout = timeout
@@ -167,6 +168,35 @@ class UsbPrinter:
 
     def close(self) -> None:
         usb.util.dispose_resources(self.dev)
+
+    # what happens after the job (issue 16 item 3: report only what was seen)
+    def _present(self) -> dict:
+        try:
+            return {(d.bus, d.address): d for d in usb.core.find(find_all=True, backend=self.backend)}
+        except usb.core.USBError:
+            return {}
+
+    def snapshot(self) -> set:
+        """What is on the bus while the bootloader is there (taken before the job)."""
+        return set(self._present())
+
+    def watch_leave(self, before: set, wait: float, again: float, *, sleep=time.sleep,
+                    clock=time.monotonic) -> str:
+        """Watch the bus after a good job; see :func:`_watch`."""
+        me = (self.dev.bus, self.dev.address)
+        ids = (self.dev.idVendor, self.dev.idProduct)
+
+        def look():
+            now = self._present()
+            if me in now:
+                return True, None
+            new = [d for k, d in now.items() if k not in before]
+            if not new:
+                return False, None
+            d = new[0]
+            return False, (d.idVendor, d.idProduct, (d.idVendor, d.idProduct) == ids and _has_printer(d))
+
+        return _watch(look, wait, again, sleep=sleep, clock=clock)
 
 
 class FilePrinter:
@@ -235,6 +265,144 @@ class FilePrinter:
     def close(self) -> None:
         os.close(self.fd)
 
+    # what happens after the job, through sysfs: usblp's /dev/usb/lpN is
+    # /sys/class/usbmisc/lpN, whose device is the printer interface
+    def _usb_device(self) -> Path | None:
+        if not Path(self.path).is_char_device():
+            return None
+        link = SYSFS / "class" / "usbmisc" / Path(self.path).name / "device"
+        try:
+            return link.resolve(strict=True).parent
+        except OSError:
+            return None
+
+    def snapshot(self) -> set | None:
+        dev = self._usb_device()
+        if dev is None:
+            return None
+        self._sysdev = dev
+        self._sysid = _sysfs_key(dev)
+        try:
+            self._sysids = (int(_read_sys(dev / "idVendor"), 16), int(_read_sys(dev / "idProduct"), 16))
+        except (OSError, ValueError):
+            self._sysids = None
+        return set(_sysfs_devices())
+
+    def watch_leave(self, before: set, wait: float, again: float, *, sleep=time.sleep,
+                    clock=time.monotonic) -> str:
+        me, ids = self._sysid, self._sysids
+
+        def look():
+            now = _sysfs_devices()
+            if me is not None and me in now:
+                return True, None
+            new = [d for k, d in now.items() if k not in before]
+            if not new:
+                return False, None
+            d = new[0]
+            try:
+                vid, pid = int(_read_sys(d / "idVendor"), 16), int(_read_sys(d / "idProduct"), 16)
+            except (OSError, ValueError):  # still appearing
+                return False, None
+            return False, (vid, pid, (vid, pid) == ids and _sysfs_has_printer(d))
+
+        return _watch(look, wait, again, sleep=sleep, clock=clock)
+
+
+SYSFS = Path("/sys")
+
+
+def _read_sys(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _sysfs_key(dev: Path) -> tuple[int, int] | None:
+    try:
+        return int(_read_sys(dev / "busnum")), int(_read_sys(dev / "devnum"))
+    except (OSError, ValueError):
+        return None
+
+
+def _sysfs_devices() -> dict:
+    """(busnum, devnum) -> the device's sysfs directory, for every USB device (not interfaces)."""
+    out = {}
+    root = SYSFS / "bus" / "usb" / "devices"
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return out
+    for entry in entries:
+        if ":" in entry.name:  # an interface (1-1:1.0)
+            continue
+        try:
+            dev = entry.resolve(strict=True)
+        except OSError:
+            continue
+        key = _sysfs_key(dev)
+        if key is not None:
+            out[key] = dev
+    return out
+
+
+def _sysfs_has_printer(dev: Path) -> bool:
+    for intf in dev.glob("*:*"):
+        try:
+            if int(_read_sys(intf / "bInterfaceClass"), 16) == PRINTER_CLASS:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _has_printer(dev) -> bool:
+    try:
+        return any(intf.bInterfaceClass == PRINTER_CLASS and intf.bInterfaceSubClass == PRINTER_SUBCLASS
+                   for cfg in dev for intf in cfg)
+    except (usb.core.USBError, ValueError):
+        return False
+
+
+STAYED = "the device stayed in its bootloader"
+LEAVE_WAIT = 5.0  # s a real device gets to leave after its status, and then to come back as its application
+LEAVE_WAIT_IN_PROCESS = 1.5  # the emulated printer leaves 0.5 s after its status ...
+AGAIN_IN_PROCESS = 0.2  # ... and what replaces it is there at once
+
+
+def _wait_for(backend) -> tuple[float, float]:
+    # bootkit.transports.virtual's backend: named, not imported (classes sit below transports)
+    if backend is not None and type(backend).__module__.endswith("transports.virtual"):
+        return LEAVE_WAIT_IN_PROCESS, AGAIN_IN_PROCESS
+    return LEAVE_WAIT, LEAVE_WAIT
+
+
+def _watch(look, wait: float, again: float, *, sleep=time.sleep, clock=time.monotonic) -> str:
+    """The outcome after a good job, as observed.  ``look()`` says (still there, (vid, pid,
+    is the printer bootloader) of a device that appeared since the job, or None).
+
+    - it left and another device appeared: "application started (came back as VVVV:PPPP)";
+    - it left and nothing came back within ``again`` s: "left the bootloader (not seen again within N s)";
+    - it left and came back as the printer bootloader, or it is still there after ``wait`` s:
+      PrinterError "the device stayed in its bootloader: ...".
+    """
+    deadline = clock() + wait
+    gone_at = None
+    while True:
+        there, new = look()
+        now = clock()
+        if not there:
+            if gone_at is None:
+                gone_at = now
+            if new is not None:
+                vid, pid, bootloader = new
+                if bootloader:
+                    raise PrinterError(f"{STAYED}: it came back as the printer bootloader ({vid:04X}:{pid:04X})")
+                return f"application started (came back as {vid:04X}:{pid:04X})"
+            if now - gone_at >= again:
+                return f"left the bootloader (not seen again within {again:g} s)"
+        elif now >= deadline:
+            raise PrinterError(f"{STAYED}: it is still there {wait:g} s after its status said the job was programmed")
+        sleep(0.05)
+
 
 def open_printer(backend=None, *, printer=None, vid=None, pid=None, serial=None):
     """A FilePrinter for ``printer=PATH``, else the first matching USB printer interface."""
@@ -244,7 +412,7 @@ def open_printer(backend=None, *, printer=None, vid=None, pid=None, serial=None)
     if not found:
         sel = f" {vid:04x}:{pid:04x}" if vid is not None and pid is not None else ""
         raise PrinterError(f"no USB printer{sel} found (interface class 07, subclass 01)")
-    return UsbPrinter(found[0])
+    return UsbPrinter(found[0], backend=backend)
 
 
 def _image_crc(image: Image) -> int:
@@ -257,8 +425,10 @@ def _image_crc(image: Image) -> int:
 def _outcome(status: int | None, line: str | None) -> JobStatus | None:
     """Raise PrinterError for a device that reports an error; the job's status line otherwise."""
     job = parse_status_line(line) if line else None
+    port = f"port status 0x{status:02X} ({describe_port_status(status)})" if status is not None else None
     if job is not None and not job.ok:
-        raise PrinterError(line.strip())
+        # a failed job leaves the application invalid: the device keeps its bootloader
+        raise PrinterError(f"{STAYED}: {line.strip()}" + (f"; {port}" if port else ""))
     if status is not None and (not status & NOT_ERROR or status & PAPER_EMPTY or not status & SELECT):
         raise PrinterError(f"printer reports {describe_port_status(status)} (port status 0x{status:02X})"
                            + (f": {line.strip()}" if line else ""))
@@ -266,48 +436,75 @@ def _outcome(status: int | None, line: str | None) -> JobStatus | None:
 
 
 def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, serial=None,
-             expect: Image | None = None, progress=None, what: str = "print") -> FlashResult:
-    """Send a print job as-is, then SOFT_RESET, GET_PORT_STATUS and the status line."""
+             expect: Image | None = None, progress=None, what: str = "print",
+             wait: tuple[float, float] | None = None) -> FlashResult:
+    """Send a print job as-is, then SOFT_RESET, GET_PORT_STATUS and the status line; then watch
+    what the device does (``wait``: seconds for it to leave, and for what replaces it to appear).
+
+    Steps, as observed: "sent N bytes"; the device's status line; "verified (...)" only when
+    the device's CRC-32 of flash read back equals the image's, else "not verified (why)";
+    then "application started (came back as VVVV:PPPP)" or "left the bootloader (not seen
+    again within N s)".  An error status, a CRC mismatch or a device that stays in its
+    bootloader raises PrinterError.
+    """
     t0 = time.perf_counter()
     steps = []
+    wait = wait or _wait_for(backend)
     p = open_printer(backend, printer=printer, vid=vid, pid=pid, serial=serial)
     status = line = None
+    left_early = False
     try:
+        before = p.snapshot()
         try:
             with progress_bar(what, len(job), progress) as bar:
                 p.write(job, bar)
             steps.append(f"sent {len(job)} bytes")
         except (usb.core.USBError, OSError) as exc:
-            raise PrinterError(f"printing failed: {exc}") from None
+            raise PrinterError(f"printing failed after the job started: {exc}") from None
         try:
             p.soft_reset()  # a job without its EOF record now counts as cut off
             status = p.port_status()
             line = p.read_status()
-        except usb.core.USBError as exc:
-            if not _gone(exc):
+        except (usb.core.USBError, OSError) as exc:
+            if not (_gone(exc) or getattr(exc, "errno", None) in GONE_ERRNOS):
                 raise PrinterError(f"reading the printer status failed: {exc}") from None
-            # The device programmed the job and left for the application.
-            steps.append("the device left before its status was read")
-            return FlashResult("lufa", expect.size if expect else len(job), time.perf_counter() - t0, False, steps)
+            left_early = True
     finally:
         try:
             p.close()
         except Exception:  # noqa: BLE001 - closing a vanished device
             pass
-    job_status = _outcome(status, line)
-    verified = False
-    if job_status is not None:
-        steps.append(line.strip())
-        if expect is not None:
-            crc = _image_crc(expect)
-            if job_status.crc32 != crc or job_status.size != expect.size:
-                raise PrinterError(f"printer programmed {job_status.size} bytes with crc32 {job_status.crc32:08x}, "
-                                   f"the image has {expect.size} bytes with crc32 {crc:08x}")
-            verified = True
-            steps.append("verified (crc32 of flash read back by the device)")
-    elif status is None:
-        steps.append("no status available (not a usblp device file)")
     size = expect.size if expect is not None else len(job)
+    if left_early:
+        # it went before it said anything: what it programmed is unknown
+        steps.append("not verified (the device left before its status was read)")
+    else:
+        job_status = _outcome(status, line)
+        if job_status is not None:
+            steps.append(line.strip())
+            if expect is not None:
+                crc = _image_crc(expect)
+                if job_status.crc32 != crc or job_status.size != expect.size:
+                    raise PrinterError(f"printer programmed {job_status.size} bytes with crc32 "
+                                       f"{job_status.crc32:08x}, the image has {expect.size} bytes with crc32 "
+                                       f"{crc:08x}")
+                steps.append("verified (crc32 of flash read back by the device)")
+            else:
+                steps.append("not verified (no image to compare the device's crc32 with)")
+        elif status is None:
+            steps.append("not verified (not a usblp device file: no port status, no status line)")
+            return FlashResult("lufa", size, time.perf_counter() - t0, False, steps)
+        elif line is None:
+            steps.append(f"port status 0x{status:02X} (ok)")
+            steps.append("not verified (the printer sent no status line)" if getattr(p, "bidirectional", True)
+                         else "not verified (a unidirectional printer sends no status line)")
+        else:
+            raise PrinterError(f"the printer's status line is not a job status: {line.strip()[:80]!r}")
+    if before is None:
+        steps.append("not watched (no sysfs entry for the printer)")
+    else:
+        steps.append(p.watch_leave(before, *wait))
+    verified = any(s.startswith("verified") for s in steps)
     return FlashResult("lufa", size, time.perf_counter() - t0, verified, steps)
 
 
@@ -317,57 +514,127 @@ def _chip(chip) -> Chip | None:
     return get_chip(chip)
 
 
-def validate(image: Image, chip) -> None:
+def _hex_line(raw: bytes, address: int) -> int | None:
+    """The line of the first data record of a (valid) HEX file that holds ``address``."""
+    base = 0
+    for number, text in enumerate(raw.splitlines(), 1):
+        text = text.strip()
+        if len(text) < 11 or text[:1] != b":":
+            continue
+        try:
+            rec = bytes.fromhex(text[1:].decode("ascii"))
+        except ValueError:
+            continue
+        kind, offset = rec[3], (rec[1] << 8) | rec[2]
+        if kind == 0 and base + offset <= address < base + offset + rec[0]:
+            return number
+        if kind == 4:
+            base = ((rec[4] << 8) | rec[5]) << 16
+        elif kind == 2:
+            base = ((rec[4] << 8) | rec[5]) << 4
+        elif kind == 1:
+            break
+    return None
+
+
+def validate(image: Image, chip, *, force: bool = False, raw: bytes | None = None) -> None:
+    """Refuse (ImageRejected) an image the target cannot take: data outside the application
+    flash or in the bootloader region (check_ranges), another UF2 family or no reset vector
+    (preflight).  ``raw``: the HEX file, so a refusal names the line."""
     chip = _chip(chip)
     if chip is None:
         return
     layout = chip.layout()
-    check_ranges(image, layout.application_ranges("flash"), layout.protected, f"the {chip.name} application flash")
+    try:
+        check_ranges(image, layout.application_ranges("flash"), layout.protected, f"the {chip.name} application flash")
+    except ImageRejected as exc:
+        line = None
+        if raw is not None:
+            import re
+
+            m = re.search(r"0x([0-9A-F]+)", str(exc))
+            line = _hex_line(raw, int(m[1], 16)) if m else None
+        raise ImageRejected(f"line {line}: {exc}" if line else str(exc)) from None
+    preflight(image, chip, force=force, memory="flash")
 
 
-def flash(image_or_path, backend=None, *, printer=None, vid=None, pid=None, serial=None, chip=None,
-          progress=None, record_size: int = 16, **_) -> FlashResult:
-    """Print an image (an Image or a firmware file of any format) as Intel HEX.
+@dataclass
+class PrintJob:
+    """What is sent (``data``) and what it programs (``image``), checked before anything is sent."""
 
-    The image is checked against ``chip`` first (nothing is sent when it
-    does not fit); the device's CRC-32 of what it programmed is compared
-    with the image's.  Raises ImageRejected or PrinterError (a HostError).
-    """
-    if isinstance(image_or_path, Image):
-        image = image_or_path
-    else:
-        try:
-            image = load(image_or_path)
-        except (FormatError, OSError) as exc:
-            raise ImageRejected(str(exc)) from None
-    if not image:
-        raise ImageRejected("the image is empty")
-    validate(image, chip)
-    job = write_hex(image, record_size=record_size).encode("ascii")
-    return send_job(job, backend, printer=printer, vid=vid, pid=pid, serial=serial, expect=image,
-                    progress=progress)
+    data: bytes
+    image: Image
+    source: str
+    raw_hex: bool  # ``data`` is the file's own bytes
 
 
-def print_file(path, backend=None, *, printer=None, vid=None, pid=None, serial=None, chip=None,
-               progress=None, **_) -> FlashResult:
-    """Send a HEX file's bytes exactly as they are (as ``cat FILE > /dev/usb/lp0`` would).
+def prepare(path, *, fmt: str | None = None, base: int | None = None, record_size: int = 16) -> PrintJob:
+    """Read and parse a whole firmware file before anything is sent (ImageRejected naming the
+    file and line).  A HEX file is sent as its own bytes (as ``cat FILE > /dev/usb/lp0`` would);
+    any other format is converted to Intel HEX."""
+    from ...formats import detect_format
 
-    A corrupt file reaches the device, and the device's error comes back
-    as a PrinterError.  When the file parses and ``chip`` is known, it is
-    checked against the chip first and the result verified by CRC.
-    """
+    source = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise ImageRejected(f"{path}: {exc.strerror}") from None
+        raise ImageRejected(f"{source}: {exc.strerror}") from None
+    if not raw.strip():
+        raise ImageRejected(f"{source}: empty file ({len(raw)} bytes): nothing to print")
+    fmt = fmt or detect_format(raw, source)
     try:
-        expect = parse_hex(raw, source=str(path))
-    except FormatError:
-        expect = None
-    if expect is not None:
-        validate(expect, chip)
-    return send_job(raw, backend, printer=printer, vid=vid, pid=pid, serial=serial, expect=expect,
-                    progress=progress)
+        image = parse_hex(raw, source=source) if fmt == "hex" else load(raw, fmt=fmt, base=base, source=source)
+    except FormatError as exc:
+        raise ImageRejected(str(exc)) from None
+    if not image:
+        raise ImageRejected(f"{source}: no data records: nothing to print")
+    if fmt == "hex":
+        return PrintJob(raw, image, source, True)
+    return PrintJob(write_hex(image, record_size=record_size).encode("ascii"), image, source, False)
+
+
+def print_job(job: PrintJob, backend=None, *, printer=None, vid=None, pid=None, serial=None, chip=None,
+              force: bool = False, progress=None, wait=None) -> FlashResult:
+    """Check a prepared job against ``chip`` (nothing is sent when it does not fit), send it,
+    and report what the device says and does (see :func:`send_job`)."""
+    validate(job.image, chip, force=force, raw=job.data if job.raw_hex else None)
+    result = send_job(job.data, backend, printer=printer, vid=vid, pid=pid, serial=serial, expect=job.image,
+                      progress=progress, wait=wait)
+    if chip is None:  # the device checks ranges itself, but only after the job has started
+        result.steps.insert(0, "not checked against a chip before sending (no chip given)")
+    return result
+
+
+def flash(image_or_path, backend=None, *, printer=None, vid=None, pid=None, serial=None, chip=None,
+          progress=None, record_size: int = 16, force: bool = False, memory: str = "flash", wait=None,
+          **_) -> FlashResult:
+    """Print an image (an Image or a firmware file of any format) as Intel HEX.
+
+    The image is checked against ``chip`` first (nothing is sent when it does not fit); the
+    device's CRC-32 of what it programmed is compared with the image's.  Raises
+    ImageRejected or PrinterError (a HostError).
+    """
+    if memory != "flash":
+        raise ImageRejected(f"the printer bootloader programs flash only, not {memory}")
+    if isinstance(image_or_path, Image):
+        image = image_or_path
+        if not image:
+            raise ImageRejected("the image is empty")
+        job = PrintJob(write_hex(image, record_size=record_size).encode("ascii"), image, "image", False)
+    else:
+        job = prepare(image_or_path, record_size=record_size)
+    return print_job(job, backend, printer=printer, vid=vid, pid=pid, serial=serial, chip=chip, force=force,
+                     progress=progress, wait=wait)
+
+
+def print_file(path, backend=None, *, printer=None, vid=None, pid=None, serial=None, chip=None,
+               progress=None, force: bool = False, fmt: str | None = None, base: int | None = None,
+               wait=None, **_) -> FlashResult:
+    """Print a firmware file: parsed and checked whole first (ImageRejected, nothing sent), then
+    a HEX file goes as its own bytes, any other format as Intel HEX."""
+    job = prepare(path, fmt=fmt, base=base)
+    return print_job(job, backend, printer=printer, vid=vid, pid=pid, serial=serial, chip=chip, force=force,
+                     progress=progress, wait=wait)
 
 
 def device_id(backend=None, *, printer=None, vid=None, pid=None, serial=None) -> str | None:
