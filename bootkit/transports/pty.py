@@ -71,6 +71,9 @@ class _EngineStream:
     def describe(self) -> str:
         return type(self.engine).__name__
 
+    def usb_ids(self) -> tuple[int, int] | None:
+        return None
+
 
 class _UsbSerialStream:
     """An emulated CDC-ACM device, driven as the host's cdc_acm driver would."""
@@ -170,6 +173,10 @@ class _UsbSerialStream:
     def poll(self) -> None:
         self._device()
 
+    def usb_ids(self) -> tuple[int, int] | None:
+        dev = self.target.device  # read only: the serving thread polls and re-enumerates
+        return (dev.info.idVendor, dev.info.idProduct) if dev is not None else None
+
     def describe(self) -> str:
         dev = self.target.device
         return f"USB device {dev.info.idVendor:04x}:{dev.info.idProduct:04x}" if dev else "no device"
@@ -184,6 +191,21 @@ def _stream_for(obj):
     if isinstance(target, Target):
         return _UsbSerialStream(target)
     raise TypeError(f"cannot serve {type(obj).__name__} on a pty: need feed(bytes) or a CDC-ACM device")
+
+
+# slave path -> the server on it, while it serves (this process only)
+_SERVING: dict[str, "PtyServer"] = {}
+
+
+def usb_ids(path: str) -> tuple[int, int] | None:
+    """The VID:PID of the emulated USB device now behind the pty at ``path`` (served by
+    this process), as sysfs would tell for a real ttyACM; None for a bare byte-stream
+    engine, for nothing enumerated, or for a path this process does not serve.  A host
+    client asks it after a leave ('E') to name what came back."""
+    server = _SERVING.get(path)
+    if server is None:
+        return None
+    return server.stream.usb_ids()
 
 
 class PtyServer:
@@ -201,6 +223,7 @@ class PtyServer:
         self.sessions = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        _SERVING[self.slave_path] = self
 
     def _baud(self) -> int:
         try:
@@ -289,6 +312,8 @@ class PtyServer:
         self.log(f"pty: port opened ({self.stream.describe()})")
 
     def close(self) -> None:
+        if _SERVING.get(self.slave_path) is self:
+            del _SERVING[self.slave_path]
         if self.master >= 0:
             try:
                 os.close(self.master)
@@ -321,4 +346,4 @@ def pty_server(engine_or_emulator, log: Callable[[str], None] | None = None) -> 
         thread.join(5)
 
 
-__all__ = ["PtyServer", "serve_pty", "pty_server", "BAUD_RATES"]
+__all__ = ["PtyServer", "serve_pty", "pty_server", "usb_ids", "BAUD_RATES"]

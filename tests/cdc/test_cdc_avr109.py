@@ -29,11 +29,13 @@ def test_identification_lufa_and_caterina():
     _, e = engine()
     assert e.feed(b"\x1bS") == b"LUFACDC"
     assert e.feed(b"V") == b"10"
-    assert e.feed(b"v") == b"?"  # LUFA has no hardware version: avrdude says "no hardware version given"
+    # two digits: avrdude's avr910.c reads two bytes (butterfly.c reads two unless the first is '?')
+    assert e.feed(b"v") == b"10"
     assert e.feed(b"p") == b"S"
     assert e.feed(b"a") == b"Y"
     assert e.feed(b"b") == b"Y\x00\x80"  # 128-byte pages, big-endian
-    assert e.feed(b"t") == b"\x44\x00"
+    # the part's AVR910 code (avrdude.conf's note for m32u4: the ATmega128's 0x43), LUFA's 0x44, end
+    assert e.feed(b"t") == b"\x43\x44\x00"
     assert e.feed(b"TD") == b"\r"
     assert e.feed(b"PL") == b"\r\r"
     assert e.feed(b"x\x01y\x01") == b"\r\r"
@@ -128,6 +130,7 @@ def test_truncated_block_leaves_page_unwritten_and_application_invalid():
     e.feed(addr(0) + block(b"F", b"\x0c\x94" * 64))
     e.feed(b"E")
     assert mem.app_valid
+    e.disconnect()  # the application ran; a new session finds the bootloader
     e.feed(addr(0) + block(b"F", b"\x11" * 128))  # a new update starts
     assert not mem.app_valid
     partial = block(b"F", b"\x22" * 128)[:70]
@@ -202,4 +205,71 @@ def test_random_streams_never_crash_nor_touch_the_bootloader(chip, stream, cuts)
     assert mem.region_bytes("fuses") == fuses_before
     assert mem.region_bytes("signature") == sig_before
     # and it still answers in sync afterwards
+    assert e.feed(b"\x1bS") == b"LUFACDC"
+
+
+# --------------------------------------------------------------------------
+# AVR910 (avrdude -c avr910): universal commands, hardware version, device codes
+
+
+def universal(b1, b2, b3=0, b4=0):
+    return b"." + bytes((b1, b2, b3, b4))
+
+
+def test_universal_command_reads_fuses_lock_and_signature():
+    mem, e = engine()
+    # avrdude.conf m32u4: lfuse read 0x50 0x00, hfuse 0x58 0x08, efuse 0x50 0x08, lock 0x58 0x00
+    assert e.feed(universal(0x50, 0x00)) == b"\x5e\r"
+    assert e.feed(universal(0x58, 0x08)) == b"\x99\r"
+    assert e.feed(universal(0x50, 0x08)) == b"\xf3\r"
+    assert e.feed(universal(0x58, 0x00)) == b"\xff\r"
+    assert b"".join(e.feed(universal(0x30, 0, i)) for i in range(3)) == b"\x1e\r\x95\r\x87\r"
+    # the old 3-byte form ':'
+    assert e.feed(b":\x50\x00\x00") == b"\x5e\r"
+    # the stream stays in step: the next command is answered as itself
+    assert e.feed(universal(0x50, 0x00) + b"S") == b"\x5e\rLUFACDC"
+
+
+def test_universal_lock_write_reaches_only_the_boot_lock_bits_and_fuse_writes_change_nothing():
+    mem, e = engine()
+    assert e.feed(universal(0xAC, 0xE0, 0, 0xF3)) == b"\x00\r"  # program BLB11/BLB12 (bits 3..2)
+    assert mem.read(LOCK_BASE, 1) == b"\xf3"
+    assert e.feed(universal(0xAC, 0xE0, 0, 0xC0)) == b"\x00\r"  # LB1/LB2 too: SPM cannot
+    assert e.feed(universal(0x58, 0x00)) == b"\xc3\r"
+    assert e.feed(universal(0xAC, 0xA0, 0, 0xFF)) == b"\x00\r"
+    assert e.feed(universal(0x50, 0x00)) == b"\x5e\r"  # the low fuse is unchanged: the host's verify sees it
+
+
+def test_unknown_universal_instruction_answers_question_mark_and_stays_in_step():
+    _, e = engine()
+    assert e.feed(universal(0x38, 0, 0, 0) + b"p") == b"?\rS"  # calibration byte: not kept
+
+
+def test_device_codes_follow_the_signature():
+    _, e = engine(get_chip("atmega328p"))  # no AVR910 code: LUFA's only
+    assert e.feed(b"t") == b"\x44\x00"
+    _, e = engine(get_chip("at90usb1286"))
+    assert e.feed(b"t") == b"\x43\x44\x00"
+
+
+@pytest.mark.parametrize("name", ["stm32f411", "rp2040", "stm32f103c8"])
+def test_an_avr109_engine_refuses_a_chip_whose_flash_it_cannot_address(name):
+    with pytest.raises(ValueError, match="out of AVR109's reach"):
+        engine(get_chip(name))
+
+
+def test_after_e_with_a_valid_application_the_bare_engine_is_silent_until_the_port_closes():
+    mem, e = engine()
+    assert e.feed(addr(0) + block(b"F", b"\x0c\x94" * 64)) == b"\r\r"
+    assert e.feed(b"E") == b"\r"
+    assert mem.app_valid
+    assert e.feed(b"\x1bS") == b""  # the application runs: no AVR109 answer
+    e.disconnect()
+    assert e.feed(b"S") == b"LUFACDC"
+
+
+def test_after_e_on_blank_flash_the_bootloader_keeps_answering():
+    mem, e = engine()
+    assert e.feed(b"E") == b"\r"
+    assert not mem.app_valid
     assert e.feed(b"\x1bS") == b"LUFACDC"

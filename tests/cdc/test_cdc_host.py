@@ -29,8 +29,10 @@ def test_flash_and_read_back(served):
     result = host.flash(image, port=port, progress=False)
     assert result.verified and result.dialect == "lufa" and result.bytes >= image.size
     assert mem.app_valid
+    assert result.steps[-1] == f"left the bootloader (not seen again within {host.PROBE_WAIT:g} s)"
     for s, d in image.segments:
         assert mem.read(s, len(d)) == d
+    eng.reset()  # the application runs: reset into the bootloader to read it back
     back = host.read(port=port, progress=False)
     assert back.tobytes(0, image.end) == image.tobytes(0, image.end)
 
@@ -38,7 +40,10 @@ def test_flash_and_read_back(served):
 def test_eeprom_and_fuses(served):
     mem, eng, port = served
     data = bytes(range(50))
-    host.flash(Image([(EEPROM_BASE + 0x100, data)]), port=port, memory="eeprom", progress=False)
+    result = host.flash(Image([(EEPROM_BASE + 0x100, data)]), port=port, memory="eeprom", progress=False)
+    # blank flash: the board stays in its bootloader, said as a step (an EEPROM write promises no application)
+    assert result.steps[-1] == ("the device stayed in its bootloader: first word of flash is erased: "
+                                "the bootloader kept control")
     assert mem.read(EEPROM_BASE + 0x100, 50) == data
     back = host.read(port=port, memory="eeprom", progress=False)
     assert back.tobytes(EEPROM_BASE + 0x100, EEPROM_BASE + 0x132) == data
@@ -49,6 +54,7 @@ def test_image_in_the_bootloader_is_refused_before_anything_is_erased(served):
     mem, eng, port = served
     _, good = named_sample("sample-atmega32u4")
     host.flash(good, port=port, progress=False)
+    eng.reset()
     before = mem.flash_bytes()
     bad = Image([(0, b"\x00" * 64), (CHIP.boot_start - 16, b"\x00" * 64)])
     with pytest.raises(ImageRejected):
@@ -89,5 +95,7 @@ def test_host_touches_an_application_on_the_pty_into_the_bootloader():
                 time.sleep(0.02)
             assert em.mode == "bootloader"
             _, image = named_sample("sample-atmega32u4")
-            assert host.flash(image, port=srv.slave_path, progress=False).verified
+            result = host.flash(image, port=srv.slave_path, progress=False)
+            assert result.verified
+            assert result.steps[-1] == "application started (came back as 2341:8036)"
         assert em.memory.app_valid

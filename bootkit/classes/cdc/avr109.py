@@ -30,15 +30,43 @@ from ...memory.chips import EEPROM_BASE, FUSE_BASE, LOCK_BASE, SIGNATURE_BASE
 from ...memory.writer import SessionWriter
 from .protocol import (
     CR,
-    DEVICE_CODES,
     ESC,
     FIXED_LENGTH,
+    HARDWARE_VERSION,
+    ISP_READ_EXTENDED_FUSE,
+    ISP_READ_HIGH_FUSE,
+    ISP_READ_LOCK,
+    ISP_READ_LOW_FUSE,
+    ISP_READ_SIGNATURE,
+    ISP_WRITE,
+    ISP_WRITE_LOCK_MASK,
     MEMORY_EEPROM,
     MEMORY_FLASH,
     SOFTWARE_IDS,
     SOFTWARE_VERSIONS,
     UNKNOWN,
+    UNIVERSAL_NEW,
+    device_codes,
 )
+
+# AVR109 addresses flash in 16-bit words: 'A' carries 16 bits, 'H' 24
+# (avrdude's butterfly_set_addr sends 'H' from word 0x10000 on), so a byte
+# address must be below 2 * 2**24.
+AVR109_FLASH_LIMIT = 2 << 24
+
+
+def reachable(chip_or_layout) -> str | None:
+    """None when AVR109 can address all of a chip's flash; else why not, in one line."""
+    flash = getattr(chip_or_layout, "flash", None)
+    if flash is not None and hasattr(flash, "end"):
+        start, end, name = flash.start, flash.end, ""
+    else:
+        chip = chip_or_layout
+        start, end, name = chip.flash_start, chip.flash_start + chip.flash_size, chip.name + "'s "
+    if end <= AVR109_FLASH_LIMIT:
+        return None
+    return (f"{name}flash at 0x{start:X}-0x{end - 1:X} is out of AVR109's reach: its flash addresses are "
+            f"16-bit word addresses ('A', below 0x20000) or 24-bit ('H', below 0x{AVR109_FLASH_LIMIT:X})")
 
 
 class Avr109Engine:
@@ -65,6 +93,10 @@ class Avr109Engine:
         self.version = (ver.encode("ascii") if isinstance(ver, str) else bytes(ver))[:2].ljust(2, b"0")
         layout = memory.layout
         self.flash = layout.flash
+        why = reachable(layout)
+        if why is not None:  # a 32-bit part (STM32, RP2040): no AVR109 address reaches its flash
+            chip = getattr(memory, "chip", None)
+            raise ValueError(f"an AVR109 bootloader cannot serve {chip.name if chip else 'this chip'}: {why}")
         self.page_size = block_size or self.flash.write_size
         app = layout.application_ranges("flash")
         self.app_start, self.app_end = app[0] if app else (self.flash.start, self.flash.start)
@@ -78,6 +110,12 @@ class Avr109Engine:
         self.page_buffer: dict[int, int] = {}  # 'c'/'C' fills: byte offset -> value
         self._buffer = bytearray()
         self.exited = False
+        # 'E' with a valid application: the application runs and no longer
+        # speaks AVR109, so a bare engine (on a pty, without the USB device
+        # model that would re-enumerate) answers nothing until the port closes;
+        # the next session finds the bootloader again, as after a reset with
+        # the boot button held.
+        self.application_running = False
         self.commands = 0  # complete commands handled (activity counter)
         self.log: list[str] = []
 
@@ -91,6 +129,8 @@ class Avr109Engine:
     # the stream
     def feed(self, data: bytes) -> bytes:
         """Bytes from the host in, the bootloader's answers out."""
+        if self.application_running:
+            return b""
         self._buffer += data
         out = bytearray()
         buf = self._buffer
@@ -102,6 +142,9 @@ class Avr109Engine:
             frame = bytes(buf[pos:pos + need])
             pos += need
             out += self._command(frame)
+            if self.application_running:  # 'E' left for the application: the rest is not ours
+                pos = len(buf)
+                break
         del buf[:pos]
         return bytes(out)
 
@@ -110,12 +153,20 @@ class Avr109Engine:
         """Bytes of an incomplete command waiting for the rest."""
         return len(self._buffer)
 
+    def reset(self) -> None:
+        """The board is reset into its bootloader (boot button held): a running
+        application stops, a partial command is dropped."""
+        self.disconnect()
+
     def disconnect(self) -> None:
         """The host went away (port closed, DTR dropped, USB reset): a partial
-        command is abandoned, so a truncated block writes nothing."""
+        command is abandoned, so a truncated block writes nothing.  A bare engine
+        (no USB device model to re-enumerate) serves the next session as its
+        bootloader again, so avrdude can run one session after another."""
         if self._buffer:
             self.log.append(f"host gone: {len(self._buffer)} byte(s) of an incomplete command dropped")
         self._buffer.clear()
+        self.application_running = False
 
     def _length(self, buf: bytearray, pos: int) -> int | None:
         letter = chr(buf[pos])
@@ -157,8 +208,50 @@ class Avr109Engine:
     def _cmd_block_support(self, f):
         return b"Y" + self.page_size.to_bytes(2, "big")
 
+    def _cmd_hardware_version(self, f):
+        return HARDWARE_VERSION
+
     def _cmd_device_codes(self, f):
-        return DEVICE_CODES + b"\x00"
+        sig = self.memory.read(SIGNATURE_BASE, 3) if self.signature is not None else None
+        return device_codes(sig)
+
+    # AVR910 universal commands ('.', ':') -----------------------------------
+    def _cmd_universal(self, f):
+        """One serial-programming instruction, as the bootloader can carry it out itself:
+        fuse, lock and signature reads (LPM with BLBSET/SIGRD), lock writes of the boot lock
+        bits (SPM).  Fuses cannot be written from a bootloader: the write is ignored, so the
+        host's read-back shows the fuse unchanged (avrdude reports the mismatch).  Anything
+        else answers '?' for its output byte.  The answer is always two bytes, output and
+        '\\r', so the stream stays in step."""
+        op = tuple(f[1:4]) if f[0] == UNIVERSAL_NEW else tuple(f[1:3]) + (0,)
+        out = self._isp(op[0], op[1], op[2], f[4] if f[0] == UNIVERSAL_NEW else f[3])
+        return (out if out is not None else UNKNOWN) + CR
+
+    def _isp(self, b1: int, b2: int, b3: int, b4: int) -> bytes | None:
+        if (b1, b2) == ISP_READ_LOW_FUSE:
+            return self._fuse_or_none(0)
+        if (b1, b2) == ISP_READ_HIGH_FUSE:
+            return self._fuse_or_none(1)
+        if (b1, b2) == ISP_READ_EXTENDED_FUSE:
+            return self._fuse_or_none(2)
+        if (b1, b2) == ISP_READ_LOCK:
+            return self.memory.read(LOCK_BASE, 1) if self.lock is not None else None
+        if b1 == ISP_READ_SIGNATURE and self.signature is not None and (b3 & 3) < 3:
+            return self.memory.read(SIGNATURE_BASE + (b3 & 3), 1)
+        if b1 == ISP_WRITE and b2 & ISP_WRITE_LOCK_MASK == ISP_WRITE_LOCK_MASK and self.lock is not None:
+            # the new lock byte, 0 = programmed; SPM reaches only BLB0x/BLB1x (bits 5..2)
+            old = self.memory.read(LOCK_BASE, 1)[0]
+            self.memory.program(LOCK_BASE, bytes([old & (b4 | ~0x3C) & 0xFF]))
+            return b"\x00"
+        if b1 == ISP_WRITE and b2 in (0xA0, 0xA8, 0xA4):
+            self.log.append(f"universal: fuse write 0x{b2:02X} ignored (a bootloader cannot write fuses)")
+            return b"\x00"
+        return None
+
+    def _fuse_or_none(self, index: int) -> bytes | None:
+        if self.fuses is None or index >= self.fuses.size:
+            return None
+        return self.memory.read(FUSE_BASE + index, 1)
 
     def _cmd_ack_with_byte(self, f):  # T (select device), x/y (LEDs)
         return CR
@@ -224,9 +317,12 @@ class Avr109Engine:
     def _cmd_exit(self, f):
         try:
             self.memory.manifest()
+            started = True
         except MemoryFault as exc:  # blank flash: the board stays in its bootloader
             self.log.append(f"'E': {exc}")
+            started = False
         self.exited = True
+        self.application_running = started
         self.signal("leave", "AVR109 'E' (exit bootloader)", 0.5 if self.dialect == "caterina" else 0.0)
         return CR
 
@@ -334,14 +430,13 @@ _NAMES = {
     "y": "ack_with_byte", "P": "ack", "L": "ack", "s": "signature", "r": "lock_read", "F": "low_fuse",
     "N": "high_fuse", "Q": "extended_fuse", "l": "lock_write", "A": "set_address", "H": "set_ext_address",
     "e": "chip_erase", "E": "exit", "B": "block_write", "g": "block_read", "C": "fill_high", "c": "fill_low",
-    "m": "write_page", "R": "read_word", "D": "eeprom_write", "d": "eeprom_read",
+    "m": "write_page", "R": "read_word", "D": "eeprom_write", "d": "eeprom_read", "v": "hardware_version",
+    ".": "universal", ":": "universal",
 }
-# 'v' (hardware version) is not implemented by LUFA or Caterina: it answers '?',
-# which avrdude reports as "no hardware version given".
 
 
 def engine_for(dialect: str, memory, **kw) -> Avr109Engine:
     return Avr109Engine(memory, dialect=dialect, **kw)
 
 
-__all__ = ["Avr109Engine", "engine_for"]
+__all__ = ["Avr109Engine", "engine_for", "reachable", "AVR109_FLASH_LIMIT"]

@@ -21,11 +21,17 @@ from ...formats.image import Image
 from ...memory import CHIPS, Chip, get_chip
 from ...memory.chips import EEPROM_BASE
 from ...progress import progress_bar
-from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
+from .avr109 import AVR109_FLASH_LIMIT, reachable
 from .protocol import IDS, SOFTWARE_IDS, TOUCH_BAUD
 
 DEFAULT_BAUD = 57600  # what the Arduino IDE and LUFA's docs pass to avrdude (-b 57600)
 PIPELINE = 8  # blocks in flight before waiting for their acknowledgements
+LEAVE_WAIT = 5.0  # s a real board gets to come back after 'E' (as its application, or its bootloader)
+PROBE_WAIT = 0.25  # s an AVR109 bootloader (answering within a millisecond over USB) gets to answer ESC 'S' on the same port after 'E'
+# after 'E': LUFA detaches at once; Caterina "leaves the bootloader 500 ms later" (Caterina.c)
+LEAVE_DELAY = {"caterina": 0.6}
+LEAVE_DELAY_DEFAULT = 0.05
 
 
 class Avr109Error(HostError):
@@ -203,10 +209,15 @@ class Avr109Client:
                           f" {self.chip.name} block {self.block_size}")
 
     def set_address(self, word_or_byte: int) -> bytes:
-        """The 'A' (16-bit) or 'H' (24-bit) command for an address in the device's units."""
+        """The 'A' (16-bit) or 'H' (24-bit) command for an address in the device's units
+        (avrdude's butterfly_set_addr: 'H' from 0x10000 on)."""
         if word_or_byte < 0x10000:
             return b"A" + word_or_byte.to_bytes(2, "big")
-        return b"H" + word_or_byte.to_bytes(3, "big")
+        if word_or_byte < 1 << 24:
+            return b"H" + word_or_byte.to_bytes(3, "big")
+        # validate()/read() refuse such a chip before anything is sent; this is the last guard
+        raise ImageRejected(f"address 0x{word_or_byte:X} (device units) is out of AVR109's reach "
+                            f"(24-bit 'H' addresses)")
 
     def chip_erase(self) -> None:
         # LUFA erases every application page: allow for the datasheet's 4.5 ms each
@@ -302,9 +313,29 @@ class Avr109Client:
         self.ack(b"l" + bytes([value & 0xFF]), "write lock bits")
 
     def leave(self) -> None:
+        """'L' and 'E': the bootloader is asked to leave.  Whether it did is for
+        :func:`watch_leave` to see; nothing is claimed here."""
         self.ack(b"L", "leave programming mode")
         self.ack(b"E", "exit bootloader")
-        self.steps.append("application started")
+
+    def probe(self, timeout: float = PROBE_WAIT) -> bytes | None:
+        """ESC then 'S' once: the software identifier when an AVR109 bootloader answers,
+        None when nothing that speaks AVR109 does (an application, or silence)."""
+        self.port.write(b"\x1bS")
+        old = self.port.timeout
+        self.port.timeout = timeout
+        try:
+            got = bytes(self.port.read(1))
+            if got and got == self.software_id[:1]:  # else an application echoed or said something else
+                got += bytes(self.port.read(6))
+        finally:
+            self.port.timeout = old
+        return got if got == self.software_id else None
+
+    def first_word(self) -> bytes:
+        """The application's first word (its reset vector), read back with 'A' and 'g'."""
+        start = self.chip.layout().application_ranges("flash")[0][0]
+        return self.read_range(start, 2)
 
 
 # --------------------------------------------------------------------------
@@ -323,11 +354,15 @@ def _open_serial(port: str, baudrate: int):
 class _Session:
     def __init__(self, backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch):
         self.steps: list[str] = []
+        self.path = None
+        self.found_by_ids = port is None
         if backend is not None and hasattr(backend, "write") and hasattr(backend, "read"):
             self.ser, self.own = backend, False  # an already open serial-like object
+            self.found_by_ids = False
         else:
             path = find_port(port=port, vid=vid, pid=pid, serial=serial, dialect=dialect, touch=touch,
                              steps=self.steps)
+            self.path = path
             self.ser, self.own = _open_serial(path, baudrate), True
         self.client = Avr109Client(self.ser, progress=progress, steps=self.steps)
         try:
@@ -344,6 +379,100 @@ class _Session:
                 pass
 
 
+def _port_ids(path: str | None) -> tuple[int, int] | None:
+    """The USB ids of the device now behind ``path``: pyserial's list_ports for a real
+    port; for a pty served in this process, what the pty transport serves (named, not
+    imported: classes sit below transports)."""
+    import sys
+
+    if path is None:
+        return None
+    try:
+        from serial.tools import list_ports as lp
+
+        for p in lp.comports():
+            if p.device == path and p.vid is not None:
+                return (p.vid, p.pid)
+    except Exception:  # noqa: BLE001 - no port listing on this system
+        pass
+    pty = sys.modules.get("bootkit.transports.pty")
+    lookup = getattr(pty, "usb_ids", None)
+    return lookup(path) if lookup else None
+
+
+def _stayed_reason(c: Avr109Client) -> str:
+    try:
+        word = c.first_word()
+    except (HostError, ImageRejected, OSError):
+        word = None
+    if word == b"\xff\xff":
+        return "first word of flash is erased: the bootloader kept control"
+    sid = c.software_id.decode("ascii", "replace")
+    return f"it still answers AVR109 ('S': {sid}) after 'E'"
+
+
+def watch_leave(s: "_Session", wait: float = LEAVE_WAIT, *, application: bool = True, sleep=time.sleep,
+                clock=time.monotonic) -> str:
+    """After 'E' was acknowledged: what became of the board (issue 16: report only what was seen).
+
+    - the same port answers AVR109 again: :class:`Avr109Error` "the device stayed in its
+      bootloader: <why>" (its first word read back erased, or it simply still answers);
+    - the port is still there but no bootloader answers, and its USB ids are known (a real
+      ttyACM re-used by the application, or the in-process pty's emulated device):
+      "application started (came back as VVVV:PPPP)";
+    - the port went away (a real board detached): its application's port (the dialect's
+      application ids) appearing within ``wait`` s is "application started (came back as
+      VVVV:PPPP)"; its bootloader's ids coming back is "stayed in its bootloader";
+      nothing is "left the bootloader (not seen again within N s)";
+    - no AVR109 answer and no ids to tell what runs: "left the bootloader (not seen again
+      within N s)".
+
+    ``application=False`` (an EEPROM-only write, which does not promise a runnable
+    application): staying in the bootloader is returned as the step, not raised.
+    """
+    c = s.client
+
+    def stayed(why: str) -> str:
+        msg = f"the device stayed in its bootloader: {why}"
+        if application:
+            raise Avr109Error(msg)
+        return msg
+
+    sleep(LEAVE_DELAY.get(c.dialect, LEAVE_DELAY_DEFAULT))
+    try:
+        answer = c.probe()
+        gone = False
+    except OSError:  # serial.SerialException is one: the port vanished with the device
+        answer, gone = None, True
+    if answer is not None:
+        return stayed(_stayed_reason(c))
+    if not gone:
+        ids = _port_ids(s.path)
+        if ids is None:
+            return f"left the bootloader (not seen again within {PROBE_WAIT:g} s)"
+        if ids in bootloader_ids(c.dialect):
+            return stayed(f"it came back as {ids[0]:04X}:{ids[1]:04X}")
+        return f"application started (came back as {ids[0]:04X}:{ids[1]:04X})"
+    # a real board detached: watch the system's serial ports for what comes back
+    apps, boots = application_ids(c.dialect), bootloader_ids(c.dialect)
+    deadline = clock() + wait
+    old_gone = False  # the old port may linger in the listing a moment after the hang-up
+    while clock() < deadline:
+        listed = {found: is_boot for ids_list, is_boot in ((apps, False), (boots, True))
+                  for found in list_ports(ids_list)}
+        old_gone = old_gone or s.path not in listed
+        for found, is_boot in listed.items():
+            if is_boot and found == s.path and not old_gone:
+                continue
+            ids = _port_ids(found)
+            if ids is not None:
+                if is_boot:
+                    return stayed(f"it came back as {ids[0]:04X}:{ids[1]:04X} on {found}")
+                return f"application started (came back as {ids[0]:04X}:{ids[1]:04X})"
+        sleep(0.1)
+    return f"left the bootloader (not seen again within {wait:g} s)"
+
+
 def _normalise(image: Image, memory: str, chip: Chip) -> Image:
     if memory == "eeprom":
         if image and image.start >= EEPROM_BASE:
@@ -352,9 +481,16 @@ def _normalise(image: Image, memory: str, chip: Chip) -> Image:
         return image
     if memory != "flash":
         raise ImageRejected(f"AVR109 writes flash or eeprom, not {memory!r}")
+    _check_reachable(chip)
     layout = chip.layout()
     check_ranges(image, layout.application_ranges("flash"), layout.protected, chip.name)
     return image
+
+
+def _check_reachable(chip: Chip) -> None:
+    why = reachable(chip)
+    if why is not None:
+        raise ImageRejected(f"{chip.name} cannot be flashed over AVR109 (--via cdc): {why}")
 
 
 def validate(image: Image, chip: Chip | str, memory: str = "flash") -> Image:
@@ -365,20 +501,26 @@ def validate(image: Image, chip: Chip | str, memory: str = "flash") -> Image:
 def flash(image: Image, backend=None, *, port: str | None = None, vid: int | None = None, pid: int | None = None,
           serial: str | None = None, dialect: str | None = None, chip: Chip | str | None = None,
           memory: str = "flash", verify: bool = True, leave: bool = True, erase: bool = True, progress=None,
-          baudrate: int = DEFAULT_BAUD, touch: bool = True) -> FlashResult:
+          baudrate: int = DEFAULT_BAUD, touch: bool = True, force: bool = False,
+          leave_wait: float = LEAVE_WAIT) -> FlashResult:
     """Validate, erase, write, verify, leave.  Nothing is erased unless the whole image fits.
 
     ``backend``: an open serial-like object to use instead of opening ``port``.
+    ``force`` lifts only common.preflight's UF2-family check.  After 'E' the last
+    step says what was observed (:func:`watch_leave`).
     """
     t0 = time.perf_counter()
     if not image:
         raise ImageRejected("the image is empty")
     if chip is not None:  # refuse bad input before touching the device at all
+        chip = get_chip(chip) if isinstance(chip, str) else chip
         image = validate(image, chip, memory)
+        preflight(image, chip, force=force, memory=memory)
     s = _Session(backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch)
     try:
         c = s.client
         image = _normalise(image, memory, c.chip)
+        preflight(image, c.chip, force=force, memory=memory)  # the chip the device named: before 'e'
         if memory == "flash":
             if erase:
                 c.chip_erase()
@@ -391,6 +533,7 @@ def flash(image: Image, backend=None, *, port: str | None = None, vid: int | Non
                 c.verify_eeprom(image)
         if leave:
             c.leave()
+            c.steps.append(watch_leave(s, leave_wait, application=memory == "flash"))
         return FlashResult(c.dialect, n, time.perf_counter() - t0, verify, c.steps)
     finally:
         s.close()
@@ -404,10 +547,13 @@ def read(backend=None, *, port: str | None = None, vid: int | None = None, pid: 
 
     EEPROM comes back at avr-gcc's ``.eeprom`` address 0x810000.
     """
+    if chip is not None and memory == "flash":  # before anything is sent
+        _check_reachable(get_chip(chip) if isinstance(chip, str) else chip)
     s = _Session(backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch)
     try:
         c = s.client
         if memory == "flash":
+            _check_reachable(c.chip)
             lo, hi = c.chip.layout().application_ranges("flash")[0]
             base = 0
         elif memory == "eeprom":
@@ -473,5 +619,5 @@ def run_demo_row(dialect: str, chip: Chip | str, image: Image) -> dict:
 
 __all__ = [
     "Avr109Client", "Avr109Error", "flash", "read", "read_fuses", "write_lock", "validate", "find_port",
-    "touch_1200", "run_demo_row", "DEFAULT_BAUD",
+    "touch_1200", "watch_leave", "run_demo_row", "DEFAULT_BAUD", "AVR109_FLASH_LIMIT",
 ]

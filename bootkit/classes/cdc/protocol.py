@@ -123,9 +123,69 @@ UNKNOWN = b"?"
 SOFTWARE_IDS = {"lufa": b"LUFACDC", "caterina": b"CATERIN"}
 # BOOTLOADER_VERSION_MAJOR/MINOR sent as ASCII digits ('V')
 SOFTWARE_VERSIONS = {"lufa": b"10", "caterina": b"10"}
-# 't' answers the ATmega128 device code only "to allow AVRProg to use the
-# bootloader" (LUFA and Caterina): the list ends with 0x00.
-DEVICE_CODES = b"\x44"
+# 'v' (hardware version): two ASCII digits.  LUFA and Caterina answer '?',
+# which avrdude's butterfly.c accepts ("no hardware version given": it reads
+# one byte, and a second only when the first is not '?') but avr910.c reads
+# two bytes whatever comes, so a lone '?' leaves it a byte behind.  Two
+# digits suit both.
+HARDWARE_VERSION = b"10"
+
+# 't' lists device codes, ending with 0x00.  LUFA and Caterina answer only
+# 0x44, the ATmega128's *boot* code of AVR109 (an AVR109 bootloader's
+# DEVTYPE_BOOT is its part's AVR910 code + 1), "to allow AVRProg to use the
+# bootloader".  avrdude's butterfly.c ignores the list; its avr910.c goes on
+# only when the list holds the part's ``avr910_devcode`` from avrdude.conf.
+LUFA_DEVICE_CODE = 0x44
+# AVR910 device codes by signature.  avrdude.conf (7.1) gives none of these
+# parts an avr910_devcode of its own; for the ATmega32U4, AT90USB1286 and
+# ATmega2560 it notes the ATmega128's 0x43 in a comment ("#   avr910_devcode
+# = 0x43;"), the code these bootloaders inherit.  The ATmega328P and ATtiny85
+# have no AVR910 code at all (avrdude.conf: "0x??" / "?").
+AVR910_DEVICE_CODES = {
+    bytes.fromhex("1e9587"): 0x43,  # ATmega32U4
+    bytes.fromhex("1e9782"): 0x43,  # AT90USB1286
+    bytes.fromhex("1e9801"): 0x43,  # ATmega2560
+    bytes.fromhex("1e9702"): 0x43,  # ATmega128 (AVR910 appnote)
+}
+# avrdude parts (-p) by signature, for :func:`avrdude_avr910_config`.
+AVRDUDE_PARTS = {
+    bytes.fromhex("1e9587"): "m32u4", bytes.fromhex("1e9782"): "usb1286", bytes.fromhex("1e9801"): "m2560",
+}
+
+
+def device_codes(signature: bytes | None) -> bytes:
+    """The 't' answer: the part's AVR910 code (when it has one), LUFA's 0x44, then 0x00."""
+    code = AVR910_DEVICE_CODES.get(bytes(signature or b""))
+    return (bytes([code]) if code is not None else b"") + bytes([LUFA_DEVICE_CODE, 0x00])
+
+
+def avrdude_avr910_config() -> str:
+    """An avrdude configuration overlay (``avrdude -C +FILE``) that gives avrdude's parts the
+    AVR910 device codes bootkit's bootloader lists, so ``avrdude -c avr910 -p m32u4`` is
+    accepted without ``-x devcode=`` (avrdude.conf leaves these parts without one).  avrdude
+    7.x copies the part (``part parent``) and the copy replaces it ("overwrites previous
+    definition")."""
+    lines = ["# bootkit: AVR910 device codes for avrdude -c avr910 (avrdude -C +THIS_FILE)"]
+    for sig, part in AVRDUDE_PARTS.items():
+        lines += [f'part parent "{part}"', f'    id                     = "{part}";',
+                  f"    avr910_devcode         = 0x{AVR910_DEVICE_CODES[sig]:02x};", ";"]
+    return "\n".join(lines) + "\n"
+
+
+# AVR910's universal commands carry one instruction of the AVR serial
+# programming instruction set (ATmega32U4 datasheet 28.8.3, table 28-17): '.'
+# four bytes (avrdude's avr910_cmd), ':' three (the older form, no 4th byte);
+# the answer is the instruction's output byte and '\r'.  avrdude -c avr910
+# reads fuses, lock bits and the calibration byte this way.
+UNIVERSAL_NEW = ord(".")
+UNIVERSAL_OLD = ord(":")
+ISP_READ_LOW_FUSE = (0x50, 0x00)
+ISP_READ_HIGH_FUSE = (0x58, 0x08)
+ISP_READ_EXTENDED_FUSE = (0x50, 0x08)
+ISP_READ_LOCK = (0x58, 0x00)
+ISP_READ_SIGNATURE = 0x30
+ISP_WRITE = 0xAC  # second byte 0xE0-0xFF: write lock bits; 0xA0/0xA8/0xA4: write a fuse
+ISP_WRITE_LOCK_MASK = 0xE0
 
 MEMORY_FLASH = ord("F")
 MEMORY_EEPROM = ord("E")
@@ -136,5 +196,5 @@ FIXED_LENGTH = {
     "E": 1, "P": 1, "L": 1, "a": 1, "b": 1, "p": 1, "S": 1, "V": 1, "v": 1, "t": 1, "s": 1,
     "e": 1, "r": 1, "F": 1, "N": 1, "Q": 1, "R": 1, "d": 1, "m": 1,
     "T": 2, "x": 2, "y": 2, "l": 2, "C": 2, "c": 2, "D": 2,
-    "A": 3, "H": 4, "g": 4,
+    "A": 3, "H": 4, "g": 4, ":": 4, ".": 5,
 }
