@@ -17,6 +17,8 @@ from . import __version__
 from .classes.common import HostError, ImageRejected
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# what --format takes on input (formats.FORMATS, without importing the formats package at start-up)
+INPUT_FORMATS = ("hex", "bin", "uf2", "dfu", "dfuse", "srec", "elf")
 
 
 class BadInput(Exception):
@@ -149,6 +151,15 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--wait", type=float, metavar="SECONDS",
                         help="hid: wait this long for the device to appear (teensy_loader_cli -w)")
 
+    def input_options(sp) -> None:
+        """What every command that takes a firmware FILE shares: its format and --force."""
+        sp.add_argument("--format", dest="fmt", choices=INPUT_FORMATS, metavar="FORMAT",
+                        help="FILE's format (" + ", ".join(INPUT_FORMATS) + "); default: from its content and "
+                             "extension together, refusing a file they disagree on or that is not firmware")
+        sp.add_argument("--force", action="store_true",
+                        help="flash a UF2 file of another family, or a DFU file whose VID:PID is not the "
+                             "target's (never lifts the bootloader-region or reset-vector checks)")
+
     s = sub.add_parser("flash", formatter_class=fmt, help="flash a firmware file into a device",
                        description="Validate FILE against the target, erase what it needs, program, verify by "
                                    "reading back, and start the application.",
@@ -157,7 +168,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                               "  bootkit flash fw.hex --via dfu --device 03eb:2ff4")
     s.add_argument("file", metavar="FILE")
     selection(s)
-    s.add_argument("--address", type=_int, help="load address of a binary file (default: the application start)")
+    s.add_argument("--address", type=_int, help="load address of a binary file (default: the application start "
+                   "of --chip/--emulate)")
+    input_options(s)
     s.add_argument("--no-verify", dest="verify", action="store_false", help="skip the read-back verification")
     s.add_argument("--no-leave", dest="leave", action="store_false", help="stay in the bootloader afterwards")
     s.set_defaults(func=cmd_flash)
@@ -174,15 +187,18 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_read)
 
     def file_command(sp, device_help: str, emulate_help: str) -> None:
-        """What `drop` and `print` share: FILE, the device selection and an emulated target."""
+        """What `drop` and `print` share: FILE, its format and --force, the device selection and an
+        emulated target."""
         sp.add_argument("file", metavar="FILE")
         sp.add_argument("--device", type=_vidpid, metavar="VID:PID", help=device_help)
         sp.add_argument("--serial", help="select the device by serial number")
         sp.add_argument("--chip", help="the target chip (validates the image against it first)")
-        sp.add_argument("--address", type=_int, help="load address of a binary file")
+        sp.add_argument("--address", type=_int, help="load address of a binary file (default: the application "
+                        "start of --chip/--emulate)")
         sp.add_argument("--emulate", metavar="CHIP", help=emulate_help)
         sp.add_argument("--image", metavar="FILE.bin", help="with --emulate: the chip's whole flash")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+        input_options(sp)
 
     s = sub.add_parser("drop", formatter_class=fmt, help="drop a firmware file onto a UF2/mass-storage bootloader",
                        description="Copy FILE onto a mass-storage bootloader drive, converted to UF2 when the drive "
@@ -190,10 +206,10 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "raw USB device it writes through FAT on SCSI commands.",
                        epilog="examples:\n  bootkit drop fw.hex --drive /media/RPI-RP2\n"
                               "  bootkit drop fw.uf2 --emulate rp2040 --image flash.bin\n"
-                              "  bootkit drop fw.bin --emulate stm32f411 --accept uf2,bin --format bin")
+                              "  bootkit drop fw.bin --emulate stm32f411 --accept uf2,bin --as bin")
     file_command(s, "a USB device, written through SCSI (pyusb)", "drop onto an emulated drive in this process")
     s.add_argument("--drive", metavar="MOUNTPOINT", help="the mounted drive")
-    s.add_argument("--format", dest="fmt", choices=("uf2", "bin", "hex"), help="file kind to drop (default: UF2 "
+    s.add_argument("--as", dest="as_kind", choices=("uf2", "bin", "hex"), help="kind of file to drop (default: UF2 "
                    "when the drive takes it)")
     s.add_argument("--accept", metavar="uf2,bin,hex", help="with --emulate: the file kinds the drive accepts")
     s.set_defaults(func=cmd_drop, via="msc", usbip=None, dialect=None, port=None, product=None)
@@ -251,7 +267,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--chip", required=True)
     s.add_argument("--encoding", choices=("sysex", "notes"), default="sysex")
     s.add_argument("--margin", type=float, default=0.25, help="extra time per page, as a fraction (default 0.25)")
-    s.add_argument("--address", type=_int, help="load address of a binary file")
+    s.add_argument("--address", type=_int, help="load address of a binary file (default: the application start)")
+    input_options(s)
     s.set_defaults(func=cmd_midi_encode)
     s = msub.add_parser("play", formatter_class=fmt, help="play a .mid into a MIDI port, honouring its timing",
                         description="Play FILE into a MIDI output port (mido + python-rtmidi).",
@@ -286,15 +303,82 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------
-def _load_image(path: str, *, base=None, family=None):
-    from .formats import FormatError, load
+def _load_image(path: str, *, base=None, family=None, fmt=None):
+    """A firmware file as an Image: format from --format, else content and extension
+    together (formats.identify refuses a MIDI file, text, an unknown or contradicting
+    one); every problem is one line (BadInput)."""
+    from .formats import FormatError, identify, load
 
-    if not Path(path).exists():
-        raise BadInput(f"{path}: no such file")
     try:
-        return load(path, base=base, family=family)
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        fmt = identify(data, path, fmt)
+        return load(data, fmt=fmt, base=base, family=family, source=path)
     except FormatError as exc:
         raise BadInput(str(exc)) from None
+    except ValueError as exc:  # e.g. an unknown --family name
+        raise BadInput(f"{path}: {exc}") from None
+
+
+def _target_chip(args):
+    """The chip an image is checked against before any device is touched: --chip (or the
+    product's), else the emulated one; None for a real device named by neither."""
+    return _chip(args.chip) if getattr(args, "chip", None) else _chip(getattr(args, "emulate", None))
+
+
+def _input_image(args, chip, *, memory: str = "flash"):
+    """Load FILE for a host command and check it against ``chip`` before any device is
+    touched.
+
+    - A binary (or the payload of a plain DFU-suffix file) carries no address: it goes
+      to --address, else to the application start of the known chip (what `flash --help`
+      promises); with no chip known it is refused, since a wrong guess writes the
+      application at the wrong place (dfu-util needs -s ADDRESS for a DfuSe target too).
+    - A UF2 file is read with the chip's family selected, so a multi-family file keeps
+      only the chip's blocks (as a UF2 bootloader does: uf2conv.py / tinyuf2 skip blocks
+      of another familyID); a file with none of them, or blocks without a familyID, is
+      refused by common.preflight, naming both families, unless --force.
+    """
+    from .classes.common import app_first_address, preflight
+    from .formats import FormatError, identify
+
+    path, force = args.file, getattr(args, "force", False)
+    base = getattr(args, "address", None)
+    fmt = getattr(args, "fmt", None)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        fmt = identify(data, path, fmt)
+    except FormatError as exc:
+        raise BadInput(str(exc)) from None
+    if fmt in ("bin", "dfu") and not data.startswith(b"DfuSe") and base is None:
+        if memory != "flash":
+            base = 0  # EEPROM images are offsets from the EEPROM's first byte
+        elif chip is not None:
+            base = app_first_address(chip)
+        else:
+            raise BadInput(f"{path}: a {'binary' if fmt == 'bin' else 'DFU suffix'} file has no load address: "
+                           "give --address, or --chip so it goes to the application start")
+    family = None
+    if fmt == "uf2" and chip is not None and chip.uf2_family is not None:
+        if chip.uf2_family in _load_image(path, fmt=fmt).origin.uf2_families:
+            family = chip.uf2_family
+    image = _load_image(path, base=base, family=family, fmt=fmt)
+    if not image:
+        raise BadInput(f"{path}: no data")
+    try:
+        preflight(image, chip, force=force, memory=memory)
+    except ImageRejected as exc:
+        raise BadInput(f"{path}: {exc}") from None
+    return image
 
 
 def _chip(name):
@@ -543,15 +627,13 @@ def _apply_product(args) -> dict:
 def cmd_flash(args) -> int:
     extra = _apply_product(args)
     host = _host_module(args.via)
-    image = _load_image(args.file, base=args.address)
-    if not image:
-        raise BadInput(f"{args.file}: no data")
+    image = _input_image(args, _target_chip(args), memory=args.memory)
     session = _Session(args)
     with _talking(args.file, session):
         vid, pid = args.device or (None, None)
         result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
                             chip=session.chip, memory=args.memory, verify=args.verify,
-                            leave=args.leave, progress=args.progress,
+                            leave=args.leave, progress=args.progress, force=args.force,
                             **{**extra, **_personality_options(args, session)})
     rate = result.bytes / 1024 / result.seconds if result.seconds else 0
     print(f"{args.file}: {result.bytes} bytes via {args.via}/{result.dialect} in {result.seconds:.2f} s "
@@ -589,16 +671,14 @@ def cmd_drop(args) -> int:
         raise BadInput("--drive excludes --emulate and --device")
     if args.accept and not args.emulate:
         raise BadInput("--accept configures an emulated drive: it needs --emulate")
-    image = _load_image(args.file, base=args.address)
-    if not image:
-        raise BadInput(f"{args.file}: no data")
+    image = _input_image(args, _target_chip(args))
     args.usbip = None
     session = None if args.drive else _Session(args)
     vid, pid = args.device or (None, None)
     with _talking(args.file, session):
         result = host.flash(image, session.backend if session else None, drive=args.drive, vid=vid, pid=pid,
                             serial=args.serial, chip=session.chip if session else _chip(args.chip),
-                            fmt=args.fmt, progress=args.progress)
+                            fmt=args.as_kind, progress=args.progress, force=args.force)
     print(f"{args.file}: dropped {result.bytes} bytes as {result.dialect}; " + ", ".join(result.steps))
     return EXIT_OK
 
@@ -642,16 +722,18 @@ def cmd_product_check(args) -> int:
 def cmd_midi_encode(args) -> int:
     from .classes.midi import midifile
 
-    image = _load_image(args.file, base=args.address)
     chip = _chip(args.chip)
+    image = _input_image(args, chip)
     out = Path(args.output)
     try:
         if out.suffix.lower() == ".syx":
-            out.write_bytes(midifile.encode_syx(image, chip, encoding=args.encoding, margin=args.margin))
+            out.write_bytes(midifile.encode_syx(image, chip, encoding=args.encoding, margin=args.margin,
+                                                   force=args.force))
             interval = midifile.syx_interval_ms(image, chip, margin=args.margin)
             print(f"{out}: send with `amidi -p hw:N,0,0 -s {out} -i {interval}`")
         elif out.suffix.lower() in (".mid", ".midi"):
-            midifile.encode_midi(image, chip, encoding=args.encoding, margin=args.margin).save(out)
+            midifile.encode_midi(image, chip, encoding=args.encoding, margin=args.margin,
+                                 force=args.force).save(out)
             print(f"{out}: play with `aplaymidi -p PORT {out}` or `bootkit midi play {out}`")
         else:
             raise BadInput(f"{out}: give a .mid or .syx name")

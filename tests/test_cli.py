@@ -143,7 +143,7 @@ def test_flash_into_the_bootloader_is_bad_input(tmp_path, capsys):
     save(Image([(0x6F80, payload(0x100, 1))]), fw)
     assert main(["flash", str(fw), "--emulate", "atmega32u4", "--image", str(flash_bin)]) == 2
     assert "bootloader" in capsys.readouterr().err
-    assert flash_bin.read_bytes() == b"\xff" * 32 * 1024
+    assert not flash_bin.exists() or flash_bin.read_bytes() == b"\xff" * 32 * 1024
 
 
 @pytest.mark.parametrize("chip_name,dialect,start", [("stm32f411", "dfuse", 0x08000000),
@@ -306,3 +306,113 @@ def test_serve_usbip_bad_listen_or_allow_is_one_line_and_exit_2(tmp_path, capsys
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"bootkit: error: {option}: ") and says in err[0], err
     assert not image.exists() and captured.out == ""  # refused before the emulator opened its image
+
+
+# --------------------------------------------------------------------------
+# FILE: format from content and extension together, binary load address, UF2 family, --force
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bootkit: error: "), err
+    return err[0]
+
+
+def test_a_binary_goes_to_the_application_start_of_the_chip(tmp_path, capsys):
+    data = payload(3000, "bin")
+    for chip_name, via in (("stm32f411", "dfu"), ("stm32f103c8", "dfu"), ("rp2040", "msc")):
+        chip = get_chip(chip_name)
+        start = chip.application_ranges[0][0]
+        (tmp_path / "fw.bin").write_bytes(data)
+        flash_bin = tmp_path / f"{chip_name}.bin"
+        command = ["drop"] if via == "msc" else ["flash", "--via", via]
+        assert main([*command, str(tmp_path / "fw.bin"), "--emulate", chip_name, "--image", str(flash_bin)]) == 0
+        assert flash_bin.read_bytes() == reference(chip, Image([(start, data)])), chip_name
+
+
+def test_a_binary_for_an_unknown_chip_needs_an_address(tmp_path, capsys):
+    (tmp_path / "fw.bin").write_bytes(payload(100, "x"))
+    assert main(["flash", str(tmp_path / "fw.bin"), "--via", "dfu", "--device", "0483:df11"]) == 2
+    line = _one_error(capsys)
+    assert "fw.bin" in line and "--address" in line
+
+
+def _uf2(image, family) -> bytes:
+    from bootkit.formats import dump
+
+    return dump(image, "uf2", family=family)
+
+
+def test_a_multi_family_uf2_flashes_only_the_chips_blocks(tmp_path, capsys):
+    mine, other = payload(1024, "stm"), payload(512, "rp")
+    (tmp_path / "both.uf2").write_bytes(_uf2(Image([(0x10000000, other)]), "rp2040")
+                                        + _uf2(Image([(0x08000000, mine)]), "stm32f4"))
+    flash_bin = tmp_path / "flash.bin"
+    assert main(["flash", str(tmp_path / "both.uf2"), "--emulate", "stm32f411", "--image", str(flash_bin)]) == 0
+    assert flash_bin.read_bytes() == reference(get_chip("stm32f411"), Image([(0x08000000, mine)]))
+
+
+@pytest.mark.parametrize("command", [["flash", "--via", "dfu"], ["flash", "--via", "hid"], ["drop"], ["print"],
+                                     ["midi", "encode", "-o", "{out}.mid", "--chip", "stm32f103c8"]])
+def test_a_uf2_of_another_family_is_refused_naming_both(tmp_path, capsys, command):
+    (tmp_path / "fw.uf2").write_bytes(_uf2(Image([(0x08002000, payload(1024, "f4"))]), "stm32f4"))
+    flash_bin = tmp_path / "flash.bin"
+    argv = [a.format(out=tmp_path / "out") for a in command] + [str(tmp_path / "fw.uf2")]
+    if command[0] != "midi":
+        argv += ["--emulate", "stm32f103c8", "--image", str(flash_bin)]
+    assert main(argv) == 2
+    line = _one_error(capsys)
+    assert "fw.uf2" in line and "stm32f4" in line and "stm32f103c8" in line and "--force" in line
+    assert not (tmp_path / "out.mid").exists()
+    assert not flash_bin.exists() or set(flash_bin.read_bytes()) == {0xFF}  # nothing was written
+
+
+def test_force_flashes_a_uf2_of_another_family(tmp_path, capsys):
+    data = payload(1024, "f4")
+    (tmp_path / "fw.uf2").write_bytes(_uf2(Image([(0x08002000, data)]), "stm32f4"))
+    flash_bin = tmp_path / "flash.bin"
+    assert main(["flash", str(tmp_path / "fw.uf2"), "--emulate", "stm32f103c8", "--image", str(flash_bin),
+                 "--force"]) == 0
+    assert flash_bin.read_bytes() == reference(get_chip("stm32f103c8"), Image([(0x08002000, data)]))
+    # --force never lifts the reset-vector check on AVR
+    (tmp_path / "avr.uf2").write_bytes(_uf2(Image([(0x100, data)]), "stm32f4"))
+    assert main(["flash", str(tmp_path / "avr.uf2"), "--emulate", "atmega32u4", "--image",
+                 str(tmp_path / "avr.bin"), "--force"]) == 2
+    assert "reset vector" in _one_error(capsys)
+
+
+def _not_firmware(tmp_path):
+    from bootkit.formats import write_hex
+
+    hex_text = write_hex(Image([(0x08000000, payload(64, "h"))]))
+    return {
+        "song.mid": b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk\x00\x00\x00\x04\x00\xff\x2f\x00",
+        "dump.syx": b"\xf0\x7d\x01\x02\x03\xf7",
+        "notes.txt": b"flash me\n",
+        "profile.json": b'{"a": 1}\n',
+        "readme.bin": b"this is not a binary image, it is text\n",
+        "song.bin": b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60",
+        "hex.bin": hex_text.encode(),
+        "srec.hex": b"S00600004844521B\nS9030000FC\n",
+        "junk.uf2": payload(512, "u"),
+        "firmware": payload(100, "f"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_not_firmware(None)))
+def test_a_file_that_is_not_firmware_or_disagrees_with_its_name_is_refused(tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_bytes(_not_firmware(tmp_path)[name])
+    flash_bin = tmp_path / "flash.bin"
+    assert main(["flash", str(path), "--emulate", "stm32f411", "--image", str(flash_bin)]) == 2
+    line = _one_error(capsys)
+    assert name in line and "--format" in line
+    assert not flash_bin.exists()
+
+
+def test_format_overrides_content_and_extension(tmp_path, capsys):
+    path = tmp_path / "hex.bin"
+    path.write_bytes(_not_firmware(tmp_path)["hex.bin"])
+    flash_bin = tmp_path / "flash.bin"
+    assert main(["flash", str(path), "--format", "hex", "--emulate", "stm32f411", "--image", str(flash_bin)]) == 0
+    assert flash_bin.read_bytes() == reference(get_chip("stm32f411"), load(path, fmt="hex"))

@@ -7,6 +7,7 @@ the file's content (``detect_format``) or by its extension.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .binary import parse_bin, write_bin
@@ -18,7 +19,7 @@ from .srec import parse_srec, write_srec
 from .uf2 import FAMILIES, UF2Block, family_id, is_uf2_block, parse_uf2, write_uf2
 
 __all__ = [
-    "FORMATS", "FileOrigin", "FormatError", "Image", "detect_format", "format_from_name", "load", "dump", "save", "convert",
+    "FORMATS", "FileOrigin", "FormatError", "Image", "detect_format", "identify", "format_from_name", "load", "dump", "save", "convert",
     "parse_hex", "write_hex", "HexStream", "HexRecord", "parse_bin", "write_bin",
     "parse_uf2", "write_uf2", "UF2Block", "is_uf2_block", "FAMILIES", "family_id",
     "DfuSuffix", "add_suffix", "split_suffix", "parse_dfuse", "parse_dfuse_targets", "write_dfuse",
@@ -60,6 +61,102 @@ def detect_format(data: bytes, name: str | os.PathLike | None = None) -> str:
     if len(text) >= 2 and text[:1] in (b"S", b"s") and text[1:2] in b"0123456789":
         return "srec"
     return format_from_name(name) or "bin"
+
+
+# Extensions of files that are not firmware images but get handed to a flashing tool
+# by mistake (a MIDI file for `midi play`, a SysEx dump, notes, a product profile).
+_NOT_FIRMWARE = {
+    ".mid": "a Standard MIDI File", ".midi": "a Standard MIDI File", ".syx": "a SysEx dump",
+    ".txt": "a text file", ".md": "a text file", ".json": "a JSON file", ".toml": "a TOML file",
+    ".csv": "a text file", ".xml": "an XML file", ".html": "an HTML file", ".c": "C source", ".h": "C source",
+    ".py": "Python source", ".zip": "a ZIP archive", ".gz": "a gzip file", ".tar": "a tar archive",
+    ".png": "an image", ".jpg": "an image", ".pdf": "a PDF file", ".map": "a linker map", ".lst": "a listing",
+}
+_NAMES = {"hex": "Intel HEX", "srec": "S-records", "uf2": "UF2", "dfu": "a DFU suffix file", "dfuse": "DfuSe",
+          "elf": "ELF", "bin": "raw binary"}
+_HEX_LINE = re.compile(rb"^:[0-9A-Fa-f]{10}")
+_SREC_LINE = re.compile(rb"^[Ss][0-9][0-9A-Fa-f]{6}")
+
+
+def _content_kind(data: bytes) -> tuple[str | None, str | None]:
+    """(format, None) when the bytes carry a firmware format's signature, (None, what) when
+    they are recognisably something else, (None, None) when they could be a raw binary."""
+    from .uf2 import UF2_MAGIC_START0
+
+    if data[:4] == UF2_MAGIC_START0.to_bytes(4, "little"):
+        return "uf2", None
+    if data[:5] == b"DfuSe":
+        return "dfuse", None
+    if data[:4] == b"\x7fELF":
+        return "elf", None
+    first = data.lstrip()[:64]
+    if _HEX_LINE.match(first):
+        return "hex", None
+    if _SREC_LINE.match(first):
+        return "srec", None
+    if len(data) >= 16 and data[-8:-5] == b"UFD" and 16 <= data[-5] <= len(data):
+        return "dfu", None
+    if data[:4] == b"MThd":
+        return None, "a Standard MIDI File"
+    if data[:1] == b"\xf0" and data.rstrip()[-1:] == b"\xf7":
+        return None, "a SysEx dump"
+    for magic, what in ((b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "a gzip file"), (b"%PDF", "a PDF file"),
+                        (b"\x89PNG", "an image")):
+        if data.startswith(magic):
+            return None, what
+    head = data[:4096]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[:exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+    if text is not None and text.strip() and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return None, "text"
+    return None, None
+
+
+def identify(data: bytes, name: str | os.PathLike | None = None, fmt: str | None = None) -> str:
+    """The format of a firmware file from its content and its extension together, refusing
+    (FormatError, one line naming the file) what is not a firmware image or is ambiguous.
+
+    ``fmt`` (a --format option) is taken as given.  Otherwise a signature in the content
+    (UF2 magic, "DfuSe", "\\x7fELF", a HEX or S-record first line, a DFU suffix) must agree
+    with a known extension (.dfu holds a DFU suffix file or DfuSe; a .bin with a DFU suffix
+    is dfu-suffix's in-place convention and reads as one); content with no signature is a
+    raw binary only when the extension says .bin; a MIDI file, SysEx, text, an archive or
+    an unknown extension is refused.
+    """
+    source = None if name is None else os.fspath(name)
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise FormatError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", source=source)
+        return fmt
+    data = bytes(data)
+    if not data:
+        raise FormatError("empty file (0 bytes)", source=source)
+    ext = Path(source).suffix.lower() if source else ""
+    by_name = _EXTENSIONS.get(ext)
+    found, other = _content_kind(data)
+    if ext in _NOT_FIRMWARE and by_name is None:
+        what = found and _NAMES[found] or other or _NOT_FIRMWARE[ext]
+        said = f"it is {what} ({ext})" if what == _NOT_FIRMWARE[ext] else \
+            f"the name says {_NOT_FIRMWARE[ext]} ({ext}), the content is {what}"
+        raise FormatError(f"not a firmware image: {said}; give --format to flash it anyway", source=source)
+    if found is not None:
+        if by_name is None or by_name == found or (by_name == "dfu" and found == "dfuse") or \
+                (by_name == "bin" and found == "dfu"):
+            return "dfu" if found == "dfuse" and by_name == "dfu" else found
+        raise FormatError(f"the extension says {_NAMES[by_name]} ({ext}) but the content is {_NAMES[found]}; "
+                          f"rename the file or give --format", source=source)
+    if other is not None and by_name in (None, "bin"):
+        raise FormatError(f"not a firmware image: the content is {other}; give --format bin to flash its bytes "
+                          f"anyway", source=source)
+    if by_name == "bin":
+        return "bin"
+    if by_name is not None:
+        raise FormatError(f"the extension says {_NAMES[by_name]} ({ext}) but the content is not {_NAMES[by_name]} "
+                          f"(first bytes {data[:8].hex(' ')}); give --format if it is another one", source=source)
+    raise FormatError(f"cannot tell the format: {'no extension' if not ext else f'unknown extension {ext}'} and no "
+                      f"HEX, S-record, UF2, DFU, DfuSe or ELF signature; give --format (e.g. bin)", source=source)
 
 
 def _read(path_or_bytes) -> tuple[bytes, str | None]:
