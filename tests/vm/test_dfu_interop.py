@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import pytest
 
 from .harness import GuestVM
-from .served import Served, fresh_image, ihex, rand, require_tools, usb_ids, wait_for
+from .served import Served, fresh_image, ihex, on_ff, rand, require_tools, usb_ids, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -37,6 +37,9 @@ F411_FLASH = 512 * 1024  # stm32f411: 0x08000000, 4x16K 1x64K 3x128K
 F103_FLASH = 64 * 1024  # stm32f103c8: 0x08000000, 1 KiB pages, app from 0x08002000
 F103_APP_OFFSET = 0x2000
 M32U4_FLASH = 32 * 1024  # atmega32u4: LUFA bootloader in the top 4 KiB
+USB1286_FLASH = 128 * 1024  # at90usb1286: two 64 KiB pages for FLIP (06 03 00 PP), LUFA on top
+USB1286_ID = "03eb:2ffb"
+APP_STARTED = "application started (came back as 1209:b00e)"  # bootkit's emulated application
 
 SERVE_SCRIPT = r'''
 """Serve one emulated chip over bootkit's functionfs transport (VM tests)."""
@@ -347,6 +350,82 @@ def test_dfu_programmer_flip(ffs_guest):
 
 
 # --------------------------------------------------------------------------
+# generated images: gaps, odd lengths, starts off any block/page boundary, above 64 KiB
+
+
+def generated(base: int, segments, seed: int):
+    """An Image of random segments ((offset from base, length), ...)."""
+    from bootkit.formats import Image
+
+    return Image([(base + off, rand(n, seed * 1000 + i)) for i, (off, n) in enumerate(segments)])
+
+
+def test_dfu_util_dfuse_generated_image(ffs_guest):
+    """A DfuSe file with one element per segment: odd lengths, unaligned starts, two elements
+    in one 16 KiB sector, the 64 KiB and a 128 KiB sector, and the last byte of flash."""
+    from bootkit.formats import dump
+
+    g = ffs_guest
+    image = generated(0x08000000, [(0, 1001), (0x2003, 777), (0x41F1, 4097), (0x10005, 3333),
+                                   (0x20001, 2049), (0x7FFF5, 11)], 31)
+    (g.xfer_dir / "gen411.dfu").write_bytes(dump(image, "dfuse"))
+    with serving(g, "stm32f411", "f411-gen.bin", DFUSE_ID, dialect="dfuse") as s:
+        r = run_tool(g, f"dfu-util -d {DFUSE_ID} -a 0 {s.tool_flags(2048)} -D gen411.dfu")
+    assert s.image() == on_ff(image, 0x08000000, F411_FLASH), r.describe()
+
+
+def test_dfu_programmer_generated_images(ffs_guest):
+    """dfu-programmer on a 128 KiB part: gaps, an odd final length, a run across 0x10000 (it
+    selects the next 64 KiB page), runs that start off any page or 1 KiB boundary.
+
+    dfu-programmer sends no alignment filler on 8-bit AVR (atmel.c: alignment = 0, every
+    version), while LUFA discards StartAddr % 32 bytes after the command block; so its runs
+    must start on a 32-byte boundary.  0.6.x starts a block wherever a run of the HEX starts:
+    a run at StartAddr % 32 = 24 leaves LUFA 24 bytes short, and it fails there.  From 0.7.0
+    it writes whole flash pages, and that image flashes too."""
+    g = ffs_guest
+    version = g.run("dfu-programmer --version 2>&1; true").stdout.strip()
+    image = generated(0, [(0, 1000), (0x1020, 0x333), (0x4460, 2048), (0xFFE0, 0x40), (0x10420, 3001),
+                          (0x1D0A0, 0x99)], 32)
+    (g.xfer_dir / "gen1286.hex").write_text(_hex(image))
+    with serving(g, "at90usb1286", "u1286-gen.bin", USB1286_ID, dialect="flip") as s:
+        run_tool(g, "dfu-programmer at90usb1286 erase")
+        r = run_tool(g, "dfu-programmer at90usb1286 flash gen1286.hex")
+    assert s.image() == on_ff(image, 0, USB1286_FLASH), version + "\n" + r.describe()
+
+    odd = generated(0, [(0, 512), (0x2018, 531)], 33)  # StartAddr % 32 = 24
+    (g.xfer_dir / "odd1286.hex").write_text(_hex(odd))
+    with serving(g, "at90usb1286", "u1286-odd.bin", USB1286_ID, dialect="flip") as s:
+        run_tool(g, "dfu-programmer at90usb1286 erase")
+        r = run_tool(g, "dfu-programmer at90usb1286 flash odd1286.hex", ok=False)
+    if version.startswith("dfu-programmer 0.6"):
+        assert r.rc != 0 and "Error while flashing" in r.stderr, r.describe()
+        assert s.image()[0x2018:0x2018 + 531] == b"\xff" * 531
+    else:
+        assert r.rc == 0 and s.image() == on_ff(odd, 0, USB1286_FLASH), version + "\n" + r.describe()
+
+
+def test_bootkit_flip_generated_image_through_the_kernel(ffs_guest):
+    """bootkit's FLIP host sends LUFA's filler: any start, odd lengths, across 0x10000."""
+    g = ffs_guest
+    image = generated(0, [(0, 1001), (0x0F37, 301), (0x2011, 1500), (0xFFE3, 0x21), (0x10007, 3001),
+                          (0x1DEE1, 0x11F)], 34)
+    (g.xfer_dir / "bkgen1286.hex").write_text(_hex(image))
+    with serving(g, "at90usb1286", "bk1286-gen.bin", USB1286_ID, dialect="flip") as s:
+        r = run_tool(g, f"bootkit flash bkgen1286.hex --via dfu --device {USB1286_ID}")
+        assert "verified" in r.stdout and r.stdout.rstrip().endswith(APP_STARTED), r.describe()
+        wait_for(g, USB1286_ID, present=False, daemon=s.daemon)
+    assert s.image() == on_ff(image, 0, USB1286_FLASH), r.describe()
+    assert s.final["app_valid"] is True and s.final["mode"] == "application", s.final
+
+
+def _hex(image) -> str:
+    from bootkit.formats import dump
+
+    return dump(image, "hex").decode()
+
+
+# --------------------------------------------------------------------------
 # bootkit's own host client through the kernel and libusb
 
 def test_bootkit_client_dfuse_and_flip_through_the_kernel(ffs_guest):
@@ -376,7 +455,7 @@ def test_bootkit_client_dfuse_and_flip_through_the_kernel(ffs_guest):
         run_tool(g, f"bootkit flash bk32u4-ee.hex --via dfu --device {FLIP_ID} --memory eeprom --no-leave")
         run_tool(g, f"bootkit read bk32u4-back.hex --via dfu --device {FLIP_ID}")
         r = run_tool(g, f"bootkit flash bk32u4.hex --via dfu --device {FLIP_ID}")
-        assert "verified" in r.stdout and "application started" in r.stdout, r.describe()
+        assert "verified" in r.stdout and r.stdout.rstrip().endswith(APP_STARTED), r.describe()
         wait_for(g, FLIP_ID, present=False, daemon=s.daemon)
     img = s.image()
     assert img[:len(fw)] == fw and img[len(fw):M32U4_FLASH - 4096] == b"\xff" * (M32U4_FLASH - 4096 - len(fw))
