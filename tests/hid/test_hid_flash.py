@@ -13,6 +13,9 @@ from bootkit.samples import load_sample, sample_image
 from bootkit.transports.virtual import VirtualBus, get_backend
 
 
+VECTOR = b"\x0c\x94"  # an AVR jmp: the application's first word, which preflight requires
+
+
 def reference(chip, image):
     """The whole flash as it must be: the image placed on erased (0xFF) flash."""
     flash = bytearray(b"\xff" * chip.flash_size)
@@ -73,7 +76,7 @@ def test_halfkay_first_block_erases_whole_chip():
     em = Emulator(chip, "hid", options={"dialect": "halfkay"})
     em.memory.poke(0x6000, b"\x00" * 128)  # stale data far from the image
     em.attach(bus)
-    image = Image([(0x100, bytes(range(200)))])
+    image = Image([(0, VECTOR), (0x100, bytes(range(200)))])
     host.flash(image, get_backend(bus), dialect="halfkay", chip=chip, progress=False)
     assert em.memory.flash_bytes() == reference(chip, image)
 
@@ -86,7 +89,7 @@ def test_lufa_erases_page_by_page():
     em.memory.poke(0x6000, b"\x00" * 128)
     em.memory.poke(0x100, b"\x00" * 128)
     em.attach(bus)
-    image = Image([(0x100, bytes(range(200)))])
+    image = Image([(0, VECTOR), (0x100, bytes(range(200)))])
     host.flash(image, get_backend(bus), dialect="lufa", chip=chip, progress=False)
     assert em.memory.read(0x6000, 128) == b"\x00" * 128
     assert em.memory.read(0x100, 200) == bytes(range(200))

@@ -1,4 +1,4 @@
-"""HID host side: find, validate, write, (read), verify and boot.
+"""HID host side: find, validate, write, (read), verify, boot and watch.
 
 Works through pyusb, so the same code drives real hardware (libusb) and
 the emulator (the virtual backend).  HalfKay follows teensy_loader_cli
@@ -7,6 +7,11 @@ address bytes 0xFF boot), LUFA follows its hid_bootloader_cli (a patched
 teensy_loader_cli) and Bootloaders/HID/HostLoaderApp_Python.  Interrupt
 endpoints are found from the descriptors, never assumed: a Linux UDC
 renumbers them.
+
+Only what was observed is reported (issue 16): "verified" only after the
+native dialect's read-back and CRC (HalfKay and LUFA cannot read:
+"not verified"); after the boot command the host watches the bus
+(:func:`observe_leave`), since HalfKay and LUFA answer nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import usb.util
 from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
-from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import FoundDevice, endpoint_pair, matching_devices, take_interfaces
 from .protocol import (
     BOOTKIT_VID,
@@ -64,6 +69,11 @@ KNOWN_IDS = {
     (BOOTKIT_VID, NATIVE_HID_PID): "native",
 }
 GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.ENOENT, errno.EPROTO}
+# How the end of a flash is reported (issue 16 item 3: only what was observed).
+STAYED = "the device stayed in its bootloader"
+ERASED_FIRST_WORD = "first word of flash is erased: the bootloader kept control"
+LEAVE_WAIT = 5.0  # s a real device gets to go and to come back (as its application, or its bootloader)
+LEAVE_WAIT_IN_PROCESS = 0.5  # the in-process bus re-enumerates at once (native: 50 ms after RESET's reply)
 
 
 class HidError(HostError):
@@ -174,6 +184,11 @@ class HidClient:
         return bytes(self.dev.read(self.target.ep_in, REPORT_SIZE, timeout or self.timeout))
 
 
+def _refused_leave(what: str, exc: usb.core.USBError) -> HidError:
+    """The boot request itself failed: the device is still its bootloader."""
+    return HidError(f"{STAYED}: {_refused(what, exc)}")
+
+
 def _refused(what: str, exc: usb.core.USBError) -> HidError:
     if getattr(exc, "errno", None) == errno.EPIPE:
         return HidError(f"{what}: the device refused the report (STALL)")
@@ -184,17 +199,33 @@ def _refused(what: str, exc: usb.core.USBError) -> HidError:
 
 # --------------------------------------------------------------------------
 class _Dialect:
+    """What every dialect's client offers :func:`flash`: a new dialect (a subclass here, a row in
+    DIALECT_CLASSES) gives app_range, write and leave, and reads or not (``can_read``)."""
+
     name = "hid"
     can_read = False
+    leave_command = "boot command"
 
     def __init__(self, client: HidClient, chip: Chip | None, progress=None):
         self.client = client
         self.chip = chip
         self.progress = progress
         self.steps: list[str] = []
+        self.backend = None  # the pyusb backend the device was found on (to watch it leave)
 
     def app_range(self) -> tuple[int, int]:
         raise NotImplementedError
+
+    def target_chip(self) -> Chip | None:
+        """The chip common.preflight checks the image against."""
+        return self.chip
+
+    def first_word(self, image: Image) -> bytes | None:
+        """The application's first word as the flash holds it after writing ``image``, or None
+        when the host cannot know.  HalfKay (chip erase on the first block) and native (ERASE)
+        erase the whole application first: what the image leaves out reads 0xFF."""
+        first = self.app_range()[0]
+        return image.tobytes(first, first + 2)
 
     def protected(self) -> tuple[tuple[int, int], ...]:
         return self.chip.layout().protected if self.chip else ()
@@ -281,18 +312,20 @@ class HalfKayHost(_Dialect):
                 raise _refused(what, exc) from None
 
     def leave(self) -> None:
+        """Address bytes 0xFF: HalfKay reboots (teensy_loader_cli boot()); it answers nothing
+        more, so :func:`observe_leave` watches what it does."""
         try:
             self.client.set_report(halfkay_encode(self.mcu, None), 250)
         except usb.core.USBError as exc:
             if not _gone(exc):
-                raise _refused("boot", exc) from None
-        self.steps.append("booted")
+                raise _refused_leave("boot command", exc) from None
 
 
 class LufaHost(_Dialect):
     """LUFA's HID bootloader: one page per report, 0xFFFF starts the application."""
 
     name = "lufa"
+    leave_command = "start-application report (0xFFFF)"
 
     def __init__(self, client, chip, progress=None):
         if chip is None:
@@ -321,13 +354,22 @@ class LufaHost(_Dialect):
         self.steps.append(f"programmed {len(pages)} pages (each erased first)")
         return total
 
+    def first_word(self, image: Image) -> bytes | None:
+        # BootloaderHID.c erases only the pages it is sent: an unsent first page keeps its old word
+        first = self.app_range()[0]
+        page = first - first % self.page_size
+        if not image.crop(page, page + self.page_size):
+            return None
+        return image.tobytes(first, first + 2)
+
     def leave(self) -> None:
+        """0xFFFF: LUFA starts the application (BootloaderHID.c: RunBootloader = false), which it
+        does only when pgm_read_word(0) != 0xFFFF; :func:`observe_leave` watches which it was."""
         try:
             self.client.write(lufa_encode(None, bytes(self.page_size), self.chip.flash_size), 250)
         except usb.core.USBError as exc:
             if not _gone(exc):
-                raise _refused("start application", exc) from None
-        self.steps.append("application started")
+                raise _refused_leave("start-application report", exc) from None
 
 
 class NativeHost(_Dialect):
@@ -335,6 +377,7 @@ class NativeHost(_Dialect):
 
     name = "native"
     can_read = True
+    leave_command = "RESET"
 
     def __init__(self, client, chip, progress=None):
         super().__init__(client, chip, progress)
@@ -378,6 +421,13 @@ class NativeHost(_Dialect):
 
     def describe_target(self):
         return self.info.chip or "the device"
+
+    def target_chip(self):
+        """The chip the device says it is (GET_INFO), when the database knows it; else the one given."""
+        try:
+            return chip_named(self.info.chip) if self.info.chip else self.chip
+        except KeyError:
+            return self.chip
 
     def crc(self, region: int = CRC_APPLICATION) -> tuple[int, int, int]:
         """(crc32, start, size) of the application or the bootloader."""
@@ -450,14 +500,20 @@ class NativeHost(_Dialect):
             raise HidError("verify failed: the application CRC differs from the image placed on erased flash")
 
     def leave(self) -> None:
+        """RESET: the device replies, then leaves; a refusal names its status.  A reply lost
+        to the reset itself is no answer: :func:`observe_leave` watches what happened."""
         c = self.client
         try:
             c.write(native_command(Command.RESET))
-            c.read(250)
+            reply = c.read(250)
         except usb.core.USBError as exc:
-            if not (_gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
-                raise _refused("RESET", exc) from None
-        self.steps.append("reset")
+            if _gone(exc) or isinstance(exc, usb.core.USBTimeoutError):
+                return
+            raise _refused_leave("RESET", exc) from None
+        try:
+            self._check(reply, Command.RESET, "RESET")
+        except HidError as exc:
+            raise HidError(f"{STAYED}: {exc}") from None
 
 
 DIALECT_CLASSES = {"halfkay": HalfKayHost, "lufa": LufaHost, "native": NativeHost}
@@ -481,33 +537,119 @@ def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
         chip = chip_named(chip)
     client = HidClient(target)
     if dialect == "halfkay":
-        return HalfKayHost(client, chip, progress, halfkay_mcu_for(mcu) if mcu else None)
-    if mcu and chip is None:
-        chip = chip_named(mcu)
-    return DIALECT_CLASSES[dialect](client, chip, progress)
+        d = HalfKayHost(client, chip, progress, halfkay_mcu_for(mcu) if mcu else None)
+    else:
+        if mcu and chip is None:
+            chip = chip_named(mcu)
+        d = DIALECT_CLASSES[dialect](client, chip, progress)
+    d.backend = backend
+    return d
+
+
+# --------------------------------------------------------------------------
+# after the boot command: what the bus shows (issue 16 item 3)
+
+def default_leave_wait(backend) -> float:
+    """How long to watch for the device after it was told to leave."""
+    # bootkit.transports.virtual's backend, named not imported (classes sit below transports)
+    if backend is not None and type(backend).__module__.endswith("transports.virtual"):
+        return LEAVE_WAIT_IN_PROCESS
+    return LEAVE_WAIT
+
+
+def _key(dev) -> tuple:
+    return dev.bus, dev.address, dev.idVendor, dev.idProduct
+
+
+def _present(backend) -> dict | None:
+    """The devices on the bus by (bus, address, ids); None when the bus could not be listed."""
+    try:
+        return {_key(dev): dev for dev in usb.core.find(find_all=True, backend=backend)}
+    except usb.core.USBError:
+        return None
+
+
+def _why_stayed(d: _Dialect, image: Image | None, dev) -> str:
+    """Why a bootloader told to leave came back: what the host knows of the flash."""
+    if image is not None and d.first_word(image) == b"\xff\xff":
+        # nothing at the reset vector: LUFA's bootloaders and Caterina test pgm_read_word(0)
+        # != 0xFFFF before starting the application, as bootkit's entry policy does (is_blank)
+        return ERASED_FIRST_WORD
+    return f"it came back as its bootloader ({dev.idVendor:04x}:{dev.idProduct:04x})"
+
+
+def observe_leave(d: _Dialect, before: dict | None, image: Image | None = None,
+                  timeout: float | None = None, *, sleep=time.sleep, clock=time.monotonic) -> str:
+    """After the leave request, watch the bus for ``timeout`` s and say what happened.
+
+    ``before``: the bus while the bootloader was on it.  The bootloader gone and a device
+    that was not there before appearing: "application started (came back as VVVV:PPPP)",
+    unless it has the bootloader's ids, then the bootloader kept control (HidError
+    "the device stayed in its bootloader: <why>").  Gone and nothing new within
+    ``timeout`` s: "left the bootloader (not seen again within N s)".  Still there after
+    ``timeout`` s: HidError.  The step is appended to ``d.steps`` and returned.
+    """
+    timeout = default_leave_wait(d.backend) if timeout is None else timeout
+    old = _key(d.client.dev)
+    ids = (d.client.target.vid, d.client.target.pid)
+    before = before or {}
+    deadline = clock() + timeout
+    gone = False
+    while True:
+        now = _present(d.backend)
+        if now is not None:
+            gone = gone or old not in now
+            new = [dev for k, dev in now.items() if k not in before and k != old]
+            if gone and new:
+                again = [dev for dev in new if (dev.idVendor, dev.idProduct) == ids]
+                if again:
+                    raise HidError(f"{STAYED}: {_why_stayed(d, image, again[0])}")
+                dev = new[0]
+                step = f"application started (came back as {dev.idVendor:04x}:{dev.idProduct:04x})"
+                break
+        if clock() >= deadline:
+            if not gone:
+                raise HidError(f"{STAYED}: it was still there {timeout:g} s after the {d.leave_command}")
+            step = f"left the bootloader (not seen again within {timeout:g} s)"
+            break
+        sleep(0.05)
+    d.steps.append(step)
+    return step
 
 
 def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
           memory: str = "flash", verify: bool = True, leave: bool = True, progress=None,
-          wait: float | None = None) -> FlashResult:
-    """Validate, (erase), write, verify where the dialect can read, boot.  Nothing is erased unless the image fits."""
+          wait: float | None = None, force: bool = False, leave_wait: float | None = None) -> FlashResult:
+    """Validate, (erase), write, verify where the dialect can read, boot, and watch what the device does.
+
+    Nothing is erased unless the image fits and :func:`bootkit.classes.common.preflight` accepts
+    it for the target chip (--chip/--emulate, --mcu for HalfKay, GET_INFO for native).  ``force``
+    lifts only what preflight lets it (a UF2 of another family), never the bootloader region or an
+    AVR image without the application's first word.  ``leave_wait``: how long to watch the bus
+    after the boot command (default 5 s, 0.5 s on the in-process bus).
+    """
     t0 = time.perf_counter()
     d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, chip=chip, mcu=mcu,
                      progress=progress, wait=wait)
     d.validate(image, memory)
+    preflight(image, d.target_chip(), force=force, memory=memory)
     if isinstance(d, NativeHost):
         d.erase()
     n = d.write(image)
     verified = False
     if verify and d.can_read:
-        d.verify(image)
+        d.verify(image)  # HidError on the first difference: never "verified" unless it compared equal
         verified = True
         d.steps.append("verified")
     elif verify:
         d.steps.append(f"not verified: {d.name} has no read command")
+    seconds = time.perf_counter() - t0
     if leave:
+        before = _present(backend)
         d.leave()
-    return FlashResult(d.name, n, time.perf_counter() - t0, verified, d.steps)
+        seconds = time.perf_counter() - t0  # the rate printed is the flash's, not the watch's
+        observe_leave(d, before, image, leave_wait)
+    return FlashResult(d.name, n, seconds, verified, d.steps)
 
 
 def read(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
@@ -522,11 +664,14 @@ def read(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=No
 
 
 def boot(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
-         wait: float | None = None) -> None:
-    """Reboot into the application without programming (teensy_loader_cli -b style)."""
+         wait: float | None = None, leave_wait: float | None = None) -> str:
+    """Reboot into the application without programming (teensy_loader_cli -b style); returns
+    what was observed (see :func:`observe_leave`), raises HidError when it stayed."""
     d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, chip=chip, mcu=mcu,
                      progress=False, wait=wait)
+    before = _present(backend)
     d.leave()
+    return observe_leave(d, before, None, leave_wait)
 
 
 def crc(backend=None, *, vid=None, pid=None, serial=None, region: str = "application") -> tuple[int, int, int]:
