@@ -416,3 +416,50 @@ def test_format_overrides_content_and_extension(tmp_path, capsys):
     flash_bin = tmp_path / "flash.bin"
     assert main(["flash", str(path), "--format", "hex", "--emulate", "stm32f411", "--image", str(flash_bin)]) == 0
     assert flash_bin.read_bytes() == reference(get_chip("stm32f411"), load(path, fmt="hex"))
+
+
+# --------------------------------------------------------------------------
+# convert: empty input, addresses kept in .dfu, --from
+
+
+@pytest.mark.parametrize("name,content", [("empty.hex", b""), ("empty.bin", b""), ("eof.hex", b":00000001FF\n"),
+                                          ("empty.srec", b"S00600004844521B\nS9030000FC\n")])
+def test_convert_of_nothing_is_refused(tmp_path, capsys, name, content):
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "out.bin"
+    assert main(["convert", str(tmp_path / name), str(out)]) == 2
+    line = _one_error(capsys)
+    assert name in line and ("empty" in line or "no data" in line)
+    assert not out.exists()
+
+
+def test_convert_to_dfu_keeps_addresses_as_dfuse(tmp_path, capsys):
+    image = Image([(0x08000000, payload(1000, 1)), (0x08004000, payload(100, 2))])
+    save(image, tmp_path / "fw.hex")
+    assert main(["convert", str(tmp_path / "fw.hex"), str(tmp_path / "fw.dfu")]) == 0
+    assert "DfuSe" in capsys.readouterr().out
+    back = load(tmp_path / "fw.dfu")
+    assert back == image and back.origin.format == "dfuse"
+    # --format dfu: a plain suffix file, and the output line says the address is gone
+    assert main(["convert", str(tmp_path / "fw.hex"), str(tmp_path / "plain.dfu"), "--format", "dfu"]) == 0
+    assert "address is dropped" in capsys.readouterr().out
+    assert load(tmp_path / "plain.dfu", base=0x08000000).tobytes() == image.tobytes()
+    # an image at 0 in one piece stays a plain DFU suffix file
+    save(Image([(0, payload(10, 3))]), tmp_path / "zero.hex")
+    assert main(["convert", str(tmp_path / "zero.hex"), str(tmp_path / "zero.dfu")]) == 0
+    assert load(tmp_path / "zero.dfu").origin.format == "dfu"
+
+
+def test_convert_from_names_the_input_format(tmp_path, capsys):
+    from bootkit.formats import write_hex
+
+    image = Image([(0x100, payload(40, 4))])
+    (tmp_path / "fw.img").write_text(write_hex(image))
+    (tmp_path / "raw.img").write_bytes(payload(40, 5))
+    assert main(["convert", str(tmp_path / "raw.img"), str(tmp_path / "o.hex")]) == 2
+    assert "--from" in _one_error(capsys)
+    assert main(["convert", str(tmp_path / "raw.img"), str(tmp_path / "o.hex"), "--from", "bin",
+                 "--base", "0x200"]) == 0
+    assert load(tmp_path / "o.hex") == Image([(0x200, payload(40, 5))])
+    assert main(["convert", str(tmp_path / "fw.img"), str(tmp_path / "o2.hex")]) == 0  # HEX content: no doubt
+    assert load(tmp_path / "o2.hex") == image
