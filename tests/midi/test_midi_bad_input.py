@@ -235,3 +235,24 @@ def test_identify_without_the_new_fields_still_reads():
     old = info.pack()[:-(3 + 1 + len(info.status))]
     back = P.DeviceInfo.unpack(old)
     assert back.damaged == 0 and back.status == "" and back.chip == CHIP.name
+
+
+@pytest.mark.parametrize("damage", ["lose a byte", "lose the F7", "swap two bytes"])
+def test_a_damaged_sysex_frame_of_the_file_is_counted_and_named(damage):
+    """The SysEx encoding gets the same check: a frame that lost a byte (its F7 too) or has two
+    swapped never becomes data, and IDENTIFY counts it."""
+    engine, mem, _ = _engine()
+    frames = [ev.data for ev in _events(IMAGE)]
+    f = bytearray(frames[4])
+    if damage == "lose a byte":
+        del f[20]
+    elif damage == "lose the F7":
+        del f[-1]
+    else:
+        f[20], f[21] = f[21], f[20]
+        assert f[20] != f[21]
+    frames[4] = bytes(f)
+    engine.receive(b"".join(frames))
+    info = engine.info()
+    assert not mem.app_valid and info.damaged == 1 and info.pages_missing == 1
+    assert info.status.startswith("the file ended with 1 of ")

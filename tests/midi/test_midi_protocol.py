@@ -59,7 +59,8 @@ def test_realtime_inside_sysex_does_not_break_it_and_a_status_byte_ends_it():
     out = p.feed(bytes([0xF0, 1, 0xF8, 2, 0xFE, 0xF7]))
     assert [m.data for m in out] == [b"\xf8", b"\xfe", bytes([0xF0, 1, 2, 0xF7])]
     out = p.feed(bytes([0xF0, 1, 2, 0x90, 60, 1, 61, 2]))  # unfinished SysEx, then running status
-    assert [m.data for m in out] == [bytes([0x90, 60, 1]), bytes([0x90, 61, 2])]
+    assert [(m.kind, m.data) for m in out] == [("cut", bytes([0xF0, 1, 2])), ("channel", bytes([0x90, 60, 1])),
+                                               ("channel", bytes([0x90, 61, 2]))]
     assert p.dropped == 1
 
 

@@ -146,6 +146,11 @@ class MidiBootEngine:
                     self.frame(body)
                 else:
                     self.ignored += 1  # another manufacturer's SysEx
+            elif message.kind == "cut":
+                if message.data[1:4] == SIGNATURE:
+                    self.damaged += 1  # one of our frames lost its end (its F7 and maybe more)
+                else:
+                    self.ignored += 1
             elif message.kind == "channel":
                 body = self.notes.feed(message.data)
                 if body is not None and is_ours(body):
@@ -259,8 +264,8 @@ class MidiBootEngine:
 
     @property
     def damaged_frames(self) -> int:
-        """Frames of the file that arrived damaged since the last BEGIN: a bad check, or Note Ons
-        lost or out of place (the notes decoder's count)."""
+        """Frames of the file that arrived damaged since the last BEGIN: a bad check, a SysEx cut
+        off by the next status byte (its F7 lost), or Note Ons lost or out of place."""
         return self.damaged + self.notes.broken - self._notes_broken
 
     def _write(self, payload: bytes) -> bytes:

@@ -217,7 +217,9 @@ def decode_packets(data: bytes, cable: int | None = 0) -> bytes:
 # MIDI 1.0 byte-stream parsing
 
 class MidiMessage(NamedTuple):
-    """A complete message out of the stream: ``kind`` is sysex, channel, common or realtime.
+    """A complete message out of the stream: ``kind`` is sysex, channel, common or realtime;
+    or ``cut``: a SysEx that a status byte ended before its F7, or that grew past the limit
+    (``data``: F0 and what had arrived, for a receiver that counts its damaged frames).
 
     A named tuple rather than a frozen dataclass: as immutable, and made
     several times faster (one per frame on the flash path)."""
@@ -284,6 +286,7 @@ class StreamParser:
                     out.append(MidiMessage("sysex", bytes(self._sysex)))
                 else:
                     self.dropped += 1
+                    out.append(MidiMessage("cut", bytes(self._sysex)))
                 self._sysex = None
                 self._overflow = False
                 if b == 0xF7:
