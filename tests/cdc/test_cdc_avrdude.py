@@ -10,11 +10,14 @@ import subprocess
 
 import pytest
 
+import random
+
 from bootkit.classes.cdc.avr109 import Avr109Engine
+from bootkit.classes.cdc.protocol import avrdude_avr910_config
 from bootkit.formats import load, save
 from bootkit.formats.image import Image
 from bootkit.memory import SimulatedFlash, get_chip
-from bootkit.memory.chips import EEPROM_BASE
+from bootkit.memory.chips import EEPROM_BASE, FUSE_BASE, LOCK_BASE
 from bootkit.samples import named_sample, sample_image
 from bootkit.transports.pty import pty_server
 
@@ -23,8 +26,9 @@ pytestmark = pytest.mark.skipif(AVRDUDE is None and not os.environ.get("CI"),
                                 reason="avrdude is not installed (apt-get install avrdude)")
 
 
-def avrdude(port, *args, part="m32u4", programmer="avr109", timeout=120):
-    cmd = [AVRDUDE or "avrdude", "-c", programmer, "-p", part, "-P", port, "-b", "57600", *args]
+def avrdude(port, *args, part="m32u4", programmer="avr109", timeout=120, config=None):
+    extra = ["-C", f"+{config}"] if config else []
+    cmd = [AVRDUDE or "avrdude", *extra, "-c", programmer, "-p", part, "-P", port, "-b", "57600", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}"
     return r
@@ -109,3 +113,105 @@ def test_avrdude_cannot_write_the_bootloader_section(tmp_path, board):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert mem.read(chip.boot_start, 256) == b"\xff" * 256
+
+
+# --------------------------------------------------------------------------
+# generated images: gaps, odd lengths, segment starts off any page, above 64 KiB
+
+
+def generated(chip, seed: int) -> Image:
+    """Segments of odd lengths at odd addresses with gaps between them, over the whole
+    application section: the first word, a segment across the 64 KiB line where the chip
+    has one, and one ending on the last byte below the bootloader."""
+    rng = random.Random(seed)
+    top = chip.boot_start
+    starts = [0, rng.randrange(3, 0x200, 2), rng.randrange(0x1001, top // 2, 2) + 1]
+    if top > 0x10000:
+        starts += [0x10000 - rng.randrange(1, 0x80, 2), rng.randrange(0x11001, top - 0x1000, 2)]
+    tail = rng.randrange(3, 0x81, 2)
+    starts = sorted(starts) + [top - tail]
+    segments = []
+    for start, following in zip(starts, starts[1:] + [None]):
+        room = top - start if following is None else following - start - 1  # a gap of at least one byte
+        shortest = 0x81 if start < 0x10000 < start + 0x80 else 1  # this one crosses the 64 KiB line
+        length = room if following is None else min(room, rng.randrange(shortest, 0x300) | 1)  # odd
+        segments.append((start, bytes(rng.randrange(256) for _ in range(length))))
+    image = Image(segments)
+    assert image.end == top and any(s % 2 for s, _ in segments)
+    assert top <= 0x10000 or any(s < 0x10000 < s + len(d) for s, d in segments)
+    return image
+
+
+@pytest.mark.parametrize("programmer", ["avr109", "avr910"])
+@pytest.mark.parametrize("chip_name,part,seed", [("atmega32u4", "m32u4", 1), ("atmega32u4", "m32u4", 2),
+                                                 ("at90usb1286", "usb1286", 3), ("at90usb1286", "usb1286", 4)])
+def test_avrdude_flashes_generated_images_byte_for_byte(tmp_path, board, programmer, chip_name, part, seed):
+    chip, mem, eng = board(chip_name)
+    mem.poke(0x4000, b"\x5a" * 64)  # old content: avrdude's 'e' erases it
+    image = generated(chip, seed)
+    fw = tmp_path / "gen.hex"
+    save(image, fw)
+    config = tmp_path / "avr910.conf"
+    config.write_text(avrdude_avr910_config())
+    with pty_server(eng) as srv:
+        r = avrdude(srv.slave_path, "-U", f"flash:w:{fw}:i", part=part, programmer=programmer,
+                    config=config if programmer == "avr910" else None)
+        assert "verified" in r.stderr
+        back = tmp_path / "back.hex"
+        avrdude(srv.slave_path, "-U", f"flash:r:{back}:i", part=part, programmer=programmer,
+                config=config if programmer == "avr910" else None)
+    assert mem.flash_bytes() == reference(image, chip)
+    assert load(back).tobytes(0, image.end) == reference(image, chip)[:image.end]
+
+
+# --------------------------------------------------------------------------
+# avrdude -c avr910 (the AVR910 programmer protocol against the AVR109 bootloader)
+
+
+@pytest.fixture
+def avr910_config(tmp_path):
+    """avrdude.conf (7.1) gives m32u4 no avr910_devcode, so avr910.c refuses the part
+    ("selected device is not supported by programmer") whatever the programmer lists;
+    bootkit's overlay names the code its bootloader lists (see protocol.avrdude_avr910_config)."""
+    path = tmp_path / "avr910.conf"
+    path.write_text(avrdude_avr910_config())
+    return path
+
+
+def test_avrdude_avr910_reads_the_real_fuses_lock_and_signature(board, avr910_config):
+    chip, mem, eng = board()
+    with pty_server(eng) as srv:
+        r = avrdude(srv.slave_path, "-U", "lfuse:r:-:h", "-U", "hfuse:r:-:h", "-U", "efuse:r:-:h",
+                    "-U", "lock:r:-:h", "-U", "signature:r:-:h", "-q", "-q",
+                    programmer="avr910", config=avr910_config)
+    assert r.stdout.split() == ["0x5e", "0x99", "0xf3", "0xff", "0x1e,0x95,0x87"], r.stderr
+    assert "not responding" not in r.stderr and "did not respond" not in r.stderr, r.stderr
+
+
+def test_avrdude_avr910_flash_eeprom_and_lock(tmp_path, board, avr910_config):
+    chip, mem, eng = board()
+    _, image = named_sample("sample-atmega32u4")
+    fw, ee = tmp_path / "fw.hex", tmp_path / "ee.hex"
+    save(image, fw)
+    data = bytes((i * 7) & 0xFF for i in range(33))
+    save(Image([(0x101, data)]), ee)
+    with pty_server(eng) as srv:
+        r = avrdude(srv.slave_path, "-U", f"flash:w:{fw}:i", "-U", f"eeprom:w:{ee}:i", "-U", "lock:w:0xef:m",
+                    programmer="avr910", config=avr910_config)
+    assert "bytes of flash verified" in r.stderr and "bytes of eeprom verified" in r.stderr
+    assert "1 byte of lock verified" in r.stderr
+    assert mem.flash_bytes() == reference(image, chip)
+    assert mem.read(EEPROM_BASE + 0x101, 33) == data
+    assert mem.read(LOCK_BASE, 1) == b"\xef"
+
+
+def test_avrdude_avr910_fuse_write_is_refused_by_the_read_back(board, avr910_config):
+    """A bootloader cannot write fuses: the write changes nothing and avrdude's verify fails."""
+    chip, mem, eng = board()
+    with pty_server(eng) as srv:
+        cmd = [AVRDUDE or "avrdude", "-C", f"+{avr910_config}", "-c", "avr910", "-p", "m32u4", "-P", srv.slave_path,
+               "-b", "57600", "-U", "lfuse:w:0xff:m"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "device 0x5e != input 0xff" in r.stderr
+    assert mem.read(FUSE_BASE, 1) == b"\x5e"
