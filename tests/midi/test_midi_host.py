@@ -282,3 +282,15 @@ def test_wrong_data_on_read_back_fails_the_cli_with_exit_1(tmp_path, monkeypatch
     assert rc == 1
     assert err == f"bootkit: failed: verify failed at 0x107: wrote 0x{want:02X}, read 0x{want ^ 0x10:02X}\n"
     assert "verified" not in out and "started" not in out
+
+
+def test_a_bootloader_that_comes_back_at_once_is_still_seen(board, monkeypatch):
+    """The device re-enumerates before the host first looks at the bus: what was there is
+    noted before BOOT goes out, so the bootloader coming back is not taken for a departure."""
+    em, backend = board()
+    monkeypatch.setattr(em.board, "leave", em.board.hold_boot_button)
+    fn = em.target.device.functions[0]
+    fn.engine.signal = lambda kind, reason="", delay=0.0: fn.signal(kind, reason, 0.0)
+    with pytest.raises(host.MidiError, match="^the device stayed in its bootloader: it came back as its "
+                                             "bootloader"):
+        host.flash(sample_image(em.chip, 1024, 0x800, 16), backend, chip=em.chip, progress=False)

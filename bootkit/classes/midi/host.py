@@ -44,6 +44,10 @@ class MidiError(HostError):
     """The device or the exchange failed: one line saying what and where."""
 
 
+class Gone(MidiError):
+    """The device disconnected in the middle of an exchange."""
+
+
 class Nak(MidiError):
     def __init__(self, what: str, reason: int, text: str):
         try:
@@ -167,7 +171,7 @@ class UsbLink:
 
 def _usb_error(what: str, exc: usb.core.USBError) -> MidiError:
     if getattr(exc, "errno", None) in GONE_ERRNOS:
-        return MidiError(f"{what}: device disconnected ({exc})")
+        return Gone(f"{what}: device disconnected ({exc})")
     return MidiError(f"{what}: {exc}")
 
 
@@ -480,7 +484,14 @@ def _identify_quietly(link) -> P.DeviceInfo | None:
         return None
 
 
-def watch_leave(backend, target: MidiTarget, wait: float, *, sleep=time.sleep, clock=time.monotonic) -> str:
+def bus_snapshot(backend) -> set[tuple[int, int]]:
+    """(bus, address) of every USB device present: taken before the device is told to leave, so
+    whatever appears after it is told is told apart from what was there."""
+    return {(d.bus, d.address) for d in usb.core.find(find_all=True, backend=backend)}
+
+
+def watch_leave(backend, target: MidiTarget, wait: float, *, before: set | None = None, sleep=time.sleep,
+                clock=time.monotonic) -> str:
     """After the device was told to leave (BOOT acknowledged, or a file's END played): watch the
     bus for ``wait`` s.  Returns the step to report; raises MidiError when the device stayed.
 
@@ -493,7 +504,7 @@ def watch_leave(backend, target: MidiTarget, wait: float, *, sleep=time.sleep, c
     dev = target.device
     bus, address = getattr(dev, "bus", None), getattr(dev, "address", None)
     ids = (dev.idVendor, dev.idProduct)
-    before = {(d.bus, d.address) for d in usb.core.find(find_all=True, backend=backend)}
+    before = set(bus_snapshot(backend) if before is None else before)
     before.discard((bus, address))
     deadline = clock() + wait
     gone = False
@@ -630,10 +641,14 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
         if c.retried:
             steps.append(f"{c.retried} request(s) retried")
         if leave:
-            c.boot()  # a NAK: MidiError "the device stayed in its bootloader: ..."
+            before = bus_snapshot(backend) if isinstance(link, UsbLink) else None
+            try:
+                c.boot()  # a NAK: MidiError "the device stayed in its bootloader: ..."
+            except Gone:
+                pass  # it reset before its ACK reached us: what comes back (or not) says what happened
             link.close()
             if isinstance(link, UsbLink):
-                steps.append(watch_leave(backend, link.target, wait))
+                steps.append(watch_leave(backend, link.target, wait, before=before))
             else:
                 steps.append(watch_port_leave(port, wait))
         return FlashResult("sysex", image.size, time.perf_counter() - t0, verified, steps)
@@ -766,6 +781,7 @@ def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force
         if not items:
             raise MidiError("no USB-MIDI device found to play into")
         target = items[0]
+        before = bus_snapshot(backend)
         sink, close = usb_sink(backend, vid=vid, pid=pid, serial=serial), (lambda: None)
     try:
         start = time.monotonic()
@@ -782,13 +798,13 @@ def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force
     # the device manifests only when every page arrived and the span's CRC-32 matched END:
     # leaving is that check passing; staying, IDENTIFY says what is missing
     if target is not None:
-        steps.append(watch_leave(backend, target, wait))
+        steps.append(watch_leave(backend, target, wait, before=before))
     else:
         steps.append(watch_port_leave(port, wait))
     return FlashResult("file", image.size, time.perf_counter() - t0, False, steps)
 
 
-__all__ = ["MidiError", "Nak", "MidiTarget", "find_devices", "list_devices", "UsbLink", "PortLink", "open_link",
-           "SysexClient", "flash", "read", "identify", "usb_sink", "play", "PlayResult", "watch_leave",
+__all__ = ["MidiError", "Gone", "Nak", "MidiTarget", "find_devices", "list_devices", "UsbLink", "PortLink", "open_link",
+           "SysexClient", "flash", "read", "identify", "usb_sink", "play", "PlayResult", "bus_snapshot", "watch_leave",
            "watch_port_leave", "LEAVE_WAIT", "BOOTKIT_VID",
            "MIDI_PID"]
