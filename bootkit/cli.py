@@ -309,7 +309,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------
-def _load_image(path: str, *, base=None, family=None, fmt=None):
+def _load_image(path: str, *, base=None, family=None, fmt=None, memory: str = "flash"):
     """A firmware file as an Image: format from --format, else content and extension
     together (formats.identify refuses a MIDI file, text, an unknown or contradicting
     one); every problem is one line (BadInput)."""
@@ -323,7 +323,7 @@ def _load_image(path: str, *, base=None, family=None, fmt=None):
         raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         fmt = identify(data, path, fmt)
-        return load(data, fmt=fmt, base=base, family=family, source=path)
+        return load(data, fmt=fmt, base=base, family=family, source=path, memory=memory)
     except FormatError as exc:
         raise BadInput(str(exc)) from None
     except ValueError as exc:  # e.g. an unknown --family name
@@ -377,9 +377,11 @@ def _input_image(args, chip, *, memory: str = "flash"):
     if fmt == "uf2" and chip is not None and chip.uf2_family is not None:
         if chip.uf2_family in _load_image(path, fmt=fmt).origin.uf2_families:
             family = chip.uf2_family
-    image = _load_image(path, base=base, family=family, fmt=fmt)
+    image = _load_image(path, base=base, family=family, fmt=fmt, memory=memory)
     if not image:
-        raise BadInput(f"{path}: no data")
+        raise BadInput(f"{path}: no {'EEPROM ' if memory == 'eeprom' else ''}data"
+                       + (" (an ELF file's EEPROM is its .eeprom section)" if fmt == "elf" and memory == "eeprom"
+                          else ""))
     try:
         preflight(image, chip, force=force, memory=memory)
     except ImageRejected as exc:
@@ -656,8 +658,11 @@ def cmd_flash(args) -> int:
                             leave=args.leave, progress=args.progress, force=args.force,
                             **{**extra, **_personality_options(args, session)})
     rate = result.bytes / 1024 / result.seconds if result.seconds else 0
+    left_out = image.origin.eeprom if image.origin is not None and args.memory == "flash" else 0
     print(f"{args.file}: {result.bytes} bytes via {args.via}/{result.dialect} in {result.seconds:.2f} s "
-          f"({rate:.0f} KiB/s), {'verified' if result.verified else 'not verified'}; " + ", ".join(result.steps))
+          f"({rate:.0f} KiB/s), {'verified' if result.verified else 'not verified'}; " + ", ".join(result.steps)
+          + (f"; its {left_out} EEPROM bytes (.eeprom) were not written: flash it again with --memory eeprom"
+             if left_out else ""))
     return EXIT_OK
 
 

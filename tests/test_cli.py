@@ -463,3 +463,25 @@ def test_convert_from_names_the_input_format(tmp_path, capsys):
     assert load(tmp_path / "o.hex") == Image([(0x200, payload(40, 5))])
     assert main(["convert", str(tmp_path / "fw.img"), str(tmp_path / "o2.hex")]) == 0  # HEX content: no doubt
     assert load(tmp_path / "o2.hex") == image
+
+
+def test_an_avr_elf_flashes_its_flash_then_its_eeprom(tmp_path, capsys):
+    import struct
+
+    code, eeprom = b"\x0c\x94" + payload(300, "elf")[2:], b"settings"
+    phdrs = [(0, 0, code), (0x810000, 0x810000, eeprom)]  # avr-gcc's .text and .eeprom (EM_AVR 83)
+    offset, table, blobs = 52 + 32 * len(phdrs), b"", b""
+    for vaddr, paddr, blob in phdrs:
+        table += struct.pack("<8I", 1, offset + len(blobs), vaddr, paddr, len(blob), len(blob), 5, 1)
+        blobs += blob
+    ident = b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
+    header = struct.pack("<16sHHIIIIIHHHHHH", ident, 2, 83, 1, 0, 52, 0, 0, 52, 32, len(phdrs), 40, 0, 0)
+    (tmp_path / "fw.elf").write_bytes(header + table + blobs)
+    flash_bin = tmp_path / "flash.bin"
+    common = ["--via", "cdc", "--emulate", "atmega32u4", "--image", str(flash_bin)]
+    assert main(["flash", str(tmp_path / "fw.elf"), *common]) == 0
+    assert "8 EEPROM bytes" in capsys.readouterr().out
+    assert flash_bin.read_bytes() == reference(get_chip("atmega32u4"), Image([(0, code)]))
+    assert main(["flash", str(tmp_path / "fw.elf"), *common, "--memory", "eeprom"]) == 0
+    assert main(["read", str(tmp_path / "ee.bin"), *common, "--memory", "eeprom", "--length", "8"]) == 0
+    assert (tmp_path / "ee.bin").read_bytes() == eeprom

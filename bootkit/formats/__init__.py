@@ -172,19 +172,25 @@ def load(
     base: int | None = None,
     family: str | int | None = None,
     source: str | None = None,
+    memory: str = "flash",
 ) -> Image:
     """Read a firmware file (a path, or its bytes) into an :class:`Image`.
 
     ``base`` is where a raw binary (or the payload of a plain ``.dfu``)
     starts, 0 by default; formats that carry addresses ignore it.
-    ``family`` selects the UF2 family of a multi-family file.  Errors name
+    ``family`` selects the UF2 family of a multi-family file.  ``memory``
+    "eeprom" reads an AVR ELF's .eeprom section (at offset 0) instead of its
+    flash; the other formats hold one memory and ignore it.  Errors name
     ``source`` (by default the path).
     """
     data, path = _read(path_or_bytes)
     source = source if source is not None else path
     if fmt is None:
         fmt = detect_format(data, path)
-    image = _parse(data, fmt, 0 if base is None else base, family, source)
+    if fmt == "elf":
+        image = parse_elf(data, source=source, memory=memory)
+    else:
+        image = _parse(data, fmt, 0 if base is None else base, family, source)
     if image.origin is None or image.origin.format != fmt:
         image.origin = FileOrigin(fmt, source, uf2_families=image.origin.uf2_families if image.origin else frozenset(),
                                   dfu_ids=_suffix_ids(data) if fmt in ("dfu", "dfuse") else None)

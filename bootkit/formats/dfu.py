@@ -93,7 +93,9 @@ def parse_dfuse_targets(data: bytes, *, source: str | None = None) -> list[tuple
         raise fail(f"wrong magic {signature!r} (expected b'DfuSe')", 0)
     if version != 1:
         raise fail(f"unsupported DfuSe bVersion {version}", 5)
-    if image_size != len(body):
+    # UM0391 counts the prefix and the targets; dfuse-pack.py (dfu-util's) counts the
+    # 16-byte suffix too, and ST's own DfuSe tools read those files: both are accepted.
+    if image_size not in (len(body), len(data)):
         raise fail(f"DFUImageSize says {image_size} bytes, file has {len(body)} before the suffix (truncated?)", 6)
     targets = []
     offset = _DFUSE_PREFIX.size

@@ -47,13 +47,16 @@ class FileOrigin:
     Host clients compare it with the device before erasing anything:
     ``uf2_families`` holds every familyID of the UF2 blocks that were kept
     (None for a block without one), ``dfu_ids`` the DFU suffix's
-    (idVendor, idProduct), 0xFFFF meaning "any" (DFU 1.1 appendix B).
+    (idVendor, idProduct), 0xFFFF meaning "any" (DFU 1.1 appendix B),
+    ``eeprom`` how many EEPROM bytes a flash read of the file left out.
     """
 
     format: str
     path: str | None = None
     uf2_families: frozenset = frozenset()
     dfu_ids: tuple[int, int] | None = None
+    # EEPROM bytes the file also holds, left out of a flash image (an AVR ELF's .eeprom)
+    eeprom: int = 0
 
 
 class Image:

@@ -115,3 +115,14 @@ def test_garbage_into_dfu_parsers_raises_only_format_error(raw, data):
             parse(raw)
         except FormatError:
             pass
+
+
+def test_dfuse_image_size_counting_the_suffix_as_dfuse_pack_writes_it():
+    import struct
+
+    image = Image([(0x08000000, b"x" * 40), (0x08004000, b"yz")])
+    body, _ = split_suffix(write_dfuse(image))
+    counted = body[:6] + struct.pack("<I", len(body) + 16) + body[10:]  # dfuse-pack.py: DFUImageSize includes the suffix
+    assert parse_dfuse(add_suffix(counted, bcd_dfu=0x011A)) == image
+    with pytest.raises(FormatError, match="DFUImageSize"):  # without a suffix that size is a truncated file
+        parse_dfuse(counted, source="f")

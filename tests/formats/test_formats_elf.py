@@ -7,7 +7,7 @@ from bootkit.formats import FormatError, load
 from bootkit.formats.elf import parse_elf
 
 
-def make_elf(segments, entry=0x08000101, cls=1, data=1):
+def make_elf(segments, entry=0x08000101, cls=1, data=1, machine=40):
     """A minimal ELF32: header, program headers, then segment bytes.
     ``segments``: (p_type, p_vaddr, p_paddr, bytes, p_memsz)."""
     phoff = 52
@@ -17,7 +17,7 @@ def make_elf(segments, entry=0x08000101, cls=1, data=1):
         phdrs += struct.pack("<8I", p_type, offset + len(blobs), vaddr, paddr, len(blob), memsz, 5, 4)
         blobs += blob
     ident = b"\x7fELF" + bytes([cls, data, 1]) + bytes(9)
-    header = struct.pack("<16sHHIIIIIHHHHHH", ident, 2, 40, 1, entry, phoff, 0, 0, 52, 32, len(segments), 40, 0, 0)
+    header = struct.pack("<16sHHIIIIIHHHHHH", ident, 2, machine, 1, entry, phoff, 0, 0, 52, 32, len(segments), 40, 0, 0)
     return header + phdrs + blobs
 
 
@@ -59,3 +59,27 @@ def test_garbage_into_parse_elf_raises_only_format_error(raw, data):
         parse_elf(bytes(raw))
     except FormatError:
         pass
+
+
+def avr_elf():
+    """avr-gcc's layout: .text at 0, .data stored after it (VMA in SRAM at 0x800100),
+    .eeprom at 0x810000, .fuse at 0x820000 (EM_AVR is 83)."""
+    return make_elf([
+        (1, 0, 0, b"\x0c\x94code", 6),
+        (1, 0x800100, 6, b"dat", 3),
+        (1, 0x810000, 0x810000, b"EEPROM!", 7),
+        (1, 0x820000, 0x820000, b"\xff\xd9\xcb", 3),
+    ], entry=0, machine=83)
+
+
+def test_avr_elf_keeps_flash_and_eeprom_apart():
+    elf = avr_elf()
+    flash = parse_elf(elf)
+    assert flash.segments == [(0, b"\x0c\x94codedat")]
+    assert flash.origin.eeprom == 7
+    eeprom = parse_elf(elf, memory="eeprom")
+    assert eeprom.segments == [(0, b"EEPROM!")]
+    assert load(elf, memory="eeprom") == eeprom and load(elf) == flash
+    # another machine's ELF is read as it is
+    arm = make_elf([(1, 0x810000, 0x810000, b"x", 1)])
+    assert parse_elf(arm).segments == [(0x810000, b"x")] and not parse_elf(arm, memory="eeprom")

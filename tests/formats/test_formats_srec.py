@@ -46,9 +46,15 @@ def test_errors_name_file_and_line(line, problem):
     assert str(exc.value) == f"fw.s19: line 2: {problem}"
 
 
+def test_no_termination_record_as_srec_cat_writes_without_a_start_address():
+    image = parse_srec(srec(0, 0, b"hdr") + "\n" + srec(3, 0x08000000, b"ok", width=4) + "\n" + srec(5, 1) + "\n")
+    assert image.segments == [(0x08000000, b"ok")] and image.start_address is None
+    # cut inside a record: still refused, naming the line
+    with pytest.raises(FormatError, match=r"^fw.s19: line 2: bad length"):
+        parse_srec(srec(1, 0, b"ok") + "\n" + srec(1, 2, b"more")[:-4] + "\n", source="fw.s19")
+
+
 def test_truncated_and_overlap():
-    with pytest.raises(FormatError, match=r"^fw.s19: line 1: missing termination record S7/S8/S9 \(truncated\?\)$"):
-        parse_srec(srec(1, 0, b"ok") + "\n", source="fw.s19")
     with pytest.raises(FormatError, match=r"^fw.s19: line 2: overlapping data at 0x00000001$"):
         parse_srec("\n".join([srec(1, 0, b"ok"), srec(1, 1, b"X"), srec(9, 0)]), source="fw.s19")
 
