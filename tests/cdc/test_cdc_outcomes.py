@@ -212,3 +212,62 @@ def test_cli_flash_fails_when_the_read_back_differs(capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bootkit: failed: verify failed at 0x5: wrote 0x"), lines
     assert not mem.app_valid  # never told to leave ('E' manifests) after a failed verify
+
+
+# --------------------------------------------------------------------------
+# a real board after 'E': its port vanishes, then something (or nothing) enumerates
+
+
+class VanishedPort:
+    """A ttyACM whose device detached: every write fails as pyserial reports it."""
+
+    timeout = 1.0
+
+    def write(self, data):
+        import serial
+
+        raise serial.SerialException("write failed: [Errno 5] Input/output error")
+
+    def read(self, n):
+        return b""
+
+
+def detached_session(listings, ids):
+    """A session on /dev/ttyACM0 whose port vanished; ``listings``: what list_ports shows on
+    each look (a list per call), ``ids``: port -> (vid, pid)."""
+    from types import SimpleNamespace
+
+    client = host.Avr109Client(VanishedPort(), software_id=b"LUFACDC", dialect="lufa")
+    return SimpleNamespace(client=client, path="/dev/ttyACM0"), iter(listings), ids
+
+
+def watch(monkeypatch, listings, ids, wait=1.0):
+    session, looks, ids = detached_session(listings, ids)
+    last = []
+
+    def list_ports(wanted, serial_number=None):
+        if not last or wanted == host.application_ids("lufa"):
+            last[:] = [next(looks, last[0] if last else [])]
+        return [p for p in last[0] if ids.get(p) in wanted]
+
+    monkeypatch.setattr(host, "list_ports", list_ports)
+    monkeypatch.setattr(host, "_port_ids", lambda path: ids.get(path))
+    clock = iter(range(0, 10_000))
+    return host.watch_leave(session, wait, sleep=lambda s: None, clock=lambda: next(clock) * 0.1)
+
+
+def test_detached_board_whose_application_enumerates(monkeypatch):
+    step = watch(monkeypatch, [["/dev/ttyACM0"], [], ["/dev/ttyACM1"]],
+                 {"/dev/ttyACM0": (0x03EB, 0x204A), "/dev/ttyACM1": (0x03EB, 0x2044)})
+    assert step == "application started (came back as 03EB:2044)"
+
+
+def test_detached_board_whose_bootloader_comes_back_stayed(monkeypatch):
+    with pytest.raises(host.Avr109Error) as exc:
+        watch(monkeypatch, [["/dev/ttyACM0"], [], ["/dev/ttyACM0"]], {"/dev/ttyACM0": (0x03EB, 0x204A)})
+    assert str(exc.value) == "the device stayed in its bootloader: it came back as 03EB:204A on /dev/ttyACM0"
+
+
+def test_detached_board_not_seen_again(monkeypatch):
+    step = watch(monkeypatch, [[]] * 100, {}, wait=1.0)
+    assert step == "left the bootloader (not seen again within 1 s)"
