@@ -197,6 +197,11 @@ def _stream_for(obj):
 _SERVING: dict[str, "PtyServer"] = {}
 
 
+def serves(path: str) -> bool:
+    """True when this process serves the pty at ``path``."""
+    return path in _SERVING
+
+
 def usb_ids(path: str) -> tuple[int, int] | None:
     """The VID:PID of the emulated USB device now behind the pty at ``path`` (served by
     this process), as sysfs would tell for a real ttyACM; None for a bare byte-stream
@@ -346,4 +351,4 @@ def pty_server(engine_or_emulator, log: Callable[[str], None] | None = None) -> 
         thread.join(5)
 
 
-__all__ = ["PtyServer", "serve_pty", "pty_server", "usb_ids", "BAUD_RATES"]
+__all__ = ["PtyServer", "serve_pty", "pty_server", "serves", "usb_ids", "BAUD_RATES"]

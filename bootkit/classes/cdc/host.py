@@ -28,10 +28,10 @@ from .protocol import IDS, SOFTWARE_IDS, TOUCH_BAUD
 DEFAULT_BAUD = 57600  # what the Arduino IDE and LUFA's docs pass to avrdude (-b 57600)
 PIPELINE = 8  # blocks in flight before waiting for their acknowledgements
 LEAVE_WAIT = 5.0  # s a real board gets to come back after 'E' (as its application, or its bootloader)
-PROBE_WAIT = 0.25  # s an AVR109 bootloader (answering within a millisecond over USB) gets to answer ESC 'S' on the same port after 'E'
+PROBE_WAIT = 0.1  # s an AVR109 bootloader (answering within a millisecond over USB) gets to answer ESC 'S' on the same port after 'E'
 # after 'E': LUFA detaches at once; Caterina "leaves the bootloader 500 ms later" (Caterina.c)
 LEAVE_DELAY = {"caterina": 0.6}
-LEAVE_DELAY_DEFAULT = 0.05
+LEAVE_DELAY_DEFAULT = 0.02
 
 
 class Avr109Error(HostError):
@@ -387,6 +387,9 @@ def _port_ids(path: str | None) -> tuple[int, int] | None:
 
     if path is None:
         return None
+    pty = sys.modules.get("bootkit.transports.pty")
+    if pty is not None and pty.serves(path):
+        return pty.usb_ids(path)
     try:
         from serial.tools import list_ports as lp
 
@@ -395,9 +398,7 @@ def _port_ids(path: str | None) -> tuple[int, int] | None:
                 return (p.vid, p.pid)
     except Exception:  # noqa: BLE001 - no port listing on this system
         pass
-    pty = sys.modules.get("bootkit.transports.pty")
-    lookup = getattr(pty, "usb_ids", None)
-    return lookup(path) if lookup else None
+    return None
 
 
 def _stayed_reason(c: Avr109Client) -> str:
