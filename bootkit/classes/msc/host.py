@@ -35,10 +35,18 @@ import usb.util
 
 from ...formats import write_hex
 from ...formats.image import FormatError, Image
-from ...formats.uf2 import UF2_BLOCK_SIZE, UF2Block, is_uf2_block, write_uf2
+from ...formats.uf2 import (
+    FAMILIES,
+    UF2_BLOCK_SIZE,
+    UF2_FLAG_FILE_CONTAINER,
+    UF2_FLAG_NOT_MAIN_FLASH,
+    UF2Block,
+    is_uf2_block,
+    write_uf2,
+)
 from ...memory import Chip
 from ...progress import progress_bar
-from ..common import FlashResult, HostError, ImageRejected, check_ranges
+from ..common import FlashResult, HostError, ImageRejected, _family_name, app_first_address, check_ranges, preflight
 from ..usbhost import endpoint_pair, matching_devices, take_interfaces
 from .protocol import (
     BLOCK_SIZE,
@@ -249,6 +257,8 @@ class BlockFile(io.RawIOBase):
         self.window = b""
         self.sectors_written = 0
         self.gone = False  # the device left: later writes (pyfatfs closing in __del__) are dropped
+        self.watch: bytes | None = None  # a sector whose LBA the caller wants to know ...
+        self.watched: list[int] = []  # ... and where it was written
 
     def readable(self):
         return True
@@ -322,6 +332,8 @@ class BlockFile(io.RawIOBase):
             self.dirty.clear()
             return
         lbas = sorted(self.dirty)
+        if self.watch is not None:
+            self.watched += [lba for lba in lbas if self.dirty[lba] == self.watch and lba not in self.watched]
         i = 0
         while i < len(lbas):
             j = i + 1
@@ -382,15 +394,29 @@ def _accepts(info: dict | None) -> tuple[str, ...]:
     return listed or ("uf2",)
 
 
-def _family(info: dict | None, chip: Chip | None) -> int | None:
-    if chip is not None and chip.uf2_family is not None:
-        return chip.uf2_family
-    if info and "Family-ID" in info:
+def _drive_family(info: dict | None) -> tuple[int | None, str]:
+    """The UF2 family the drive takes, from INFO_UF2.TXT, and where that was read.
+
+    bootkit's drives write a ``Family-ID`` line.  uf2-samdx1 and tinyuf2 write
+    none, but their Board-ID starts with the chip ("SAMD21G18A-Feather-v0",
+    "STM32F411CE-blackpill-v3", "nRF52840-Feather-revD"), and the RP2040 boot
+    ROM's is "RPI-RP2": the longest family name the Board-ID starts with.
+    """
+    if not info:
+        return None, ""
+    if "Family-ID" in info:
         try:
-            return int(info["Family-ID"], 0)
+            family = int(info["Family-ID"], 0)
+            return family, f"the drive's Family-ID {_family_name(family)}"
         except ValueError:
-            return None
-    return None
+            pass
+    board = info.get("Board-ID", "")
+    key = board.strip().lower().replace("_", "-")
+    names = [n for n in FAMILIES if key.startswith(n)]
+    family = FAMILIES["rp2040"] if key == "rpi-rp2" else FAMILIES[max(names, key=len)] if names else None
+    if family is not None:
+        return family, f"the drive's Board-ID {board}, UF2 family {_family_name(family)}"
+    return None, ""
 
 
 def _app_from_current(first_block: bytes) -> tuple[int, int] | None:
@@ -421,31 +447,345 @@ def _choose_kind(requested: str | None, accepts: tuple[str, ...]) -> str:
     return "uf2" if "uf2" in accepts else accepts[0]
 
 
-def _validate(image: Image, app: tuple[int, int] | None, chip: Chip | None, kind: str,
-              family: int | None) -> tuple[int, int]:
+@dataclass
+class _Drop:
+    """What is written, and what the flash must hold afterwards."""
+
+    kind: str
+    payload: bytes
+    expected: Image  # the data the drive takes from the file, at its addresses
+    held: int | None  # index of the UF2 block sent last, once the others were read back
+    foreign: str = ""  # the file has no block the drive takes (dropped with force): why it will stay
+
+
+def _blocks_taken(raw: bytes, family: int | None, source: str) -> tuple[Image, int | None, str]:
+    """The blocks of a UF2 file the drive takes: those of its family (tinyuf2's uf2_write_block
+    programs only ``familyID == BOARD_UF2_FAMILY_ID``; uf2conv.py and a copy send every block)."""
+    if len(raw) % UF2_BLOCK_SIZE:
+        raise ImageRejected(f"{source}: length {len(raw)} is not a multiple of {UF2_BLOCK_SIZE} (truncated?)")
+    expected = Image()
+    held = None
+    others: set = set()
+    for i in range(len(raw) // UF2_BLOCK_SIZE):
+        try:
+            b = UF2Block.unpack(raw[i * UF2_BLOCK_SIZE:(i + 1) * UF2_BLOCK_SIZE], source=source, index=i)
+        except FormatError as exc:
+            raise ImageRejected(str(exc)) from None
+        if b.family_id != family:
+            others.add(b.family_id)
+            continue
+        held = i
+        if b.flags & (UF2_FLAG_NOT_MAIN_FLASH | UF2_FLAG_FILE_CONTAINER):
+            continue
+        try:
+            expected.add(b.target_addr, b.data)
+        except FormatError as exc:
+            raise ImageRejected(str(exc.at(source=source, where=f"block {i}"))) from None
+    foreign = ""
+    if held is None:
+        names = ", ".join(_family_name(f) for f in sorted(others, key=lambda f: -1 if f is None else f))
+        foreign = f"its blocks are for UF2 family {names}, the drive takes {_family_name(family)}"
+    return expected, held, foreign
+
+
+def _plan(image: Image, info: dict | None, app: tuple[int, int] | None, chip: Chip | None,
+          requested: str | None, force: bool) -> _Drop:
+    """Check everything before a byte is written (issue 16: refuse before erasing)."""
     if not image:
         raise ImageRejected("the image is empty")
-    protected = chip.layout().protected if chip is not None else ()
+    kind = _choose_kind(requested, _accepts(info))
+    drive_family, says = _drive_family(info)
+    origin = getattr(image, "origin", None)
     if chip is not None:
+        family = chip.uf2_family
+        if drive_family is not None and family is not None and drive_family != family and not force:
+            raise ImageRejected(f"{says} does not match {chip.name}'s UF2 family {_family_name(family)}; "
+                                f"--force drops it anyway")
         app = chip.layout().application_ranges("flash")[0]
-    if app is None:
-        raise ImageRejected("cannot tell the application region: give the chip")
-    check_ranges(image, [app], protected, chip.name if chip is not None else "the drive's application region")
-    if kind == "uf2" and family is None and chip is not None and chip.uf2_family is None:
-        pass  # a family-less UF2, for a chip without a family
-    return app
+        protected, what = chip.layout().protected, chip.name
+    else:
+        family = drive_family
+        if app is None:
+            raise ImageRejected("cannot tell the application region: give the chip")
+        protected, what = (), "the drive's application region"
+    if chip is not None and not force:
+        preflight(image, chip)  # the file's UF2 families, and on AVR/XMEGA the reset vector
+    elif family is not None and origin is not None and origin.format == "uf2" and not force:
+        wrong = sorted((f for f in origin.uf2_families if f != family), key=lambda f: -1 if f is None else f)
+        if wrong:
+            raise ImageRejected(f"UF2 family {', '.join(_family_name(f) for f in wrong)} does not match "
+                                f"{says}; --force drops it anyway")
+    raw = None
+    if kind == "uf2" and origin is not None and origin.format == "uf2" and origin.path:
+        try:
+            raw = Path(origin.path).read_bytes()
+        except OSError:
+            raw = None
+    # the blocks the drive will program: its own family's (what it says, else the chip's)
+    takes = drive_family if drive_family is not None else family
+    foreign = ""
+    if raw is not None:
+        # a UF2 file goes as its own blocks, as uf2conv.py and a file copy send it
+        expected, held, foreign = _blocks_taken(raw, takes, origin.path)
+        expected.origin = origin
+        payload = raw
+    else:
+        expected, payload = image, _payload(image, kind, family, app[0])
+        held = len(payload) // UF2_BLOCK_SIZE - 1 if kind == "uf2" else None
+        if kind == "uf2" and family != takes:  # forced past a drive of another family
+            foreign = f"its blocks are for UF2 family {_family_name(family)}, the drive takes {_family_name(takes)}"
+    if chip is not None:
+        # what the device takes: its first word (AVR/XMEGA), whatever force says about families
+        preflight(expected, chip, force=True)
+    if expected:
+        check_ranges(expected, [app], protected, what)
+    return _Drop(kind, payload, expected, held, foreign)
+
+
+# --------------------------------------------------------------------------
+# reading CURRENT.UF2 back
+
+
+class _NotReadBack(Exception):
+    """CURRENT.UF2 could not be read back (the drive left, or it is not a flash image)."""
+
+
+class _Current:
+    """CURRENT.UF2 as a view of the flash: block k holds ``step`` bytes at ``base + k * step``
+    (tinyuf2 and uf2-samdx1 generate it from flash on every read, as our ghost FAT does)."""
+
+    def __init__(self, first_block: bytes, read_sectors):
+        b = UF2Block.unpack(first_block[:UF2_BLOCK_SIZE])
+        self.base, self.step, self.count = b.target_addr, b.payload_size, b.num_blocks
+        self.read_sectors = read_sectors  # (first sector of the file, count) -> bytes
+
+    def read(self, start: int, end: int) -> bytes:
+        if self.step == 0 or start < self.base or end > self.base + self.count * self.step:
+            raise _NotReadBack(f"0x{start:X}-0x{end - 1:X} is outside CURRENT.UF2")
+        k0, k1 = (start - self.base) // self.step, (end - 1 - self.base) // self.step + 1
+        out = bytearray()
+        for k in range(k0, k1, MAX_SECTORS):
+            n = min(MAX_SECTORS, k1 - k)
+            chunk = self.read_sectors(k, n)
+            for j in range(n):
+                raw = chunk[j * UF2_BLOCK_SIZE:(j + 1) * UF2_BLOCK_SIZE]
+                want = self.base + (k + j) * self.step
+                if not is_uf2_block(raw) or UF2Block.unpack(raw).target_addr != want:
+                    raise _NotReadBack(f"CURRENT.UF2 block {k + j} is not the flash at 0x{want:X}")
+                out += UF2Block.unpack(raw).data
+        off = start - (self.base + k0 * self.step)
+        return bytes(out[off:off + end - start])
+
+    def differs(self, image: Image) -> str:
+        """'' when the flash holds ``image``; else where it does not (one line)."""
+        return self.compare(image)[0]
+
+    def compare(self, image: Image) -> tuple[str, list[tuple[int, int]]]:
+        """('' , []) when the flash holds ``image``; else the first difference (one line) and
+        the spans of CURRENT.UF2 blocks that differ."""
+        first, spans, count = "", [], 0
+        for start, data in image.segments:
+            got = self.read(start, start + len(data))
+            if got == data:
+                continue
+            for i in range(len(data)):
+                if got[i] == data[i]:
+                    continue
+                count += 1
+                a = start + i
+                if not first:
+                    first = f"0x{got[i]:02X} at 0x{a:X} where the file has 0x{data[i]:02X}"
+                lo = a - (a - self.base) % self.step
+                if spans and spans[-1][1] >= lo:
+                    spans[-1] = (spans[-1][0], max(spans[-1][1], lo + self.step))
+                else:
+                    spans.append((lo, lo + self.step))
+        if not first:
+            return "", []
+        return f"CURRENT.UF2 reads {first} ({count} byte(s) differ)", spans
+
+
+def _scsi_current(disk: ScsiDisk, volume, first_block: bytes) -> _Current | None:
+    """CURRENT.UF2 read sector by sector with READ(10), its clusters found once (the file
+    is the device's: it does not move while we write ours)."""
+    try:
+        entry = volume._get_dir_entry("/CURRENT.UF2")
+        fat = volume.fs
+        chain = list(fat.get_cluster_chain(entry.get_cluster()))
+        per_cluster = fat.bytes_per_cluster // BLOCK_SIZE
+    except Exception:  # pyfatfs: a FAT it cannot follow; then nothing is read back
+        return None
+
+    def lba(k: int) -> int:
+        return fat.get_data_cluster_address(chain[k // per_cluster]) // BLOCK_SIZE + k % per_cluster
+
+    def read_sectors(k: int, n: int) -> bytes:
+        if (k + n - 1) // per_cluster >= len(chain):
+            raise _NotReadBack("CURRENT.UF2 is shorter than its first block says")
+        out = b""
+        i = k
+        while i < k + n:  # runs of consecutive LBAs, one READ(10) each
+            j = i + 1
+            while j < k + n and lba(j) == lba(j - 1) + 1:
+                j += 1
+            out += disk.read(lba(i), j - i)
+            i = j
+        return out
+
+    return _Current(first_block, read_sectors)
+
+
+def _file_current(path: Path, first_block: bytes) -> _Current | None:
+    """CURRENT.UF2 on a mounted drive, its cached pages dropped before every read (Linux keeps
+    them: a second read would show the flash as it was).  None where that cannot be done."""
+    if not hasattr(os, "posix_fadvise"):
+        return None
+
+    def read_sectors(k: int, n: int) -> bytes:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                _drop_page_cache(f.fileno())
+                f.seek(k * UF2_BLOCK_SIZE)
+                data = f.read(n * UF2_BLOCK_SIZE)
+        except OSError as exc:
+            raise _NotReadBack(str(exc)) from None
+        if len(data) != n * UF2_BLOCK_SIZE:
+            raise _NotReadBack("CURRENT.UF2 is shorter than its first block says")
+        return data
+
+    return _Current(first_block, read_sectors)
+
+
+def _held_range(drop: _Drop) -> tuple[int, int] | None:
+    raw = drop.payload[drop.held * UF2_BLOCK_SIZE:(drop.held + 1) * UF2_BLOCK_SIZE]
+    b = UF2Block.unpack(raw)
+    if b.flags & (UF2_FLAG_NOT_MAIN_FLASH | UF2_FLAG_FILE_CONTAINER):
+        return None
+    return b.target_addr, b.target_addr + b.payload_size
+
+
+def _without(image: Image, span: tuple[int, int] | None) -> Image:
+    if span is None:
+        return image
+    out = Image()
+    for start, data in image.segments:
+        end = start + len(data)
+        if start < span[0]:
+            out.add(start, data[:min(end, span[0]) - start])
+        if end > span[1]:
+            lo = max(start, span[1])
+            out.add(lo, data[lo - start:])
+    return out
+
+
+def _only(image: Image, spans) -> Image:
+    out = Image()
+    for lo, hi in spans:
+        for start, data in image.crop(lo, hi).segments:
+            out.add(start, data, overwrite=True)
+    return out
+
+
+def _placeholder(block: bytes) -> bytes:
+    """The held block with magicStart0 cleared: not a UF2 block to any drive (tinyuf2 and
+    uf2-samdx1 check the magics first), so the file is laid out whole and complete later."""
+    return bytes(4) + block[4:]
+
+
+def _verify_before_last(current: _Current, drop: _Drop) -> tuple[str, list]:
+    """Every block but the held one is on the drive: read them back before the last goes.
+
+    Returns ('', spans to read again after the last block) or ("not verified: ...", []) when
+    CURRENT.UF2 cannot be read.  A difference now is not yet a failure: tinyuf2 keeps the
+    flash sector it is filling in RAM until the next one or the file's end (its
+    board_flash_write caches, board_flash_flush writes), so those bytes are read again."""
+    try:
+        _, spans = current.compare(_without(drop.expected, _held_range(drop)))
+    except _NotReadBack as exc:
+        return f"not verified: {exc}", []
+    return "", spans
+
+
+def _verify_last(current: _Current, drop: _Drop, again: list) -> str:
+    """The held block's data, and what differed before it, read back right after it was sent
+    (the drive leaves about a second later).  Returns the step; raises when the flash holds
+    something else."""
+    held = _held_range(drop)
+    part = _only(drop.expected, list(again) + ([held] if held else []))
+    try:
+        wrong = current.differs(part)
+    except (_NotReadBack, usb.core.USBError, MscError, OSError):
+        return "not verified: the drive left before its last block was read back"
+    if wrong:
+        raise MscError(f"verify failed: {wrong}")
+    return f"CURRENT.UF2 read back: {drop.expected.size} bytes match"
+
+
+def _verify_all(current: _Current | None, drop: _Drop) -> str:
+    """A BIN/HEX file is programmed whole once its last sector arrives: read back at once."""
+    if current is None:
+        return "not verified: CURRENT.UF2 cannot be read back here"
+    try:
+        wrong = current.differs(drop.expected)
+    except (_NotReadBack, usb.core.USBError, MscError, OSError):
+        return "not verified: the drive left before CURRENT.UF2 was read back"
+    if wrong:
+        raise MscError(f"verify failed: {wrong}")
+    return f"CURRENT.UF2 read back: {drop.expected.size} bytes match"
+
+
+def _why_stayed(drop: _Drop, current: _Current | None, chip: Chip | None, waited: float) -> str:
+    """The drive is still there after the copy: what CURRENT.UF2 says about why."""
+    if drop.foreign:
+        return f"it ignored the file: {drop.foreign}"
+    if current is not None:
+        try:
+            first = app_first_address(chip) if chip is not None else current.base
+            if current.read(first, first + 2) == b"\xff\xff":
+                return "first word of flash is erased: the bootloader kept control"
+            wrong = current.differs(drop.expected)
+            if wrong:
+                return f"the flash does not hold the file: {wrong}"
+            return f"the flash holds the file, but the drive did not restart within {waited:g} s"
+        except (_NotReadBack, usb.core.USBError, MscError, OSError):
+            pass
+    return f"the drive did not restart within {waited:g} s after the copy"
 
 
 # --------------------------------------------------------------------------
 # flash and read
 
+STAYED = "the device stayed in its bootloader"
+LEAVE_WAIT_IN_PROCESS = 2.0  # s: the emulated drive leaves 0.05-0.2 s after the last block ...
+AGAIN_IN_PROCESS = 0.3  # ... and what replaces it is there at once
+AGAIN = 5.0  # s a real board gets to come back as its application
+
+
+def _in_process(backend) -> bool:
+    # bootkit.transports.virtual's backend: named, not imported (classes sit below transports)
+    return backend is not None and type(backend).__module__.endswith("transports.virtual")
+
 
 def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=None, dialect=None,
-          chip: Chip | None = None, progress=None, fmt=None, timeout: float = 15.0, **_) -> FlashResult:
-    """Drop ``image`` on the drive; returns once the device has left (the update is complete)."""
+          chip: Chip | None = None, progress=None, fmt=None, force: bool = False, timeout: float | None = None,
+          again: float | None = None, **_) -> FlashResult:
+    """Drop ``image`` on the drive and report what was observed.
+
+    Everything is checked first (nothing is written to a drive whose family,
+    region or reset vector the image does not fit; ``force`` lifts only the
+    family check).  A UF2 file goes as its own blocks.  All blocks but one are
+    written and read back from CURRENT.UF2; then the last one, which completes
+    the file, and its data is read back too.  ``verified`` is True only when
+    every byte was read back equal.  Then the drive must leave (else
+    HostError "the device stayed in its bootloader: ...") and the bus is
+    watched for what comes back.
+    """
     if drive is not None:
-        return _flash_drive(image, Path(drive), dialect=fmt or dialect, chip=chip, timeout=timeout)
+        return _flash_drive(image, Path(drive), requested=fmt or dialect, chip=chip, force=force,
+                            timeout=15.0 if timeout is None else timeout, again=AGAIN if again is None else again)
     t0 = time.perf_counter()
+    wait = (LEAVE_WAIT_IN_PROCESS if _in_process(backend) else 15.0) if timeout is None else timeout
+    again = (AGAIN_IN_PROCESS if _in_process(backend) else AGAIN) if again is None else again
     target = _find_one(backend, vid, pid, serial)
     steps = [target.describe()]
     disk = _open_disk(target)
@@ -456,18 +796,27 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
     if looking.exists("/INFO_UF2.TXT"):
         info = parse_info(looking.readbytes("/INFO_UF2.TXT").decode("ascii", "replace"))
         steps.append(f"INFO_UF2.TXT: {info.get('version', '?')}, board {info.get('Board-ID', '?')}")
-    app = None
+    app = current = None
     if looking.exists("/CURRENT.UF2"):
         with looking.openbin("/CURRENT.UF2", "r") as f:
-            app = _app_from_current(f.read(UF2_BLOCK_SIZE))
-    kind = _choose_kind(fmt or dialect, _accepts(info))
-    family = _family(info, chip)
+            first = f.read(UF2_BLOCK_SIZE)
+        app = _app_from_current(first)
+        if app is not None:
+            current = _scsi_current(disk, looking, first)
     looking.close()
-    app = _validate(image, app, chip, kind, family)
-    payload = _payload(image, kind, family, app[0])
-    name = "/" + FILE_NAMES[kind]
-    steps.append(f"{name[1:]}: {len(payload)} bytes")
+    drop = _plan(image, info, app, chip, fmt or dialect, force)
+    name = "/" + FILE_NAMES[drop.kind]
+    steps.append(f"{name[1:]}: {len(drop.payload)} bytes")
+    hold = drop.held is not None and current is not None and not drop.foreign
+    payload = drop.payload
+    last = b""
+    if hold:
+        at = drop.held * UF2_BLOCK_SIZE
+        last = payload[at:at + UF2_BLOCK_SIZE]
+        payload = payload[:at] + _placeholder(last) + payload[at + UF2_BLOCK_SIZE:]
+    before = _present(backend)
     block = BlockFile(disk)
+    block.watch = _placeholder(last) if hold else None
     volume = _mount(block)
     written = False
     try:
@@ -486,15 +835,72 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
     except (usb.core.USBError, MscError) as exc:
         block.gone = True
         # The device leaves when the last block arrives (after a delay); a
-        # slow host may see it go during its final FAT writes.  That is success.
+        # slow host may see it go during its final FAT writes.
         if not (written or _gone(exc) and _left(backend, target, 0)):
             raise MscError(f"copy failed: {exc}") from None
-    left = _left(backend, target, timeout)
-    if not left:
-        raise MscError(f"the device did not restart within {timeout:g} s after the copy "
-                       f"(the file was not accepted: wrong family, or does not fit)")
-    steps.append("device left (update complete)")
-    return FlashResult(kind, image.size, time.perf_counter() - t0, left, steps)
+    if hold:
+        if len(block.watched) != 1:
+            raise MscError(f"copy failed: the held-back block was written to {len(block.watched)} sectors")
+        unread, again_spans = _verify_before_last(current, drop)
+        try:
+            disk.write(block.watched[0], last)
+            disk.synchronize()
+        except (usb.core.USBError, MscError) as exc:
+            if not (_gone(exc) and _left(backend, target, 0)):
+                raise MscError(f"copy failed: the last block: {exc}") from None
+        checked = unread or _verify_last(current, drop, again_spans)
+    elif drop.foreign:
+        checked = "not verified: the drive takes none of the file's blocks"
+    else:
+        checked = _verify_all(current, drop)
+    steps.append(checked)
+    steps.append(_outcome(backend, target, before, wait, again,
+                          lambda: _why_stayed(drop, current, chip, wait)))
+    return FlashResult(drop.kind, drop.expected.size, time.perf_counter() - t0,
+                       checked.startswith("CURRENT.UF2 read back"), steps)
+
+
+def _present(backend) -> set:
+    try:
+        return {(x.bus, x.address, x.idVendor, x.idProduct) for x in usb.core.find(find_all=True, backend=backend)}
+    except usb.core.USBError:
+        return set()
+
+
+def _is_uf2_drive(backend, key) -> bool:
+    for d in usb.core.find(find_all=True, backend=backend):
+        if (d.bus, d.address, d.idVendor, d.idProduct) == key:
+            try:
+                return any((i.bInterfaceClass, i.bInterfaceSubClass) == (MSC_CLASS, MSC_SUBCLASS_SCSI)
+                           for cfg in d for i in cfg)
+            except (usb.core.USBError, ValueError):
+                return False
+    return False
+
+
+def _outcome(backend, target: MscTarget, before: set, wait: float, again: float, why) -> str:
+    """What happened after the copy, as seen on the bus.
+
+    - the drive left and another device appeared: "application started (came back as VVVV:PPPP)";
+    - it left and nothing came back within ``again`` s: "left the bootloader (not seen again within N s)";
+    - it is still there after ``wait`` s, or came back as the same drive: MscError
+      "the device stayed in its bootloader: <why>".
+    """
+    d = target.device
+    ours = (d.idVendor, d.idProduct)
+    if not _left(backend, target, wait):
+        raise MscError(f"{STAYED}: {why()}")
+    gone_at = time.monotonic()
+    while True:
+        new = sorted(_present(backend) - before)
+        for key in new:
+            if key[2:] == ours and _is_uf2_drive(backend, key):
+                raise MscError(f"{STAYED}: it came back as its bootloader drive ({key[2]:04X}:{key[3]:04X})")
+        if new:
+            return f"application started (came back as {new[0][2]:04X}:{new[0][3]:04X})"
+        if time.monotonic() - gone_at >= again:
+            return f"left the bootloader (not seen again within {again:g} s)"
+        time.sleep(0.02)
 
 
 def read(backend=None, *, drive=None, vid=None, pid=None, serial=None, chip=None, start=None, length=None,
@@ -605,23 +1011,38 @@ def _full_sync(fd: int) -> None:
             pass
 
 
-def _flash_drive(image: Image, drive: Path, *, dialect, chip, timeout) -> FlashResult:
+def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, again) -> FlashResult:
     t0 = time.perf_counter()
     if not drive.is_dir():
         raise MscError(f"{drive}: not a mounted drive")
     info_path = drive / "INFO_UF2.TXT"
     info = parse_info(info_path.read_text("ascii", "replace")) if info_path.exists() else None
-    app = None
-    current = drive / "CURRENT.UF2"
-    if current.exists():
-        with open(current, "rb") as f:
-            app = _app_from_current(f.read(UF2_BLOCK_SIZE))
-    kind = _choose_kind(dialect, _accepts(info))
-    family = _family(info, chip)
-    app = _validate(image, app, chip, kind, family)
-    payload = _payload(image, kind, family, app[0])
-    path = drive / FILE_NAMES[kind]
-    steps = [f"{drive}: {info.get('version', 'UF2 drive') if info else 'drive'}", f"{path.name}: {len(payload)} bytes"]
+    app = current = None
+    current_path = drive / "CURRENT.UF2"
+    if current_path.exists():
+        with open(current_path, "rb") as f:
+            first = f.read(UF2_BLOCK_SIZE)
+        app = _app_from_current(first)
+        if app is not None:
+            current = _file_current(current_path, first)
+    drop = _plan(image, info, app, chip, requested, force)
+    path = drive / FILE_NAMES[drop.kind]
+    steps = [f"{drive}: {info.get('version', 'UF2 drive') if info else 'drive'}",
+             f"{path.name}: {len(drop.payload)} bytes"]
+    hold = drop.held is not None and current is not None and not drop.foreign
+    payload = drop.payload
+    at = drop.held * UF2_BLOCK_SIZE if hold else 0
+    last = payload[at:at + UF2_BLOCK_SIZE] if hold else b""
+    if hold:
+        payload = payload[:at] + _placeholder(last) + payload[at + UF2_BLOCK_SIZE:]
+
+    def present() -> bool:
+        try:
+            return info_path.exists() if info is not None else os.path.ismount(drive)
+        except OSError:
+            return False
+
+    checked, again_spans = "", []
     try:
         # Written with os.write, not shutil.copy: no extended attributes or
         # resource forks (macOS Finder copies them, and Ventura's failed on UF2 drives).
@@ -632,19 +1053,39 @@ def _flash_drive(image: Image, drive: Path, *, dialect, chip, timeout) -> FlashR
                 n = os.write(fd, view)
                 view = view[n:]
             _full_sync(fd)
+            if hold:
+                checked, again_spans = _verify_before_last(current, drop)
+                os.pwrite(fd, last, at)
+                _full_sync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
-        # the drive may vanish right after the last block (its reset): check below
-        if drive.exists() and info_path.exists():
+        # the drive may vanish right after the last block (its reset): looked at below
+        if present():
             raise MscError(f"{path}: {exc}") from None
+        checked = checked or "not verified: the drive left before its last block was read back"
+    if not checked:
+        if hold:
+            checked = _verify_last(current, drop, again_spans)
+        elif drop.foreign:
+            checked = "not verified: the drive takes none of the file's blocks"
+        else:
+            checked = _verify_all(current, drop)
+    steps.append(checked)
     deadline = time.monotonic() + timeout
-    while info_path.exists() if info is not None else os.path.ismount(drive):
+    while present():
         if time.monotonic() >= deadline:
-            raise MscError(f"{drive} is still there {timeout:g} s after the copy: the file was not accepted")
+            raise MscError(f"{STAYED}: {_why_stayed(drop, current, chip, timeout)}")
         time.sleep(0.1)
-    steps.append("drive left (update complete)")
-    return FlashResult(kind, image.size, time.perf_counter() - t0, True, steps)
+    # gone: a bootloader that kept control mounts again where it was (an automounter)
+    gone_at = time.monotonic()
+    while time.monotonic() - gone_at < again:
+        if present():
+            raise MscError(f"{STAYED}: {drive} came back after the copy")
+        time.sleep(0.1)
+    steps.append(f"left the bootloader (not seen again within {again:g} s)")
+    return FlashResult(drop.kind, drop.expected.size, time.perf_counter() - t0,
+                       checked.startswith("CURRENT.UF2 read back"), steps)
 
 
 __all__ = ["MscError", "CheckCondition", "MscTarget", "find_devices", "BotClient", "ScsiDisk", "BlockFile",
