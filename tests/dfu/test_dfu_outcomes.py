@@ -360,3 +360,73 @@ def test_flip_host_flashes_unaligned_odd_segments_byte_for_byte(board, chip, seg
     for s, d in image.segments:
         ref[s:s + len(d)] = d
     assert b.memory.flash_bytes() == bytes(ref)
+
+
+def test_bootloader_still_there_after_leave_is_a_failure(board, monkeypatch):
+    """Plain DFU: manifested, then the USB reset does not start anything (the device stays on
+    the bus in dfuIDLE): not "application started", not "left", but a failure."""
+    b = board("stm32f103c8", "dfu")
+    monkeypatch.setattr(DfuEngine, "bus_reset", lambda self: self._enter_idle())
+    with pytest.raises(host.DfuError) as info:
+        b.flash(Image([(app_start(b.chip), code(1500, "stays"))]), leave_timeout=0.3)
+    assert str(info.value) == "the device stayed in its bootloader: it is still there 0.3 s after the leave request"
+    assert b.em.mode == "bootloader"
+
+
+@pytest.mark.parametrize("dialect,chip", DIALECTS[1:])
+def test_leave_refused_names_the_device_status(board, monkeypatch, dialect, chip):
+    """The device refuses the leave request itself (a STALL with a status): the status is named."""
+    from bootkit.classes.dfu.device import DfuFault
+    from bootkit.classes.dfu.protocol import Status
+
+    b = board(chip, dialect)
+    if dialect == "flip":
+        real = FlipEngine._write_command
+
+        def refuse_start(self, args, data):
+            if args[0] == 0x03:
+                raise DfuFault(Status.errFIRMWARE, "no application")
+            return real(self, args, data)
+
+        monkeypatch.setattr(FlipEngine, "_write_command", refuse_start)
+    else:
+        def refuse_leave(self):
+            from bootkit.classes.dfu.device import DfuFault
+
+            raise DfuFault(Status.errVENDOR, "leave refused")
+
+        monkeypatch.setattr(DfuSeEngine, "_zero_length_dnload", refuse_leave)
+    status = "errFIRMWARE" if dialect == "flip" else "errVENDOR"
+    with pytest.raises(host.DfuError, match=rf"^the device stayed in its bootloader: .*{status} in dfuERROR"):
+        b.flash(Image([(app_start(b.chip), code(1500, "refused"))]))
+    assert b.em.mode == "bootloader"
+
+
+@pytest.mark.parametrize("chip,segments", [
+    # 0x25F0 shares the flash page 0x2580 with the end of the segment before it
+    ("atmega32u4", [(0, 77), (0x0F37, 3001), (0x2001, 1500), (0x25F0, 0x8), (0x6F11, 0xEF)]),
+    ("at90usb1286", [(0, 1000), (0xFFE3, 0x21), (0x10007, 3001), (0x1DEE1, 0x11F)]),
+], ids=["atmega32u4", "at90usb1286"])
+def test_flip_host_programs_whole_flash_pages(board, monkeypatch, chip, segments):
+    """LUFA erases the page a program block starts in (and each further page it reaches) and
+    writes words: every block the host sends starts and ends on a flash page boundary, and
+    a page is never sent twice, so no block wipes what an earlier one wrote."""
+    b = board(chip, "flip")
+    page = b.chip.layout().flash.write_size
+    seen = []
+    real = FlipEngine._prog_start
+
+    def record(self, args, data):
+        real(self, args, data)
+        if args[0] == 0x00:
+            seen.append((self.page64k * 0x10000 + self.start_addr, self.end_addr - self.start_addr + 1))
+
+    monkeypatch.setattr(FlipEngine, "_prog_start", record)
+    image = Image([(s, code(n, (chip, s))) for s, n in segments])
+    result = b.flash(image)
+    assert result.verified and result.bytes == image.size
+    assert seen and all(a % page == 0 and n % page == 0 for a, n in seen), [(hex(a), n) for a, n in seen]
+    pages = [p for a, n in seen for p in range(a, a + n, page)]
+    assert len(pages) == len(set(pages))
+    touched = {s - s % page + k for s, d in image.segments for k in range(0, len(d) + s % page, page)}
+    assert set(pages) >= {p - p % page for p in touched}

@@ -320,6 +320,15 @@ class DfuClient:
         except usb.core.USBError:
             return DfuError(f"{what}: {exc}")
 
+    def refused(self, what: str, exc: usb.core.USBError) -> DfuError:
+        """The device turned down the request that was to leave its bootloader: with its status when it has one."""
+        if getattr(exc, "errno", None) == errno.EPIPE:
+            try:
+                return DfuError(f"{STAYED}: {what} refused, device reports {self.get_status().describe()}")
+            except usb.core.USBError:
+                pass
+        return self._failure(what, exc)
+
     def make_idle(self) -> None:
         """Bring the interface to dfuIDLE, as dfu-util and dfu-programmer do first."""
         for _ in range(4):
@@ -588,7 +597,7 @@ class DfuSe(_Dialect):
         except usb.core.USBError as exc:
             if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
                 return  # it reset under the request: what came back is observed next
-            raise c._failure("leaving DFU mode", exc) from None
+            raise c.refused("leaving DFU mode", exc) from None
         if st.bStatus != Status.OK or st.bState == State.dfuERROR:
             raise DfuError(f"{STAYED}: device reports {st.describe()}")
 
@@ -639,8 +648,29 @@ class Flip(_Dialect):
     def _select_page(self, page: int) -> None:
         self._cmd(bytes((FLIP_CHANGE_BASE_ADDR, 0x03, 0x00, page)), f"select 64 KiB page {page}")
 
-    def _blocks(self, image: Image):
-        for seg_start, data in image.segments:
+    def _blocks(self, image: Image, memory: str = "flash"):
+        """The (address, data) program blocks: at most BLOCK bytes, none across a 64 KiB page.
+
+        Flash goes in whole flash pages, as dfu-programmer sends it from 0.7.0 on: LUFA's
+        bootloader erases the page a block starts in and each further page it reaches
+        (BootloaderDFU.c ProcessMemProgCommand / BootloaderAPI_ErasePage) and writes words,
+        so a block that started mid-page would wipe what an earlier block put in that page,
+        and an odd address or length would shift or drop a byte.  Gaps inside a page go
+        as 0xFF: the chip was erased first, and 0xFF programs nothing.  EEPROM is written
+        byte by byte (eeprom_update_byte) and goes as it is.
+        """
+        segments = image.segments
+        if memory == "flash":
+            page = max(self.chip.layout().flash.write_size, 2)
+            runs: list[list[int]] = []
+            for s, d in image.segments:
+                lo, hi = s - s % page, -(-(s + len(d)) // page) * page
+                if runs and lo <= runs[-1][1]:
+                    runs[-1][1] = max(runs[-1][1], hi)
+                else:
+                    runs.append([lo, hi])
+            segments = [(lo, image.tobytes(lo, hi)) for lo, hi in runs]
+        for seg_start, data in segments:
             off = 0
             while off < len(data):
                 address = seg_start + off
@@ -653,7 +683,7 @@ class Flip(_Dialect):
         page = None
         total = 0
         with progress_bar("download", image.size, self.progress) as bar:
-            for address, chunk in self._blocks(image):
+            for address, chunk in self._blocks(image, memory):
                 if mem == 0 and address >> 16 != page:
                     page = address >> 16
                     self._select_page(page)
@@ -663,8 +693,9 @@ class Flip(_Dialect):
                 payload = (header + bytes(FLIP_HEADER_SIZE - len(header)) + bytes(start % FLIP_CONTROL_SIZE)
                            + chunk + bytes(FLIP_SUFFIX_SIZE))
                 self._cmd(payload, f"program 0x{address:X}")
-                total += len(chunk)
-                bar(len(chunk))
+                done = image.crop(address, address + len(chunk)).size  # the image's bytes, not the 0xFF filling
+                total += done
+                bar(done)
         self.steps.append(f"programmed {total} bytes of {memory}")
         return total
 
@@ -721,14 +752,14 @@ class Flip(_Dialect):
         except usb.core.USBError as exc:
             if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
                 return
-            raise c._failure("launching the application", exc) from None
+            raise c.refused("starting the application", exc) from None
         if st.bStatus != Status.OK or st.bState == State.dfuERROR:
             raise DfuError(f"{STAYED}: device reports {st.describe()}")
         try:
             c._out(DNLOAD, 0)
         except usb.core.USBError as exc:
             if not _gone(exc):
-                raise c._failure("launching the application", exc) from None
+                raise c._failure("starting the application", exc) from None
 
 
 DIALECT_CLASSES = {"dfu": Dfu11, "dfuse": DfuSe, "flip": Flip}
