@@ -215,7 +215,7 @@ def test_cli_flash_fails_when_the_read_back_differs(capsys):
 
 
 # --------------------------------------------------------------------------
-# a real board after 'E': its port vanishes, then something (or nothing) enumerates
+# a real board after 'E': its port vanishes (or falls silent), then something (or nothing) enumerates
 
 
 class VanishedPort:
@@ -232,42 +232,63 @@ class VanishedPort:
         return b""
 
 
-def detached_session(listings, ids):
-    """A session on /dev/ttyACM0 whose port vanished; ``listings``: what list_ports shows on
-    each look (a list per call), ``ids``: port -> (vid, pid)."""
+class SilentPort(VanishedPort):
+    """A port still open after 'E' on which nothing answers (the board is detaching)."""
+
+    def write(self, data):
+        return len(data)
+
+
+LUFA_BOOT, LUFA_APP = (0x03EB, 0x204A), (0x03EB, 0x2044)
+
+
+def watch(monkeypatch, looks, port=VanishedPort, wait=1.0):
+    """watch_leave on /dev/ttyACM0 with the system's ports scripted: ``looks`` is what
+    pyserial lists on each look ({path: (vid, pid)}); the last look stays."""
     from types import SimpleNamespace
 
-    client = host.Avr109Client(VanishedPort(), software_id=b"LUFACDC", dialect="lufa")
-    return SimpleNamespace(client=client, path="/dev/ttyACM0"), iter(listings), ids
-
-
-def watch(monkeypatch, listings, ids, wait=1.0):
-    session, looks, ids = detached_session(listings, ids)
-    last = []
+    looks = list(looks)
+    now = [looks[0]]
 
     def list_ports(wanted, serial_number=None):
-        if not last or wanted == host.application_ids("lufa"):
-            last[:] = [next(looks, last[0] if last else [])]
-        return [p for p in last[0] if ids.get(p) in wanted]
+        if wanted == host.application_ids("lufa"):  # each look starts with the application ids
+            now[0] = looks.pop(0) if looks else now[0]
+        return [p for p, ids in now[0].items() if ids in wanted]
 
     monkeypatch.setattr(host, "list_ports", list_ports)
-    monkeypatch.setattr(host, "_port_ids", lambda path: ids.get(path))
-    clock = iter(range(0, 10_000))
+    monkeypatch.setattr(host, "_port_ids", lambda path: now[0].get(path))
+    session = SimpleNamespace(client=host.Avr109Client(port(), software_id=b"LUFACDC", dialect="lufa"),
+                              path="/dev/ttyACM0")
+    clock = iter(range(10_000))
     return host.watch_leave(session, wait, sleep=lambda s: None, clock=lambda: next(clock) * 0.1)
 
 
 def test_detached_board_whose_application_enumerates(monkeypatch):
-    step = watch(monkeypatch, [["/dev/ttyACM0"], [], ["/dev/ttyACM1"]],
-                 {"/dev/ttyACM0": (0x03EB, 0x204A), "/dev/ttyACM1": (0x03EB, 0x2044)})
+    step = watch(monkeypatch, [{"/dev/ttyACM0": LUFA_BOOT}, {}, {"/dev/ttyACM1": LUFA_APP}])
     assert step == "application started (came back as 03EB:2044)"
 
 
 def test_detached_board_whose_bootloader_comes_back_stayed(monkeypatch):
     with pytest.raises(host.Avr109Error) as exc:
-        watch(monkeypatch, [["/dev/ttyACM0"], [], ["/dev/ttyACM0"]], {"/dev/ttyACM0": (0x03EB, 0x204A)})
+        watch(monkeypatch, [{"/dev/ttyACM0": LUFA_BOOT}, {}, {"/dev/ttyACM0": LUFA_BOOT}])
     assert str(exc.value) == "the device stayed in its bootloader: it came back as 03EB:204A on /dev/ttyACM0"
 
 
 def test_detached_board_not_seen_again(monkeypatch):
-    step = watch(monkeypatch, [[]] * 100, {}, wait=1.0)
+    step = watch(monkeypatch, [{}], wait=1.0)
     assert step == "left the bootloader (not seen again within 1 s)"
+
+
+def test_silent_port_still_listed_as_the_bootloader_is_watched_not_called_stayed(monkeypatch):
+    """LUFA detaches a moment after 'E' (USB_Detach, then its watchdog reset): its port may
+    still be listed, silent; what enumerates after it vanished is what is reported."""
+    step = watch(monkeypatch, [{"/dev/ttyACM0": LUFA_BOOT}] * 3 + [{}, {"/dev/ttyACM0": LUFA_APP}],
+                 port=SilentPort)
+    assert step == "application started (came back as 03EB:2044)"
+
+
+def test_silent_port_that_never_goes_away_stayed(monkeypatch):
+    with pytest.raises(host.Avr109Error) as exc:
+        watch(monkeypatch, [{"/dev/ttyACM0": LUFA_BOOT}], port=SilentPort, wait=1.0)
+    assert str(exc.value) == ("the device stayed in its bootloader: it is still there on /dev/ttyACM0 but no "
+                              "longer answers AVR109")

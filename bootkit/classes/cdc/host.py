@@ -28,7 +28,8 @@ from .protocol import IDS, SOFTWARE_IDS, TOUCH_BAUD
 DEFAULT_BAUD = 57600  # what the Arduino IDE and LUFA's docs pass to avrdude (-b 57600)
 PIPELINE = 8  # blocks in flight before waiting for their acknowledgements
 LEAVE_WAIT = 5.0  # s a real board gets to come back after 'E' (as its application, or its bootloader)
-PROBE_WAIT = 0.1  # s an AVR109 bootloader (answering within a millisecond over USB) gets to answer ESC 'S' on the same port after 'E'
+# s an AVR109 bootloader (answering within a millisecond over USB) gets to answer ESC 'S' on its port after 'E'
+PROBE_WAIT = 0.1
 # after 'E': LUFA detaches at once; Caterina "leaves the bootloader 500 ms later" (Caterina.c)
 LEAVE_DELAY = {"caterina": 0.6}
 LEAVE_DELAY_DEFAULT = 0.02
@@ -355,10 +356,8 @@ class _Session:
     def __init__(self, backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch):
         self.steps: list[str] = []
         self.path = None
-        self.found_by_ids = port is None
         if backend is not None and hasattr(backend, "write") and hasattr(backend, "read"):
             self.ser, self.own = backend, False  # an already open serial-like object
-            self.found_by_ids = False
         else:
             path = find_port(port=port, vid=vid, pid=pid, serial=serial, dialect=dialect, touch=touch,
                              steps=self.steps)
@@ -387,9 +386,8 @@ def _port_ids(path: str | None) -> tuple[int, int] | None:
 
     if path is None:
         return None
-    pty = sys.modules.get("bootkit.transports.pty")
-    if pty is not None and pty.serves(path):
-        return pty.usb_ids(path)
+    if _served_here(path):
+        return sys.modules["bootkit.transports.pty"].usb_ids(path)
     try:
         from serial.tools import list_ports as lp
 
@@ -447,15 +445,17 @@ def watch_leave(s: "_Session", wait: float = LEAVE_WAIT, *, application: bool = 
         answer, gone = None, True
     if answer is not None:
         return stayed(_stayed_reason(c))
+    apps, boots = application_ids(c.dialect), bootloader_ids(c.dialect)
     if not gone:
         ids = _port_ids(s.path)
-        if ids is None:
+        if ids is not None and ids not in boots:
+            return f"application started (came back as {ids[0]:04X}:{ids[1]:04X})"
+        if s.path is None or _served_here(s.path):
+            # an open serial object, or a bare engine on this process's pty: nothing more to look at
             return f"left the bootloader (not seen again within {PROBE_WAIT:g} s)"
-        if ids in bootloader_ids(c.dialect):
-            return stayed(f"it came back as {ids[0]:04X}:{ids[1]:04X}")
-        return f"application started (came back as {ids[0]:04X}:{ids[1]:04X})"
-    # a real board detached: watch the system's serial ports for what comes back
-    apps, boots = application_ids(c.dialect), bootloader_ids(c.dialect)
+        # a real port, silent but maybe still listed as the bootloader: LUFA detaches a moment
+        # after 'E' (USB_Detach, then a 250 ms watchdog reset); watch below
+    # watch the system's serial ports for what comes back
     deadline = clock() + wait
     old_gone = False  # the old port may linger in the listing a moment after the hang-up
     while clock() < deadline:
@@ -471,7 +471,16 @@ def watch_leave(s: "_Session", wait: float = LEAVE_WAIT, *, application: bool = 
                     return stayed(f"it came back as {ids[0]:04X}:{ids[1]:04X} on {found}")
                 return f"application started (came back as {ids[0]:04X}:{ids[1]:04X})"
         sleep(0.1)
+    if not old_gone and _port_ids(s.path) in boots:
+        return stayed(f"it is still there on {s.path} but no longer answers AVR109")
     return f"left the bootloader (not seen again within {wait:g} s)"
+
+
+def _served_here(path: str) -> bool:
+    import sys
+
+    pty = sys.modules.get("bootkit.transports.pty")  # named, not imported: classes sit below transports
+    return pty is not None and pty.serves(path)
 
 
 def _normalise(image: Image, memory: str, chip: Chip) -> Image:
