@@ -12,7 +12,6 @@ example:
 """
 
 import argparse
-import time
 
 from bootkit.classes import hid
 from bootkit.classes.hid import host
@@ -40,9 +39,9 @@ def run(dialect: str, chip_name: str, size: int, repeat: int, verify: bool) -> t
         bus = VirtualBus()
         em = Emulator(chip, "hid", options={"dialect": dialect})
         em.attach(bus)
-        t0 = time.perf_counter()
-        host.flash(image, get_backend(bus), dialect=dialect, chip=chip, verify=verify, progress=False)
-        elapsed = time.perf_counter() - t0
+        # FlashResult.seconds runs up to the boot command: not the host's watch of the bus after it
+        elapsed = host.flash(image, get_backend(bus), dialect=dialect, chip=chip, verify=verify,
+                             progress=False).seconds
         assert em.memory.read(app_start, size) == image.tobytes()
         em.close()
         best = elapsed if best is None else min(best, elapsed)

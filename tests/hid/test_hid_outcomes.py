@@ -277,3 +277,53 @@ def test_native_wrong_read_back_fails_exit_1(tmp_path, capsys, monkeypatch):
     assert "verified" not in out
     assert err.strip().splitlines() == [
         f"bootkit: failed: verify failed at 0x777: wrote 0x{data[0x777]:02X}, read 0x{data[0x777] ^ 0x5A:02X}"]
+
+
+# --------------------------------------------------------------------------
+# HalfKay blocks as teensy_write() sends them: a slow answer is tried again
+
+
+def test_halfkay_block_tried_again_after_a_slow_answer(board, monkeypatch):
+    """A transfer that times out (a busy device, a loaded VM) is sent again, as teensy_write
+    does (each try gets the rest of the budget, which shrinks by 10 ms a try), instead of
+    failing the flash after one 250 ms timeout."""
+    import time
+
+    import usb.core
+
+    b = board("halfkay")
+    set_report = host.HidClient.set_report
+    slow = {0x100}  # the second block: 0.25 s, not the first block's 3 s
+
+    def once_too_slow(self, data, timeout=None):
+        address = data[0] | data[1] << 8
+        if address in slow:
+            slow.discard(address)
+            time.sleep(0.3)
+            raise usb.core.USBTimeoutError("Operation timed out", errno=110)
+        return set_report(self, data, timeout)
+
+    monkeypatch.setattr(host.HidClient, "set_report", once_too_slow)
+    image = Image([(0, code(0x180, "slow"))])
+    result = b.flash(image)
+    assert not slow
+    assert b.memory.read(0, 0x180) == image.tobytes(0, 0x180)
+    assert result.steps[-1] == LEFT
+
+
+def test_halfkay_block_no_answer_names_the_block(board, monkeypatch):
+    import usb.core
+
+    b = board("halfkay")
+    set_report = host.HidClient.set_report
+
+    def never(self, data, timeout=None):
+        if (data[0] | data[1] << 8) == 0x100:
+            raise usb.core.USBTimeoutError("Operation timed out", errno=110)
+        return set_report(self, data, timeout)
+
+    monkeypatch.setattr(host.HidClient, "set_report", never)
+    with pytest.raises(host.HidError) as info:
+        b.flash(Image([(0, code(0x180, "never"))]))
+    assert str(info.value) == "block at 0x100: no answer from the device (a SET_REPORT of 130 bytes timed out)"
+    assert b.em.mode == "bootloader"

@@ -296,17 +296,25 @@ class HalfKayHost(_Dialect):
         self.steps.append(f"programmed {len(blocks)} blocks of {self.mcu.block_size} bytes (first erased the chip)")
         return total
 
+    SEND_LIMIT = 30.0  # s: a wall-clock bound on one block's tries (teensy_write has none)
+
     def _send(self, report: bytes, what: str, seconds: float) -> None:
-        # teensy_write: retry until the timeout while the device is busy
-        # (erasing); a STALL is an answer, not busy.
-        deadline = time.monotonic() + seconds
+        """teensy_write(): try until the budget is spent while the device does not answer (busy
+        erasing, or a slow host: under QEMU a transfer can take longer than 250 ms).  Each try
+        gets what is left of the budget as its timeout, and the budget shrinks by only 10 ms a
+        try (PJRC's "TODO: subtract actual elapsed time"), so a slow device gets several
+        full-length tries.  A STALL is an answer, not busy: it is not retried."""
+        budget = seconds
+        limit = time.monotonic() + self.SEND_LIMIT
         while True:
             try:
-                self.client.set_report(report, max(int(seconds * 1000), 100))
+                self.client.set_report(report, max(int(budget * 1000), 10))
                 return
-            except usb.core.USBTimeoutError as exc:
-                if time.monotonic() >= deadline:
-                    raise _refused(what, exc) from None
+            except usb.core.USBTimeoutError:
+                budget -= 0.01
+                if budget <= 0 or time.monotonic() >= limit:
+                    raise HidError(f"{what}: no answer from the device (a SET_REPORT of {len(report)} bytes "
+                                   f"timed out)") from None
                 time.sleep(0.01)
             except usb.core.USBError as exc:
                 raise _refused(what, exc) from None
@@ -317,7 +325,8 @@ class HalfKayHost(_Dialect):
         try:
             self.client.set_report(halfkay_encode(self.mcu, None), 250)
         except usb.core.USBError as exc:
-            if not _gone(exc):
+            # gone, or no status stage before the reboot: what happened is watched next
+            if not (_gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
                 raise _refused_leave("boot command", exc) from None
 
 
@@ -368,7 +377,7 @@ class LufaHost(_Dialect):
         try:
             self.client.write(lufa_encode(None, bytes(self.page_size), self.chip.flash_size), 250)
         except usb.core.USBError as exc:
-            if not _gone(exc):
+            if not (_gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
                 raise _refused_leave("start-application report", exc) from None
 
 
