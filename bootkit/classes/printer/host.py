@@ -253,13 +253,22 @@ class FilePrinter:
     def read_status(self, timeout_ms: int = 1000) -> str | None:
         if not self.readable or not Path(self.path).is_char_device():
             return None
-        ready, _, _ = select.select([self.fd], [], [], timeout_ms / 1000)
-        if not ready:
-            return None
-        try:
-            out = os.read(self.fd, 1024)
-        except OSError:
-            return None
+        # one read() returns one bulk IN transfer: a 64-byte packet of the line at a time
+        out = b""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not out.endswith(b"\n"):
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            try:
+                chunk = os.read(self.fd, 1024)
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS and not out:
+                    raise
+                break
+            if not chunk:
+                break
+            out += chunk
         return out.decode("ascii", "replace") if out else None
 
     def close(self) -> None:
@@ -450,6 +459,7 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
     t0 = time.perf_counter()
     steps = []
     wait = wait or _wait_for(backend)
+    first_ms = 200 if wait[1] < 1 else 3000  # the in-process device answers at once
     p = open_printer(backend, printer=printer, vid=vid, pid=pid, serial=serial)
     status = line = None
     left_early = False
@@ -462,9 +472,15 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
         except (usb.core.USBError, OSError) as exc:
             raise PrinterError(f"printing failed after the job started: {exc}") from None
         try:
-            p.soft_reset()  # a job without its EOF record now counts as cut off
+            # The status line comes when the device has seen the end-of-file record.  Only
+            # without it is SOFT_RESET sent (the job then counts as cut off and is reported):
+            # sent at once, it could overtake the job's last packet inside the device.
+            line = p.read_status(first_ms)
+            if line is None or not line.endswith("\n"):
+                p.soft_reset()
+                more = p.read_status(500)
+                line = ((line or "") + (more or "")) or None
             status = p.port_status()
-            line = p.read_status()
         except (usb.core.USBError, OSError) as exc:
             if not (_gone(exc) or getattr(exc, "errno", None) in GONE_ERRNOS):
                 raise PrinterError(f"reading the printer status failed: {exc}") from None
@@ -495,6 +511,8 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
             steps.append("not verified (not a usblp device file: no port status, no status line)")
             return FlashResult("lufa", size, time.perf_counter() - t0, False, steps)
         elif line is None:
+            # LUFA's Bootloaders/Printer never writes to its IN endpoint: it detaches at the
+            # end-of-file record, so there is nothing to compare and nothing is claimed
             steps.append(f"port status 0x{status:02X} (ok)")
             steps.append("not verified (the printer sent no status line)" if getattr(p, "bidirectional", True)
                          else "not verified (a unidirectional printer sends no status line)")
