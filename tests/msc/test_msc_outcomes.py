@@ -25,7 +25,7 @@ from bootkit.classes.msc import host
 from bootkit.classes.msc.ghostfat import GhostFat
 from bootkit.cli import main
 from bootkit.emulator import Emulator
-from bootkit.formats import Image, load, write_uf2
+from bootkit.formats import Image, load, write_hex, write_uf2
 from bootkit.formats.uf2 import FAMILIES, UF2Block, is_uf2_block
 from bootkit.memory import SimulatedFlash, get_chip
 from bootkit.transports.virtual import VirtualBus, get_backend
@@ -393,3 +393,34 @@ def test_mounted_drive_that_stays_says_why(tmp_path, monkeypatch):
                                         r"\(0x5ee21072\)$"):
         host.flash(load(path), drive=drive.root, chip=F103, force=True, timeout=0.5, again=0.2)
     assert not drive.left
+
+
+# --------------------------------------------------------------------------
+# `bootkit flash --via msc`: its --memory, --no-verify and --no-leave mean what they say
+
+
+def test_flash_via_msc_says_verified_only_when_read_back(tmp_path, capsys, monkeypatch):
+    image = generated(RP2040)
+    uf2_file(tmp_path, "fw.uf2", image, RP2040.uf2_family)
+    monkeypatch.chdir(tmp_path)
+    base = ["flash", "fw.uf2", "--via", "msc", "--emulate", "rp2040", "--image", "flash.bin", "--no-progress"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert ", verified; " in out and "CURRENT.UF2 read back" in out, out
+    assert main(base + ["--no-verify"]) == 0
+    out = capsys.readouterr().out
+    assert ", not verified; " in out and "not verified (--no-verify)" in out, out
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--memory", "eeprom"], "a UF2 drive programs flash only, not eeprom"),
+    (["--no-leave"], "a UF2 drive starts its application once the file is complete: it cannot stay"),
+])
+def test_flash_via_msc_refuses_what_a_drive_cannot_do(tmp_path, capsys, monkeypatch, option, message):
+    image = Image([(0, b"\x0c\x94" + rand(300, 9))])
+    (tmp_path / "fw.hex").write_text(write_hex(image))
+    monkeypatch.chdir(tmp_path)
+    rc = main(["flash", "fw.hex", "--via", "msc", "--emulate", "atmega32u4", "--image", "flash.bin",
+               "--no-progress", *option])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == f"bootkit: error: fw.hex: {message}", err

@@ -10,7 +10,10 @@ after a delay, so the host's final FAT/directory writes and SYNCHRONIZE
 CACHE still find it (macOS Finder reports error -36 and "the device
 disappeared" when a UF2 bootloader resets too quickly: Adafruit nRF52
 bootloader issue 330).  Blocks of another family are ignored entirely, so
-one multi-family file serves several chips.
+one multi-family file serves several chips and a file for another chip,
+copied with `cp`, programs nothing and never marks the application valid
+(tinyuf2's uf2_write_block programs only ``familyID == BOARD_UF2_FAMILY_ID``
+and returns before counting anything else).
 
 Where uf2-samdx1 counts blocks it could not program "to reset properly"
 (so a file that does not fit still resets into a half-written

@@ -768,7 +768,8 @@ def _in_process(backend) -> bool:
 
 def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=None, dialect=None,
           chip: Chip | None = None, progress=None, fmt=None, force: bool = False, timeout: float | None = None,
-          again: float | None = None, **_) -> FlashResult:
+          again: float | None = None, memory: str = "flash", verify: bool = True, leave: bool = True,
+          **_) -> FlashResult:
     """Drop ``image`` on the drive and report what was observed.
 
     Everything is checked first (nothing is written to a drive whose family,
@@ -780,9 +781,14 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
     HostError "the device stayed in its bootloader: ...") and the bus is
     watched for what comes back.
     """
+    if memory != "flash":
+        raise ImageRejected(f"a UF2 drive programs flash only, not {memory}")
+    if not leave:
+        raise ImageRejected("a UF2 drive starts its application once the file is complete: it cannot stay")
     if drive is not None:
         return _flash_drive(image, Path(drive), requested=fmt or dialect, chip=chip, force=force,
-                            timeout=15.0 if timeout is None else timeout, again=AGAIN if again is None else again)
+                            timeout=15.0 if timeout is None else timeout, again=AGAIN if again is None else again,
+                            verify=verify)
     t0 = time.perf_counter()
     wait = (LEAVE_WAIT_IN_PROCESS if _in_process(backend) else 15.0) if timeout is None else timeout
     again = (AGAIN_IN_PROCESS if _in_process(backend) else AGAIN) if again is None else again
@@ -807,7 +813,7 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
     drop = _plan(image, info, app, chip, fmt or dialect, force)
     name = "/" + FILE_NAMES[drop.kind]
     steps.append(f"{name[1:]}: {len(drop.payload)} bytes")
-    hold = drop.held is not None and current is not None and not drop.foreign
+    hold = verify and drop.held is not None and current is not None and not drop.foreign
     payload = drop.payload
     last = b""
     if hold:
@@ -851,6 +857,8 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
         checked = unread or _verify_last(current, drop, again_spans)
     elif drop.foreign:
         checked = "not verified: the drive takes none of the file's blocks"
+    elif not verify:
+        checked = "not verified (--no-verify)"
     else:
         checked = _verify_all(current, drop)
     steps.append(checked)
@@ -1011,7 +1019,7 @@ def _full_sync(fd: int) -> None:
             pass
 
 
-def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, again) -> FlashResult:
+def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, again, verify=True) -> FlashResult:
     t0 = time.perf_counter()
     if not drive.is_dir():
         raise MscError(f"{drive}: not a mounted drive")
@@ -1029,7 +1037,7 @@ def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, 
     path = drive / FILE_NAMES[drop.kind]
     steps = [f"{drive}: {info.get('version', 'UF2 drive') if info else 'drive'}",
              f"{path.name}: {len(drop.payload)} bytes"]
-    hold = drop.held is not None and current is not None and not drop.foreign
+    hold = verify and drop.held is not None and current is not None and not drop.foreign
     payload = drop.payload
     at = drop.held * UF2_BLOCK_SIZE if hold else 0
     last = payload[at:at + UF2_BLOCK_SIZE] if hold else b""
@@ -1069,6 +1077,8 @@ def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, 
             checked = _verify_last(current, drop, again_spans)
         elif drop.foreign:
             checked = "not verified: the drive takes none of the file's blocks"
+        elif not verify:
+            checked = "not verified (--no-verify)"
         else:
             checked = _verify_all(current, drop)
     steps.append(checked)
