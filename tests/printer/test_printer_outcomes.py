@@ -51,7 +51,8 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("random.hex", random.Random(3).randbytes(3000), "random.hex: line 1: expected ':'"),
+    ("random.hex", random.Random(3).randbytes(3000), "random.hex: the extension says Intel HEX (.hex) but the "
+     "content is not Intel HEX (first bytes fd 3f eb 3c 92 50 b7 97); give --format if it is another one"),
     ("empty.hex", b"", "empty.hex: empty file (0 bytes): nothing to print"),
     ("blank.hex", b"\n\r\n  \n", "blank.hex: empty file (6 bytes): nothing to print"),
     ("eof-only.hex", b":00000001FF\n", "eof-only.hex: no data records: nothing to print"),
@@ -65,6 +66,14 @@ def test_a_file_that_programs_nothing_is_refused(tmp_path, capsys, monkeypatch, 
     assert err == f"bootkit: error: {message}\n"
     assert (tmp_path / name).read_bytes() == content
     assert image.read_bytes() == before
+
+
+def test_random_bytes_read_as_hex_name_the_line(tmp_path):
+    # --format hex: the content is taken as HEX and its first line named
+    path = tmp_path / "random.hex"
+    path.write_bytes(random.Random(4).randbytes(500))
+    with pytest.raises(ImageRejected, match=r"random\.hex: line 1: expected ':'"):
+        host.prepare(path, fmt="hex")
 
 
 def test_a_corrupt_hex_erases_nothing(tmp_path, capsys, monkeypatch):

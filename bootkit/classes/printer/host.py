@@ -10,11 +10,14 @@ Two ways to reach the printer:
   bus): bulk writes to the OUT endpoint found in the descriptors, the
   class requests on endpoint 0, a bulk read of the status line.
 
-After the job the client sends SOFT_RESET: a job the device has not seen
-end (no end-of-file record) then counts as cut off and the device says
-so, instead of waiting for more.  The device's status line carries a
-CRC-32 of the programmed data read back from flash; it is compared with
-the image's.
+Nothing is sent before the whole file has been parsed and checked against
+the chip (:func:`prepare`, :func:`validate`).  After the job the client
+reads the device's status line; when none comes it sends SOFT_RESET, so a
+job the device has not seen end (no end-of-file record) counts as cut off
+and the device says so instead of waiting for more.  The status line
+carries a CRC-32 of the programmed data read back from flash; it is
+compared with the image's, and only then is the job "verified".  What the
+device does next is watched and reported as seen (:func:`_watch`).
 """
 
 from __future__ import annotations
@@ -590,7 +593,7 @@ def prepare(path, *, fmt: str | None = None, base: int | None = None, record_siz
     """Read and parse a whole firmware file before anything is sent (ImageRejected naming the
     file and line).  A HEX file is sent as its own bytes (as ``cat FILE > /dev/usb/lp0`` would);
     any other format is converted to Intel HEX."""
-    from ...formats import detect_format
+    from ...formats import identify
 
     source = str(path)
     try:
@@ -599,8 +602,8 @@ def prepare(path, *, fmt: str | None = None, base: int | None = None, record_siz
         raise ImageRejected(f"{source}: {exc.strerror}") from None
     if not raw.strip():
         raise ImageRejected(f"{source}: empty file ({len(raw)} bytes): nothing to print")
-    fmt = fmt or detect_format(raw, source)
     try:
+        fmt = identify(raw, source, fmt)  # content and extension must agree (or --format)
         image = parse_hex(raw, source=source) if fmt == "hex" else load(raw, fmt=fmt, base=base, source=source)
     except FormatError as exc:
         raise ImageRejected(str(exc)) from None
