@@ -111,7 +111,8 @@ def serving(guest: GuestVM, chip: str, image: str, usb_id: str, *, dialect: str 
            + (f" --dialect {dialect}" if dialect else "") + (" --realtime" if realtime else ""))
     served = DfuServed(guest, guest.run_bg(cmd), host_img, guest.guest_path(image))
     try:
-        wait_for(guest, usb_id, daemon=served.daemon)
+        # python starting under TCG on a busy host can take longer than the default 20 s
+        wait_for(guest, usb_id, timeout=60, daemon=served.daemon)
         yield served
     finally:
         res = served.stop()
