@@ -171,7 +171,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "reading back, and start the application.",
                        epilog="examples:\n  bootkit flash fw.hex --via dfu --emulate atmega32u4 --image flash.bin\n"
                               "  bootkit flash fw.bin --via dfu --dialect dfuse --address 0x08000000\n"
-                              "  bootkit flash fw.hex --via dfu --device 03eb:2ff4")
+                              "  bootkit flash fw.hex --via dfu --device 03eb:2ff4\n"
+                              "  bootkit flash fw.img --format bin --via dfu --chip stm32f411 --device 0483:df11\n"
+                              "  bootkit flash fw.uf2 --via msc --emulate rp2040 --image flash.bin --force\n"
+                              "  bootkit flash fw.elf --memory eeprom --via cdc --emulate atmega32u4 --image flash.bin\n\n"
+                              "FILE's format comes from its content and extension together (--format overrides);\n"
+                              "a binary goes to --address, else to the application start of --chip/--emulate.")
     s.add_argument("file", metavar="FILE")
     selection(s)
     s.add_argument("--address", type=_int, help="load address of a binary file (default: the application start "
@@ -212,7 +217,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "raw USB device it writes through FAT on SCSI commands.",
                        epilog="examples:\n  bootkit drop fw.hex --drive /media/RPI-RP2\n"
                               "  bootkit drop fw.uf2 --emulate rp2040 --image flash.bin\n"
-                              "  bootkit drop fw.bin --emulate stm32f411 --accept uf2,bin --as bin")
+                              "  bootkit drop fw.bin --emulate stm32f411 --accept uf2,bin --as bin\n"
+                              "  bootkit drop fw.uf2 --emulate rp2040 --image flash.bin --force   # another family")
     file_command(s, "a USB device, written through SCSI (pyusb)", "drop onto an emulated drive in this process")
     s.add_argument("--drive", metavar="MOUNTPOINT", help="the mounted drive")
     s.add_argument("--as", dest="as_kind", choices=("uf2", "bin", "hex"), help="kind of file to drop (default: UF2 "
@@ -226,7 +232,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "device's port status and its one-line job status.",
                        epilog="examples:\n  bootkit print fw.hex --printer /dev/usb/lp0\n"
                               "  bootkit print fw.hex --emulate atmega32u4 --image flash.bin\n"
-                              "  bootkit print fw.bin --device 03eb:206b --address 0")
+                              "  bootkit print fw.bin --device 03eb:206b --address 0\n"
+                              "  bootkit print fw.img --format hex --emulate atmega32u4 --image flash.bin")
     file_command(s, "select the device by USB ids (pyusb)", "print into an emulated device in this process")
     s.add_argument("--printer", metavar="/dev/usb/lpN", help="the kernel's printer device (usblp)")
     s.set_defaults(func=cmd_print, via="printer", usbip=None, dialect=None, port=None)
@@ -267,7 +274,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                                     "so each page's erase and program time has passed before the next arrives.",
                         epilog="examples:\n  bootkit midi encode fw.hex -o fw.mid --chip atmega32u4\n"
                                "  bootkit midi encode fw.hex -o fw.syx --chip atmega32u4   # for amidi -s\n"
-                               "  bootkit midi encode fw.hex -o fw.mid --chip rp2040 --encoding notes")
+                               "  bootkit midi encode fw.hex -o fw.mid --chip rp2040 --encoding notes\n"
+                               "  bootkit midi encode fw.uf2 -o fw.mid --chip rp2040 --force   # a UF2 of another family")
     s.add_argument("file", metavar="FILE")
     s.add_argument("-o", "--output", required=True, metavar="OUT.mid|OUT.syx")
     s.add_argument("--chip", required=True)
@@ -390,10 +398,16 @@ def _input_image(args, chip, *, memory: str = "flash"):
 
 
 def _chip(name):
-    from .emulator import resolve_chip
+    from .memory import get_chip
 
     if name is None:
         return None
+    try:
+        return get_chip(name)
+    except KeyError:
+        pass
+    from .emulator import resolve_chip  # only then: it imports the USB device model
+
     try:
         return resolve_chip(name)
     except KeyError as exc:
@@ -648,8 +662,9 @@ def _apply_product(args) -> dict:
 
 def cmd_flash(args) -> int:
     extra = _apply_product(args)
-    host = _host_module(args.via)
+    # the file first: a bad one is refused before a personality (or a device) is even loaded
     image = _input_image(args, _target_chip(args), memory=args.memory)
+    host = _host_module(args.via)
     session = _Session(args)
     with _talking(args.file, session):
         vid, pid = args.device or (None, None)
@@ -717,7 +732,12 @@ def cmd_print(args) -> int:
         raise BadInput(f"{args.file}: no such file")
     # the whole file is parsed first: a corrupt or empty one is refused before anything is sent
     try:
-        job = host.prepare(args.file, fmt=getattr(args, "fmt", None), base=args.address)
+        base = args.address
+        if base is None and (args.chip or args.emulate):  # a binary goes to the application start
+            from .classes.common import app_first_address
+
+            base = app_first_address(_chip(args.chip or args.emulate))
+        job = host.prepare(args.file, fmt=getattr(args, "fmt", None), base=base)
     except ImageRejected as exc:
         raise BadInput(str(exc)) from None
     session = None if args.printer else _Session(args)

@@ -485,3 +485,18 @@ def test_an_avr_elf_flashes_its_flash_then_its_eeprom(tmp_path, capsys):
     assert main(["flash", str(tmp_path / "fw.elf"), *common, "--memory", "eeprom"]) == 0
     assert main(["read", str(tmp_path / "ee.bin"), *common, "--memory", "eeprom", "--length", "8"]) == 0
     assert (tmp_path / "ee.bin").read_bytes() == eeprom
+
+
+@pytest.mark.parametrize("command,options", [
+    (["flash"], ("--format", "--force", "application start")), (["drop"], ("--format", "--force", "--as")),
+    (["print"], ("--format", "--force")), (["midi", "encode"], ("--format", "--force")),
+    (["convert"], ("--from", "--format")),
+])
+def test_help_describes_the_input_options_with_an_example(capsys, command, options):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    for option in options:
+        assert option in out, option
+    examples = out.split("example")[-1]
+    assert any(o in examples for o in options if o.startswith("--"))
