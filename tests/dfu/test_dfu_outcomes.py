@@ -23,7 +23,7 @@ from bootkit.formats.dfu import add_suffix
 from bootkit.memory import get_chip
 from bootkit.transports.virtual import VirtualBus, get_backend
 
-APP_IDS = "1209:b00e"  # the emulated application (DFU run-time interface)
+APP_IDS = "1209:B00E"  # the emulated application (DFU run-time interface)
 
 
 def code(n: int, seed) -> bytes:

@@ -39,7 +39,7 @@ F103_APP_OFFSET = 0x2000
 M32U4_FLASH = 32 * 1024  # atmega32u4: LUFA bootloader in the top 4 KiB
 USB1286_FLASH = 128 * 1024  # at90usb1286: two 64 KiB pages for FLIP (06 03 00 PP), LUFA on top
 USB1286_ID = "03eb:2ffb"
-APP_STARTED = "application started (came back as 1209:b00e)"  # bootkit's emulated application
+APP_STARTED = "application started (came back as 1209:B00E)"  # bootkit's emulated application
 
 SERVE_SCRIPT = r'''
 """Serve one emulated chip over bootkit's functionfs transport (VM tests)."""

@@ -850,7 +850,7 @@ def observe_leave(d: _Dialect, before: dict, image: Image, timeout: float = LEAV
             dev = new[0]
             if _in_dfu_mode(dev) and (dev.idVendor, dev.idProduct) == ids:
                 raise DfuError(f"{STAYED}: {_why_bootloader(d, image if memory == 'flash' else None, dev)}")
-            step = f"application started (came back as {dev.idVendor:04x}:{dev.idProduct:04x})"
+            step = f"application started (came back as {dev.idVendor:04X}:{dev.idProduct:04X})"
             break
         if time.monotonic() >= deadline:
             if old in now:
@@ -870,7 +870,7 @@ def _why_bootloader(d: _Dialect, image: Image | None, dev) -> str:
         if word.size == 2 and word.tobytes(first, first + 2) == b"\xff\xff":
             # LUFA and Caterina start the application only when pgm_read_word(0) != 0xFFFF
             return "first word of flash is erased: the bootloader kept control"
-    return f"it came back in DFU mode as {dev.idVendor:04x}:{dev.idProduct:04x}"
+    return f"it came back in DFU mode as {dev.idVendor:04X}:{dev.idProduct:04X}"
 
 
 def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialect=None, alt=None, chip=None,
