@@ -351,8 +351,8 @@ def test_flip_program_block_without_its_filler_is_refused(board):
     ("at90usb1286", [(0, 1000), (0xFFE3, 0x21), (0x10007, 3001), (0x1DEE1, 0x11F)]),
 ], ids=["atmega32u4", "at90usb1286"])
 def test_flip_host_flashes_unaligned_odd_segments_byte_for_byte(board, chip, segments):
-    """bootkit's FLIP host sends LUFA's filler: segments that start off any 32-byte, page or
-    1 KiB boundary, odd lengths, a block across 0x10000."""
+    """Segments that start off any 32-byte, page or 1 KiB boundary, odd lengths, a block across
+    0x10000: bootkit's FLIP host sends them as whole pages, and they land byte for byte."""
     b = board(chip, "flip")
     image = Image([(s, code(n, (chip, s))) for s, n in segments])
     assert b.flash(image).verified
@@ -430,3 +430,14 @@ def test_flip_host_programs_whole_flash_pages(board, monkeypatch, chip, segments
     assert len(pages) == len(set(pages))
     touched = {s - s % page + k for s, d in image.segments for k in range(0, len(d) + s % page, page)}
     assert set(pages) >= {p - p % page for p in touched}
+
+
+def test_flip_eeprom_block_off_a_32_byte_boundary_carries_its_filler(board):
+    """EEPROM goes as it is (LUFA writes it byte by byte), so its blocks start anywhere and
+    carry StartAddr % 32 filler bytes; LUFA discards them before either memory's data."""
+    b = board("atmega32u4", "flip")
+    data = code(45, "ee")
+    b.flash(Image([(0x123, data), (0x3F1, b"\x5a")]), memory="eeprom", leave=False)
+    eeprom = b.memory.region_bytes("eeprom")
+    assert eeprom[0x123:0x123 + 45] == data and eeprom[0x3F1] == 0x5A
+    assert eeprom[:0x123] == b"\xff" * 0x123 and eeprom[0x123 + 45:0x3F1] == b"\xff" * (0x3F1 - 0x123 - 45)

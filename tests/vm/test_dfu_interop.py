@@ -407,7 +407,8 @@ def test_dfu_programmer_generated_images(ffs_guest):
 
 
 def test_bootkit_flip_generated_image_through_the_kernel(ffs_guest):
-    """bootkit's FLIP host sends LUFA's filler: any start, odd lengths, across 0x10000."""
+    """bootkit's FLIP host: any start, odd lengths, a page shared by two runs, across 0x10000
+    (it sends whole flash pages, as LUFA needs them)."""
     g = ffs_guest
     image = generated(0, [(0, 1001), (0x0F37, 301), (0x2011, 1500), (0xFFE3, 0x21), (0x10007, 3001),
                           (0x1DEE1, 0x11F)], 34)
