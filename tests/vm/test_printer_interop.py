@@ -27,6 +27,7 @@ from .served import (
     rand,
     require_tools,
     run_tool,
+    usb_ids,
     wait_path,
 )
 
@@ -36,6 +37,9 @@ PRINTER_ID = "03eb:206b"
 M32U4_FLASH = 32 * 1024
 AT128_FLASH = 128 * 1024  # at90usb1286: 256-byte pages, bootloader region 0x1E000-0x1FFFF
 AT128_BOOT = 0x1E000
+# serve's start-up in the TCG guest took over 30 s (cli_serving's own wait for the USB id) while
+# the 2-core host ran other VMs: each test waits for /dev/usb/lp0 itself, this long
+SERVE_WAIT = 150.0
 LP = "/dev/usb/lp0"
 CUPS_USB_BACKEND = "/usr/lib/cups/backend/usb"
 DEVICE_ID = "MFG:Generic;MDL:Generic_/_Text_Only;CMD:1284.4;CLS:PRINTER;"
@@ -117,11 +121,12 @@ def test_cat_hex_to_usblp(lp_guest):
     fw = rand(6 * 1024 + 1, 71)
     fw_hex = ihex(fw)
     (g.xfer_dir / "lp-fw.hex").write_text(fw_hex)
-    with cli_serving(g, "printer", "atmega32u4", "lp-good.bin", PRINTER_ID) as s:
-        wait_path(g, LP, daemon=s.daemon)
+    with cli_serving(g, "printer", "atmega32u4", "lp-good.bin", None) as s:
+        wait_path(g, LP, SERVE_WAIT, daemon=s.daemon)
         assert g.run("test -e /sys/bus/usb/drivers/usblp/1-1:1.0").ok, "usblp is not bound"
+        assert PRINTER_ID in usb_ids(g)
         r = run_tool(g, f"cat lp-fw.hex > {LP}", served=s)
-        res = s.wait_exit()  # the job is programmed, the device leaves
+        res = s.wait_exit(SERVE_WAIT)  # the job is programmed, the device leaves
         assert "print job 1 programmed" in res.stdout, res.describe()
     assert r.rc == 0
     assert s.image() == hex_on_ff(fw_hex, M32U4_FLASH)
@@ -135,8 +140,8 @@ def test_corrupt_hex_leaves_application_invalid(lp_guest):
     (g.xfer_dir / "lp-bad.hex").write_text(bad)
     # a valid application before the job: the failed job must invalidate it
     initial = rand(2048, 73) + b"\xff" * (M32U4_FLASH - 2048)
-    with cli_serving(g, "printer", "atmega32u4", "lp-bad.bin", PRINTER_ID, initial=initial) as s:
-        wait_path(g, LP, daemon=s.daemon)
+    with cli_serving(g, "printer", "atmega32u4", "lp-bad.bin", None, initial=initial) as s:
+        wait_path(g, LP, SERVE_WAIT, daemon=s.daemon)
         assert _port_status(g) == SELECT | NOT_ERROR
         r = run_tool(g, f"cat lp-bad.hex > {LP}", served=s)
         status = _port_status(g)
@@ -156,8 +161,8 @@ def test_corrupt_hex_leaves_application_invalid(lp_guest):
 def test_cups_usb_backend_lists_printer(lp_guest):
     require_tools(CUPS_USB_BACKEND, package="cups")
     g = lp_guest
-    with cli_serving(g, "printer", "atmega32u4", "lp-cups.bin", PRINTER_ID) as s:
-        wait_path(g, LP, daemon=s.daemon)
+    with cli_serving(g, "printer", "atmega32u4", "lp-cups.bin", None) as s:
+        wait_path(g, LP, SERVE_WAIT, daemon=s.daemon)
         # usblp stays bound: libusb only sends GET_DEVICE_ID, which usbfs allows
         # on a claimed printer interface (devio.c check_ctrlrecip)
         r = run_tool(g, CUPS_USB_BACKEND, timeout=60, served=s)
@@ -179,10 +184,10 @@ def test_cat_generated_hex_above_64k(lp_guest, seed):
     want = hex_on_ff(text, AT128_FLASH)
     for start, data in segments:  # the reference itself places every byte where it belongs
         assert want[start:start + len(data)] == data
-    with cli_serving(g, "printer", "at90usb1286", f"lp-gen{seed}.bin", PRINTER_ID) as s:
-        wait_path(g, LP, daemon=s.daemon)
+    with cli_serving(g, "printer", "at90usb1286", f"lp-gen{seed}.bin", None) as s:
+        wait_path(g, LP, SERVE_WAIT, daemon=s.daemon)
         r = run_tool(g, f"cat {name} > {LP}", served=s)
-        res = s.wait_exit()
+        res = s.wait_exit(SERVE_WAIT)
         assert "print job 1 programmed" in res.stdout, res.describe()
     assert r.rc == 0
     assert s.image() == want
@@ -195,10 +200,10 @@ def test_bootkit_print_through_usblp_reports_what_it_saw(lp_guest):
     g = lp_guest
     text, _ = _generated(83)
     (g.xfer_dir / "lp-print.hex").write_text(text)
-    with cli_serving(g, "printer", "at90usb1286", "lp-print.bin", PRINTER_ID) as s:
-        wait_path(g, LP, daemon=s.daemon)
+    with cli_serving(g, "printer", "at90usb1286", "lp-print.bin", None) as s:
+        wait_path(g, LP, SERVE_WAIT, daemon=s.daemon)
         r = run_tool(g, f"bootkit print lp-print.hex --printer {LP} --chip at90usb1286 --no-progress", served=s)
-        s.wait_exit()
+        s.wait_exit(SERVE_WAIT)
     assert r.stdout.startswith("lp-print.hex: printed ") and ", verified; " in r.stdout, r.describe()
     assert "verified (crc32 of flash read back by the device)" in r.stdout, r.describe()
     assert r.stdout.rstrip().endswith("left the bootloader (not seen again within 5 s)"), r.describe()
@@ -215,8 +220,8 @@ def test_device_error_after_the_job_is_exit_1_and_a_checked_file_is_not_sent(lp_
     (g.xfer_dir / "lp-boot.hex").write_text(text)
     before = (g.xfer_dir / "lp-boot.hex").read_bytes()
     initial = rand(4096, 86) + b"\xff" * (AT128_FLASH - 4096)
-    with cli_serving(g, "printer", "at90usb1286", "lp-boot.bin", PRINTER_ID, initial=initial) as s:
-        wait_path(g, LP, daemon=s.daemon)
+    with cli_serving(g, "printer", "at90usb1286", "lp-boot.bin", None, initial=initial) as s:
+        wait_path(g, LP, SERVE_WAIT, daemon=s.daemon)
         run_tool(g, f"cat lp-boot.hex > {LP}", served=s)
         assert _port_status(g) == SELECT | 0x20, s.log  # error (0x08 clear) and paper empty
         r = run_tool(g, f"bootkit print lp-boot.hex --printer {LP} --no-progress", ok=False, served=s)
