@@ -23,9 +23,15 @@ test_hid_interop.py and test_printer_interop.py.
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import pytest
+
+from bootkit.classes.cdc.protocol import avrdude_avr910_config
+from bootkit.formats import save
+from bootkit.formats.image import Image
+from bootkit.memory import get_chip
 
 from .harness import GuestVM
 from .served import (
@@ -158,9 +164,66 @@ def test_caterina_1200_baud_touch(cdc_guest):
         wait_for(g, CATERINA_BOOT, daemon=s.daemon)
         took = time.monotonic() - t0
         assert CATERINA_APP not in usb_ids(g)
-        new_port = wait_port(g, s)  # a new ttyACM for the bootloader
-        assert g.run(f"test -c {new_port}").ok
+        # a new ttyACM for the bootloader: the application's node may still be listed a moment
+        # after its device left, so wait for a port that is there as a character device
+        wait_until(g, lambda: any(g.run(f"test -c {p}").ok for p in acm_ports(g)),
+                   "the bootloader's ttyACM as a character device", 8.0, s.daemon)
+        new_port = next(p for p in acm_ports(g) if g.run(f"test -c {p}").ok)
         print(f"1200-baud touch on {port}: bootloader {CATERINA_BOOT} on {new_port} after {took:.1f}s")
     assert s.image() == hex_on_ff(fw_hex, M32U4_FLASH)
     assert s.app_valid is True, s.log
     assert "touch-1200" in s.log, s.log
+
+
+# --------------------------------------------------------------------------
+# generated images through cdc_acm: odd lengths at odd addresses, gaps, above 64 KiB
+
+def generated(chip_name: str, seed: int) -> Image:
+    """Odd-length segments at odd addresses with gaps, from the first word to the last byte
+    below the bootloader; on a chip over 64 KiB one segment crosses the 64 KiB line."""
+    chip = get_chip(chip_name)
+    rng = random.Random(seed)
+    top = chip.boot_start
+    starts = [0, rng.randrange(3, 0x200, 2), rng.randrange(0x1001, top // 2, 2) + 1]
+    if top > 0x10000:
+        starts += [0x10000 - rng.randrange(1, 0x80, 2), rng.randrange(0x11001, top - 0x1000, 2)]
+    starts = sorted(starts) + [top - rng.randrange(3, 0x81, 2)]
+    segments = []
+    for start, following in zip(starts, starts[1:] + [None]):
+        if following is None:
+            length = top - start
+        else:
+            shortest = 0x81 if start < 0x10000 < start + 0x80 else 1
+            length = min(following - start - 1, rng.randrange(shortest, 0x300) | 1)
+        segments.append((start, rng.randbytes(length)))
+    image = Image(segments)
+    assert image.end == top
+    assert top <= 0x10000 or any(s < 0x10000 < s + len(d) for s, d in segments)
+    return image
+
+
+def test_avrdude_flashes_generated_images_over_cdc_acm(cdc_guest):
+    """avrdude -c avr109 on an AT90USB1286 (128 KiB: a segment across 64 KiB, one ending at
+    the bootloader) and -c avr910 on an ATmega32U4, both through /dev/ttyACM*: the flash the
+    emulator writes back is the HEX on 0xFF byte for byte, and 'E' starts the application."""
+    g = cdc_guest
+    (g.xfer_dir / "avr910.conf").write_text(avrdude_avr910_config())
+    cases = [("at90usb1286", "usb1286", "avr109", 7), ("atmega32u4", "m32u4", "avr910", 8)]
+    for chip_name, part, programmer, seed in cases:
+        chip = get_chip(chip_name)
+        image = generated(chip_name, seed)
+        name = f"cdc-gen-{chip_name}"
+        save(image, g.xfer_dir / f"{name}.hex")
+        reference = image.tobytes(0, chip.flash_size)
+        config = "-C +avr910.conf " if programmer == "avr910" else ""
+        with cli_serving(g, "cdc", chip_name, f"{name}.bin", LUFA_CDC_BOOT) as s:
+            port = wait_port(g, s)
+            r = run_tool(g, f"avrdude {config}-c {programmer} -p {part} -P {port} -b 57600 "
+                            f"-U flash:w:{name}.hex:i -U lfuse:r:-:h", served=s)
+            assert f"{image.size} bytes of flash verified" in r.stderr, r.describe()
+            assert r.stdout.strip().lower() == "0x5e", r.describe()  # the real low fuse, with either protocol
+            if programmer == "avr109":
+                wait_for(g, LUFA_CDC_APP, daemon=s.daemon)  # butterfly's 'E': the application enumerates
+        assert s.image() == reference, f"{chip_name}: flash differs from the HEX on 0xFF"
+        if programmer == "avr109":
+            assert s.app_valid is True, s.log
