@@ -181,3 +181,99 @@ def test_uf2_for_another_family_changes_nothing(msc_guest):
         fsck(g, dev, s)  # the host's FAT and directory writes are kept
     assert r.rc == 0
     assert s.image() == content
+
+
+# --------------------------------------------------------------------------
+# generated images (issue 16): gaps, odd lengths, starts off any block or page, above 64 KiB
+
+
+def generated_rp2040(seed: int) -> Image:
+    """Segments with gaps, odd lengths, unaligned starts, one above 64 KiB and one above 1 MiB;
+    the first word is covered (the drive starts what it was given)."""
+    b = RP2040_BASE
+    return Image([(b, rand(1001, seed)), (b + 0x1203, rand(77, seed + 1)), (b + 0x10035, rand(4099, seed + 2)),
+                  (b + 0x1FFFF, rand(3, seed + 3)), (b + 0x100101, rand(513, seed + 4))])
+
+
+def uf2_unaligned(image: Image, family: int, size: int = 476) -> bytes:
+    """UF2 blocks of ``size`` bytes from each segment's own start (not 256-aligned, the last of
+    a segment short), payloads rounded up to 4 bytes with 0xFF; what the drive must program."""
+    from bootkit.formats.uf2 import UF2Block
+
+    chunks = []
+    for start, data in image.segments:
+        for i in range(0, len(data), size):
+            c = data[i:i + size]
+            chunks.append((start + i, c + b"\xff" * (-len(c) % 4)))
+    return b"".join(UF2Block(0x2000, a, n, len(chunks), family, c).pack() for n, (a, c) in enumerate(chunks))
+
+
+@pytest.mark.parametrize("kind", ["uf2", "uf2-476", "hex", "bin"])
+def test_cp_generated_images_program_byte_for_byte(msc_guest, kind):
+    """`cp` of a generated file: the flash written back equals the file's data on 0xFF, byte for byte."""
+    from bootkit.formats import load as load_file
+
+    g = msc_guest
+    image = generated_rp2040(90 + len(kind))
+    if kind == "uf2":
+        data = dump(image, "uf2", family="rp2040")  # 256-byte blocks: gaps inside a block are 0xFF
+    elif kind == "uf2-476":
+        data = uf2_unaligned(image, 0xE48BFF56)
+    elif kind == "hex":
+        data = dump(image, "hex")
+    else:
+        image = Image([(RP2040_BASE, rand(70001, 95))])  # odd length, past 64 KiB
+        data = dump(image, "bin")
+    ext = kind.split("-")[0]
+    name = f"gen-{kind}.{ext}"
+    (g.xfer_dir / name).write_bytes(data)
+    want = image if ext == "bin" else load_file(data, fmt=ext)
+    dialect = ext if ext != "uf2" else None
+    with cli_serving(g, "msc", "rp2040", f"rp-gen-{kind}.bin", dialect=dialect, usb_id=MSC_ID) as s:
+        with drive(g, s) as dev:
+            r = run_tool(g, f"cp {name} {MNT}/ && sync", served=s)
+            wait_drive_gone(g, dev, s)
+        res = s.wait_exit()
+    assert r.rc == 0
+    assert "application valid" in res.stdout, res.describe()
+    assert s.image() == on_ff(want, RP2040_BASE, RP2040_FLASH)
+
+
+def test_bootkit_drop_on_the_mounted_drive_reads_back(msc_guest):
+    """`bootkit drop FILE --drive MNT` through vfat: all blocks but the last written and fsynced,
+    CURRENT.UF2 read back past the page cache, then the last block; the drive leaves."""
+    g = msc_guest
+    from bootkit.formats import load as load_file
+
+    image = generated_rp2040(100)
+    data = uf2_unaligned(image, 0xE48BFF56)
+    (g.xfer_dir / "drop-rp.uf2").write_bytes(data)
+    want = load_file(data, fmt="uf2")  # each segment's last payload rounded up to 4 bytes with 0xFF
+    with cli_serving(g, "msc", "rp2040", "rp-drop.bin", usb_id=MSC_ID) as s:
+        with drive(g, s) as dev:
+            r = run_tool(g, f"bootkit drop drop-rp.uf2 --drive {MNT} --chip rp2040 --no-progress", ok=False,
+                         timeout=180, served=s)
+            wait_drive_gone(g, dev, s)
+        res = s.wait_exit()
+    assert r.rc == 0, r.describe() + "\n--- serve ---\n" + s.log
+    assert f"CURRENT.UF2 read back: {want.size} bytes match" in r.stdout, r.describe()
+    assert "left the bootloader (not seen again within 5 s)" in r.stdout, r.describe()
+    assert "application valid" in res.stdout, res.describe()
+    assert s.image() == on_ff(image, RP2040_BASE, RP2040_FLASH)
+
+
+def test_bootkit_drop_of_another_family_writes_nothing(msc_guest):
+    g = msc_guest
+    content = rand(8 * 1024, 101) + b"\xff" * (RP2040_FLASH - 8 * 1024)
+    (g.xfer_dir / "drop-f4.uf2").write_bytes(dump(Image([(RP2040_BASE, rand(4096, 102))]), "uf2",
+                                                  family="stm32f4"))
+    with cli_serving(g, "msc", "rp2040", "rp-drop-f4.bin", initial=content, usb_id=MSC_ID) as s:
+        with drive(g, s) as dev:
+            r = run_tool(g, f"bootkit drop drop-f4.uf2 --drive {MNT} --no-progress", ok=False, served=s)
+            ls = run_tool(g, f"ls {MNT}", served=s)
+        assert find_drive(g) == dev and s.running(), s.log
+    assert r.rc == 2, r.describe()
+    assert r.stderr.strip() == ("bootkit: error: drop-f4.uf2: UF2 family stm32f4 (0x57755a57) does not match the "
+                                "drive's Family-ID rp2040 (0xe48bff56); --force drops it anyway"), r.describe()
+    assert "FIRMWARE.UF2" not in ls.stdout, ls.describe()
+    assert s.image() == content
