@@ -109,8 +109,8 @@ def _content_kind(data: bytes) -> tuple[str | None, str | None]:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
         text = head[:exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
-    if text is not None and text.strip() and all(c.isprintable() or c in "\r\n\t" for c in text):
-        return None, "text"
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return None, "text" if text.strip() else "blank text (only spaces and line ends)"
     return None, None
 
 
