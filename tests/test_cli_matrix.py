@@ -261,6 +261,12 @@ def dfu_corpus() -> dict[str, bytes]:
 class Row:
     command: str
     file: str
+    extra: tuple = ()  # more options: --force, which must not lift what these files break
+
+
+# --force lifts a UF2 family or a DFU suffix's VID:PID, never the bootloader region, the
+# flash's bounds or the AVR reset vector: these commands also get every other target file with it
+FORCED = ("flash-dfu", "flash-cdc", "flash-msc", "drop", "midi-encode")
 
 
 def _rows() -> list[Row]:
@@ -271,6 +277,9 @@ def _rows() -> list[Row]:
             continue
         corpus = CORPUS_CHIP.get(cmd, chip)
         rows += [Row(cmd, f"{corpus}/{f}") for f in target_corpus(corpus)]
+        if cmd in FORCED:
+            rows += [Row(cmd, f"{corpus}/{f}", ("--force",)) for f in target_corpus(corpus)
+                     if "famil" not in f and "no-family-id" not in f]
     rows += [Row("flash-dfu", f"stm32f411/{f}") for f in dfu_corpus()]
     return rows
 
@@ -326,7 +335,7 @@ def matrix(tmp_path_factory, request):
 
     def run(row: Row):
         argv, chip = COMMANDS[row.command]
-        where = root / "runs" / row.command / row.file.replace("/", "_")
+        where = root / "runs" / row.command / (row.file.replace("/", "_") + "".join(row.extra))
         where.mkdir(parents=True)
         path = files / row.file
         out = where / "out"
@@ -339,6 +348,7 @@ def matrix(tmp_path_factory, request):
             shutil.copyfile(images[row.command], image)
             shutil.copyfile(str(images[row.command]) + ".state.json", str(image) + ".state.json")
             full = [*argv, str(path), "--emulate", chip, "--image", str(image)]
+        full += row.extra
         t0 = time.monotonic()
         r = _bootkit(full, where)
         return row, r, where, time.monotonic() - t0
@@ -371,7 +381,7 @@ def test_the_corpus_is_large_enough(matrix):
     assert {r.command for r in ROWS} == set(COMMANDS)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[f"{r.command}:{r.file}" for r in ROWS])
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r.command}:{r.file}{''.join(r.extra)}" for r in ROWS])
 def test_bad_file_is_exit_2_one_line_and_nothing_lost(matrix, row):
     r, where = matrix["results"][row]
     err = r.stderr.strip().splitlines()
