@@ -500,3 +500,13 @@ def test_help_describes_the_input_options_with_an_example(capsys, command, optio
         assert option in out, option
     examples = out.split("example")[-1]
     assert any(o in examples for o in options if o.startswith("--"))
+
+
+def test_a_plain_dfu_suffix_file_goes_to_the_application_start(tmp_path, capsys):
+    from bootkit.formats import add_suffix
+
+    data = payload(4000, "suffix")
+    (tmp_path / "fw.dfu").write_bytes(add_suffix(data))  # DFU 1.1 appendix B: no address in the file
+    flash_bin = tmp_path / "flash.bin"
+    assert main(["flash", str(tmp_path / "fw.dfu"), "--emulate", "stm32f103c8", "--image", str(flash_bin)]) == 0
+    assert flash_bin.read_bytes() == reference(get_chip("stm32f103c8"), Image([(0x08002000, data)]))
