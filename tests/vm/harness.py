@@ -432,8 +432,9 @@ class BackgroundProcess:
                       base64.b64decode(r["stderr"]))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Result:
-        """Send `sig` to its process group, SIGKILL after `timeout`;
-        returns its exit status and everything it wrote."""
+        """Send `sig` to its process group, SIGKILL after `timeout` (scaled by the
+        guest's measured slowness); returns its exit status and everything it wrote."""
+        timeout *= self.vm.slowness()
         if self.result is None:
             r = self.vm._request({"op": "bgstop", "handle": self.handle,
                                   "signal": int(sig), "timeout": timeout}, timeout + 30)
@@ -476,6 +477,21 @@ class GuestVM:
         self.kernel = self.kver = None
         self.boot_time: float | None = None
         self.guest_xfer_dir = GUEST_XFER_DIR
+
+    # A quiet 2-core machine boots the Debian kernel under TCG in about this long.
+    NOMINAL_BOOT_SECONDS = 8.0
+
+    def slowness(self) -> float:
+        """How much slower than a quiet machine this guest runs now, at least 1: the
+        measured boot time against NOMINAL_BOOT_SECONDS, or the host's load per core,
+        whichever is larger.  Tests scale their waits by it instead of fixing them, so a
+        loaded CI machine gets longer waits and a quiet one fails fast."""
+        boot = (self.boot_time or self.NOMINAL_BOOT_SECONDS) / self.NOMINAL_BOOT_SECONDS
+        try:
+            load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        except OSError:
+            load = 1.0
+        return max(1.0, boot, load)
 
     # paths ---------------------------------------------------------------
     @property

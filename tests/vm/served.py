@@ -95,7 +95,9 @@ def usb_ids(guest: GuestVM) -> set[str]:
 
 
 def wait_until(guest: GuestVM, check, what: str, timeout: float = 30.0, daemon=None):
-    """Poll `check()` until it returns something true; returns that value."""
+    """Poll `check()` until it returns something true; returns that value.  `timeout` is
+    for a quiet machine: it is scaled by the guest's measured slowness (GuestVM.slowness)."""
+    timeout = round(timeout * guest.slowness(), 1)
     t0 = time.monotonic()
     while True:
         value = check()
