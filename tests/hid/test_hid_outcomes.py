@@ -110,7 +110,7 @@ def test_left_and_not_seen_again_is_reported_as_such(board, dialect):
 def test_application_started_only_when_it_came_back(board, dialect):
     b = board(dialect).with_application()
     result = b.flash(Image([(0, code(3000, dialect))]))
-    assert result.steps[-1] == "application started (came back as 16c0:0483)"
+    assert result.steps[-1] == "application started (came back as 16C0:0483)"
     assert sum(s.startswith("application started") for s in result.steps) == 1
     assert b.em.mode == "application"
 

@@ -584,7 +584,7 @@ def _why_stayed(d: _Dialect, image: Image | None, dev) -> str:
         # nothing at the reset vector: LUFA's bootloaders and Caterina test pgm_read_word(0)
         # != 0xFFFF before starting the application, as bootkit's entry policy does (is_blank)
         return ERASED_FIRST_WORD
-    return f"it came back as its bootloader ({dev.idVendor:04x}:{dev.idProduct:04x})"
+    return f"it came back as its bootloader ({dev.idVendor:04X}:{dev.idProduct:04X})"
 
 
 def observe_leave(d: _Dialect, before: dict | None, image: Image | None = None,
@@ -614,7 +614,7 @@ def observe_leave(d: _Dialect, before: dict | None, image: Image | None = None,
                 if again:
                     raise HidError(f"{STAYED}: {_why_stayed(d, image, again[0])}")
                 dev = new[0]
-                step = f"application started (came back as {dev.idVendor:04x}:{dev.idProduct:04x})"
+                step = f"application started (came back as {dev.idVendor:04X}:{dev.idProduct:04X})"
                 break
         if clock() >= deadline:
             if not gone:
