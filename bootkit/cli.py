@@ -732,12 +732,13 @@ def cmd_print(args) -> int:
         raise BadInput(f"{args.file}: no such file")
     # the whole file is parsed first: a corrupt or empty one is refused before anything is sent
     try:
-        base = args.address
-        if base is None and (args.chip or args.emulate):  # a binary goes to the application start
+        base, target = args.address, _chip(args.chip or args.emulate)
+        if base is None and target is not None:  # a binary goes to the application start
             from .classes.common import app_first_address
 
-            base = app_first_address(_chip(args.chip or args.emulate))
-        job = host.prepare(args.file, fmt=getattr(args, "fmt", None), base=base)
+            base = app_first_address(target)
+        job = host.prepare(args.file, fmt=getattr(args, "fmt", None), base=base,
+                           family=target.uf2_family if target is not None else None)
     except ImageRejected as exc:
         raise BadInput(str(exc)) from None
     session = None if args.printer else _Session(args)

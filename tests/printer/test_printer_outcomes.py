@@ -134,6 +134,21 @@ def test_a_uf2_of_another_family_is_refused_unless_forced(tmp_path):
         assert em.memory.read(0, 512) == img.tobytes(0)
 
 
+def test_a_multi_family_uf2_prints_only_the_targets_blocks(tmp_path, capsys, monkeypatch):
+    """As a UF2 bootloader does (uf2conv.py, tinyuf2): the chip's blocks of a file for several families."""
+    from bootkit.formats import dump
+
+    monkeypatch.chdir(tmp_path)
+    image, _ = flash_file(tmp_path)
+    ours = Image([(0, app(512, 11))])
+    (tmp_path / "multi.uf2").write_bytes(dump(Image([(0x10000000, app(512, 12))]), "uf2", family="rp2040")
+                                         + dump(ours, "uf2", family=CHIP.uf2_family))
+    rc, out, err = run(capsys, "multi.uf2", "--emulate", "atmega32u4", "--image", image)
+    assert rc == 0, err
+    assert out.startswith("multi.uf2: printed 512 bytes, verified; ")
+    assert image.read_bytes() == ours.tobytes(0, CHIP.flash_size)
+
+
 # --------------------------------------------------------------------------
 # the device's answer
 

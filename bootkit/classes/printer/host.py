@@ -589,10 +589,13 @@ class PrintJob:
     raw_hex: bool  # ``data`` is the file's own bytes
 
 
-def prepare(path, *, fmt: str | None = None, base: int | None = None, record_size: int = 16) -> PrintJob:
+def prepare(path, *, fmt: str | None = None, base: int | None = None, record_size: int = 16,
+            family: int | None = None) -> PrintJob:
     """Read and parse a whole firmware file before anything is sent (ImageRejected naming the
     file and line).  A HEX file is sent as its own bytes (as ``cat FILE > /dev/usb/lp0`` would);
-    any other format is converted to Intel HEX."""
+    any other format is converted to Intel HEX.  ``family`` (the target's UF2 family) keeps
+    only that family's blocks of a multi-family UF2 file that has some, as a UF2 bootloader
+    does; a file without any is left whole for the family check (preflight) to refuse."""
     from ...formats import identify
 
     source = str(path)
@@ -605,6 +608,8 @@ def prepare(path, *, fmt: str | None = None, base: int | None = None, record_siz
     try:
         fmt = identify(raw, source, fmt)  # content and extension must agree (or --format)
         image = parse_hex(raw, source=source) if fmt == "hex" else load(raw, fmt=fmt, base=base, source=source)
+        if fmt == "uf2" and family is not None and family in image.origin.uf2_families:
+            image = load(raw, fmt=fmt, family=family, source=source)
     except FormatError as exc:
         raise ImageRejected(str(exc)) from None
     if not image:
