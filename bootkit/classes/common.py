@@ -95,7 +95,7 @@ def preflight(image, chip, *, force: bool = False, memory: str = "flash") -> Non
     if origin is not None and origin.format == "uf2" and not force:
         wrong = sorted((f for f in origin.uf2_families if f != chip.uf2_family), key=lambda f: -1 if f is None else f)
         if wrong:
-            want = _family_name(chip.uf2_family) if chip.uf2_family is not None else "no UF2 family"
+            want = f"0x{chip.uf2_family:08x}" if chip.uf2_family is not None else "no UF2 family"
             raise ImageRejected(
                 f"UF2 family {', '.join(_family_name(f) for f in wrong)} does not match {chip.name} ({want}); "
                 f"--force flashes it anyway")
