@@ -44,7 +44,8 @@ FACTS: tuple[DialectFacts, ...] = (
         readback=False,
         verify="CRC",
         feedback="none while playing; the device stays in its bootloader until every page arrived and the "
-                 "CRC matched (play the file again to fill missing pages); IDENTIFY reports pages missing",
+                 "CRC matched (play the file again to fill missing pages); IDENTIFY reports pages missing, damaged "
+                 "frames and how the file ended",
         unattended=False,
         bootloader_size="4 KiB",
         families=(),
@@ -56,7 +57,7 @@ FACTS: tuple[DialectFacts, ...] = (
             ("players that speed up or quantise playback",
              "pacing from the chip's datasheet erase/program times plus a margin; play at normal speed"),
             ("DIN MIDI at 31250 baud is far slower than USB",
-             "the pacing assumes USB; add --margin for a DIN path"),
+             "the file is paced for DIN: each frame's bytes at 3125 bytes/s, Note Ons 1 ms apart, then the page time"),
         ),
         benchmark="benchmarks/bench_midi.py",
     ),
