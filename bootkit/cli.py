@@ -317,18 +317,23 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------
+def _read_input(path: str) -> bytes:
+    """An input file's bytes; a missing or unreadable one is one line (BadInput)."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def _load_image(path: str, *, base=None, family=None, fmt=None, memory: str = "flash"):
     """A firmware file as an Image: format from --format, else content and extension
     together (formats.identify refuses a MIDI file, text, an unknown or contradicting
     one); every problem is one line (BadInput)."""
     from .formats import FormatError, identify, load
 
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+    data = _read_input(path)
     try:
         fmt = identify(data, path, fmt)
         return load(data, fmt=fmt, base=base, family=family, source=path, memory=memory)
@@ -363,12 +368,7 @@ def _input_image(args, chip, *, memory: str = "flash"):
     path, force = args.file, getattr(args, "force", False)
     base = getattr(args, "address", None)
     fmt = getattr(args, "fmt", None)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+    data = _read_input(path)
     try:
         fmt = identify(data, path, fmt)
     except FormatError as exc:

@@ -855,17 +855,23 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
             if not (_gone(exc) and _left(backend, target, 0)):
                 raise MscError(f"copy failed: the last block: {exc}") from None
         checked = unread or _verify_last(current, drop, again_spans)
-    elif drop.foreign:
-        checked = "not verified: the drive takes none of the file's blocks"
-    elif not verify:
-        checked = "not verified (--no-verify)"
     else:
-        checked = _verify_all(current, drop)
+        checked = _read_back(current, drop, verify)
     steps.append(checked)
     steps.append(_outcome(backend, target, before, wait, again,
                           lambda: _why_stayed(drop, current, chip, wait)))
     return FlashResult(drop.kind, drop.expected.size, time.perf_counter() - t0,
                        checked.startswith("CURRENT.UF2 read back"), steps)
+
+
+def _read_back(current, drop, verify: bool) -> str:
+    """The verify step of a drop whose last block was not held back: the whole file read
+    back from CURRENT.UF2 (or why it was not)."""
+    if drop.foreign:
+        return "not verified: the drive takes none of the file's blocks"
+    if not verify:
+        return "not verified (--no-verify)"
+    return _verify_all(current, drop)
 
 
 def _present(backend) -> set:
@@ -1073,14 +1079,7 @@ def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, 
             raise MscError(f"{path}: {exc}") from None
         checked = checked or "not verified: the drive left before its last block was read back"
     if not checked:
-        if hold:
-            checked = _verify_last(current, drop, again_spans)
-        elif drop.foreign:
-            checked = "not verified: the drive takes none of the file's blocks"
-        elif not verify:
-            checked = "not verified (--no-verify)"
-        else:
-            checked = _verify_all(current, drop)
+        checked = _verify_last(current, drop, again_spans) if hold else _read_back(current, drop, verify)
     steps.append(checked)
     deadline = time.monotonic() + timeout
     while present():
