@@ -281,6 +281,15 @@ done
 R=/newroot
 mount -t 9p -o "trans=virtio,version=9p2000.L,ro,msize=$MSIZE$ROOT_OPTS" hostroot $R \
     || die "cannot mount the host root over 9p"
+# Host directories below the guest's tmpfs mount points (a checkout or a venv
+# under /tmp, as CI clones may be) would be hidden by them: bind them aside
+# now and put them back on top once every tmpfs is mounted.
+N=0
+while read -r K; do
+    [ -n "$K" ] || continue
+    N=$((N + 1)); mkdir -p /keep/$N
+    mount -o bind "$R$K" /keep/$N || say "cannot keep $K"
+done < /bootkit/keep
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp || die "tmpfs /tmp"
 mount -t tmpfs -o mode=755 tmpfs $R/run || die "tmpfs /run"
 [ -d $R/var/tmp ] && mount -t tmpfs -o mode=1777 tmpfs $R/var/tmp
@@ -295,6 +304,12 @@ mount -t devpts -o mode=620,ptmxmode=666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount --move /proc $R/proc || die "move /proc"
 mount --move /sys $R/sys || die "move /sys"
+N=0
+while read -r K; do
+    [ -n "$K" ] || continue
+    N=$((N + 1)); mkdir -p "$R$K"
+    mount --move /keep/$N "$R$K" || say "cannot put back $K"
+done < /bootkit/keep
 mkdir -p $R/run/bootkit $R{GUEST_XFER_DIR}
 mount -t 9p -o "trans=virtio,version=9p2000.L,msize=$MSIZE" xfer $R{GUEST_XFER_DIR} \
     || die "cannot mount the xfer share"
@@ -331,6 +346,26 @@ say "agent exited ($?)"
 $BB sync
 $BB poweroff -f
 """
+
+
+# Where the guest mounts a tmpfs over the host's directory.
+GUEST_TMPFS = ("/tmp", "/run", "/var/tmp", "/dev/shm")
+
+
+def kept_host_paths() -> list[str]:
+    """Host directories the guest needs that lie below one of GUEST_TMPFS: this
+    checkout, the interpreter's prefix and its import path (an editable install
+    points there).  /init keeps them visible over the tmpfs; outermost only."""
+    candidates = {str(Path(__file__).resolve().parents[2]), sys.prefix, sys.base_prefix,
+                  os.path.dirname(os.path.realpath(sys.executable))}
+    candidates.update(p for p in sys.path if p and os.path.isdir(p))
+    under = sorted({os.path.realpath(p) for p in candidates
+                    if any(os.path.realpath(p).startswith(t + "/") for t in GUEST_TMPFS)})
+    kept: list[str] = []
+    for p in under:
+        if not any(p.startswith(k + "/") for k in kept) and "\n" not in p:
+            kept.append(p)
+    return kept
 
 
 def guest_env() -> dict[str, str]:
@@ -382,6 +417,7 @@ def build_initramfs(workdir, kver: str | None = None, *, python: str | None = No
     root_opts = f",cache={root_cache}" if root_cache else ""
     cpio.file("bootkit/boot.env", (
         f"PYTHON='{python}'\nMSIZE={int(msize)}\nROOT_OPTS='{root_opts}'\n").encode())
+    cpio.file("bootkit/keep", "".join(p + "\n" for p in kept_host_paths()).encode())
     cpio.file("bootkit/agent.json", json.dumps({"env": guest_env()}).encode())
     cpio.file("bootkit/guest_agent.py", AGENT_SOURCE.read_bytes())
     cpio.file("bootkit/stage2.sh", STAGE2_SCRIPT.encode(), 0o755)
