@@ -14,7 +14,6 @@ follows a file when one is played into it.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from .. import lazy_names
@@ -64,9 +63,8 @@ def run_demo_row(dialect: str, chip: Chip, image) -> dict:
     bus = VirtualBus()
     with Emulator(chip, NAME, options={"dialect": dialect}) as em:
         em.attach(bus)
-        t0 = time.perf_counter()
         result = host.flash(image, get_backend(bus), dialect=dialect, chip=chip, progress=False, realtime=False)
-        seconds = time.perf_counter() - t0
+        seconds = result.seconds  # the flash, not the watch after leaving
         flash = em.memory.flash_bytes()
         base = chip.flash_start
         identical = all(flash[s - base:s - base + len(d)] == d for s, d in image.segments)

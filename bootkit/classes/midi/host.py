@@ -640,6 +640,7 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
             steps.append("read back and CRC verified")
         if c.retried:
             steps.append(f"{c.retried} request(s) retried")
+        seconds = time.perf_counter() - t0  # the flash, not the watch after it
         if leave:
             before = bus_snapshot(backend) if isinstance(link, UsbLink) else None
             try:
@@ -651,7 +652,7 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
                 steps.append(watch_leave(backend, link.target, wait, before=before))
             else:
                 steps.append(watch_port_leave(port, wait))
-        return FlashResult("sysex", image.size, time.perf_counter() - t0, verified, steps)
+        return FlashResult("sysex", image.size, seconds, verified, steps)
     finally:
         link.close()
 
@@ -797,11 +798,12 @@ def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force
     steps = [f"played {len(events)} messages ({pages} pages) " + ("in real time" if realtime else "at full speed")]
     # the device manifests only when every page arrived and the span's CRC-32 matched END:
     # leaving is that check passing; staying, IDENTIFY says what is missing
+    seconds = time.perf_counter() - t0  # the playing, not the watch after it
     if target is not None:
         steps.append(watch_leave(backend, target, wait, before=before))
     else:
         steps.append(watch_port_leave(port, wait))
-    return FlashResult("file", image.size, time.perf_counter() - t0, False, steps)
+    return FlashResult("file", image.size, seconds, False, steps)
 
 
 __all__ = ["MidiError", "Gone", "Nak", "MidiTarget", "find_devices", "list_devices", "UsbLink", "PortLink", "open_link",

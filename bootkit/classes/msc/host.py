@@ -858,10 +858,10 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
     else:
         checked = _read_back(current, drop, verify)
     steps.append(checked)
+    seconds = time.perf_counter() - t0  # the copy and its read-back, not the watch after it
     steps.append(_outcome(backend, target, before, wait, again,
                           lambda: _why_stayed(drop, current, chip, wait)))
-    return FlashResult(drop.kind, drop.expected.size, time.perf_counter() - t0,
-                       checked.startswith("CURRENT.UF2 read back"), steps)
+    return FlashResult(drop.kind, drop.expected.size, seconds, checked.startswith("CURRENT.UF2 read back"), steps)
 
 
 def _read_back(current, drop, verify: bool) -> str:

@@ -521,12 +521,13 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
                          else "not verified (a unidirectional printer sends no status line)")
         else:
             raise PrinterError(f"the printer's status line is not a job status: {line.strip()[:80]!r}")
+    seconds = time.perf_counter() - t0  # the job and its status, not the watch after it
     if before is None:
         steps.append("not watched (no sysfs entry for the printer)")
     else:
         steps.append(p.watch_leave(before, *wait))
     verified = any(s.startswith("verified") for s in steps)
-    return FlashResult("lufa", size, time.perf_counter() - t0, verified, steps)
+    return FlashResult("lufa", size, seconds, verified, steps)
 
 
 def _chip(chip) -> Chip | None:
