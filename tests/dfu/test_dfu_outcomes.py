@@ -279,7 +279,7 @@ def test_wrong_read_back_fails_the_flash(monkeypatch, tmp_path, capsys, dialect,
     assert rc == 1, (out, err)
     assert "verified" not in out
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith(f"bootkit: failed: verify failed") and f"0x{start:X}" in err, err
+    assert err.startswith("bootkit: failed: verify failed") and f"0x{start:X}" in err, err
 
 
 @pytest.mark.parametrize("dialect,chip", DIALECTS[:2])

@@ -1,14 +1,11 @@
 """The host client on the in-process bus: pyfatfs over SCSI over pyusb, endpoints from the descriptors."""
 
-import threading
-import time
-
 import pytest
 
 from bootkit.classes.common import ImageRejected
 from bootkit.classes.msc import host
 from bootkit.emulator import Emulator
-from bootkit.formats import Image, parse_uf2
+from bootkit.formats import Image
 from bootkit.memory import get_chip
 from bootkit.samples import sample_image
 from bootkit.transports.virtual import VirtualBus, get_backend

@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 import struct
 import threading
-import time
 
 import pytest
 
@@ -126,7 +125,7 @@ def test_the_last_block_is_sent_only_after_the_others_read_back(monkeypatch):
 def test_wrong_data_read_back_is_exit_1(tmp_path, capsys, monkeypatch, where):
     """The drive hands back other data in CURRENT.UF2 than it was given: the drop fails."""
     image = generated(F411)
-    fw = uf2_file(tmp_path, "fw.uf2", image, F411.uf2_family)
+    uf2_file(tmp_path, "fw.uf2", image, F411.uf2_family)
     bad = image.start + 5 if where == "an early block" else image.end - 1
     real = GhostFat.current_block
 
