@@ -447,6 +447,16 @@ def _outcome(status: int | None, line: str | None) -> JobStatus | None:
     return job
 
 
+def _drain_status(p, quiet_ms: int, most: int = 16) -> None:
+    """Read and drop status data until none comes for ``quiet_ms`` (at most ``most`` reads)."""
+    for _ in range(most):
+        try:
+            if p.read_status(quiet_ms) is None:
+                return
+        except (usb.core.USBError, OSError):
+            return  # a device that cannot be read now is judged after the job
+
+
 def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, serial=None,
              expect: Image | None = None, progress=None, what: str = "print",
              wait: tuple[float, float] | None = None) -> FlashResult:
@@ -468,6 +478,11 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
     left_early = False
     try:
         before = p.snapshot()
+        # A line (or the rest of one) from an earlier job nobody read, e.g. after
+        # `cat fw.hex > /dev/usb/lp0`: usblp's read-ahead took part of it and dropped that
+        # at close, the rest waits in the device.  It is read and dropped first, so the
+        # line read after this job is this job's own.
+        _drain_status(p, 50 if wait[1] < 1 else 300)
         try:
             with progress_bar(what, len(job), progress) as bar:
                 p.write(job, bar)
