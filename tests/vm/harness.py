@@ -359,6 +359,13 @@ def kept_host_paths() -> list[str]:
     candidates = {str(Path(__file__).resolve().parents[2]), sys.prefix, sys.base_prefix,
                   os.path.dirname(os.path.realpath(sys.executable))}
     candidates.update(p for p in sys.path if p and os.path.isdir(p))
+    # where `bootkit` resolves for a process started elsewhere, as in the guest: an
+    # editable install maps it to the checkout it was installed from, which may not be
+    # the one running these tests
+    found = subprocess.run([sys.executable, "-c", "import bootkit; print(bootkit.__file__)"], cwd="/",
+                           capture_output=True, text=True)
+    if found.returncode == 0 and found.stdout.strip():
+        candidates.add(str(Path(found.stdout.strip()).parents[1]))
     under = sorted({os.path.realpath(p) for p in candidates
                     if any(os.path.realpath(p).startswith(t + "/") for t in GUEST_TMPFS)})
     kept: list[str] = []
