@@ -21,6 +21,13 @@ def device_serial(dev) -> str | None:
         return None
 
 
+def in_process(backend) -> bool:
+    """Whether ``backend`` is bootkit's in-process bus, where an emulated device leaves and
+    re-enumerates at once, so a host waits for it far less than for real hardware.  The
+    backend is recognised by its module, not imported: classes sit below transports."""
+    return backend is not None and type(backend).__module__.endswith("transports.virtual")
+
+
 def matching_devices(backend=None, *, vid=None, pid=None, serial=None) -> Iterator[tuple[object, object]]:
     """(device, first configuration) for every device the selection matches."""
     for dev in usb.core.find(find_all=True, backend=backend):

@@ -28,7 +28,7 @@ from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
-from ..usbhost import FoundDevice, endpoint_pair, matching_devices, take_interfaces
+from ..usbhost import FoundDevice, endpoint_pair, in_process, matching_devices, take_interfaces
 from .protocol import (
     BOOTKIT_VID,
     CRC_APPLICATION,
@@ -560,8 +560,7 @@ def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
 
 def default_leave_wait(backend) -> float:
     """How long to watch for the device after it was told to leave."""
-    # bootkit.transports.virtual's backend, named not imported (classes sit below transports)
-    if backend is not None and type(backend).__module__.endswith("transports.virtual"):
+    if in_process(backend):
         return LEAVE_WAIT_IN_PROCESS
     return LEAVE_WAIT
 

@@ -30,7 +30,7 @@ from ...formats.image import Image
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
-from ..usbhost import take_interfaces
+from ..usbhost import in_process, take_interfaces
 from . import protocol as P
 from .midifile import TICK_SECONDS, file_events
 
@@ -457,8 +457,7 @@ LEAVE_WAIT_IN_PROCESS = 0.5  # the in-process bus re-enumerates within its signa
 
 
 def _default_wait(backend) -> float:
-    # bootkit.transports.virtual's backend: named, not imported (classes sit below transports)
-    if backend is not None and type(backend).__module__.endswith("transports.virtual"):
+    if in_process(backend):
         return LEAVE_WAIT_IN_PROCESS
     return LEAVE_WAIT
 

@@ -47,7 +47,7 @@ from ...formats.uf2 import (
 from ...memory import Chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, _family_name, app_first_address, check_ranges, preflight
-from ..usbhost import endpoint_pair, matching_devices, take_interfaces
+from ..usbhost import endpoint_pair, in_process, matching_devices, take_interfaces
 from .protocol import (
     BLOCK_SIZE,
     BULK_ONLY_RESET,
@@ -761,11 +761,6 @@ AGAIN_IN_PROCESS = 0.3  # ... and what replaces it is there at once
 AGAIN = 5.0  # s a real board gets to come back as its application
 
 
-def _in_process(backend) -> bool:
-    # bootkit.transports.virtual's backend: named, not imported (classes sit below transports)
-    return backend is not None and type(backend).__module__.endswith("transports.virtual")
-
-
 def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=None, dialect=None,
           chip: Chip | None = None, progress=None, fmt=None, force: bool = False, timeout: float | None = None,
           again: float | None = None, memory: str = "flash", verify: bool = True, leave: bool = True,
@@ -790,8 +785,8 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
                             timeout=15.0 if timeout is None else timeout, again=AGAIN if again is None else again,
                             verify=verify)
     t0 = time.perf_counter()
-    wait = (LEAVE_WAIT_IN_PROCESS if _in_process(backend) else 15.0) if timeout is None else timeout
-    again = (AGAIN_IN_PROCESS if _in_process(backend) else AGAIN) if again is None else again
+    wait = (LEAVE_WAIT_IN_PROCESS if in_process(backend) else 15.0) if timeout is None else timeout
+    again = (AGAIN_IN_PROCESS if in_process(backend) else AGAIN) if again is None else again
     target = _find_one(backend, vid, pid, serial)
     steps = [target.describe()]
     disk = _open_disk(target)

@@ -39,7 +39,7 @@ from ...formats.image import FormatError, Image
 from ...memory import Chip, get_chip
 from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
-from ..usbhost import endpoint_pair, matching_devices, take_interfaces
+from ..usbhost import endpoint_pair, in_process, matching_devices, take_interfaces
 from .protocol import (
     GET_DEVICE_ID,
     GET_PORT_STATUS,
@@ -381,8 +381,7 @@ AGAIN_IN_PROCESS = 0.2  # ... and what replaces it is there at once
 
 
 def _wait_for(backend) -> tuple[float, float]:
-    # bootkit.transports.virtual's backend: named, not imported (classes sit below transports)
-    if backend is not None and type(backend).__module__.endswith("transports.virtual"):
+    if in_process(backend):
         return LEAVE_WAIT_IN_PROCESS, AGAIN_IN_PROCESS
     return LEAVE_WAIT, LEAVE_WAIT
 
