@@ -575,8 +575,18 @@ class _FunctionPort:
 # --------------------------------------------------------------------------
 # the event loop
 
+class _StopWaiting(Exception):
+    """Raised by serve()'s signal handler out of a wait on the host that may never end."""
+
+
 class FunctionFsServer:
     """Serves a Target on a UDC until stop() (or SIGINT/SIGTERM in serve())."""
+
+    # True while ep0 waits for a control OUT data stage.  A host that gave up on the
+    # request (dfu-util killed mid-DNLOAD) never sends it, and f_fs's wait ends only
+    # on a signal with EINTR, which Python retries (PEP 475): serve()'s handler raises
+    # _StopWaiting out of that read instead, or SIGTERM would never stop the server.
+    waiting_on_host = False
 
     def __init__(self, target: Target, *, udc: str | None = None, gadget_name: str | None = None, log=print):
         self.target = target
@@ -729,7 +739,15 @@ class FunctionFsServer:
                     return
                 os.read(fd, 0)  # status stage: ACK
             else:
-                data = os.read(fd, req.wLength)  # data stage; f_fs ACKs the status stage itself
+                try:
+                    self.waiting_on_host = True
+                    data = os.read(fd, req.wLength)  # data stage; f_fs ACKs the status stage itself
+                except _StopWaiting:
+                    self.log(f"functionfs: {fn.name}: stopped while waiting for the data stage of request "
+                             f"0x{req.bmRequestType:02x}/0x{req.bRequest:02x}")
+                    return
+                finally:
+                    self.waiting_on_host = False
                 try:
                     with self.lock:
                         self._call_setup(fn, req, data)
@@ -769,6 +787,17 @@ class FunctionFsServer:
                 self.log(f"functionfs: stalling ep0 failed: {e.strerror}")
 
 
+def stop_on_signal(server: FunctionFsServer, log):
+    """The SIGINT/SIGTERM handler serve() installs: stop the server, and leave a wait on
+    the host that may never end (FunctionFsServer.waiting_on_host)."""
+    def on_signal(signum, frame):
+        log(f"functionfs: {signal.Signals(signum).name}, stopping")
+        server.stop()
+        if server.waiting_on_host:
+            raise _StopWaiting
+    return on_signal
+
+
 def serve(emulator_or_target, *, udc: str | None = None, gadget_name: str | None = None, log=print) -> None:
     """Serve an Emulator (or a Target) as a Linux USB gadget until SIGINT/SIGTERM.
 
@@ -783,11 +812,9 @@ def serve(emulator_or_target, *, udc: str | None = None, gadget_name: str | None
     server = FunctionFsServer(target, udc=udc, gadget_name=gadget_name, log=log)
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        def _on_signal(signum, frame):
-            log(f"functionfs: {signal.Signals(signum).name}, stopping")
-            server.stop()
+        on_signal = stop_on_signal(server, log)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, _on_signal)
+            previous[sig] = signal.signal(sig, on_signal)
     try:
         server.run()
     finally:

@@ -49,3 +49,43 @@ def test_class_descriptors_dropped_from_interfaces_and_endpoints():
         assert set(layout.dropped) >= {0x24, 0x25}
         for speed_set in _sets(layout.descriptors):
             assert all(d[1] not in (0x24, 0x25) for d in speed_set)
+
+
+def test_sigterm_ends_a_wait_for_a_data_stage_the_host_never_sends():
+    """dfu-util killed mid-DNLOAD: ep0 waits for a data stage that never comes, and f_fs's
+    wait ends only on a signal with EINTR, which Python retries (PEP 475).  SIGTERM must
+    still stop serve (here ep0 is a pipe; a timer feeds it after 3 s so a regression fails
+    instead of hanging)."""
+    import os
+    import signal
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from bootkit.transports.functionfs import FunctionFsServer, stop_on_signal
+    from bootkit.usb.device import SetupPacket
+
+    lines = []
+    server = FunctionFsServer.__new__(FunctionFsServer)
+    server.lock, server.log, server._stop = threading.RLock(), lines.append, threading.Event()
+    read_end, write_end = os.pipe()
+    port = SimpleNamespace(ep0=read_end, fn=SimpleNamespace(name="dfu"), layout=None)
+    dnload = SetupPacket.unpack(bytes([0x21, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x04]))  # DNLOAD, 1024 bytes
+    previous = signal.signal(signal.SIGTERM, stop_on_signal(server, lines.append))
+    kill = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    rescue = threading.Timer(3.0, os.write, (write_end, b"\0" * 1024))
+    try:
+        kill.start()
+        rescue.start()
+        t0 = time.monotonic()
+        server._setup(port, dnload)
+        elapsed = time.monotonic() - t0
+    finally:
+        kill.cancel()
+        rescue.cancel()
+        signal.signal(signal.SIGTERM, previous)
+        os.close(read_end)
+        os.close(write_end)
+    assert elapsed < 2.0, lines
+    assert server._stop.is_set() and not server.waiting_on_host
+    assert lines[-1] == "functionfs: dfu: stopped while waiting for the data stage of request 0x21/0x01", lines
