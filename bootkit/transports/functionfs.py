@@ -582,10 +582,11 @@ class _StopWaiting(Exception):
 class FunctionFsServer:
     """Serves a Target on a UDC until stop() (or SIGINT/SIGTERM in serve())."""
 
-    # True while ep0 waits for a control OUT data stage.  A host that gave up on the
-    # request (dfu-util killed mid-DNLOAD) never sends it, and f_fs's wait ends only
-    # on a signal with EINTR, which Python retries (PEP 475): serve()'s handler raises
-    # _StopWaiting out of that read instead, or SIGTERM would never stop the server.
+    # True while ep0 waits for the host to finish a control transfer's data or status
+    # stage.  A host that gave up on the request (dfu-util killed between a GETSTATUS
+    # and its reply, or mid-DNLOAD) never does, and f_fs's wait ends only on a signal
+    # with EINTR, which Python retries (PEP 475): serve()'s handler raises _StopWaiting
+    # out of that wait instead, or SIGTERM would never stop the server.
     waiting_on_host = False
 
     def __init__(self, target: Target, *, udc: str | None = None, gadget_name: str | None = None, log=print):
@@ -729,7 +730,7 @@ class FunctionFsServer:
                 except Stall:
                     self._stall(fd, req)
                     return
-                os.write(fd, bytes(reply or b"")[:req.wLength])
+                self._from_host(os.write, fd, bytes(reply or b"")[:req.wLength])
             elif req.wLength == 0:
                 try:
                     with self.lock:
@@ -737,28 +738,34 @@ class FunctionFsServer:
                 except Stall:
                     self._stall(fd, req)
                     return
-                os.read(fd, 0)  # status stage: ACK
+                self._from_host(os.read, fd, 0)  # status stage: ACK
             else:
-                try:
-                    self.waiting_on_host = True
-                    data = os.read(fd, req.wLength)  # data stage; f_fs ACKs the status stage itself
-                except _StopWaiting:
-                    self.log(f"functionfs: {fn.name}: stopped while waiting for the data stage of request "
-                             f"0x{req.bmRequestType:02x}/0x{req.bRequest:02x}")
-                    return
-                finally:
-                    self.waiting_on_host = False
+                data = self._from_host(os.read, fd, req.wLength)  # data stage; f_fs ACKs the status stage
                 try:
                     with self.lock:
                         self._call_setup(fn, req, data)
                 except Stall as e:
                     self.log(f"functionfs: {fn.name}: request 0x{req.bRequest:02x} refused after its data "
                              f"stage ({e or 'stall'}); FunctionFS cannot STALL it any more")
+        except _StopWaiting:
+            self.log(f"functionfs: {fn.name}: stopped while the host had not finished request "
+                     f"0x{req.bmRequestType:02x}/0x{req.bRequest:02x}")
         except OSError as e:
             # EIDRM: the host reset or disconnected while the request was
             # pending (f_fs cancels it); EL2HLT/EBADMSG: already stalled.
             self.log(f"functionfs: {fn.name}: control request 0x{req.bmRequestType:02x}/0x{req.bRequest:02x} "
                      f"aborted: {e.strerror}")
+
+    def _from_host(self, io, fd: int, arg):
+        """A control transfer's data or status stage on ep0, which waits for the host
+        (see waiting_on_host): only here may serve()'s signal handler raise _StopWaiting."""
+        self.waiting_on_host = True
+        try:
+            if self._stop.is_set():  # a request read after the signal: its wait could be endless too
+                raise _StopWaiting
+            return io(fd, arg)
+        finally:
+            self.waiting_on_host = False
 
     def _call_setup(self, fn: Function, req: SetupPacket, data: bytes):
         """fn.setup() then Target.poll(); a personality's bug stalls the request

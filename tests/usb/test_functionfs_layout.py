@@ -2,6 +2,8 @@
 
 import struct
 
+import pytest
+
 from bootkit.emulator import Emulator
 from bootkit.transports.functionfs import function_layout
 from bootkit.usb.descriptors import split_descriptors
@@ -51,11 +53,18 @@ def test_class_descriptors_dropped_from_interfaces_and_endpoints():
             assert all(d[1] not in (0x24, 0x25) for d in speed_set)
 
 
-def test_sigterm_ends_a_wait_for_a_data_stage_the_host_never_sends():
-    """dfu-util killed mid-DNLOAD: ep0 waits for a data stage that never comes, and f_fs's
-    wait ends only on a signal with EINTR, which Python retries (PEP 475).  SIGTERM must
-    still stop serve (here ep0 is a pipe; a timer feeds it after 3 s so a regression fails
-    instead of hanging)."""
+
+@pytest.mark.parametrize("request_bytes, direction", [
+    (bytes([0x21, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x04]), "out"),  # DNLOAD, 1024 bytes never sent
+    (bytes([0xA1, 0x03, 0x00, 0x00, 0x00, 0x00, 0x06, 0x00]), "in"),  # GETSTATUS, its reply never taken
+], ids=["dnload-data-stage", "getstatus-reply"])
+def test_sigterm_ends_a_wait_for_a_host_that_gave_up(request_bytes, direction):
+    """dfu-util killed mid-request: ep0 waits for a data stage the host never finishes, and
+    f_fs's wait ends only on a signal with EINTR, which Python retries (PEP 475).  SIGTERM
+    must still stop serve (seen in the VM: a killed dfu-util left serve ignoring SIGTERM).
+    Here ep0 is a pipe (full, for the reply); a timer frees it after 3 s so a regression
+    fails instead of hanging."""
+    import fcntl
     import os
     import signal
     import threading
@@ -68,24 +77,67 @@ def test_sigterm_ends_a_wait_for_a_data_stage_the_host_never_sends():
     lines = []
     server = FunctionFsServer.__new__(FunctionFsServer)
     server.lock, server.log, server._stop = threading.RLock(), lines.append, threading.Event()
+    server.target = SimpleNamespace(poll=lambda: None)
     read_end, write_end = os.pipe()
-    port = SimpleNamespace(ep0=read_end, fn=SimpleNamespace(name="dfu"), layout=None)
-    dnload = SetupPacket.unpack(bytes([0x21, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x04]))  # DNLOAD, 1024 bytes
+    if direction == "in":  # a pipe that takes nothing more: the reply waits, like an IN stage nobody reads
+        fcntl.fcntl(write_end, fcntl.F_SETFL, os.O_NONBLOCK)
+        try:
+            while True:
+                os.write(write_end, b"\0" * 65536)
+        except BlockingIOError:
+            pass
+        fcntl.fcntl(write_end, fcntl.F_SETFL, 0)
+        ep0, rescue = write_end, threading.Timer(3.0, lambda: os.read(read_end, 1 << 20))
+    else:
+        ep0, rescue = read_end, threading.Timer(3.0, os.write, (write_end, b"\0" * 1024))
+    port = SimpleNamespace(ep0=ep0, fn=SimpleNamespace(name="dfu", setup=lambda req, data: b"\0" * 6), layout=None)
+    req = SetupPacket.unpack(request_bytes)
     previous = signal.signal(signal.SIGTERM, stop_on_signal(server, lines.append))
     kill = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
-    rescue = threading.Timer(3.0, os.write, (write_end, b"\0" * 1024))
     try:
         kill.start()
         rescue.start()
         t0 = time.monotonic()
-        server._setup(port, dnload)
+        server._setup(port, req)
         elapsed = time.monotonic() - t0
     finally:
         kill.cancel()
         rescue.cancel()
+        rescue.join()
         signal.signal(signal.SIGTERM, previous)
         os.close(read_end)
         os.close(write_end)
     assert elapsed < 2.0, lines
     assert server._stop.is_set() and not server.waiting_on_host
-    assert lines[-1] == "functionfs: dfu: stopped while waiting for the data stage of request 0x21/0x01", lines
+    want = f"0x{request_bytes[0]:02x}/0x{request_bytes[1]:02x}"
+    assert lines[-1] == f"functionfs: dfu: stopped while the host had not finished request {want}", lines
+
+
+def test_a_request_read_after_the_stop_does_not_wait_for_the_host():
+    """SIGTERM came while serve was between requests (in select), and ep0 then gave it one
+    more request of the host that was killed: its reply must not wait (seen in the VM)."""
+    import os
+    import threading
+    from types import SimpleNamespace
+
+    from bootkit.transports.functionfs import FunctionFsServer
+    from bootkit.usb.device import SetupPacket
+
+    lines = []
+    server = FunctionFsServer.__new__(FunctionFsServer)
+    server.lock, server.log, server._stop = threading.RLock(), lines.append, threading.Event()
+    server.target = SimpleNamespace(poll=lambda: None)
+    server.stop()
+    read_end, write_end = os.pipe()
+    port = SimpleNamespace(ep0=read_end, fn=SimpleNamespace(name="dfu", setup=lambda req, data: b""), layout=None)
+    rescue = threading.Timer(3.0, os.write, (write_end, b"\0" * 1024))  # a regression fails, not hangs
+    try:
+        rescue.start()
+        # a DNLOAD whose 1024 bytes never come: with the stop already asked, no read at all
+        server._setup(port, SetupPacket.unpack(bytes([0x21, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x04])))
+    finally:
+        rescue.cancel()
+        rescue.join()
+        os.close(read_end)
+        os.close(write_end)
+    assert lines == ["functionfs: dfu: stopped while the host had not finished request 0x21/0x01"]
