@@ -29,6 +29,19 @@ class Failed(Exception):
     """Exit 1 with this one-line message."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python would raise KeyboardInterrupt for SIGINT."""
+
+
+class Interrupted(Exception):
+    """Exit 130 (SIGINT) or 143 (SIGTERM), as a shell reports a signal, with one line saying
+    what state the interrupted operation left the device in."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
 def _int(text: str) -> int:
     try:
         return int(text, 0)
@@ -588,6 +601,18 @@ def _talking(what: str, session: "_Session | None" = None):
         raise BadInput(f"{what}: {exc}") from None
     except HostError as exc:
         raise Failed(str(exc)) from None
+    except KeyboardInterrupt as exc:
+        from .progress import interrupted_state
+
+        state = interrupted_state()
+        emulator = session.emulator if session is not None else None
+        if session is not None:
+            session, closing = None, session
+            closing.close()  # the emulated device's image is written back before we say so
+        if emulator is not None and emulator.image:
+            valid = "valid" if emulator.memory.app_valid else "not valid"
+            state += f"; {emulator.image} saved with the application {valid}"
+        raise Interrupted(state, 143 if isinstance(exc, Terminated) else 130) from None
     finally:
         if session is not None:
             session.close()
@@ -898,6 +923,10 @@ COMMANDS = ("demo", "chips", "convert", "list", "flash", "read", "drop", "print"
             "serve")
 
 
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser(_command_in(argv))
@@ -905,6 +934,23 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_BAD_INPUT
+    from .progress import reset_phases
+
+    reset_phases()
+    previous = None
+    if args.command != "serve":  # serve has its own SIGTERM handling: stop and write the image back
+        try:
+            previous = signal.signal(signal.SIGTERM, _terminated)
+        except ValueError:  # main() called from another thread (a script's worker): no handler
+            pass
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         from .memory import ChipFileError, load_chip_file
 
@@ -920,8 +966,12 @@ def main(argv=None) -> int:
     except Failed as exc:
         print(f"bootkit: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    except Interrupted as exc:
+        print(f"bootkit: interrupted: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt as exc:
+        print("bootkit: interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ...formats.image import Image
 from ...memory import CHIPS, Chip, get_chip
 from ...memory.chips import EEPROM_BASE
-from ...progress import progress_bar
+from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from .avr109 import AVR109_FLASH_LIMIT, reachable
 from .protocol import IDS, SOFTWARE_IDS, TOUCH_BAUD
@@ -272,6 +272,7 @@ class Avr109Client:
         return raw[1:]
 
     def verify_flash(self, image: Image) -> None:
+        phase("verify")
         for s, data in image.segments:
             lo = s - s % 2
             hi = s + len(data) + (s + len(data)) % 2
@@ -299,6 +300,7 @@ class Avr109Client:
         return count
 
     def verify_eeprom(self, image: Image) -> None:
+        phase("verify")
         for s, data in image.segments:
             if self.read_range(s, len(data), "eeprom") != bytes(data):
                 raise Avr109Error(f"EEPROM verify failed in 0x{s:X}-0x{s + len(data) - 1:X}")
@@ -429,6 +431,7 @@ def watch_leave(s: "_Session", wait: float = LEAVE_WAIT, *, application: bool = 
     ``application=False`` (an EEPROM-only write, which does not promise a runnable
     application): staying in the bootloader is returned as the step, not raised.
     """
+    phase("leave")  # an interrupt from here on: the device was told to leave
     c = s.client
 
     def stayed(why: str) -> str:

@@ -19,7 +19,7 @@ import usb.util
 from ...formats.image import Image
 from ...memory import Chip, parse_dfuse_layout
 from ...memory.chips import EEPROM_BASE, get_chip
-from ...progress import progress_bar
+from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, app_first_address, check_ranges, preflight
 from ..usbhost import FoundDevice, matching_devices, take_interfaces
 from .protocol import (
@@ -732,6 +732,7 @@ class Flip(_Dialect):
         return Image([(start, data)])
 
     def verify(self, image: Image, memory: str = "flash") -> None:
+        phase("verify")
         for seg_start, data in image.segments:
             back = self.read_range(seg_start, len(data), memory)
             if back != data:
@@ -840,6 +841,7 @@ def observe_leave(d: _Dialect, before: dict, image: Image, timeout: float = LEAV
     Nothing new within ``timeout`` s: "left the bootloader (not seen again ...)".
     The bootloader still there after ``timeout`` s: it did not leave (HostError).
     """
+    phase("leave")  # an interrupt from here on: the device was told to leave
     old = _key(d.client.dev)
     ids = (d.client.target.vid, d.client.target.pid)
     deadline = time.monotonic() + timeout

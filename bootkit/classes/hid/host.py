@@ -26,7 +26,7 @@ import usb.util
 
 from ...formats.image import Image
 from ...memory import Chip
-from ...progress import progress_bar
+from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import FoundDevice, endpoint_pair, in_process, matching_devices, take_interfaces
 from .protocol import (
@@ -597,6 +597,7 @@ def observe_leave(d: _Dialect, before: dict | None, image: Image | None = None,
     ``timeout`` s: "left the bootloader (not seen again within N s)".  Still there after
     ``timeout`` s: HidError.  The step is appended to ``d.steps`` and returned.
     """
+    phase("leave")  # an interrupt from here on: the device was told to leave
     timeout = default_leave_wait(d.backend) if timeout is None else timeout
     old = _key(d.client.dev)
     ids = (d.client.target.vid, d.client.target.pid)

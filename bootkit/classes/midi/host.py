@@ -28,7 +28,7 @@ import usb.util
 
 from ...formats.image import Image
 from ...memory import Chip
-from ...progress import progress_bar
+from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import in_process, take_interfaces
 from . import protocol as P
@@ -500,6 +500,7 @@ def watch_leave(backend, target: MidiTarget, wait: float, *, before: set | None 
     - it left and nothing came back: "left the bootloader (not seen again within N s)";
     - it is still there: asks it (IDENTIFY) and raises "the device stayed in its bootloader: ...".
     """
+    phase("leave")  # an interrupt from here on: the device was told to leave
     dev = target.device
     bus, address = getattr(dev, "bus", None), getattr(dev, "address", None)
     ids = (dev.idVendor, dev.idProduct)

@@ -45,7 +45,7 @@ from ...formats.uf2 import (
     write_uf2,
 )
 from ...memory import Chip
-from ...progress import progress_bar
+from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, _family_name, app_first_address, check_ranges, preflight
 from ..usbhost import endpoint_pair, in_process, matching_devices, take_interfaces
 from .protocol import (
@@ -843,6 +843,7 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
         if len(block.watched) != 1:
             raise MscError(f"copy failed: the held-back block was written to {len(block.watched)} sectors")
         unread, again_spans = _verify_before_last(current, drop)
+        phase("copying the last block")
         try:
             disk.write(block.watched[0], last)
             disk.synchronize()
@@ -895,6 +896,7 @@ def _outcome(backend, target: MscTarget, before: set, wait: float, again: float,
     - it is still there after ``wait`` s, or came back as the same drive: MscError
       "the device stayed in its bootloader: <why>".
     """
+    phase("leave")  # an interrupt from here on: the device was told to leave
     d = target.device
     ours = (d.idVendor, d.idProduct)
     if not _left(backend, target, wait):
@@ -1064,6 +1066,7 @@ def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, 
             _full_sync(fd)
             if hold:
                 checked, again_spans = _verify_before_last(current, drop)
+                phase("copying the last block")
                 os.pwrite(fd, last, at)
                 _full_sync(fd)
         finally:

@@ -37,7 +37,7 @@ from ...formats import load
 from ...formats.ihex import parse_hex, write_hex
 from ...formats.image import FormatError, Image
 from ...memory import Chip, get_chip
-from ...progress import progress_bar
+from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import endpoint_pair, in_process, matching_devices, take_interfaces
 from .protocol import (
@@ -395,6 +395,7 @@ def _watch(look, wait: float, again: float, *, sleep=time.sleep, clock=time.mono
     - it left and came back as the printer bootloader, or it is still there after ``wait`` s:
       PrinterError "the device stayed in its bootloader: ...".
     """
+    phase("leave")  # an interrupt from here on: the device was told to leave
     deadline = clock() + wait
     gone_at = None
     while True:
