@@ -27,6 +27,7 @@ connection (one log line) while the devices and other clients carry on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import signal
 import socket
@@ -46,7 +47,14 @@ OP_REQ_DEVLIST = 0x8005
 OP_REP_DEVLIST = 0x0005
 OP_REQ_IMPORT = 0x8003
 OP_REP_IMPORT = 0x0003
-ST_OK, ST_NA = 0, 1  # OP_REP_IMPORT status: 0 OK, 1 error
+# op_common status (tools/usb/usbip/libsrc/usbip_common.h): ST_NA "device requested for
+# import is not available", ST_DEV_BUSY the device is in use (usbipd: SDEV_ST_USED),
+# ST_NODEV no device under that bus id.  `usbip attach` prints each one's name.
+ST_OK, ST_NA, ST_DEV_BUSY, ST_DEV_ERR, ST_NODEV, ST_ERROR = 0, 1, 2, 3, 4, 5
+# The devlist record of an imported device ends its path with this and the importer's
+# address, which our client reads back after ST_DEV_BUSY to name the holder.  usbipd puts
+# the sysfs path there, which `usbip list -r` only prints (usbip_list.c); nothing parses it.
+IMPORTED_BY = " imported by "
 
 # URB commands (usbip_header_basic.command)
 USBIP_CMD_SUBMIT = 0x00000001
@@ -239,7 +247,7 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.peer = f"{_addr(peer)}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.peer = format_address(peer)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:  # asyncio sets it already; a round trip per control transfer must not wait for Nagle
@@ -363,6 +371,15 @@ def _addr(peer) -> str:
     return peer[0] if isinstance(peer, tuple) else str(peer)
 
 
+def format_address(peer) -> str:
+    """A socket address as "HOST:PORT" ("[v6]:PORT"): how the server names a client, and
+    what our client compares with its own socket's name."""
+    if not isinstance(peer, tuple):
+        return str(peer)
+    host = str(peer[0])
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+
+
 class UsbipServer:
     """Export Targets over USB/IP.
 
@@ -430,7 +447,10 @@ class UsbipServer:
     def _record(self, e: Export) -> UsbDevice | None:
         if e.device is None:
             return None
-        return describe(e.busid, e.busnum, e.devnum, e.device)
+        record = describe(e.busid, e.busnum, e.devnum, e.device)
+        if e.attached is not None:
+            record = dataclasses.replace(record, path=record.path + IMPORTED_BY + e.attached.peer)
+        return record
 
     def devlist(self) -> bytes:
         """The OP_REP_DEVLIST reply as it stands now."""
@@ -557,9 +577,14 @@ class UsbipServer:
         if e is not None:
             self._refresh(e)
         if e is None or e.device is None or e.attached is not None:
-            why = "no such device" if e is None or e.device is None else f"in use by {e.attached.peer}"
+            if e is None:
+                status, why = ST_NODEV, "no such device"
+            elif e.device is None:
+                status, why = ST_NA, "no device there now"
+            else:
+                status, why = ST_DEV_BUSY, f"in use by {e.attached.peer}"
             self.log(f"usbip: {conn.peer}: import of {busid!r} refused ({why})")
-            conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, ST_NA))
+            conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, status))
             conn.close()
             return
         e.attached, conn.export, conn.generation = conn, e, e.generation

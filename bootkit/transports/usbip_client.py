@@ -26,10 +26,12 @@ next blocks too); see docs/usbip.md.
 
 from __future__ import annotations
 
+import collections
 import errno
 import socket
 import struct
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -48,6 +50,8 @@ from .usbip import (
     OP_REP_IMPORT,
     OP_REQ_DEVLIST,
     OP_REQ_IMPORT,
+    IMPORTED_BY,
+    ST_DEV_BUSY,
     USB_DEVICE,
     USB_INTERFACE,
     USB_PORT_FEAT_RESET,
@@ -62,6 +66,7 @@ from .usbip import (
     USBIP_RET_UNLINK,
     USBIP_VERSION,
     UsbDevice,
+    format_address,
 )
 
 # libusb error codes, as pyusb's libusb1 backend reports them
@@ -69,7 +74,6 @@ _PIPE = ("Pipe error", -9, errno.EPIPE)
 _NODEV = ("No such device (it may have been disconnected)", -4, errno.ENODEV)
 _TIMEOUT = ("Operation timed out", -7, errno.ETIMEDOUT)
 _IO = ("Input/Output Error", -1, errno.EIO)
-_BUSY = ("Resource busy", -6, errno.EBUSY)
 _NOTFOUND = ("Entity not found", -5, errno.ENOENT)
 
 # libusb_speed
@@ -85,6 +89,36 @@ _NO_SETUP = bytes(8)
 
 class UsbipError(OSError):
     """The server refused or broke the exchange (not a USB-level error)."""
+
+
+class UsbipBusy(UsbipError):
+    """OP_REP_IMPORT said ST_DEV_BUSY: another client has imported the device.
+
+    ``holder`` is that client's "HOST:PORT" as the server names it (bootkit's server
+    appends it to the devlist record's path), or None from a server that does not say.
+    Not a ``usb.core.USBError``: callers that retry on USB errors let it through, so
+    the command line prints it as it is.
+    """
+
+    def __init__(self, busid: str, holder: str | None):
+        self.busid, self.holder = busid, holder
+        super().__init__(errno.EBUSY, f"device busy: imported by {holder}" if holder else
+                         f"device busy: {busid} is imported by another client")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def busy_holder(host: str, port: int, busid: str) -> str | None:
+    """Who holds ``busid``, from the devlist record's path (see ``usbip.IMPORTED_BY``)."""
+    try:
+        records = list_devices(host, port)
+    except (OSError, ValueError):
+        return None
+    for d in records:
+        if d.busid == busid and IMPORTED_BY in d.path:
+            return d.path.rsplit(IMPORTED_BY, 1)[1] or None
+    return None
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -135,11 +169,15 @@ class Session:
         self._lock = threading.Lock()
         self._seqnum = 0
         self.sock = _connect(host, port)
+        self.local = format_address(self.sock.getsockname())  # how the server names this import
         try:
             self.sock.sendall(OP_COMMON.pack(USBIP_VERSION, OP_REQ_IMPORT, 0)
                               + busid.encode().ljust(BUSID_SIZE, b"\0"))
-            if _op_reply(self.sock, OP_REP_IMPORT) != 0:
-                raise usb.core.USBError(*_BUSY)
+            status = _op_reply(self.sock, OP_REP_IMPORT)
+            if status == ST_DEV_BUSY:
+                raise UsbipBusy(busid, busy_holder(host, port, busid))
+            if status != 0:  # ST_NODEV, ST_NA: gone, or between two enumerations
+                raise usb.core.USBError(*_NODEV)
             self.device = UsbDevice.unpack(_recv_exact(self.sock, USB_DEVICE.size))
         except BaseException:
             self.sock.close()
@@ -352,18 +390,27 @@ class UsbipBackend(BlobBackend):
         self._sessions: dict[str, Session] = {}  # busid -> live import
         self._parked: dict[str, Session] = {}  # busid -> import that read the descriptors, not opened yet
         self._descriptors: dict[tuple, tuple[bytes, list[bytes]]] = {}  # (busid, busnum, devnum, speed) ->
+        self._mine: collections.deque[str] = collections.deque(maxlen=64)  # our imports' local addresses
 
     # ------------------------------------------------------------------
     # enumeration
     def enumerate_devices(self):
-        out = []
+        """The devices we can import.  One imported by another client is left out; when
+        that leaves nothing, its UsbipBusy is raised ("device busy: imported by
+        HOST:PORT"), so that the caller learns why instead of "no device found"."""
+        out, busy = [], None
         for d in list_devices(self.host, self.port):
             rid = _RemoteId(d.busid, d.busnum, d.devnum, d.speed)
             try:
                 self._fetch(rid)
+            except UsbipBusy as exc:
+                busy = busy or exc
+                continue
             except usb.core.USBError:
-                continue  # imported by another client, or gone meanwhile: not visible to us
+                continue  # gone meanwhile: not visible to us
             out.append(rid)
+        if not out and busy is not None:
+            raise busy
         return out
 
     def get_parent(self, dev):
@@ -383,17 +430,34 @@ class UsbipBackend(BlobBackend):
                 s.close()
                 s = None
             if s is None:
-                try:
-                    s = Session(self.host, self.port, rid.busid)
-                except (ConnectionError, OSError, UsbipError) as exc:
-                    if isinstance(exc, usb.core.USBError):
-                        raise
-                    raise usb.core.USBError(*_NODEV) from None
+                s = self._import(rid.busid)
                 if s.device.devnum != rid.devnum:  # re-enumerated between the list and the import
                     s.close()
                     raise usb.core.USBError(*_NODEV)
             if keep:
                 self._sessions[rid.busid] = s
+            return s
+
+    def _import(self, busid: str) -> Session:
+        """A new import of ``busid``.  Busy because of an import of ours just closed (the
+        server has not read its end yet): tried again for a while; busy for anyone else:
+        UsbipBusy at once."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        delay = 0.005
+        while True:
+            try:
+                s = Session(self.host, self.port, busid)
+            except UsbipBusy as exc:
+                if exc.holder not in self._mine or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            except usb.core.USBError:
+                raise
+            except (ConnectionError, OSError):
+                raise usb.core.USBError(*_NODEV) from None
+            self._mine.append(s.local)
             return s
 
     def _unpark(self, busid: str, s: Session) -> None:

@@ -176,10 +176,10 @@ def test_import_reply_layout_and_one_importer_per_device(serve, log):
     assert reply[0x13F] == 1  # bNumInterfaces, no interface records follow in OP_REP_IMPORT
 
     b = Raw(s.port)
-    assert b.import_("3-2") == struct.pack(">HHI", VERSION, 0x0003, 1)
+    assert b.import_("3-2") == struct.pack(">HHI", VERSION, 0x0003, 2)  # ST_DEV_BUSY (usbip_common.h)
     assert b.closed()
     c = Raw(s.port)
-    assert c.import_("9-9") == struct.pack(">HHI", VERSION, 0x0003, 1)
+    assert c.import_("9-9") == struct.pack(">HHI", VERSION, 0x0003, 4)  # ST_NODEV
     a.close()
     time.sleep(0.1)
     d = Raw(s.port)
@@ -356,7 +356,7 @@ def test_listing_then_opening_imports_once_and_dropped_devices_are_released(serv
     held = list(usb.core.find(find_all=True, backend=backend))
     assert len(held) == 1 and imports() == 3
     time.sleep(0.1)
-    assert Raw(s.port).import_("1-1") == struct.pack(">HHI", VERSION, 0x0003, 1)
+    assert Raw(s.port).import_("1-1") == struct.pack(">HHI", VERSION, 0x0003, 2)  # ST_DEV_BUSY
     # ... and released when pyusb lets go of it
     del held
     assert importable_by_another_client()
