@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .memory import Board, Chip, EntryPolicy, SimulatedFlash, get_chip
+from .memory.faults import FaultPlan
 from .usb.device import Device, Signal, Target
 
 PERSONALITIES = ("dfu", "hid", "cdc", "printer", "msc", "midi")
@@ -69,6 +70,10 @@ class Emulator:
     options: dict[str, Any] = field(default_factory=dict)
     policy: EntryPolicy = field(default_factory=EntryPolicy)
     read_protected: bool = False
+    #: open the image with a shared lock and never write it (a `read` of an emulated board)
+    readonly: bool = False
+    #: cut the power at a chosen program/erase/file step (memory.faults)
+    faults: FaultPlan | None = None
 
     def __post_init__(self):
         self.module = personality_module(self.personality)
@@ -80,14 +85,19 @@ class Emulator:
         if adapt is not None:
             self.chip = adapt(self.chip, self.options.get("dialect"))
         self.memory = SimulatedFlash(self.chip, self.image, realtime=self.realtime,
-                                     read_protected=self.read_protected)
-        self.board = Board(self.memory, self.policy)
-        self.board.power_on()
-        # An emulator is started to talk to its bootloader: a valid image
-        # still comes up in the bootloader (as a double reset would).
-        if self.board.mode != "bootloader":
-            self.board.hold_boot_button()
-        self.target = Target(self._device_for_mode(), self._on_signal)
+                                     read_protected=self.read_protected, readonly=self.readonly,
+                                     faults=self.faults)
+        try:
+            self.board = Board(self.memory, self.policy)
+            self.board.power_on()
+            # An emulator is started to talk to its bootloader: a valid image
+            # still comes up in the bootloader (as a double reset would).
+            if self.board.mode != "bootloader":
+                self.board.hold_boot_button()
+            self.target = Target(self._device_for_mode(), self._on_signal)
+        except BaseException:
+            self.memory.close()  # releases the image's lock (nothing changed: nothing written)
+            raise
         self.events: list[str] = []
 
     def _device_for_mode(self) -> Device | None:
@@ -98,6 +108,9 @@ class Emulator:
 
     def _on_signal(self, sig: Signal) -> Device | None:
         self.events.append(f"{sig.kind}: {sig.reason}")
+        # The end of a session the host can see (HalfKay/AVR109/printer/MIDI
+        # leave or reset, MSC leave, a disconnect): the image file follows.
+        self.memory.persist()
         if sig.kind == "enter-bootloader":
             self.board.application_requests_bootloader()
         elif sig.kind == "touch-1200":  # Arduino's 1200-baud touch on a CDC application

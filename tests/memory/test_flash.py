@@ -426,8 +426,8 @@ def test_image_loaded_from_existing_file(tmp_path):
     path.write_bytes(data)
     flash = SimulatedFlash(chip, path)
     assert flash.flash_bytes() == data
-    # no state file: a non-blank image counts as a valid application
-    assert flash.app_valid is True
+    # no state file: a foreign image is never trusted, the bootloader keeps control (#17)
+    assert flash.app_valid is False
 
 
 # ---------------------------------------------------------------------------

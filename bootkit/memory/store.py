@@ -1,0 +1,276 @@
+"""The image file behind a SimulatedFlash: crash-consistent saves and one writer per image.
+
+Files beside ``FILE.bin``:
+
+- ``FILE.bin.state.json``: what a real bootloader keeps in a reserved flash
+  word (application valid, read-out protection, erase counters, EEPROM),
+  plus ``image_sha256``, the hash of the image it describes;
+- ``FILE.bin.new`` and ``FILE.bin.state.json.tmp``: a save in progress;
+- ``FILE.bin.lock``: the advisory lock, holding the writer's PID.
+
+A save (:meth:`ImageStore.save`) is the classic write-ahead sequence that
+SQLite's rollback journal and ext4's "data=ordered" guidance both describe
+(write, fsync, rename, fsync the directory):
+
+1. write ``FILE.bin.new``, fsync it;
+2. write the state, naming the new image's hash, to a temp file, fsync it;
+3. rename the temp file over ``FILE.bin.state.json``: THE COMMIT POINT;
+4. fsync the directory;
+5. rename ``FILE.bin.new`` over ``FILE.bin``; fsync the directory.
+
+:meth:`ImageStore.load` trusts a state only for the image whose hash it
+names: ``FILE.bin`` matches (consistent), or ``FILE.bin.new`` matches (a save
+was cut after its commit: roll forward by finishing step 5).  Anything else
+(no state, an empty or unparsable one, an old one without a hash, a hash
+that matches no image: a hand-edited or foreign ``FILE.bin``) loads the image
+with the application INVALID, so the bootloader keeps control.  Leftovers of
+a save cut before its commit are removed.
+
+Every step that touches the file system calls the :class:`FaultPlan`
+first (write, fsync, rename, dirsync, unlink), so a campaign can cut the
+power at each of them.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from .faults import FaultPlan
+
+
+class ImageBusy(OSError):
+    """Another process holds the image: one writer per image, readers share.
+
+    An OSError (the environment failed, exit 1), never a ValueError (bad input).
+    """
+
+
+def image_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ImageStore:
+    """The files of one image: lock, load and save.  ``readonly`` never writes a byte of them."""
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, faults: FaultPlan | None = None):
+        self.path = Path(path)
+        self.readonly = readonly
+        self.faults = faults
+        name = self.path.name
+        self.state_path = self.path.with_name(name + ".state.json")
+        self.new_path = self.path.with_name(name + ".new")
+        self.state_tmp_path = self.path.with_name(name + ".state.json.tmp")
+        self.lock_path = self.path.with_name(name + ".lock")
+        self._lock_fd: int | None = None
+        #: sha256 of what FILE.bin holds on disk now (None: unknown or absent)
+        self.disk_hash: str | None = None
+
+    # ------------------------------------------------------------------
+    # fault plan
+
+    def _step(self, kind: str, tear=None) -> None:
+        if self.faults is not None:
+            self.faults.step(kind, tear)
+
+    # ------------------------------------------------------------------
+    # lock
+
+    def lock(self) -> None:
+        """Take the lock (exclusive, or shared when read-only) without waiting; ImageBusy if held.
+
+        The lock is on a companion file, not on FILE.bin, whose inode changes
+        with every save's rename.  flock(2) locks belong to the open file
+        description: a second open in the same process conflicts too.
+        """
+        if self._lock_fd is not None:
+            return
+        flags = os.O_CLOEXEC | (os.O_RDONLY if self.readonly and self.lock_path.exists() else
+                                os.O_RDWR | os.O_CREAT)
+        fd = os.open(self.lock_path, flags, 0o666)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            holder = self._holder(fd)
+            os.close(fd)
+            raise ImageBusy(f"{self.path} is in use by {holder}: one writer per image") from None
+        if not self.readonly:
+            # Who holds it, for the next process's message (readers share the
+            # lock and write nothing: /proc/locks names them).
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor of the open file releases the flock
+
+    @property
+    def locked(self) -> bool:
+        return self._lock_fd is not None
+
+    def _holder(self, fd: int) -> str:
+        """'PID 1234 (bootkit serve dfu)' for the process holding the lock, as well as we can tell."""
+        try:
+            written = os.pread(fd, 4096, 0).decode(errors="replace").split("\n")[0].split(" ", 1)
+        except OSError:
+            written = []
+        written_pid = int(written[0]) if written and written[0].isdigit() else None
+        pids = _flock_holders(os.fstat(fd).st_ino)
+        if written_pid is not None and (not pids or written_pid in pids):
+            return f"PID {written_pid} ({written[1] if len(written) > 1 else '?'})"
+        for pid in pids:
+            return f"PID {pid} ({_command_of(pid)})"
+        return "another process"
+
+    # ------------------------------------------------------------------
+    # load
+
+    def load(self) -> tuple[bytes | None, dict, bool]:
+        """(image bytes or None when there is none, state, whether the state describes the image).
+
+        Recovers a save cut after its commit (roll forward) and removes the
+        leftovers of one cut before it; read-only, it only reads.
+        """
+        state = self._read_state()
+        want = state.get("image_sha256") if state else None
+        image = _read_or_none(self.path)
+        if image is not None and want is not None and image_hash(image) == want:
+            self.disk_hash = want
+            self._remove_leftovers()
+            return image, state, True
+        staged = _read_or_none(self.new_path) if want is not None else None
+        if staged is not None and image_hash(staged) == want:
+            # cut between the commit (step 3) and the image's rename (step 5): finish it
+            if not self.readonly:
+                self._step("rename")
+                os.replace(self.new_path, self.path)
+                self._dirsync()
+                self.disk_hash = want
+            self._remove_leftovers()
+            return staged, state, True
+        # No trustworthy state for this image: whatever it holds, the application is invalid.
+        self.disk_hash = image_hash(image) if image is not None else None
+        self._remove_leftovers()
+        return image, state or {}, False
+
+    def _read_state(self) -> dict | None:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def _remove_leftovers(self) -> None:
+        if self.readonly:
+            return
+        for leftover in (self.new_path, self.state_tmp_path):
+            if leftover.exists():
+                self._step("unlink")
+                leftover.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------
+    # save
+
+    def save(self, image: bytes, state: dict) -> None:
+        """Write image and state so that a cut at any step leaves the old pair or the new pair."""
+        if self.readonly:
+            raise RuntimeError(f"{self.path} is open read-only")
+        digest = image_hash(image)
+        state = dict(state, image_sha256=digest)
+        text = (json.dumps(state, indent=1) + "\n").encode()
+        same_image = digest == self.disk_hash
+        if not same_image:
+            self._write_synced(self.new_path, image)
+        self._write_synced(self.state_tmp_path, text)
+        self._step("rename")
+        os.replace(self.state_tmp_path, self.state_path)  # the commit point
+        self._dirsync()
+        if not same_image:
+            self._step("rename")
+            os.replace(self.new_path, self.path)
+            self._dirsync()
+            self.disk_hash = digest
+
+    def _write_synced(self, path: Path, data: bytes) -> None:
+        def tear():  # the power went while the bytes were on their way: half of them arrived
+            with open(path, "wb") as f:
+                f.write(data[:len(data) // 2])
+
+        self._step("write", tear)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            self._step("fsync")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _dirsync(self) -> None:
+        """fsync the directory, so the renames in it survive a power cut (rename(2) alone does not)."""
+        self._step("dirsync")
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _command() -> str:
+    """argv[0..2], the program's name without its directory: 'bootkit serve dfu'."""
+    argv = list(sys.argv[:3]) or ["python"]
+    argv[0] = os.path.basename(argv[0]) or "python"
+    return " ".join(argv)
+
+
+def _command_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")[:3]
+    except OSError:
+        return "?"
+    argv[0] = os.path.basename(argv[0])
+    return " ".join(a.decode(errors="replace") for a in argv if a) or "?"
+
+
+def _flock_holders(inode: int) -> list[int]:
+    """PIDs holding a flock on this inode, from Linux's /proc/locks (empty elsewhere).
+
+    Lines read '1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF'; waiters
+    ('1: -> FLOCK ...') are skipped (fs/locks.c, lock_get_status()).
+    """
+    pids = []
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 6 or parts[1] != "FLOCK":
+                    continue
+                try:
+                    ino = int(parts[5].rsplit(":", 1)[1])
+                    pid = int(parts[4])
+                except (IndexError, ValueError):
+                    continue
+                if ino == inode and pid > 0:
+                    pids.append(pid)
+    except OSError:
+        pass
+    return pids
