@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import ipaddress
+import re
 import signal
 import socket
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
@@ -101,11 +104,85 @@ assert USB_DEVICE.size == 312 and CMD_SUBMIT.size == RET_SUBMIT.size == CMD_UNLI
 MAX_CONTROL_LENGTH = 0xFFFF
 MAX_TRANSFER_LENGTH = 1 << 20
 MAX_PENDING_URBS = 64  # queued IN URBs per connection (vhci keeps a few per endpoint)
+
+# Limits on connections (UsbipServer keywords; defaults a real client never reaches).
+# A connection counts from accept() until the socket is closed.  At the limit a new
+# connection takes the place of the oldest one that has not sent a complete request
+# (a real client sends OP_REQ_DEVLIST or OP_REQ_IMPORT + bus id as soon as it is
+# connected: usbip_attach.c query_import_device, usbip_list.c), like sshd's
+# MaxStartups drops unauthenticated ones, so a flood of silent connections cannot
+# lock a real client out; only when every slot holds an import is the newcomer refused.
+MAX_CONNECTIONS = 64
+# From connect to a complete OP_REQ: both parts go out in the same instant (above), so
+# 10 s is thousands of round trips even on a slow network.
+HEADER_TIMEOUT = 10.0
+# An imported connection may be quiet for ever: vhci keeps a device attached between
+# flashes with no URB at all, so there is no idle timeout.  It is cut only when it
+# stalls: part of a URB received and nothing more, or our replies left unread (the
+# transport paused), for URB_TIMEOUT.  vhci sends a URB's header and its OUT data in one
+# kernel_sendmsg (vhci_tx.c), so a half-received URB waits for TCP retransmissions at
+# worst; 30 s covers several of them.
+URB_TIMEOUT = 30.0
+# A quiet import whose peer died (unplugged cable, crashed host) is found by TCP
+# keepalive: probes after 30 s of silence, every 10 s, 3 unanswered -> the socket fails
+# (about 60 s; Linux's default is 2 hours, and usbipd only turns SO_KEEPALIVE on,
+# usbip_network.c usbip_net_set_keepalive).  TCP_USER_TIMEOUT (tcp(7)) bounds unacked
+# data to a dead peer the same way.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
+USER_TIMEOUT_MS = (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT) * 1000
+LISTEN_BACKLOG = 128
+# accept() failing for want of a file descriptor (EMFILE, ENFILE) or kernel memory:
+# wait, from 50 ms doubling to 1 s, or until one of our connections closes.
+ACCEPT_RETRY_FIRST, ACCEPT_RETRY_MAX = 0.05, 1.0
+LOG_WINDOW = 10.0  # repeated events of one kind: one line, then one summary per window
 NO_ISO_PACKETS = (0, 0xFFFFFFFF)  # the doc says 0xffffffff, vhci sends 0
 
 
 class ProtocolError(Exception):
     """The peer broke the protocol: its connection is closed."""
+
+
+class _LogLimiter:
+    """One line per kind of event, then at most one summary per window while it repeats.
+
+    A storm of the same event (connections refused over the limit, accept() failing
+    with EMFILE, hundreds of silent connections timing out) would otherwise print a line
+    each.  The first event of a kind prints its own line; later ones within
+    ``window`` seconds are counted and summed up in one line when the window ends
+    ("refused 37 more connections over the limit of 64 in the last 10 s"); a window
+    with none ends the storm.
+    """
+
+    def __init__(self, log: Callable[[str], None], loop: asyncio.AbstractEventLoop, window: float = LOG_WINDOW):
+        self.log, self.loop, self.window = log, loop, window
+        self._open: dict[str, list] = {}  # kind -> [count since the last line, summary, timer]
+
+    def note(self, kind: str, line: str, summary: str) -> None:
+        """``summary`` is formatted with n (events not yet printed) and seconds."""
+        entry = self._open.get(kind)
+        if entry is not None:
+            entry[0] += 1
+            entry[1] = summary
+            return
+        self.log(line)
+        self._open[kind] = [0, summary, self.loop.call_later(self.window, self._end_window, kind)]
+
+    def _end_window(self, kind: str) -> None:
+        entry = self._open[kind]
+        if not entry[0]:
+            del self._open[kind]
+            return
+        self.log(entry[1].format(n=entry[0], seconds=self.window))
+        entry[0] = 0
+        entry[2] = self.loop.call_later(self.window, self._end_window, kind)
+
+    def flush(self) -> None:
+        """Print what is counted and not yet said (the server stops)."""
+        for entry in self._open.values():
+            entry[2].cancel()
+            if entry[0]:
+                self.log(entry[1].format(n=entry[0], seconds=self.window))
+        self._open.clear()
 
 
 def _cstr(raw: bytes) -> str:
@@ -227,10 +304,14 @@ class _Connection(asyncio.BufferedProtocol):
     write.
     """
 
-    def __init__(self, server: "UsbipServer"):
+    def __init__(self, server: "UsbipServer", peer: str = "?"):
         self.server = server
-        self.peer = "?"
+        self.peer = peer
         self.transport: asyncio.Transport | None = None
+        self._now = server._loop.time
+        self.opened = self.stamp = self._now()  # accepted; last bytes received
+        self.paused_at: float | None = None  # replies not drained since
+        self.closed_at = 0.0
         self.export: Export | None = None
         self.generation = -1
         self.pending: list[_Urb] = []
@@ -246,26 +327,17 @@ class _Connection(asyncio.BufferedProtocol):
     # transport callbacks ------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = format_address(peer)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:  # asyncio sets it already; a round trip per control transfer must not wait for Nagle
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        if not self.server._allowed(_addr(peer)):
-            self.server.log(f"usbip: refused {self.peer}: not in the allow list")
-            self.close()
-            return
-        self.server._connections.add(self)
+        if self.closed:  # made room for a newer one before its transport existed
+            transport.abort()
 
     def pause_writing(self) -> None:
         # the client does not read its replies: stop reading its requests
         if not self.closed:
+            self.paused_at = self._now()
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.paused_at = None
         if not self.closed:
             self.transport.resume_reading()
 
@@ -273,18 +345,24 @@ class _Connection(asyncio.BufferedProtocol):
         return False  # close
 
     def connection_lost(self, exc) -> None:
+        server = self.server
         if not self.closed:
             self.closed = True
-            log = self.server.log
-            if exc is not None:
-                log(f"usbip: {self.peer}: {exc.__class__.__name__}: {exc}; connection closed")
-            elif self._end > self._start or self.export is None:
-                log(f"usbip: {self.peer}: truncated message ({self._end - self._start} of {self._expected()} bytes); "
-                    f"connection closed")
+            if self.export is None:  # gone before a complete request: one line per storm of them
+                why = f"{exc.__class__.__name__}: {exc}" if exc is not None else \
+                    f"truncated message ({self._end - self._start} of {self._expected()} bytes)"
+                server._note("lost-early", f"usbip: {self.peer}: {why}; connection closed",
+                             "usbip: {n} more connections closed before a complete request in the last {seconds:g} s")
+            elif exc is not None:
+                server.log(f"usbip: {self.peer}: {exc.__class__.__name__}: {exc}; connection closed")
+            elif self._end > self._start:
+                server.log(f"usbip: {self.peer}: truncated message ({self._end - self._start} of "
+                           f"{self._expected()} bytes); connection closed")
             else:
-                log(f"usbip: {self.peer} detached {self.export.busid}")
+                server.log(f"usbip: {self.peer} detached {self.export.busid}")
         self._release()
-        self.server._connections.discard(self)
+        server._connections.pop(self, None)
+        server._freed.set()
         if not self.done.done():
             self.done.set_result(None)
 
@@ -308,11 +386,16 @@ class _Connection(asyncio.BufferedProtocol):
         if self.closed:
             return
         self._end += nbytes
+        self.stamp = self._now()
         try:
             with memoryview(self._rbuf) as view:
                 self._start = self.server._parse(self, self._rbuf, view, self._start, self._end)
         except ProtocolError as exc:
-            self.server.log(f"usbip: {self.peer}: {exc}; connection closed")
+            # one line per kind of error (numbers aside) and storm
+            self.server._note("protocol " + re.sub(r"0x[0-9A-Fa-f]+|\d+", "N", str(exc)),
+                              f"usbip: {self.peer}: {exc}; connection closed",
+                              f"usbip: {{n}} more connections closed for the same error in the last {{seconds:g}} s: "
+                              f"{exc}")
             self.close()
             return
         except Exception as exc:  # never let one connection take the server down
@@ -353,8 +436,45 @@ class _Connection(asyncio.BufferedProtocol):
         if not self.closed:
             self.flush()
             self.closed = True
+            self.closed_at = self._now()
             self.transport.close()
             self._release()
+
+    def abort(self) -> None:
+        """Close at once, dropping what is unsent (a stalled or evicted connection)."""
+        if not self.closed:
+            self.closed = True
+            self.closed_at = self._now()
+            self._release()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def overdue(self, now: float) -> tuple[str, str, str] | None:
+        """(kind, line, summary) when this connection broke a time limit, else None."""
+        server = self.server
+        if self.closed:
+            if self.transport is not None and now - self.closed_at > server.urb_timeout:
+                self.transport.abort()  # closing, but the peer never takes its last bytes
+            return None
+        if self._state != _WANT_URB:
+            if now - self.opened > server.header_timeout:
+                return ("header timeout", f"usbip: {self.peer}: no complete request within "
+                        f"{server.header_timeout:g} s of connecting; connection closed",
+                        f"usbip: closed {{n}} more connections that sent no complete request within "
+                        f"{server.header_timeout:g} s, in the last {{seconds:g}} s")
+            return None
+        busid = self.export.busid if self.export is not None else "?"
+        if self.paused_at is not None:
+            if now - self.paused_at > server.urb_timeout:
+                return ("unread", f"usbip: {self.peer}: left its replies unread for {server.urb_timeout:g} s; "
+                        f"connection closed, {busid} released",
+                        "usbip: closed {n} more importers that left their replies unread, in the last {seconds:g} s")
+        elif self._end > self._start and now - self.stamp > server.urb_timeout:
+            return ("urb stall", f"usbip: {self.peer}: sent part of a URB ({self._end - self._start} of "
+                    f"{self._expected()} bytes) and nothing more for {server.urb_timeout:g} s; "
+                    f"connection closed, {busid} released",
+                    "usbip: closed {n} more importers stalled in the middle of a URB, in the last {seconds:g} s")
+        return None
 
     def _release(self) -> None:
         e = self.export
@@ -389,6 +509,14 @@ class UsbipServer:
     is a list of client addresses or networks ("10.0.0.7", "10.0.0.0/24");
     None allows every client that can reach ``listen``.
 
+    ``max_connections`` caps open connections (at the cap a newcomer replaces
+    the oldest connection that has sent no request, or is refused when every
+    one holds an import); ``header_timeout`` closes a connection that sends no
+    complete OP_REQ within that many seconds; ``urb_timeout`` closes an
+    importer stalled that long in the middle of a URB or not reading its
+    replies.  A quiet importer is kept (TCP keepalive finds a dead one).  See
+    MAX_CONNECTIONS, HEADER_TIMEOUT and URB_TIMEOUT for the defaults and why.
+
     Run it with ``await server.serve()``, with the blocking :func:`serve`, or
     on a background thread as a context manager::
 
@@ -398,7 +526,13 @@ class UsbipServer:
 
     def __init__(self, targets: Iterable[Target | Device] | Mapping[str, Target | Device],
                  listen: tuple[str, int] = ("127.0.0.1", USBIP_PORT), *, allow: Iterable[str] | None = None,
-                 log: Callable[[str], None] | None = print, poll_interval: float = 0.01):
+                 log: Callable[[str], None] | None = print, poll_interval: float = 0.01,
+                 max_connections: int = MAX_CONNECTIONS, header_timeout: float = HEADER_TIMEOUT,
+                 urb_timeout: float = URB_TIMEOUT):
+        if max_connections < 1 or not header_timeout > 0 or not urb_timeout > 0:
+            raise ValueError("max_connections must be at least 1 and the timeouts more than 0 s")
+        self.max_connections = int(max_connections)
+        self.header_timeout, self.urb_timeout = float(header_timeout), float(urb_timeout)
         items = targets.items() if isinstance(targets, Mapping) else (
             (f"1-{n}", t) for n, t in enumerate(targets, 1))
         self.exports: dict[str, Export] = {}
@@ -417,8 +551,13 @@ class UsbipServer:
         self._next_devnum = 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._connections: set[_Connection] = set()
+        self._connections: dict[_Connection, None] = {}  # oldest first
         self._poller: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._limiter: _LogLimiter | None = None
+        self._freed: asyncio.Event | None = None  # set when a connection closes (an fd is free again)
+        self._accept_failing = False
+        self._making: set[asyncio.Task] = set()
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -468,6 +607,8 @@ class UsbipServer:
         """Listen and serve until :meth:`stop`.  ``ready(address)`` is called once listening."""
         self._loop = loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._freed = asyncio.Event()
+        self._limiter = _LogLimiter(self.log, loop)
         host, port = self.listen
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -476,25 +617,147 @@ class UsbipServer:
         if not loopback:
             self.log(f"usbip: WARNING listening on {host}: any host that can reach this address can import and "
                      f"reflash the devices{'' if self.allow else ' (no --allow list)'}")
-        server = await loop.create_server(lambda: _Connection(self), host, port)
-        sock = server.sockets[0].getsockname()
+        listeners = _listeners(host, port)
+        sock = listeners[0].getsockname()
         self.address = (sock[0], sock[1])
+        accepting = [loop.create_task(self._accept(listener)) for listener in listeners]
         self._poller = loop.call_later(self.poll_interval, self._poll)
+        self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
         self.log(f"usbip: exporting {', '.join(self.exports) or 'nothing'} on {self.address[0]}:{self.address[1]}")
         if ready:
             ready(self.address)
         self._started.set()
         try:
-            async with server:
-                await self._stop.wait()
+            await self._stop.wait()
         finally:
             self._poller.cancel()
-            server.close()
+            self._sweeper.cancel()
+            for task in accepting:
+                task.cancel()
+            await asyncio.gather(*accepting, return_exceptions=True)
+            for listener in listeners:
+                listener.close()
             waiting = [c.done for c in self._connections]
             for c in list(self._connections):
-                c.close()  # flushes what is queued, then the peer sees EOF
+                c.close() if c.transport is not None else c.abort()  # flushes what is queued, then EOF
             if waiting:
                 await asyncio.wait(waiting, timeout=2)
+            self._limiter.flush()
+
+    # ------------------------------------------------------------------
+    # accepting connections
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept connections on one listening socket until cancelled.
+
+        Written here rather than left to ``loop.create_server`` because of how
+        asyncio meets EMFILE: its accept loop (CPython 3.11
+        Lib/asyncio/selector_events.py, _accept_connection) goes on calling
+        accept() up to backlog times after the first failure, hands each one
+        to the loop's exception handler (a traceback each) and schedules a
+        retry each: hundreds of tracebacks a second at the fd limit.  Here one
+        failure is one noted event, the connections already open are served
+        meanwhile, and accept() is tried again after a short backoff or as
+        soon as one of our connections closes.
+        """
+        loop = self._loop
+        delay = ACCEPT_RETRY_FIRST
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(listener)
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM, ...
+                name = errno.errorcode.get(exc.errno, str(exc.errno))
+                self._accept_failing = True
+                self._note(f"accept {name}", f"usbip: cannot accept connections: {exc.strerror or exc} ({name}); "
+                           f"serving the {len(self._connections)} open ones, trying again as they close",
+                           f"usbip: accept() failed {{n}} more times with {name} in the last {{seconds:g}} s")
+                self._freed.clear()
+                try:
+                    await asyncio.wait_for(self._freed.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, ACCEPT_RETRY_MAX)
+                continue
+            delay = ACCEPT_RETRY_FIRST
+            if self._accept_failing:
+                self._accept_failing = False
+                self._note("accepting again", f"usbip: accepting connections again ({len(self._connections)} open)",
+                           "usbip: accepting connections again, {n} more times in the last {seconds:g} s")
+            try:
+                self._accepted(sock, addr)
+            except Exception as exc:  # never let one connection stop the accepting
+                sock.close()
+                self.log(f"usbip: {format_address(addr)}: internal error {exc!r} at accept; connection closed")
+
+    def _accepted(self, sock: socket.socket, addr) -> None:
+        peer = format_address(addr)
+        if not self._allowed(_addr(addr)):
+            self._note("refused allow", f"usbip: refused {peer}: not in the allow list",
+                       "usbip: refused {n} more connections not in the allow list in the last {seconds:g} s")
+            sock.close()  # after the line: whoever sees the close finds the reason logged
+            return
+        if len(self._connections) >= self.max_connections and not self._make_room():
+            self._note("refused limit", f"usbip: refused {peer}: {self.max_connections} connections open (the limit), "
+                       f"each holding an import",
+                       f"usbip: refused {{n}} more connections over the limit of {self.max_connections} in the last "
+                       f"{{seconds:g}} s")
+            sock.close()
+            return
+        _tune(sock)
+        conn = _Connection(self, peer)
+        self._connections[conn] = None
+        task = self._loop.create_task(self._loop.connect_accepted_socket(lambda: conn, sock))
+        self._making.add(task)
+
+        def made(task: asyncio.Task) -> None:
+            self._making.discard(task)
+            if task.cancelled() or task.exception() is not None:  # no transport: nothing else will close it
+                sock.close()
+                conn.closed = True
+                self._connections.pop(conn, None)
+                if not conn.done.done():
+                    conn.done.set_result(None)
+
+        task.add_done_callback(made)
+
+    def _make_room(self) -> bool:
+        """At the limit: close the oldest connection that has sent no complete request
+        (or one closing already); False when every connection holds an import."""
+        victim = next((c for c in self._connections if c.closed), None) or \
+            next((c for c in self._connections if c._state != _WANT_URB), None)
+        if victim is None:
+            return False
+        if not victim.closed:
+            self._note("evicted", f"usbip: {victim.peer}: closed to make room ({self.max_connections} connections "
+                       f"open, the limit), it had sent no request",
+                       f"usbip: closed {{n}} more connections that had sent no request, to make room under the limit "
+                       f"of {self.max_connections}, in the last {{seconds:g}} s")
+        victim.abort()
+        self._connections.pop(victim, None)
+        return True
+
+    def _note(self, kind: str, line: str, summary: str) -> None:
+        if self._limiter is not None:
+            self._limiter.note(kind, line, summary)
+        else:
+            self.log(line)
+
+    def _sweep_every(self) -> float:
+        return min(1.0, max(0.02, min(self.header_timeout, self.urb_timeout) / 4))
+
+    def _sweep(self) -> None:
+        """Close connections past their time limits (see _Connection.overdue)."""
+        now = self._loop.time()
+        for c in list(self._connections):
+            try:
+                late = c.overdue(now)
+            except Exception as exc:  # never let one connection stop the sweep
+                late = ("internal", f"usbip: {c.peer}: internal error {exc!r}; connection closed", "")
+            if late is not None:
+                self._note(*late)
+                c.abort()
+        self._sweeper = self._loop.call_later(self._sweep_every(), self._sweep)
 
     def stop(self) -> None:
         """Stop serving (thread-safe; again once stopped does nothing)."""
@@ -736,6 +999,60 @@ class UsbipServer:
         self.close()
 
 
+def _listeners(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (as asyncio's
+    create_server binds them), all on one port (port 0: the first one's)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on {host}: {exc.strerror}") from None
+    out: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, sockaddr in infos:
+            if family not in (socket.AF_INET, socket.AF_INET6) or (family, sockaddr) in seen:
+                continue
+            seen.add((family, sockaddr))
+            sock = socket.socket(family, kind, proto)
+            out.append(sock)
+            if hasattr(socket, "SO_REUSEADDR") and sys.platform != "win32":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(out) > 1:
+                sockaddr = (sockaddr[0], out[0].getsockname()[1], *sockaddr[2:])
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {format_address(sockaddr)}: {exc.strerror}") from None
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        if not out:
+            raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on {host}: no IPv4 or IPv6 address")
+    except BaseException:
+        for sock in out:
+            sock.close()
+        raise
+    return out
+
+
+def _tune(sock: socket.socket) -> None:
+    """TCP_NODELAY (a round trip per control transfer must not wait for Nagle) and the
+    keepalive that finds a dead importer (KEEPALIVE_IDLE above)."""
+    options = [(socket.IPPROTO_TCP, "TCP_NODELAY", 1), (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+               (socket.IPPROTO_TCP, "TCP_KEEPIDLE", KEEPALIVE_IDLE),
+               (socket.IPPROTO_TCP, "TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+               (socket.IPPROTO_TCP, "TCP_KEEPCNT", KEEPALIVE_COUNT),
+               (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", USER_TIMEOUT_MS)]
+    for level, name, value in options:
+        option = getattr(socket, name, None)
+        if option is not None:
+            try:
+                sock.setsockopt(level, option, value)
+            except OSError:
+                pass  # not on this system: the defaults stay
+
+
 def parse_listen(text: str, default_port: int = USBIP_PORT) -> tuple[str, int]:
     """"ADDR:PORT", "ADDR", ":PORT" or "[v6]:PORT" -> (host, port); ValueError (one line)
     for a port that is not a number in 0..65535 (0: any free port)."""
@@ -775,13 +1092,15 @@ def parse_allow(text: str | Iterable[str]) -> list[str]:
 
 def serve(targets, listen: tuple[str, int] = ("127.0.0.1", USBIP_PORT), allow: Iterable[str] | None = None,
           log: Callable[[str], None] | None = print,
-          ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+          ready: Callable[[tuple[str, int]], None] | None = None, *, max_connections: int = MAX_CONNECTIONS,
+          header_timeout: float = HEADER_TIMEOUT, urb_timeout: float = URB_TIMEOUT) -> None:
     """Serve until SIGINT or SIGTERM (or KeyboardInterrupt); then return normally.
 
     The caller owns the Targets: close the Emulator afterwards so its image
-    is written back.
+    is written back.  The limits are UsbipServer's.
     """
-    server = UsbipServer(targets, listen, allow=allow, log=log)
+    server = UsbipServer(targets, listen, allow=allow, log=log, max_connections=max_connections,
+                         header_timeout=header_timeout, urb_timeout=urb_timeout)
 
     async def main():
         loop = asyncio.get_running_loop()

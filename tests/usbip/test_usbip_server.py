@@ -285,16 +285,10 @@ def test_default_listen_is_loopback_and_other_addresses_warn(log, monkeypatch):
     assert usbip.parse_listen("0.0.0.0:4000") == ("0.0.0.0", 4000)
     assert usbip.parse_listen("[::1]:5") == ("::1", 5)
     assert usbip.parse_listen(":7") == ("127.0.0.1", 7)
-    # an explicit non-loopback listen logs a warning (bound here to a loopback
-    # alias through a stub, so the test never opens a port to the network)
-    import asyncio
-
-    real = asyncio.BaseEventLoop.create_server
-
-    async def loopback_only(loop, factory, host, port, **kw):
-        return await real(loop, factory, "127.0.0.1", port, **kw)
-
-    monkeypatch.setattr(asyncio.BaseEventLoop, "create_server", loopback_only)
+    # an explicit non-loopback listen logs a warning (bound here to loopback
+    # through a stub, so the test never opens a port to the network)
+    real = usbip._listeners
+    monkeypatch.setattr(usbip, "_listeners", lambda host, port: real("127.0.0.1", port))
     with UsbipServer([echo_device()], ("0.0.0.0", 0), log=log.append):
         pass
     assert any("WARNING" in line and "0.0.0.0" in line for line in log)
