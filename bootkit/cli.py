@@ -547,12 +547,17 @@ class _Session:
             from .transports.virtual import VirtualBus, get_backend
 
             product = getattr(args, "loaded_product", None)
+            # `read` only reads the image: a shared lock, so readers do not exclude each other (#17)
+            readonly = args.command == "read"
+            if readonly and args.image and not Path(args.image).exists():
+                raise BadInput(f"--image {args.image}: no such file (read reads an existing image; flash or "
+                               "serve creates one)")
             try:
                 if product is not None:
                     if args.emulate.lower() != product.chip.name.lower():
                         raise BadInput(f"--emulate {args.emulate} disagrees with the product's chip "
                                        f"{product.chip.name}")
-                    self.emulator = product.emulator(image=args.image)
+                    self.emulator = product.emulator(image=args.image, readonly=readonly)
                 else:
                     options = {"dialect": args.dialect} if args.dialect else {}
                     if args.via == "msc":
@@ -561,7 +566,8 @@ class _Session:
                         options["leave_delay"] = 0.2
                         if getattr(args, "accept", None):
                             options["accept"] = args.accept
-                    self.emulator = Emulator(_chip(args.emulate), args.via, image=args.image, options=options)
+                    self.emulator = Emulator(_chip(args.emulate), args.via, image=args.image, options=options,
+                                             readonly=readonly)
             except ValueError as exc:
                 raise BadInput(str(exc)) from None
             if args.via == "cdc":

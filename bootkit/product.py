@@ -210,12 +210,13 @@ class Product:
             out[name] = value
         return out
 
-    def emulator(self, image=None, realtime: bool = False) -> Emulator:
-        """The emulated board this profile describes (chip, bootloader region, personality, options)."""
+    def emulator(self, image=None, realtime: bool = False, readonly: bool = False) -> Emulator:
+        """The emulated board this profile describes (chip, bootloader region, personality, options).
+        ``readonly``: the image is only read (a shared lock; nothing written back)."""
         opts = self.device_options()
         try:
             return Emulator(self.chip, self.personality, image=image, realtime=realtime, options=opts,
-                            policy=self.policy, read_protected=self.read_protected)
+                            policy=self.policy, read_protected=self.read_protected, readonly=readonly)
         except ValueError as exc:
             raise ProductError(f"{self.path}: {exc}") from None
 
