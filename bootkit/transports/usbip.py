@@ -142,6 +142,14 @@ class ProtocolError(Exception):
     """The peer broke the protocol: its connection is closed."""
 
 
+class ListenError(OSError):
+    """The server cannot listen where it was asked (address in use, not ours, unknown
+    name): one line naming the address, without the "[Errno N]" prefix."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 class _LogLimiter:
     """One line per kind of event, then at most one summary per window while it repeats.
 
@@ -610,6 +618,7 @@ class UsbipServer:
         self._freed = asyncio.Event()
         self._limiter = _LogLimiter(self.log, loop)
         host, port = self.listen
+        listeners = _listeners(host, port)
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -617,7 +626,6 @@ class UsbipServer:
         if not loopback:
             self.log(f"usbip: WARNING listening on {host}: any host that can reach this address can import and "
                      f"reflash the devices{'' if self.allow else ' (no --allow list)'}")
-        listeners = _listeners(host, port)
         sock = listeners[0].getsockname()
         self.address = (sock[0], sock[1])
         accepting = [loop.create_task(self._accept(listener)) for listener in listeners]
@@ -1005,7 +1013,7 @@ def _listeners(host: str, port: int) -> list[socket.socket]:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on {host}: {exc.strerror}") from None
+        raise ListenError(errno.EADDRNOTAVAIL, f"cannot listen on {host}: {exc.strerror}") from None
     out: list[socket.socket] = []
     seen = set()
     try:
@@ -1024,11 +1032,11 @@ def _listeners(host: str, port: int) -> list[socket.socket]:
             try:
                 sock.bind(sockaddr)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {format_address(sockaddr)}: {exc.strerror}") from None
+                raise ListenError(exc.errno, f"cannot listen on {format_address(sockaddr)}: {exc.strerror}") from None
             sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
         if not out:
-            raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on {host}: no IPv4 or IPv6 address")
+            raise ListenError(errno.EADDRNOTAVAIL, f"cannot listen on {host}: no IPv4 or IPv6 address")
     except BaseException:
         for sock in out:
             sock.close()

@@ -238,6 +238,37 @@ def test_an_importer_stalled_mid_urb_is_cut_and_a_quiet_one_is_kept(log, usbip_s
         em.close()
 
 
+def test_an_importer_that_leaves_its_replies_unread_is_cut(log, usbip_servers, dfuse):
+    server = usbip_servers([dfuse.target], log=log.append, urb_timeout=1.0)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's replies back up soon
+    s.settimeout(HANG)
+    s.connect(("127.0.0.1", server.port))
+    s.sendall(import_request())
+    reply = b""
+    while len(reply) < 8 + 312:
+        reply += s.recv(8 + 312 - len(reply))
+    assert struct.unpack_from(">I", reply, 4)[0] == 0
+    # GET_DESCRIPTOR(configuration) URBs, never reading a reply, until the server stops reading them
+    get_config = struct.pack("<BBHHH", 0x80, 6, 0x0200, 0, 255)
+    batch = b"".join(struct.pack(">IIIIIIIIII8s", 1, seq, 0x00010001, 1, 0, 0x200, 255, 0, 0, 0, get_config)
+                     for seq in range(1, 101))
+    s.setblocking(False)
+    wait_for(lambda: _send_until_full(s, batch), "the server to stop reading")
+    wait_for(lambda: any("left its replies unread for 1 s" in line for line in log), "the server to cut it")
+    s.close()
+    assert flash_small(server.port).verified  # the device was released
+
+
+def _send_until_full(sock: socket.socket, data: bytes) -> bool:
+    try:
+        for _ in range(1000):
+            sock.send(data)
+    except (BlockingIOError, ConnectionError):  # full, or cut already
+        return True
+    return False
+
+
 # --------------------------------------------------------------------------
 # file-descriptor exhaustion
 
