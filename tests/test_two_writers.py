@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import signal
 
-from bootkit.formats import save
+from bootkit.formats import load, save
 from bootkit.samples import sample_image
 
 import killutil as K
 
 CHIP = "stm32f103c8"
+FLASH_START = 0x08000000  # its flash, whose first 8 KiB are the bootloader
 ATTEMPTS = 5  # tries to catch the first process holding its lock before the test gives up
 
 
@@ -116,3 +117,31 @@ def test_serve_holds_the_image_against_a_second_serve_flash_and_read(tmp_path):
         server.kill()
     data, valid = K.load(image_path, CHIP)
     assert data == K.expected_flash(base, CHIP, a) and valid
+
+
+def read_emulated(out_name) -> list:
+    return ["read", out_name, "--via", "dfu", "--emulate", CHIP, "--image", "same.bin"]
+
+
+def test_two_readers_share_and_a_writer_is_refused_while_one_reads(tmp_path):
+    image_path = tmp_path / "same.bin"
+    base = K.make_image(image_path, CHIP)
+    (a, a_path), (_, b_path) = firmware(tmp_path, 1), firmware(tmp_path, 2)
+    assert K.run(*flash_emulated(a_path), cwd=tmp_path).returncode == 0
+    first = caught(tmp_path, read_emulated("back1.hex"), "READ")
+    try:
+        second = K.run(*read_emulated("back2.hex"), cwd=tmp_path)
+        writer = K.run(*flash_emulated(b_path), cwd=tmp_path)
+    finally:
+        out, err = resume(first)
+    assert first.returncode == 0, (out, err)
+    assert second.returncode == 0, (second.stdout, second.stderr)
+    refused(writer.returncode, writer.stderr, first.pid)
+    want = K.expected_flash(base, CHIP, a)
+    for name in ("back1.hex", "back2.hex"):
+        back = load(tmp_path / name)
+        assert back.start <= a.start and back.end >= a.end, f"{name} misses the application"
+        for start, data in back.segments:
+            assert data == want[start - FLASH_START:start - FLASH_START + len(data)], f"{name} is not the image"
+    data, valid = K.load(image_path, CHIP)
+    assert data == want and valid, "the readers or the refused writer changed the file"
