@@ -13,7 +13,8 @@ SQLite's rollback journal and ext4's "data=ordered" guidance both describe
 (write, fsync, rename, fsync the directory):
 
 1. write ``FILE.bin.new``, fsync it;
-2. write the state, naming the new image's hash, to a temp file, fsync it;
+2. write the state, naming the new image's hash, to a temp file, fsync it,
+   fsync the directory (so both staged names are durable);
 3. rename the temp file over ``FILE.bin.state.json``: THE COMMIT POINT;
 4. fsync the directory;
 5. rename ``FILE.bin.new`` over ``FILE.bin``; fsync the directory.
@@ -192,6 +193,9 @@ class ImageStore:
         if not same_image:
             self._write_synced(self.new_path, image)
         self._write_synced(self.state_tmp_path, text)
+        # The staged files' names must be on disk before the commit names them: a
+        # directory entry is durable only after fsync of the directory (fsync(2)).
+        self._dirsync()
         self._step("rename")
         os.replace(self.state_tmp_path, self.state_path)  # the commit point
         self._dirsync()
