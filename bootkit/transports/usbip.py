@@ -647,7 +647,10 @@ class UsbipServer:
                 listener.close()
             waiting = [c.done for c in self._connections]
             for c in list(self._connections):
-                c.close() if c.transport is not None else c.abort()  # flushes what is queued, then EOF
+                if c.transport is not None:
+                    c.close()  # flushes what is queued, then the peer sees EOF
+                else:
+                    c.abort()  # accepted, its transport not made yet
             if waiting:
                 await asyncio.wait(waiting, timeout=2)
             self._limiter.flush()
