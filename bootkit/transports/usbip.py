@@ -19,9 +19,13 @@ re-enumerates (DFU detach, leave) the importing connection is closed, which
 a vhci host sees as an unplug; the new device is importable under the same
 bus id with a new device number, as after a real re-enumeration.
 
-Safe defaults: loopback only, one importing client per device, an optional
-allow-list of client addresses, and any malformed input closes only that
-connection (one log line) while the devices and other clients carry on.
+Safe defaults: loopback only, one importing client per device (a second one
+gets ST_DEV_BUSY and the devlist names the holder), an optional allow-list
+of client addresses, a connection limit and time limits for silent or
+stalled clients (MAX_CONNECTIONS, HEADER_TIMEOUT, URB_TIMEOUT), accept()
+failures at the file-descriptor limit met with a backoff, and any malformed
+input closes only that connection while the devices and other clients carry
+on.  Events that can come in storms are logged once, then summed up.
 """
 
 from __future__ import annotations
