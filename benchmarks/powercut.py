@@ -285,7 +285,7 @@ def _flash_once(case, image, path, plan, limit, run, t0) -> Run:
         run.fired = plan.fired.kind
         if em is not None:
             run.chip_view = boot_of(em.memory, em.chip)
-        _drop(em)
+    _drop(em)  # after a cut or a hang: release the image's lock, so the reboot can open it
     run.seconds = time.perf_counter() - t0
     return run
 
@@ -296,10 +296,11 @@ def _unplug(em: Emulator, bus: VirtualBus) -> None:
 
 
 def _drop(em: Emulator | None) -> None:
-    """Forget a device whose power was cut: nothing more reaches its file."""
+    """Close a device that may be dead: after a cut its plan refuses every save (nothing more
+    reaches its file) and close() still releases the lock; a closed one is left as it is."""
     if em is None:
         return
-    with contextlib.suppress(PowerCut):
+    with contextlib.suppress(PowerCut, Exception):
         em.close()
 
 
