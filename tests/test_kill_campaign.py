@@ -129,7 +129,9 @@ def test_random_sigkill_campaign_then_retry(tmp_path, case):
     for n in range(KILLS):
         new = n % 2  # fw 0, fw 1, fw 0, ...: the image holds the other one when it starts
         old = 1 - new
-        delay = rng.uniform(0.0, 1.3) * window
+        # stratified: kill n falls at a random point of the n-th of KILLS equal slices of
+        # [0, 1.3) windows, so every run covers the whole flash and the moments just after it
+        delay = (n + rng.random()) / KILLS * 1.3 * window
         server = serve(case, tmp_path, image_path, "--realtime")
         mark = server.mark()
         host = K.start(*flash_args(case, server, fws[new][1]), cwd=tmp_path)
@@ -152,7 +154,7 @@ def test_random_sigkill_campaign_then_retry(tmp_path, case):
         if host_rc == 0:
             assert data == want[new], f"{where}: the host printed {out.strip()!r} before the kill; the file lost it"
         outcomes.append("new" if data == want[new] else "old" if data == want[old] else "torn")
-        outcomes[-1] += " valid" if valid else " invalid"
+        outcomes[-1] += f" {'valid' if valid else 'invalid'} at {delay / window:.2f}"
 
         # restart on the same image and retry: it must verify, and stay after another SIGKILL
         server = serve(case, tmp_path, image_path)
