@@ -8,9 +8,11 @@ Files beside ``FILE.bin``:
 - ``FILE.bin.new`` and ``FILE.bin.state.json.tmp``: a save in progress;
 - ``FILE.bin.lock``: the advisory lock, holding the writer's PID.
 
-A save (:meth:`ImageStore.save`) is the classic write-ahead sequence that
-SQLite's rollback journal and ext4's "data=ordered" guidance both describe
-(write, fsync, rename, fsync the directory):
+A save (:meth:`ImageStore.save`) is write, fsync, rename, fsync the
+directory: rename(2) replaces a name atomically, but neither a file's bytes
+nor a directory entry is durable until fsync(2) of the file, respectively of
+its directory, returns (fsync(2): "fsync() on a file descriptor for the
+directory is also needed"):
 
 1. write ``FILE.bin.new``, fsync it;
 2. write the state, naming the new image's hash, to a temp file, fsync it,
