@@ -448,7 +448,7 @@ def cut_once(prep: Prepared, k: int, workdir: str) -> Outcome:
         retry = flash_once(case, b, path, None, prep.limit)
         again, again_why = classify(reboot(case, path), prep.refs)
         if retry.hang or retry.error or again != "B":
-            out.retry_why = retry.hang or retry.error or f"after the retry: {again_why}"
+            out.retry_why = f"{retry.hang or retry.error or 'no host error'}; the reboot after it: {again_why}"
             out.verdict, out.why = "brick", f"retry failed: {out.retry_why}"
         else:
             out.retry_ok = True
