@@ -42,3 +42,17 @@ def test_read_of_a_missing_image_is_bad_input_and_creates_nothing(tmp_path, caps
                      str(tmp_path / "back.hex")]) == 2
     assert "none.bin: no such file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mass_storage_flash_writes_the_image_file_through_a_few_times_not_per_block(tmp_path, monkeypatch):
+    """The drive's check of each UF2 block it programmed is its own (peek), not a host's
+    read-back: the image file is saved at the observable points only (#17 item 2)."""
+    from bootkit.memory.store import ImageStore
+
+    saves = []
+    original = ImageStore.save
+    monkeypatch.setattr(ImageStore, "save", lambda self, *a, **kw: (saves.append(1), original(self, *a, **kw))[1])
+    assert cli.main(["flash", "--via", "msc", "--emulate", "atmega32u4", "--image", str(tmp_path / "fw.bin"),
+                     "--no-progress", SAMPLE]) == 0
+    # creating the file, the read-back of all blocks but the last, the last one's, manifest/leave, close
+    assert 1 < len(saves) <= 6, len(saves)
