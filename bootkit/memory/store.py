@@ -243,8 +243,16 @@ def _read_or_none(path: Path) -> bytes | None:
 def _command() -> str:
     """argv[0..2], the program's name without its directory: 'bootkit serve dfu'."""
     argv = list(sys.argv[:3]) or ["python"]
-    argv[0] = os.path.basename(argv[0]) or "python"
+    argv[0] = _program(argv[0]) or "python"
     return " ".join(argv)
+
+
+def _program(path: str) -> str:
+    """The program's name: 'bootkit' for python -m bootkit (argv[0] is .../bootkit/__main__.py)."""
+    base = os.path.basename(path)
+    if base == "__main__.py":
+        return os.path.basename(os.path.dirname(path)) or base
+    return base
 
 
 def _command_of(pid: int) -> str:
@@ -253,7 +261,7 @@ def _command_of(pid: int) -> str:
             argv = f.read().split(b"\0")[:3]
     except OSError:
         return "?"
-    argv[0] = os.path.basename(argv[0])
+    argv[0] = _program(argv[0].decode(errors="replace")).encode()
     return " ".join(a.decode(errors="replace") for a in argv if a) or "?"
 
 

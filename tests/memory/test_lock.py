@@ -162,3 +162,10 @@ def test_flash_onto_an_image_in_use_exits_1_naming_the_holder(tmp_path, image, c
     assert err.strip().splitlines() == [
         f"bootkit: failed: {image} is in use by PID {holder.pid} (holder.py {image} rw): one writer per image"]
     assert image.read_bytes() == before
+
+
+def test_the_holder_is_named_bootkit_when_run_as_python_m_bootkit():
+    from bootkit.memory.store import _program
+
+    assert _program("/srv/checkout/bootkit/__main__.py") == "bootkit"
+    assert _program("/usr/local/bin/bootkit") == "bootkit"
