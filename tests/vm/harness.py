@@ -398,9 +398,13 @@ def guest_env() -> dict[str, str]:
         "BOOTKIT_VM": "1",
         "BOOTKIT_XFER": GUEST_XFER_DIR,
     }
-    for k in ("VIRTUAL_ENV", "PYENV_ROOT", "PYENV_VERSION", "PYTHONPATH"):
+    for k in ("VIRTUAL_ENV", "PYENV_ROOT", "PYENV_VERSION"):
         if os.environ.get(k):
             env[k] = os.environ[k]
+    # The guest imports bootkit from the checkout under test, whatever checkout the
+    # interpreter's editable install points to (a CI clone and a developer's tree can differ).
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p)
     return env
 
 
