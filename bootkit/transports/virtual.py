@@ -208,11 +208,11 @@ class VirtualBackend(BlobBackend):
             raise usb.core.USBError("Entity not found", -5, errno.ENOENT)
 
 
-_backends: dict[int, VirtualBackend] = {}
-
-
 def get_backend(bus: VirtualBus | None = None) -> VirtualBackend:
+    """The pyusb backend of ``bus`` (one per bus, kept on the bus itself: a module-level
+    table kept every bus a long-running process made alive forever)."""
     bus = bus or DEFAULT_BUS
-    if id(bus) not in _backends:
-        _backends[id(bus)] = VirtualBackend(bus)
-    return _backends[id(bus)]
+    backend = getattr(bus, "_pyusb_backend", None)
+    if backend is None:
+        backend = bus._pyusb_backend = VirtualBackend(bus)
+    return backend

@@ -319,7 +319,8 @@ class Avr109Client:
         """'L' and 'E': the bootloader is asked to leave.  Whether it did is for
         :func:`watch_leave` to see; nothing is claimed here."""
         self.ack(b"L", "leave programming mode")
-        self.ack(b"E", "exit bootloader")
+        # the device may write its image through before it acknowledges 'E' (#17): as long as a block
+        self.ack(b"E", "exit bootloader", timeout=5.0)
 
     def probe(self, timeout: float = PROBE_WAIT) -> bytes | None:
         """ESC then 'S' once: the software identifier when an AVR109 bootloader answers,
