@@ -101,7 +101,7 @@ def test_a_real_signal_in_a_real_process(tmp_path, sig, code):
     image = tmp_path / "fw.bin"
     script = textwrap.dedent(f"""
         import os, sys
-        from bootkit import cli, progress
+        from bootkit import cli
         from bootkit.memory.flash import SimulatedFlash
         original = SimulatedFlash.program
         calls = [0]
@@ -114,8 +114,11 @@ def test_a_real_signal_in_a_real_process(tmp_path, sig, code):
         sys.exit(cli.main(["flash", "--emulate", "atmega32u4", "--image", {str(image)!r},
                            "--no-progress", {SAMPLE!r}]))
     """)
+    # Started as from a terminal: a shell's background job (nohup, `&` in a script, some CI
+    # runners) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.returncode == code, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bootkit: interrupted: the flash is partly written"), p.stderr
