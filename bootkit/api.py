@@ -130,7 +130,8 @@ def _libusb_backend():
     import usb.backend.libusb1
 
     if sys.platform.startswith("linux"):
-        # dlopen finds the soname itself; find_library would run `ldconfig -p` (slow on a small board)
+        # pyusb finds libusb through ctypes.util.find_library, which runs `ldconfig -p` in a
+        # subprocess (~0.1 s on a slow board); dlopen finds the soname itself
         backend = usb.backend.libusb1.get_backend(find_library=lambda name: "libusb-1.0.so.0")
         if backend is not None:
             return backend

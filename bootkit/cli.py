@@ -483,16 +483,9 @@ def cmd_convert(args) -> int:
 
 
 def _real_backend():
-    import usb.backend.libusb1
+    from .api import _libusb_backend
 
-    if sys.platform.startswith("linux"):
-        # pyusb finds libusb through ctypes.util.find_library, which runs
-        # `ldconfig -p` in a subprocess (~0.1 s on a slow board); dlopen finds
-        # the soname itself. pyusb takes find_library for this; otherwise as before.
-        backend = usb.backend.libusb1.get_backend(find_library=lambda name: "libusb-1.0.so.0")
-        if backend is not None:
-            return backend
-    return usb.backend.libusb1.get_backend()
+    return _libusb_backend()
 
 
 def cmd_list(args) -> int:
