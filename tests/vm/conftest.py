@@ -35,6 +35,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.vm)
+            # under pytest-xdist (--dist loadgroup) every VM test runs on one
+            # worker, which boots the one shared guest, while the other
+            # workers run the in-process tests beside it
+            item.add_marker(pytest.mark.xdist_group("vm"))
 
 
 class _SharedGuest:
