@@ -14,7 +14,10 @@ Protocol that parses URBs in place as they arrive; URBs go straight into
 the sans-I/O :class:`~bootkit.usb.device.Device` (no thread per URB, no
 coroutine per request), and the replies to one batch go out in one write.  An IN URB
 the device NAKs (``ep_in`` returns None) waits in the connection's queue
-and is retried until data comes or the host unlinks it.  When the Target
+and is retried until data comes or the host unlinks it.  A device whose
+memory is busy in real-time mode (``Target.busy_left()``) holds its
+connection's next URB until it is over: that connection stops reading, the
+server and the other devices carry on.  When the Target
 re-enumerates (DFU detach, leave) the importing connection is closed, which
 a vhci host sees as an unplug; the new device is importable under the same
 bus id with a new device number, as after a real re-enumeration.
@@ -45,6 +48,7 @@ from typing import Callable, Iterable, Mapping
 
 from ..usb import descriptors as D
 from ..usb.device import Device, SetupPacket, Stall, Target
+from .base import DeviceTransport, target_of
 
 USBIP_PORT = 3240
 USBIP_VERSION = 0x0111  # v1.1.1, tools/usb/usbip/configure.ac
@@ -334,6 +338,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._out: list[bytes] = []
         self._retry: asyncio.TimerHandle | None = None
         self._delay = _RETRY_FIRST
+        self._held: asyncio.TimerHandle | None = None  # the device is busy: URBs wait until this fires
         self.done = asyncio.get_running_loop().create_future()
 
     # transport callbacks ------------------------------------------------
@@ -350,8 +355,23 @@ class _Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.paused_at = None
-        if not self.closed:
+        if not self.closed and self._held is None:
             self.transport.resume_reading()
+
+    def hold(self, seconds: float) -> None:
+        """The device is busy for ``seconds``: read and parse nothing more until then
+        (the URBs already received wait in the buffer, in order)."""
+        if self._held is None and not self.closed:
+            self.transport.pause_reading()
+            self._held = self.server._loop.call_later(seconds, self._unhold)
+
+    def _unhold(self) -> None:
+        self._held = None
+        if self.closed:
+            return
+        if self.paused_at is None:
+            self.transport.resume_reading()
+        self.buffer_updated(0)  # parse what waited
 
     def eof_received(self):
         return False  # close
@@ -395,7 +415,7 @@ class _Connection(asyncio.BufferedProtocol):
         return memoryview(buf)[self._end:]
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.closed:
+        if self.closed or (self._held is not None and nbytes == 0):
             return
         self._end += nbytes
         self.stamp = self._now()
@@ -476,6 +496,8 @@ class _Connection(asyncio.BufferedProtocol):
                         f"{server.header_timeout:g} s, in the last {{seconds:g}} s")
             return None
         busid = self.export.busid if self.export is not None else "?"
+        if self._held is not None:
+            return None  # waiting for its busy device, not for the client
         if self.paused_at is not None:
             if now - self.paused_at > server.urb_timeout:
                 return ("unread", f"usbip: {self.peer}: left its replies unread for {server.urb_timeout:g} s; "
@@ -497,6 +519,9 @@ class _Connection(asyncio.BufferedProtocol):
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
 
 
 def _addr(peer) -> str:
@@ -815,6 +840,12 @@ class UsbipServer:
                     end = pos + HEADER_SIZE + (length if f[3] == USBIP_DIR_OUT else 0)
                     if end > n:
                         break  # the OUT data is still on its way
+                    if conn._held is not None:
+                        break
+                    busy = conn.export.target.busy_left() if conn.export is not None else 0.0
+                    if busy > 0:
+                        conn.hold(busy)  # this URB and the ones after it wait for the device
+                        break
                     self._submit(conn, f, bytes(view[pos + HEADER_SIZE:end]) if end > pos + HEADER_SIZE else b"")
                     pos = end
                 elif command == USBIP_CMD_UNLINK:
@@ -960,6 +991,12 @@ class UsbipServer:
             conn._retry = None
         device = self._live(conn)
         if device is None or not conn.pending:
+            return
+        if conn._held is not None:
+            return  # _unhold parses, then retries
+        busy = conn.export.target.busy_left() if conn.export is not None else 0.0
+        if busy > 0:
+            conn._retry = self._loop.call_later(busy, self._retry_pending, conn, True)
             return
         progressed, tried = False, set()
         try:
@@ -1131,3 +1168,59 @@ def serve(targets, listen: tuple[str, int] = ("127.0.0.1", USBIP_PORT), allow: I
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+
+
+class UsbipTransport(DeviceTransport):
+    """The :class:`~.base.DeviceTransport` over USB/IP: a :class:`UsbipServer` exporting
+    the device as bus id 1-1, in the calling thread, until :meth:`stop`, SIGINT or SIGTERM.
+
+    Settings: ``listen`` ("HOST:PORT" or (host, port); port 0 picks a free one),
+    ``allow`` ("ADDR,NET/LEN" or a list), ``log``, and the server's limits.  A bad
+    ``listen`` or ``allow`` is a ValueError (one line) raised here, before anything
+    is served.
+    """
+
+    name = "usbip"
+    summary = "a USB/IP server (loopback by default): `usbip attach` or --usbip HOST:PORT imports the device"
+
+    def __init__(self, *, listen: str | tuple[str, int] = ("127.0.0.1", USBIP_PORT),
+                 allow: str | Iterable[str] | None = None, log: Callable[[str], None] | None = print,
+                 max_connections: int = MAX_CONNECTIONS, header_timeout: float = HEADER_TIMEOUT,
+                 urb_timeout: float = URB_TIMEOUT):
+        self.listen = parse_listen(listen) if isinstance(listen, str) else (listen[0], int(listen[1]))
+        self.allow = parse_allow(allow) if allow is not None else None
+        self.log = log
+        self.limits = {"max_connections": max_connections, "header_timeout": header_timeout,
+                       "urb_timeout": urb_timeout}
+        self.server: UsbipServer | None = None
+        self._stopped = False
+
+    def serve(self, emulator, *, ready: Callable[[str], None] | None = None) -> None:
+        server = self.server = UsbipServer([target_of(emulator)], self.listen, allow=self.allow, log=self.log,
+                                           **self.limits)
+
+        def listening(address: tuple[str, int]) -> None:
+            if self._stopped:  # stop() came before the loop could take it
+                server.stop()
+            if ready is not None:
+                ready(format_address(address))
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    try:
+                        loop.add_signal_handler(sig, server.stop)
+                    except (NotImplementedError, RuntimeError):  # Windows
+                        pass
+            await server.serve(listening)
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            pass
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self.server is not None:
+            self.server.stop()

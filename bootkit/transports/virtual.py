@@ -8,7 +8,12 @@ raises for a real device: a STALL is ``USBError(errno=EPIPE)`` "Pipe
 error", a vanished device ``errno=ENODEV``, a timeout ``USBTimeoutError``.
 
 Everything is synchronous: a transfer calls straight into the sans-I/O
-device, so an emulated device is never the slow part of a test.
+device, so an emulated device is never the slow part of a test.  In
+real-time mode a device whose memory is busy (``Target.busy_left()``) holds
+its next transfer: the host's calling thread waits, outside the bus lock, so
+the other devices on the bus answer meanwhile.
+
+:class:`VirtualTransport` is the :class:`~.base.DeviceTransport` of the bus.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import errno
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import usb.core
 
 from ..usb import descriptors as D
 from .pyusbbase import BlobBackend, Desc
 from ..usb.device import Device, SetupPacket, Stall, Target
+from .base import DeviceTransport, target_of
 
 # libusb_speed
 SPEED_FULL, SPEED_HIGH = 2, 3
@@ -153,6 +160,7 @@ class VirtualBackend(BlobBackend):
 
     def _call(self, handle: _Handle, fn, *args):
         devid = handle.devid
+        _wait_while_busy(devid.target)
         with self.bus.lock:
             devid.target.poll()
             device = self._device(devid)
@@ -206,6 +214,40 @@ class VirtualBackend(BlobBackend):
         # as something else (a DFU detach); pyusb callers ignore it.
         if devid.target.generation != devid.generation:
             raise usb.core.USBError("Entity not found", -5, errno.ENOENT)
+
+
+def _wait_while_busy(target: Target) -> None:
+    """Hold the caller (the host's thread) while the device's memory is busy; the bus
+    lock is not held, so other devices, and other threads, go on meanwhile."""
+    while (left := target.busy_left()) > 0:
+        time.sleep(left)
+
+
+class VirtualTransport(DeviceTransport):
+    """Serve on a :class:`VirtualBus` (the process-wide default one unless ``bus`` is
+    given) until :meth:`stop`, polling the target's timers every ``poll_interval`` s."""
+
+    name = "virtual"
+    summary = "the in-process bus: only this process sees the device (pyusb backend=get_backend())"
+
+    def __init__(self, *, bus: VirtualBus | None = None, poll_interval: float = 0.2):
+        self.bus = bus or DEFAULT_BUS
+        self.poll_interval = poll_interval
+        self._stop = threading.Event()
+
+    def serve(self, emulator: Any, *, ready: Callable[[str], None] | None = None) -> None:
+        target = target_of(emulator)
+        self.bus.attach(target)
+        try:
+            if ready is not None:
+                ready(f"the in-process bus {self.bus.number}, port {target.port}")
+            while not self._stop.wait(self.poll_interval):
+                target.poll()  # timers: a delayed leave, the entry policy's timeout
+        finally:
+            self.bus.detach(target)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def get_backend(bus: VirtualBus | None = None) -> VirtualBackend:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from . import descriptors as D
 from .descriptors import DeviceInfo, Endpoint, Interface
@@ -102,9 +102,11 @@ class Function:
     # Interface Association: set for multi-interface classes (CDC, MIDI)
     # so composite devices group them (USB ECN IAD).
     iad: tuple[int, int, int] | None = None  # (class, subclass, protocol)
+    _busy = 0.0  # seconds reported by busy() and not yet taken by the Target
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._signals: list[Signal] = []
+        self._busy = 0.0
         self.device: "Device | None" = None
 
     # --- declarations
@@ -154,6 +156,21 @@ class Function:
 
     def take_signals(self) -> list[Signal]:
         out, self._signals = self._signals, []
+        return out
+
+    # --- busy time
+    def busy(self, seconds: float) -> None:
+        """The memory behind this function is busy for ``seconds`` more (what a MemoryIO
+        operation returned; 0.0 in fast mode) and the protocol has no way to tell the host
+        to wait (AVR109 answers a byte, Bulk-Only a CSW): the transport holds this
+        device's next transfer until it is over, as a real device's USB controller NAKs
+        while its CPU waits for the flash.  A protocol that reports the wait itself (DFU's
+        bwPollTimeout) keeps answering and does not call this."""
+        if seconds > 0:
+            self._busy += seconds
+
+    def take_busy(self) -> float:
+        out, self._busy = self._busy, 0.0
         return out
 
     def halt(self, ep: Endpoint) -> None:
@@ -453,6 +470,10 @@ class Device:
             out.extend(b.function.take_signals())
         return out
 
+    def take_busy(self) -> float:
+        """Seconds of memory busy time the functions reported since the last call."""
+        return sum(b.function.take_busy() for b in self._bindings)
+
 
 class Target:
     """What a transport serves: a device that may disconnect and come back as another.
@@ -461,7 +482,9 @@ class Target:
     personality signals (DFU detach: the DFU-mode device; leave: the
     application, or the bootloader again when the image is invalid).
     ``generation`` changes on every re-enumeration so hosts holding the old
-    device see it gone.
+    device see it gone.  ``busy_until`` (on ``clock``) is when the memory behind
+    the device finishes what its functions reported busy (:meth:`Function.busy`);
+    a transport holds the device's next transfer until then (:meth:`busy_left`).
     """
 
     def __init__(self, device: Device | None, on_signal=None, *, clock=None):
@@ -473,12 +496,23 @@ class Target:
         self.clock = clock or time.monotonic
         self._pending: tuple[float, Signal] | None = None
         self.history: list[str] = []
+        self.busy_until = 0.0
+        self.bus: Any = None  # the in-process bus and port it is plugged into, if any
+        self.port: int | None = None
+
+    def busy_left(self) -> float:
+        """Seconds until the device may take its next transfer (0.0: now)."""
+        return max(0.0, self.busy_until - self.clock())
 
     def poll(self) -> None:
         """Run timers and act on signals; transports call it between transactions."""
         now = self.clock()
         if self.device is not None:
             self.device.tick(now)
+            busy = self.device.take_busy()
+            if busy > 0:
+                # one operation after another: the memory starts the new one when the last is over
+                self.busy_until = max(self.busy_until, now) + busy
             for sig in self.device.take_signals():
                 if self._pending is None or sig.kind == "disconnect":
                     self._pending = (now + sig.delay, sig)
