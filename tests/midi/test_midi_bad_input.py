@@ -6,6 +6,9 @@ import pytest
 
 from bootkit.classes.midi import midifile
 from bootkit.classes.midi import protocol as P
+from bootkit.classes.midi.notes import VEL_FIRST
+from bootkit.classes.midi.sysex import frame, parse_frame
+from bootkit.classes.native import Refusal
 from bootkit.classes.midi.device import MidiBootEngine
 from bootkit.memory import SimulatedFlash, get_chip
 from bootkit.samples import sample_image
@@ -23,7 +26,7 @@ def _engine(chip=CHIP):
 def _replies(engine):
     out = []
     for r in engine.take_replies():
-        out.append(P.parse_frame(r[1:-1]))
+        out.append(parse_frame(r[1:-1]))
     return out
 
 
@@ -41,11 +44,11 @@ IMAGE = sample_image(CHIP, 2 * 1024 + 7, 0x1000, 50)
 
 def test_two_way_bad_checksum_gets_a_nak_and_writes_nothing():
     engine, mem, _ = _engine()
-    msg = bytearray(P.frame(P.Cmd.WRITE, 9, P.write(0, bytes(128))[1]))
+    msg = bytearray(frame(P.Cmd.WRITE, 9, P.write(0, bytes(128))[1]))
     msg[20] ^= 0x01
     engine.receive(bytes(msg))
     ((cmd, tag, payload),) = _replies(engine)
-    assert (cmd, tag, payload[0], payload[1]) == (P.Cmd.NAK, 9, P.Cmd.WRITE, P.Reason.BAD_CHECKSUM)
+    assert (cmd, tag, payload[0], payload[1]) == (P.Cmd.NAK, 9, P.Cmd.WRITE, Refusal.BAD_CHECKSUM)
     assert mem.read(0, 128) == b"\xff" * 128
 
 
@@ -87,7 +90,7 @@ def test_a_repeated_page_with_other_data_is_refused_without_touching_flash():
     for ev in events[:-1]:
         engine.receive(ev.data)
     # zeros would program over anything on NOR flash: it must not get there
-    engine.receive(P.frame(P.Cmd.PAGE, 0, P.page(0, 0, b"\x00" * CHIP.page_size)[1]))
+    engine.receive(frame(P.Cmd.PAGE, 0, P.page(0, 0, b"\x00" * CHIP.page_size)[1]))
     assert "page 0 repeated with other data" in engine.refusals[-1]
     engine.receive(events[-1].data)
     first, expected = _expected(IMAGE)
@@ -151,23 +154,23 @@ def test_writes_into_the_bootloader_are_refused_and_it_stays_intact():
     for cmd, payload in (P.write(CHIP.boot_start, b"\x00" * 128), P.erase(CHIP.boot_start - 128, 256),
                          P.erase(0, CHIP.flash_size), P.write(CHIP.flash_end, b"\x00"),
                          P.write(64, b"\x00" * 128)):
-        engine.receive(P.frame(cmd, 1, payload))
+        engine.receive(frame(cmd, 1, payload))
     replies = _replies(engine)
     assert [r[0] for r in replies] == [P.Cmd.NAK] * 5
-    assert [r[2][1] for r in replies] == [P.Reason.PROTECTED, P.Reason.PROTECTED, P.Reason.PROTECTED,
-                                          P.Reason.OUT_OF_RANGE, P.Reason.MISALIGNED]
+    assert [r[2][1] for r in replies] == [Refusal.PROTECTED, Refusal.PROTECTED, Refusal.PROTECTED,
+                                          Refusal.OUT_OF_RANGE, Refusal.MISALIGNED]
     assert mem.read(CHIP.boot_start, CHIP.boot_size) == boot
     assert mem.read(0, CHIP.boot_start) == b"\xff" * CHIP.boot_start
 
 
 def test_a_page_before_begin_or_not_belonging_to_the_file_is_ignored():
     engine, mem, _ = _engine()
-    engine.receive(P.frame(P.Cmd.PAGE, 0, P.page(0, 0, b"\x00" * 128)[1]))
+    engine.receive(frame(P.Cmd.PAGE, 0, P.page(0, 0, b"\x00" * 128)[1]))
     assert mem.read(0, 128) == b"\xff" * 128
     events = _events(IMAGE)
     engine.receive(events[0].data)
-    engine.receive(P.frame(P.Cmd.PAGE, 0, P.page(1, 0, b"\x00" * 128)[1]))  # seq/address disagree
-    engine.receive(P.frame(P.Cmd.PAGE, 0, P.page(500, 500 * 128, b"\x00" * 128)[1]))
+    engine.receive(frame(P.Cmd.PAGE, 0, P.page(1, 0, b"\x00" * 128)[1]))  # seq/address disagree
+    engine.receive(frame(P.Cmd.PAGE, 0, P.page(500, 500 * 128, b"\x00" * 128)[1]))
     assert mem.read(0, 256) == b"\xff" * 256
     assert len(engine.refusals) == 3
 
@@ -175,12 +178,12 @@ def test_a_page_before_begin_or_not_belonging_to_the_file_is_ignored():
 def test_write_twice_acknowledges_a_retry_and_refuses_other_data():
     engine, mem, _ = _engine()
     data = bytes(range(128))
-    engine.receive(P.frame(P.Cmd.WRITE, 1, P.write(0, data)[1]))
-    engine.receive(P.frame(P.Cmd.WRITE, 2, P.write(0, data)[1]))
-    engine.receive(P.frame(P.Cmd.WRITE, 3, P.write(0, bytes(128))[1]))
+    engine.receive(frame(P.Cmd.WRITE, 1, P.write(0, data)[1]))
+    engine.receive(frame(P.Cmd.WRITE, 2, P.write(0, data)[1]))
+    engine.receive(frame(P.Cmd.WRITE, 3, P.write(0, bytes(128))[1]))
     replies = _replies(engine)
     assert [r[0] for r in replies] == [P.Cmd.ACK, P.Cmd.ACK, P.Cmd.NAK]
-    assert replies[2][2][1] == P.Reason.NOT_ERASED
+    assert replies[2][2][1] == Refusal.NOT_ERASED
     assert mem.read(0, 128) == data
 
 
@@ -190,7 +193,7 @@ def _notes():
 
 def _first_middle_last(notes, frame_no):
     """Indexes of the first, a middle and the last Note On of the frame_no-th frame."""
-    firsts = [i for i, n in enumerate(notes) if n[2] == P.VEL_FIRST]
+    firsts = [i for i, n in enumerate(notes) if n[2] == VEL_FIRST]
     a = firsts[frame_no]
     b = firsts[frame_no + 1] - 1
     return a, (a + b) // 2, b
@@ -225,15 +228,15 @@ def test_a_lost_or_reordered_note_on_is_detected_and_identify_says_so(damage):
     assert info.pages_missing >= 1
     assert info.status.startswith(f"the file ended with {info.pages_missing} of ")
     # what IDENTIFY carries on the wire
-    assert P.DeviceInfo.unpack(info.pack()) == info
+    assert P.unpack_info(P.pack_info(info)) == info
 
 
 def test_identify_without_the_new_fields_still_reads():
     """A device that does not send the damaged count and status (the fields are optional)."""
     engine, _, _ = _engine()
     info = engine.info()
-    old = info.pack()[:-(3 + 1 + len(info.status))]
-    back = P.DeviceInfo.unpack(old)
+    old = P.pack_info(info)[:-(3 + 1 + len(info.status))]
+    back = P.unpack_info(old)
     assert back.damaged == 0 and back.status == "" and back.chip == CHIP.name
 
 

@@ -5,6 +5,8 @@ import pytest
 from bootkit.classes.common import ImageRejected
 from bootkit.classes.midi import host
 from bootkit.classes.midi import protocol as P
+from bootkit.classes.midi.stream import StreamParser
+from bootkit.classes.midi.sysex import from_u7, pack7, unpack7
 from bootkit.emulator import Emulator
 from bootkit.formats.image import Image
 from bootkit.samples import sample_image
@@ -106,7 +108,7 @@ def test_retries_on_nak_and_lost_replies(board, monkeypatch):
 
 def _init(self, link, timeout, retries):
     self.link, self.timeout, self.retries, self.window = link, timeout, retries, 16
-    self.parser = P.StreamParser()
+    self.parser = StreamParser()
     self.tag = 0
     self.retried = 0
 
@@ -266,10 +268,10 @@ def test_wrong_data_on_read_back_fails_the_cli_with_exit_1(tmp_path, monkeypatch
 
     def lying(self, payload):
         reply = bytearray(real(self, payload))
-        if P.from_u7(payload[:5]) == 0x100:
-            data = bytearray(P.unpack7(bytes(reply[5:])))
+        if from_u7(payload[:5]) == 0x100:
+            data = bytearray(unpack7(bytes(reply[5:])))
             data[7] ^= 0x10
-            reply[5:] = P.pack7(bytes(data))
+            reply[5:] = pack7(bytes(data))
         return bytes(reply)
 
     monkeypatch.setattr(MidiBootEngine, "_read", lying)

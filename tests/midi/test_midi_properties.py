@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from bootkit.classes.midi import bootloader_device, midifile
 from bootkit.classes.midi import protocol as P
+from bootkit.classes.midi.sysex import frame, parse_frame
 from bootkit.classes.midi.device import MidiBootEngine
 from bootkit.memory import SimulatedFlash, get_chip
 from bootkit.samples import sample_image
@@ -71,14 +72,14 @@ def test_random_well_formed_frames(frames):
     mem = _fresh()
     engine = MidiBootEngine(mem, CHIP)
     for (cmd, payload), damage, where in frames:
-        msg = bytearray(P.frame(cmd, 3, payload))
+        msg = bytearray(frame(cmd, 3, payload))
         if damage:
             i = 1 + where % (len(msg) - 2)
             msg[i] = (msg[i] + 1) & 0x7F
         engine.receive(bytes(msg))
     assert _bootloader_intact(mem)
     for r in engine.take_replies():  # every reply is a well-formed frame
-        cmd, tag, payload = P.parse_frame(r[1:-1])
+        cmd, tag, payload = parse_frame(r[1:-1])
         assert cmd in (P.Cmd.ACK, P.Cmd.NAK)  # (a damaged frame may carry another tag)
 
 

@@ -6,36 +6,41 @@ from hypothesis import strategies as st
 
 from bootkit.classes.midi import bootloader_device
 from bootkit.classes.midi import protocol as P
+from bootkit.classes.midi.notes import body_to_notes, NotesDecoder
+from bootkit.classes.midi.packets import decode_packets, message_packets
+from bootkit.classes.midi.stream import StreamParser
+from bootkit.classes.midi.sysex import frame_body, FrameError, pack7, packed_length, parse_frame, u7, unpack7
+from bootkit.classes.native import Refusal
 from bootkit.memory import SimulatedFlash, get_chip
 from bootkit.usb.descriptors import parse_configuration
 
 
 def test_sysex_packets_use_cin_4_then_5_6_7():
     # USB-MIDI 1.0 section 4, Table 4-1
-    assert P.message_packets(bytes([0xF0, 0x7D, 0xF7])) == bytes([0x07, 0xF0, 0x7D, 0xF7])
-    assert P.message_packets(bytes([0xF0, 0xF7])) == bytes([0x06, 0xF0, 0xF7, 0])
-    assert P.message_packets(bytes([0xF0, 1, 2, 0xF7])) == bytes([0x04, 0xF0, 1, 2, 0x05, 0xF7, 0, 0])
-    assert P.message_packets(bytes([0xF0, 1, 2, 3, 0xF7])) == bytes([0x04, 0xF0, 1, 2, 0x06, 3, 0xF7, 0])
-    assert P.message_packets(bytes([0xF0, 1, 2, 3, 4, 0xF7])) == bytes([0x04, 0xF0, 1, 2, 0x07, 3, 4, 0xF7])
+    assert message_packets(bytes([0xF0, 0x7D, 0xF7])) == bytes([0x07, 0xF0, 0x7D, 0xF7])
+    assert message_packets(bytes([0xF0, 0xF7])) == bytes([0x06, 0xF0, 0xF7, 0])
+    assert message_packets(bytes([0xF0, 1, 2, 0xF7])) == bytes([0x04, 0xF0, 1, 2, 0x05, 0xF7, 0, 0])
+    assert message_packets(bytes([0xF0, 1, 2, 3, 0xF7])) == bytes([0x04, 0xF0, 1, 2, 0x06, 3, 0xF7, 0])
+    assert message_packets(bytes([0xF0, 1, 2, 3, 4, 0xF7])) == bytes([0x04, 0xF0, 1, 2, 0x07, 3, 4, 0xF7])
 
 
 def test_channel_realtime_and_common_packets():
-    assert P.message_packets(bytes([0x9F, 60, 100])) == bytes([0x09, 0x9F, 60, 100])
-    assert P.message_packets(bytes([0x83, 60, 0])) == bytes([0x08, 0x83, 60, 0])
-    assert P.message_packets(bytes([0xC1, 5])) == bytes([0x0C, 0xC1, 5, 0])
-    assert P.message_packets(bytes([0xD1, 5])) == bytes([0x0D, 0xD1, 5, 0])
-    assert P.message_packets(bytes([0xE0, 0, 64])) == bytes([0x0E, 0xE0, 0, 64])
-    assert P.message_packets(bytes([0xF8])) == bytes([0x0F, 0xF8, 0, 0])
-    assert P.message_packets(bytes([0xF2, 1, 2])) == bytes([0x03, 0xF2, 1, 2])
-    assert P.message_packets(bytes([0xF3, 1])) == bytes([0x02, 0xF3, 1, 0])
-    assert P.message_packets(bytes([0xF6])) == bytes([0x05, 0xF6, 0, 0])
-    assert P.message_packets(bytes([0x90, 1, 2]), cable=3)[0] == 0x39
+    assert message_packets(bytes([0x9F, 60, 100])) == bytes([0x09, 0x9F, 60, 100])
+    assert message_packets(bytes([0x83, 60, 0])) == bytes([0x08, 0x83, 60, 0])
+    assert message_packets(bytes([0xC1, 5])) == bytes([0x0C, 0xC1, 5, 0])
+    assert message_packets(bytes([0xD1, 5])) == bytes([0x0D, 0xD1, 5, 0])
+    assert message_packets(bytes([0xE0, 0, 64])) == bytes([0x0E, 0xE0, 0, 64])
+    assert message_packets(bytes([0xF8])) == bytes([0x0F, 0xF8, 0, 0])
+    assert message_packets(bytes([0xF2, 1, 2])) == bytes([0x03, 0xF2, 1, 2])
+    assert message_packets(bytes([0xF3, 1])) == bytes([0x02, 0xF3, 1, 0])
+    assert message_packets(bytes([0xF6])) == bytes([0x05, 0xF6, 0, 0])
+    assert message_packets(bytes([0x90, 1, 2]), cable=3)[0] == 0x39
 
 
 def test_decode_drops_other_cables_reserved_cins_and_partial_packets():
     data = bytes([0x09, 0x90, 1, 2, 0x19, 0x91, 3, 4, 0x00, 0xF8, 0, 0, 0x0F, 0xFE, 0, 0, 0x09])
-    assert P.decode_packets(data) == bytes([0x90, 1, 2, 0xFE])
-    assert P.decode_packets(data, cable=None) == bytes([0x90, 1, 2, 0x91, 3, 4, 0xFE])
+    assert decode_packets(data) == bytes([0x90, 1, 2, 0xFE])
+    assert decode_packets(data, cable=None) == bytes([0x90, 1, 2, 0x91, 3, 4, 0xFE])
 
 
 midi_message = st.one_of(
@@ -48,14 +53,14 @@ midi_message = st.one_of(
 
 @given(st.lists(midi_message, max_size=20))
 def test_packets_round_trip_through_the_stream_parser(messages):
-    packets = b"".join(P.message_packets(m) for m in messages)
+    packets = b"".join(message_packets(m) for m in messages)
     assert len(packets) % 4 == 0
-    parsed = P.StreamParser().feed(P.decode_packets(packets))
+    parsed = StreamParser().feed(decode_packets(packets))
     assert [m.data for m in parsed] == messages
 
 
 def test_realtime_inside_sysex_does_not_break_it_and_a_status_byte_ends_it():
-    p = P.StreamParser()
+    p = StreamParser()
     out = p.feed(bytes([0xF0, 1, 0xF8, 2, 0xFE, 0xF7]))
     assert [m.data for m in out] == [b"\xf8", b"\xfe", bytes([0xF0, 1, 2, 0xF7])]
     out = p.feed(bytes([0xF0, 1, 2, 0x90, 60, 1, 61, 2]))  # unfinished SysEx, then running status
@@ -66,31 +71,31 @@ def test_realtime_inside_sysex_does_not_break_it_and_a_status_byte_ends_it():
 
 @given(st.binary(max_size=300))
 def test_pack7_round_trip(data):
-    packed = P.pack7(data)
+    packed = pack7(data)
     assert all(b < 0x80 for b in packed)
-    assert len(packed) == P.packed_length(len(data))
-    assert P.unpack7(packed) == data
+    assert len(packed) == packed_length(len(data))
+    assert unpack7(packed) == data
 
 
 def test_pack7_takes_8_bytes_for_7():
-    assert P.pack7(bytes([0x80, 1, 2, 3, 4, 5, 0xFF])) == bytes([0x41, 0, 1, 2, 3, 4, 5, 0x7F])
+    assert pack7(bytes([0x80, 1, 2, 3, 4, 5, 0xFF])) == bytes([0x41, 0, 1, 2, 3, 4, 5, 0x7F])
 
 
 def test_frame_check_and_bad_checksum():
-    body = P.frame_body(P.Cmd.READ, 5, P.u7(0x1234, 5) + P.u7(128, 5))
-    assert P.parse_frame(body) == (P.Cmd.READ, 5, P.u7(0x1234, 5) + P.u7(128, 5))
+    body = frame_body(P.Cmd.READ, 5, u7(0x1234, 5) + u7(128, 5))
+    assert parse_frame(body) == (P.Cmd.READ, 5, u7(0x1234, 5) + u7(128, 5))
     bad = bytearray(body)
     bad[8] ^= 1
-    with pytest.raises(P.FrameError) as exc:
-        P.parse_frame(bytes(bad))
-    assert exc.value.reason == P.Reason.BAD_CHECKSUM and exc.value.tag == 5
+    with pytest.raises(FrameError) as exc:
+        parse_frame(bytes(bad))
+    assert exc.value.refusal == Refusal.BAD_CHECKSUM and exc.value.tag == 5
 
 
 def test_notes_encoding_never_uses_velocity_zero_and_round_trips():
-    body = P.frame_body(P.Cmd.PAGE, 0, P.page(0, 0, bytes(range(128)))[1])
-    notes = P.body_to_notes(body)
+    body = frame_body(P.Cmd.PAGE, 0, P.page(0, 0, bytes(range(128)))[1])
+    notes = body_to_notes(body)
     assert all(n[0] == 0x9F and 0 < n[2] < 0x80 and n[1] < 0x80 for n in notes)
-    d = P.NotesDecoder()
+    d = NotesDecoder()
     outs = [d.feed(n) for n in notes]
     assert outs[-1] == body and not any(outs[:-1])
 

@@ -24,56 +24,48 @@ from collections import deque
 from typing import Callable
 
 from ...memory import Chip, MemoryFault
-from ...memory.core import NotErasedFault, ProtectedFault
 from ...memory.writer import SessionWriter
 from ...usb.descriptors import Endpoint, Interface
 from ...usb.device import Function, SetupPacket, Stall
-from .protocol import (
+from ..native import FLAG_APP_VALID, NativeCommands, NativeFault, NativeInfo, Op, Refusal, crc32, refusal_for
+from .descriptors import (
     AUDIO_CLASS,
     AUDIOCONTROL,
-    FLAG_APP_VALID,
-    FLAG_REFUSED_FILE,
-    FLAG_SESSION,
-    FLAG_SESSION_FAILED,
     JACK_EMBEDDED,
     JACK_EXTERNAL,
     MIDISTREAMING,
-    PACKET_SIZE,
-    PROTOCOL_VERSION,
-    SIGNATURE,
-    Cmd,
-    DeviceInfo,
-    FrameError,
-    NotesDecoder,
-    Reader,
-    Reason,
-    StreamParser,
     ac_header,
-    ack,
-    crc32,
-    decode_packets,
-    from_u7,
     in_jack,
-    is_ours,
-    messages_packets,
     ms_endpoint,
     ms_header,
-    nak,
     out_jack,
+)
+from .notes import NotesDecoder
+from .packets import PACKET_SIZE, decode_packets, messages_packets
+from .protocol import (
+    FLAG_REFUSED_FILE,
+    FLAG_SESSION,
+    FLAG_SESSION_FAILED,
+    OPS,
+    PROTOCOL_VERSION,
+    Cmd,
+    ack,
+    nak,
+    pack_info,
+)
+from .stream import StreamParser
+from .sysex import (
+    SIGNATURE,
+    FrameError,
+    Reader,
+    from_u7,
+    is_ours,
     pack7,
     packed_length,
     parse_frame,
     u7,
     unpack7,
 )
-
-
-class MidiFault(Exception):
-    """A request the engine refuses, with the NAK reason."""
-
-    def __init__(self, why: str, reason: Reason):
-        super().__init__(why)
-        self.reason = reason
 
 
 class Session:
@@ -107,9 +99,8 @@ class MidiBootEngine:
         self.memory = memory
         self.chip = chip
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
-        flash = memory.layout.flash
-        app = memory.layout.application_ranges("flash")
-        self.app_start, self.app_end = app[0] if app else (flash.start, flash.start)
+        self.native = NativeCommands(memory, chip)  # what each request does and checks
+        self.app_start, self.app_end = self.native.app_start, self.native.app_end
         self.page_size = chip.page_size
         # a frame holds at most one page, packed, plus its header fields
         limit = packed_length(self.page_size) + 64
@@ -133,9 +124,9 @@ class MidiBootEngine:
         frames = self.parser.split_sysex(data)
         if frames is not None:
             # the flash path: a transfer of whole SysEx messages (each F0 + body, F7 stripped)
-            for message in frames:
-                if message[1:4] == SIGNATURE:
-                    self.frame(message[1:])
+            for piece in frames:
+                if piece[1:4] == SIGNATURE:
+                    self.frame(piece[1:])
                 else:
                     self.ignored += 1  # another manufacturer's SysEx
             return
@@ -152,10 +143,10 @@ class MidiBootEngine:
                 else:
                     self.ignored += 1
             elif message.kind == "channel":
-                body = self.notes.feed(message.data)
-                if body is not None and is_ours(body):
-                    self.frame(body)
-                elif body is None:
+                carried = self.notes.feed(message.data)
+                if carried is not None and is_ours(carried):
+                    self.frame(carried)
+                elif carried is None:
                     self.ignored += 1
             else:
                 self.ignored += 1  # clock, active sensing, song position...
@@ -178,17 +169,17 @@ class MidiBootEngine:
         except FrameError as exc:
             self._refuse(str(exc))
             if exc.cmd is not None and exc.cmd < Cmd.BEGIN:
-                self.outbox.append(nak(exc.cmd, exc.tag, exc.reason, str(exc)))
+                self.outbox.append(nak(exc.cmd, exc.tag, exc.refusal, str(exc)))
                 return
             self.damaged += 1  # a one-way frame (or one whose command byte is itself damaged)
             if exc.cmd == Cmd.PAGE and self.session is not None:
-                self._mark_bad(body)
+                self._mark_bad(self.session, body)
             return
         if cmd == Cmd.WRITE or cmd == Cmd.READ:
             # the two commands of every page: decoded without a Reader
             try:
                 reply = self._write(payload) if cmd == Cmd.WRITE else self._read(payload)
-            except (MidiFault, ValueError, MemoryFault) as exc:
+            except (NativeFault, ValueError, MemoryFault) as exc:
                 self._nak(cmd, tag, exc)
                 return
             self.outbox.append(ack(cmd, tag, reply))
@@ -196,14 +187,14 @@ class MidiBootEngine:
         if cmd in (Cmd.BEGIN, Cmd.PAGE, Cmd.END):
             try:
                 self._one_way(cmd, Reader(payload))
-            except (MidiFault, ValueError) as exc:
+            except (NativeFault, ValueError) as exc:
                 self._refuse(f"{Cmd(cmd).name}: {exc}")
             return
         if cmd in (Cmd.ACK, Cmd.NAK):
             return  # our own replies looped back (a MIDI thru): not for us
         try:
             reply = self._command(cmd, Reader(payload))
-        except (MidiFault, ValueError, MemoryFault) as exc:
+        except (NativeFault, ValueError, MemoryFault) as exc:
             self._nak(cmd, tag, exc)
             return
         self.outbox.append(ack(cmd, tag, reply))
@@ -213,36 +204,27 @@ class MidiBootEngine:
             self.signal("leave", "MIDI BOOT", 0.05)
 
     def _nak(self, cmd: int, tag: int, exc: Exception) -> None:
-        if isinstance(exc, MidiFault):
-            reason = exc.reason
+        if isinstance(exc, NativeFault):
+            reason = exc.refusal
         elif isinstance(exc, MemoryFault):
-            reason = _reason_for(exc)
+            reason = refusal_for(exc)
         else:  # ValueError: a short or badly packed payload
-            reason = Reason.MALFORMED
+            reason = Refusal.MALFORMED
         self._refuse(str(exc))
         self.outbox.append(nak(cmd, tag, reason, str(exc)))
 
-    def _mark_bad(self, body: bytes) -> None:
+    @staticmethod
+    def _mark_bad(session: Session, body: bytes) -> None:
         """A PAGE whose checksum failed: note its sequence number if it can be read (it stays missing)."""
         inner = body[len(SIGNATURE) + 2:]  # after cmd and tag: the 3-byte sequence number
         if len(inner) >= 3:
             seq = from_u7(inner[:3])
-            if seq < self.session.pages and seq not in self.session.received:
-                self.session.bad.add(seq)
+            if seq < session.pages and seq not in session.received:
+                session.bad.add(seq)
 
     # ------------------------------------------------------------------
     # two-way
-    def _check_span(self, address: int, length: int, what: str) -> None:
-        """Refuse a span outside the application before anything is touched."""
-        if length <= 0:
-            raise MidiFault(f"{what} of {length} bytes", Reason.MALFORMED)
-        if address < self.app_start or address + length > self.app_end:
-            if self.memory.layout.is_protected(address, address + length):
-                raise MidiFault(f"{what} 0x{address:X}+{length} reaches into the bootloader", Reason.PROTECTED)
-            raise MidiFault(f"{what} 0x{address:X}+{length} is outside the application "
-                            f"0x{self.app_start:X}-0x{self.app_end - 1:X}", Reason.OUT_OF_RANGE)
-
-    def info(self) -> DeviceInfo:
+    def info(self) -> NativeInfo:
         flash = self.memory.layout.flash
         timing = self.chip.timing  # the datasheet's, whatever mode the simulation runs in
         flags = FLAG_APP_VALID if getattr(self.memory, "app_valid", False) else 0
@@ -258,9 +240,9 @@ class MidiBootEngine:
             flags |= FLAG_REFUSED_FILE
             status = status or f"refused {self.refused_file}, this is {self.chip.name}"
         erase_ms = timing.erase_time(flash.page_size, min(s for _, s in flash.sectors))
-        return DeviceInfo(PROTOCOL_VERSION, self.chip.name, flash.start, flash.size, self.app_start,
-                          self.app_end - self.app_start, self.page_size, int(timing.program_ms * 1000),
-                          int(erase_ms * 1000), flags, missing, self.damaged_frames, status)
+        return self.native.info((PROTOCOL_VERSION, 0), program_us=int(timing.program_ms * 1000),
+                                erase_us=int(erase_ms * 1000), flags=flags, pages_missing=missing,
+                                damaged=self.damaged_frames, status=status)
 
     @property
     def damaged_frames(self) -> int:
@@ -276,17 +258,16 @@ class MidiBootEngine:
         data = unpack7(payload[5:])
         length = len(data)
         if length <= 0 or address < self.app_start or address + length > self.app_end:
-            self._check_span(address, length, "WRITE")
+            self.native.check_span(address, length, "WRITE")
         if address % self.page_size or length > self.page_size:
-            raise MidiFault(f"WRITE 0x{address:X}+{length} is not within one {self.page_size}-byte page",
-                            Reason.MISALIGNED)
+            raise NativeFault(f"WRITE 0x{address:X}+{length} is not within one {self.page_size}-byte page",
+                            Refusal.MISALIGNED)
         self.session = None
         current = self.memory.read(address, length)
         if current != data:  # a retry of a written page is acknowledged
-            # NOR programming only clears bits, so flash would take 0x00 over anything:
-            # refuse a page that is not erased rather than merge into it.
+            # NOR programming only clears bits: a page that is not erased is refused, not merged into
             if current.count(0xFF) != length:
-                raise MidiFault(f"WRITE 0x{address:X}: the page is not erased", Reason.NOT_ERASED)
+                raise NativeFault(f"WRITE 0x{address:X}: the page is not erased", Refusal.NOT_ERASED)
             self.memory.program(address, data)
         return payload[:5]  # the address, as sent (5 7-bit groups)
 
@@ -296,55 +277,36 @@ class MidiBootEngine:
             raise ValueError("frame too short")
         address, length = from_u7(payload[:5]), from_u7(payload[5:10])
         if length <= 0 or address < self.app_start or address + length > self.app_end:
-            self._check_span(address, length, "READ")
+            self.native.check_span(address, length, "READ")
         if length > self.page_size:
-            raise MidiFault(f"READ of {length} bytes, at most {self.page_size}", Reason.MALFORMED)
+            raise NativeFault(f"READ of {length} bytes, at most {self.page_size}", Refusal.MALFORMED)
         return payload[:5] + pack7(self.memory.read(address, length))
 
     def _command(self, cmd: int, r: Reader) -> bytes:
-        if cmd == Cmd.IDENTIFY:
-            return self.info().pack()
-        if cmd == Cmd.ERASE:
-            start, length = r.u(5), r.u(5)
-            if length == 0:  # the whole application
-                start, length = self.app_start, self.app_end - self.app_start
-            self._check_span(start, length, "ERASE")
+        op = OPS.get(cmd)
+        if op is Op.IDENTIFY:
+            return pack_info(self.info())
+        if op is Op.ERASE:
+            start, length = self.native.application(r.u(5), r.u(5))  # length 0: the whole application
+            self.native.check_span(start, length, "ERASE")
             self.session = None
-            region = self.memory.layout.flash
-            count = 0
-            # the span is inside the application, so only its first and last sectors can reach out of it
-            for addr in (start, start + length - 1):
-                s, size = region.sector_at(addr)
-                if s < self.app_start or s + size > self.app_end:
-                    raise MidiFault(f"sector 0x{s:X}+{size} is not wholly in the application", Reason.PROTECTED)
-            addr = start
-            while addr < start + length:
-                s, size = self.memory.erase(addr)
-                count += 1
-                addr = s + size
-            return u7(count, 3)
-        if cmd == Cmd.WRITE:
+            return u7(self.native.erase(start, length), 3)
+        if op is Op.WRITE:
             return self._write(r.rest())
-        if cmd == Cmd.READ:
+        if op is Op.READ:
             return self._read(r.rest())
-        if cmd == Cmd.CRC:
-            start, length = r.u(5), r.u(5)
-            if length == 0:
-                start, length = self.app_start, self.app_end - self.app_start
-            self._check_span(start, length, "CRC")
-            return u7(crc32(self.memory.read(start, length)), 5) + u7(start, 5) + u7(length, 5)
-        if cmd == Cmd.BOOT:
+        if op is Op.CRC:
+            crc, start, length = self.native.crc(r.u(5), r.u(5))  # length 0: the application
+            return u7(crc, 5) + u7(start, 5) + u7(length, 5)
+        if op is Op.BOOT:
             s = self.session
             if s is not None:
                 # a file was played and did not complete: flash holds part of an image
                 why = s.failed or f"the file played last is incomplete ({s.missing} of {s.pages} page(s) missing)"
-                raise MidiFault(f"BOOT: {why}", Reason.NO_APPLICATION)
-            try:
-                self.memory.manifest()
-            except MemoryFault as exc:
-                raise MidiFault(f"BOOT: {exc}", Reason.NO_APPLICATION) from None
+                raise NativeFault(f"BOOT: {why}", Refusal.NO_APPLICATION)
+            self.native.boot()
             return b""
-        raise MidiFault(f"unknown command 0x{cmd:02X}", Reason.UNKNOWN_COMMAND)
+        raise NativeFault(f"unknown command 0x{cmd:02X}", Refusal.UNKNOWN_COMMAND)
 
     # ------------------------------------------------------------------
     # one-way
@@ -354,16 +316,16 @@ class MidiBootEngine:
             chip = r.text()
             start, page_size, pages, image_crc = r.u(5), r.u(5), r.u(3), r.u(5)
             if version != PROTOCOL_VERSION:
-                raise MidiFault(f"protocol version {version}, this bootloader speaks {PROTOCOL_VERSION}",
-                                Reason.MALFORMED)
+                raise NativeFault(f"protocol version {version}, this bootloader speaks {PROTOCOL_VERSION}",
+                                Refusal.MALFORMED)
             if chip.lower() != self.chip.name.lower() or page_size != self.page_size:
                 self.refused_file = f"a file for {chip} ({page_size}-byte pages)"
                 self.session = None
-                raise MidiFault(f"{self.refused_file}, this is {self.chip.name} ({self.page_size}-byte pages)",
-                                Reason.WRONG_CHIP)
+                raise NativeFault(f"{self.refused_file}, this is {self.chip.name} ({self.page_size}-byte pages)",
+                                Refusal.WRONG_CHIP)
             if pages == 0 or (start - self.memory.layout.flash.start) % page_size:
-                raise MidiFault(f"span 0x{start:X}, {pages} pages is not page aligned", Reason.MISALIGNED)
-            self._check_span(start, pages * page_size, "BEGIN")
+                raise NativeFault(f"span 0x{start:X}, {pages} pages is not page aligned", Refusal.MISALIGNED)
+            self.native.check_span(start, pages * page_size, "BEGIN")
             self.refused_file = ""
             if self.session is not None and self.session.key == (start, page_size, pages, image_crc):
                 return  # the same file again (a sequencer replays its first event): keep what arrived
@@ -374,23 +336,23 @@ class MidiBootEngine:
             return
         s = self.session
         if s is None:
-            raise MidiFault("no BEGIN for this file (another chip's, or not received)", Reason.MALFORMED)
+            raise NativeFault("no BEGIN for this file (another chip's, or not received)", Refusal.MALFORMED)
         if cmd == Cmd.PAGE:
             seq, address = r.u(3), r.u(5)
             data = unpack7(r.rest())
             if seq >= s.pages or address != s.start + seq * s.page_size or len(data) != s.page_size:
-                raise MidiFault(f"page {seq} at 0x{address:X}+{len(data)} does not belong to the file",
-                                Reason.OUT_OF_RANGE)
+                raise NativeFault(f"page {seq} at 0x{address:X}+{len(data)} does not belong to the file",
+                                Refusal.OUT_OF_RANGE)
             if seq in s.received:
                 if self.memory.read(address, len(data)) != data:
                     # refused, flash untouched: END's CRC decides whether what is there is the image
-                    raise MidiFault(f"page {seq} repeated with other data", Reason.NOT_ERASED)
+                    raise NativeFault(f"page {seq} repeated with other data", Refusal.NOT_ERASED)
                 return  # a repeat: already there
             try:
                 s.writer.write(address, data)
             except MemoryFault as exc:
                 s.failed = f"page {seq}: {exc}"
-                raise MidiFault(s.failed, _reason_for(exc)) from None
+                raise NativeFault(s.failed, refusal_for(exc)) from None
             s.received.add(seq)
             s.bad.discard(seq)
             return
@@ -398,21 +360,21 @@ class MidiBootEngine:
             pages, image_crc = r.u(3), r.u(5)
             if (pages, image_crc) != (s.pages, s.image_crc):
                 s.failed = "END does not match BEGIN"
-                raise MidiFault(s.failed, Reason.MALFORMED)
+                raise NativeFault(s.failed, Refusal.MALFORMED)
             if s.missing:
                 self.status = (f"the file ended with {s.missing} of {s.pages} page(s) missing "
                                f"({self.damaged_frames} damaged frame(s)): the application stays invalid; "
                                f"play the file again")
-                raise MidiFault(self.status, Reason.MALFORMED)
+                raise NativeFault(self.status, Refusal.MALFORMED)
             got = crc32(self.memory.read(s.start, s.pages * s.page_size))
             if got != s.image_crc:
                 s.failed = f"image CRC 0x{got:08X}, the file says 0x{s.image_crc:08X}"
-                raise MidiFault(s.failed, Reason.MEMORY)
+                raise NativeFault(s.failed, Refusal.MEMORY)
             try:
                 self.memory.manifest()
             except MemoryFault as exc:
                 s.failed = str(exc)
-                raise MidiFault(s.failed, Reason.NO_APPLICATION) from None
+                raise NativeFault(s.failed, Refusal.NO_APPLICATION) from None
             self.session = None
             self.status = f"file complete: {s.pages} page(s), CRC-32 0x{got:08X}: application valid"
             self.left = True
@@ -421,14 +383,6 @@ class MidiBootEngine:
     def bus_reset(self) -> None:
         self.parser.reset()
         self.outbox.clear()
-
-
-def _reason_for(exc: MemoryFault) -> Reason:
-    if isinstance(exc, NotErasedFault):
-        return Reason.NOT_ERASED
-    if isinstance(exc, ProtectedFault):
-        return Reason.PROTECTED
-    return Reason.MEMORY
 
 
 # --------------------------------------------------------------------------
@@ -527,4 +481,4 @@ class MidiFunction(Function):
             self._in.clear()
 
 
-__all__ = ["MidiFault", "MidiBootEngine", "MidiFunction", "Session"]
+__all__ = ["MidiBootEngine", "MidiFunction", "Session"]

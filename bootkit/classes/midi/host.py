@@ -31,7 +31,12 @@ from ...memory import Chip
 from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import in_process, take_interfaces
+from ..native import TRANSIENT, NativeInfo, Refusal, crc32
 from . import protocol as P
+from .descriptors import AUDIO_CLASS, MIDISTREAMING
+from .packets import decode_packets, message_packets, messages_packets
+from .stream import StreamParser
+from .sysex import SIGNATURE, FrameError, Reader, frame, from_u7, pack7_many, parse_frame, u7, unpack7, unpack7_many
 from .midifile import TICK_SECONDS, file_events
 
 BOOTKIT_VID = 0x1209  # pid.codes, as bootkit's DFU and HID devices
@@ -51,7 +56,7 @@ class Gone(MidiError):
 class Nak(MidiError):
     def __init__(self, what: str, reason: int, text: str):
         try:
-            name = P.Reason(reason).name
+            name = Refusal(reason).name
         except ValueError:
             name = f"reason 0x{reason:02X}"
         super().__init__(f"{what}: device answered NAK {name}" + (f" ({text})" if text else ""))
@@ -101,7 +106,7 @@ def find_devices(backend=None, *, vid=None, pid=None, serial=None) -> list[MidiT
         except (usb.core.USBError, IndexError):
             continue
         for intf in cfg:
-            if (intf.bInterfaceClass, intf.bInterfaceSubClass) != (P.AUDIO_CLASS, P.MIDISTREAMING):
+            if (intf.bInterfaceClass, intf.bInterfaceSubClass) != (AUDIO_CLASS, MIDISTREAMING):
                 continue
             ep_in = ep_out = None
             mps = 64
@@ -139,14 +144,14 @@ class UsbLink:
 
     def send(self, message: bytes) -> None:
         try:
-            self.dev.write(self.target.ep_out, P.message_packets(message), self.timeout)
+            self.dev.write(self.target.ep_out, message_packets(message), self.timeout)
         except usb.core.USBError as exc:
             raise _usb_error("send", exc) from None
 
     def send_many(self, messages: list[bytes]) -> None:
         """Several messages in one bulk transfer (the host controller splits it into packets)."""
         try:
-            self.dev.write(self.target.ep_out, P.messages_packets(messages), self.timeout)
+            self.dev.write(self.target.ep_out, messages_packets(messages), self.timeout)
         except usb.core.USBError as exc:
             raise _usb_error("send", exc) from None
 
@@ -160,7 +165,7 @@ class UsbLink:
             return b""
         except usb.core.USBError as exc:
             raise _usb_error("receive", exc) from None
-        return P.decode_packets(raw, cable=0)
+        return decode_packets(raw, cable=0)
 
     def close(self) -> None:
         try:
@@ -256,7 +261,7 @@ class SysexClient:
         self.timeout = timeout
         self.retries = retries
         self.window = window or self.WINDOW
-        self.parser = P.StreamParser()
+        self.parser = StreamParser()
         self.tag = 0
         self.retried = 0
 
@@ -273,7 +278,7 @@ class SysexClient:
             for i, (cmd, payload, _what) in enumerate(group):
                 tag = (tag + 1) & 0x7F
                 pending[tag] = off + i
-                frames.append(P.frame(cmd, tag, payload))
+                frames.append(frame(cmd, tag, payload))
             self.tag = tag
             self.link.send_many(frames)
             again = []
@@ -293,7 +298,7 @@ class SysexClient:
                         results[index] = payload[1:]
                         continue
                     reason, text = self._nak_fields(payload)
-                    if reason not in P.TRANSIENT:
+                    if reason not in TRANSIENT:
                         raise Nak(what, reason, text)
                     again.append(index)
             for index in sorted(again + list(pending.values())):
@@ -311,20 +316,20 @@ class SysexClient:
             bodies = [p[1:] for p in pieces]
         out = []
         for body in bodies:
-            if body[:3] == P.SIGNATURE:
+            if body[:3] == SIGNATURE:
                 try:
-                    out.append(P.parse_frame(body))
-                except P.FrameError:
+                    out.append(parse_frame(body))
+                except FrameError:
                     pass  # a damaged reply: its request goes again
         return out
 
     @staticmethod
     def _nak_fields(payload: bytes) -> tuple[int, str]:
-        r = P.Reader(payload[1:])
+        r = Reader(payload[1:])
         try:
             return r.take(1)[0], r.text()
         except ValueError:
-            return P.Reason.MALFORMED, ""
+            return Refusal.MALFORMED, ""
 
     def request(self, cmd: int, payload: bytes = b"", *, what: str | None = None,
                 timeout: float | None = None) -> bytes:
@@ -334,11 +339,11 @@ class SysexClient:
             if attempt:
                 self.retried += 1
             self.tag = (self.tag + 1) & 0x7F
-            self.link.send(P.frame(cmd, self.tag, payload))
+            self.link.send(frame(cmd, self.tag, payload))
             try:
                 return self._reply(cmd, self.tag, what, timeout or self.timeout)
             except Nak as exc:
-                if exc.reason not in P.TRANSIENT:
+                if exc.reason not in TRANSIENT:
                     raise
                 last = exc
             except TimeoutError as exc:
@@ -360,29 +365,29 @@ class SysexClient:
                     raise Nak(what, *self._nak_fields(payload))
 
     # --- commands
-    def identify(self) -> P.DeviceInfo:
+    def identify(self) -> NativeInfo:
         try:
-            return P.DeviceInfo.unpack(self.request(*P.identify()))
+            return P.unpack_info(self.request(*P.identify()))
         except ValueError as exc:
             raise MidiError(f"IDENTIFY: unreadable answer ({exc})") from None
 
     def erase(self, start: int, length: int, timeout: float) -> int:
-        return P.from_u7(self.request(*P.erase(start, length), timeout=timeout))
+        return from_u7(self.request(*P.erase(start, length), timeout=timeout))
 
     def write(self, address: int, data: bytes) -> None:
         self.request(*P.write(address, data), what=f"WRITE 0x{address:X}")
 
     def write_pages(self, pages: list[tuple[int, bytes]]) -> None:
-        packed = P.pack7_many([d for _, d in pages])  # one pack7 for the window
-        self.batch([(P.Cmd.WRITE, P.u7(a, 5) + p, f"WRITE 0x{a:X}") for (a, _), p in zip(pages, packed)])
+        packed = pack7_many([d for _, d in pages])  # one pack7 for the window
+        self.batch([(P.Cmd.WRITE, u7(a, 5) + p, f"WRITE 0x{a:X}") for (a, _), p in zip(pages, packed)])
 
     def read_pages(self, spans: list[tuple[int, int]]) -> list[bytes]:
         replies = self.batch([(*P.read(a, n), f"READ 0x{a:X}") for a, n in spans])
         try:
-            datas = P.unpack7_many([r[5:] for r in replies])  # one unpack7 for the window
+            datas = unpack7_many([r[5:] for r in replies])  # one unpack7 for the window
         except ValueError:
             datas = None
-        if datas is None or any(P.from_u7(r[:5]) != a or len(d) != n
+        if datas is None or any(from_u7(r[:5]) != a or len(d) != n
                                 for r, d, (a, n) in zip(replies, datas, spans)):
             return [self._read_reply(r, a, n) for r, (a, n) in zip(replies, spans)]  # names the bad one
         return datas
@@ -394,15 +399,15 @@ class SysexClient:
     @staticmethod
     def _read_reply(reply: bytes, address: int, length: int) -> bytes:
         try:
-            data = P.unpack7(reply[5:])
+            data = unpack7(reply[5:])
         except ValueError as exc:
             raise MidiError(f"READ 0x{address:X}: {exc}") from None
-        if P.from_u7(reply[:5]) != address or len(data) != length:
+        if from_u7(reply[:5]) != address or len(data) != length:
             raise MidiError(f"READ 0x{address:X}: the answer is for another span")
         return data
 
     def crc(self, start: int, length: int) -> int:
-        return P.from_u7(self.request(*P.crc(start, length))[:5])
+        return from_u7(self.request(*P.crc(start, length))[:5])
 
     def boot(self) -> None:
         """BOOT; a NAK (NO_APPLICATION: nothing valid to start) means the device stays in its bootloader."""
@@ -414,7 +419,7 @@ class SysexClient:
                             ) from None
 
 
-def _protected(info: P.DeviceInfo) -> tuple[tuple[int, int], ...]:
+def _protected(info: NativeInfo) -> tuple[tuple[int, int], ...]:
     out = []
     if info.flash_start < info.app_start:
         out.append((info.flash_start, info.app_start))
@@ -429,14 +434,14 @@ def _chip_name(chip) -> str | None:
     return chip if isinstance(chip, str) else chip.name
 
 
-def _check_chip(info: P.DeviceInfo, chip) -> None:
+def _check_chip(info: NativeInfo, chip) -> None:
     want = _chip_name(chip)
     if want is not None and want.lower() != info.chip.lower():
         if not (isinstance(chip, Chip) and info.chip.lower() in (a.lower() for a in chip.aliases)):
             raise ImageRejected(f"the device is {info.chip}, the image is for {want}")
 
 
-def _target_chip(info: P.DeviceInfo, chip) -> Chip | None:
+def _target_chip(info: NativeInfo, chip) -> Chip | None:
     """The chip to preflight against: the one given, else the one the device names (None when
     the chip database does not know it: then only the device's own regions are checked)."""
     if isinstance(chip, Chip):
@@ -462,7 +467,7 @@ def _default_wait(backend) -> float:
     return LEAVE_WAIT
 
 
-def _stayed(info: P.DeviceInfo | None) -> str:
+def _stayed(info: NativeInfo | None) -> str:
     if info is None:
         return "the device stayed in its bootloader: it came back as its bootloader"
     if info.app_valid:
@@ -476,7 +481,7 @@ def _stayed(info: P.DeviceInfo | None) -> str:
     return "the device stayed in its bootloader: its application is not valid"
 
 
-def _identify_quietly(link) -> P.DeviceInfo | None:
+def _identify_quietly(link) -> NativeInfo | None:
     try:
         return SysexClient(link, timeout=0.5, retries=1).identify()
     except (MidiError, ValueError):
@@ -634,7 +639,7 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
                             raise MidiError(f"verify failed at 0x{address + bad:X}: wrote 0x{data[bad]:02X}, "
                                             f"read 0x{got[bad]:02X}")
                         bar(len(data))
-            if c.crc(first, last - first) != P.crc32(image.tobytes(first, last)):
+            if c.crc(first, last - first) != crc32(image.tobytes(first, last)):
                 raise MidiError("verify failed: the CRC of the span differs from the image placed on erased flash")
             verified = True
             steps.append("read back and CRC verified")
@@ -685,7 +690,7 @@ def read(backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=No
         link.close()
 
 
-def identify(backend=None, *, port=None, vid=None, pid=None, serial=None) -> P.DeviceInfo:
+def identify(backend=None, *, port=None, vid=None, pid=None, serial=None) -> NativeInfo:
     """What the device says about itself (chip, sizes, app valid, pages missing from a file)."""
     link = open_link(backend, port=port, vid=vid, pid=pid, serial=serial)
     try:

@@ -32,7 +32,10 @@ from dataclasses import dataclass
 from ...formats.image import Image
 from ...memory import Chip
 from ..common import ImageRejected, check_ranges, preflight
+from ..native import crc32
 from . import protocol as P
+from .notes import body_to_notes
+from .sysex import frame_body
 
 # One tick = 100 us: 10000 ticks per beat at 60 bpm (tempo 1 000 000 us per beat).
 TICKS_PER_BEAT = 10000
@@ -109,17 +112,17 @@ def _frames(image: Image, chip: Chip) -> list[tuple[bytes, str, float]]:
     first, count = span_pages(image, chip)
     ps = chip.page_size
     span = image.tobytes(first, first + count * ps)
-    image_crc = P.crc32(span)
+    image_crc = crc32(span)
     cmd, payload = P.begin(chip.name, first, ps, count, image_crc)
-    out = [(P.frame_body(cmd, 0, payload), "BEGIN", 0.0)]
+    out = [(frame_body(cmd, 0, payload), "BEGIN", 0.0)]
     erased: set[int] = set()
     for seq in range(count):
         address = first + seq * ps
         cmd, payload = P.page(seq, address, span[seq * ps:(seq + 1) * ps])
-        out.append((P.frame_body(cmd, seq & 0x7F, payload), f"PAGE {seq} 0x{address:X}",
+        out.append((frame_body(cmd, seq & 0x7F, payload), f"PAGE {seq} 0x{address:X}",
                     page_ms(chip, address, erased)))
     cmd, payload = P.end(count, image_crc)
-    out.append((P.frame_body(cmd, 0, payload), "END", chip.timing.manifest_ms))
+    out.append((frame_body(cmd, 0, payload), "END", chip.timing.manifest_ms))
     return out
 
 
@@ -159,7 +162,7 @@ def _events(framed, encoding: str, margin: float, slack_ms: float) -> list[Event
             events.append(Event(tick, data, what))
             last = len(data)
         else:
-            notes = P.body_to_notes(body)
+            notes = body_to_notes(body)
             for i, note in enumerate(notes):
                 if i:
                     tick += NOTE_TICKS  # the previous Note On has crossed a DIN cable
