@@ -270,6 +270,8 @@ def test_a_bootloader_that_does_not_leave_is_a_failure():
 
 
 def test_watch_outcomes_on_a_clock():
+    from bootkit.classes.usbhost import Arrival, LeaveWatch, Look
+
     t = [0.0]
 
     def clock():
@@ -278,12 +280,18 @@ def test_watch_outcomes_on_a_clock():
     def sleep(s):
         t[0] += s
 
-    seen = iter([(True, None), (False, None), (False, None), (False, (0x1209, 2, False))])
-    assert host._watch(lambda: next(seen), 5, 5, sleep=sleep, clock=clock) == "application started (came back as 1209:0002)"
-    assert host._watch(lambda: (False, None), 5, 2, sleep=sleep, clock=clock) == \
-        "left the bootloader (not seen again within 2 s)"
+    def report(look, wait, again):
+        return host._report(LeaveWatch(look, wait=wait, again=again, sleep=sleep, clock=clock), wait)
+
+    seen = iter([Look(True), Look(False), Look(False), Look(False, Arrival(0x1209, 2, False))])
+    assert report(lambda: next(seen), 5, 5) == "application started (came back as 1209:0002)"
+    assert report(lambda: Look(False), 5, 2) == "left the bootloader (not seen again within 2 s)"
     with pytest.raises(HostError, match="still there 5 s"):
-        host._watch(lambda: (True, None), 5, 2, sleep=sleep, clock=clock)
+        report(lambda: Look(True), 5, 2)
+    back = iter([Look(False), Look(False, Arrival(0x03EB, 0x206B, True))])
+    with pytest.raises(HostError, match=r"stayed in its bootloader: it came back as the printer bootloader "
+                                        r"\(03EB:206B\)$"):
+        report(lambda: next(back), 5, 2)
 
 
 # --------------------------------------------------------------------------

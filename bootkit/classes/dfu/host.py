@@ -8,7 +8,6 @@ a device that resets during the final step counts as success.
 
 from __future__ import annotations
 
-import errno
 import struct
 import time
 from dataclasses import dataclass
@@ -21,7 +20,18 @@ from ...memory import Chip, parse_dfuse_layout
 from ...memory.chips import EEPROM_BASE, get_chip
 from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, app_first_address, check_ranges, preflight
-from ..usbhost import FoundDevice, matching_devices, take_interfaces
+from ..usbhost import (
+    CAME_BACK,
+    STAYED,
+    FoundDevice,
+    LeaveWatch,
+    UsbLook,
+    bus_snapshot,
+    gone,
+    matching_devices,
+    stalled,
+    take_interfaces,
+)
 from .protocol import (
     ABORT,
     ATMEL_VID,
@@ -57,9 +67,6 @@ from .protocol import (
 
 OUT_CLASS_INTF = 0x21
 IN_CLASS_INTF = 0xA1
-GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.EPIPE, errno.ENOENT, errno.EPROTO}
-# How the end of a flash is reported (issue 16 item 3: only what was observed).
-STAYED = "the device stayed in its bootloader"
 LEAVE_WAIT = 5.0  # seconds to wait for what enumerates after leaving
 
 
@@ -132,10 +139,6 @@ def _functional_from(extra: bytes) -> FunctionalDescriptor | None:
             return FunctionalDescriptor.unpack(extra[i:i + length])
         i += length
     return None
-
-
-def _gone(exc: Exception) -> bool:
-    return isinstance(exc, usb.core.USBError) and getattr(exc, "errno", None) in GONE_ERRNOS
 
 
 class DfuClient:
@@ -312,7 +315,7 @@ class DfuClient:
         return self._out(ABORT)
 
     def _failure(self, what: str, exc: usb.core.USBError, status: bytes | None = None) -> DfuError:
-        if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
+        if gone(exc):
             return DfuError(f"{what}: device disconnected ({exc})")
         try:
             st = self.get_status() if status is None else StatusReply.unpack(bytes(status))
@@ -322,7 +325,7 @@ class DfuClient:
 
     def refused(self, what: str, exc: usb.core.USBError) -> DfuError:
         """The device turned down the request that was to leave its bootloader: with its status when it has one."""
-        if getattr(exc, "errno", None) == errno.EPIPE:
+        if stalled(exc):
             try:
                 return DfuError(f"{STAYED}: {what} refused, device reports {self.get_status().describe()}")
             except usb.core.USBError:
@@ -463,7 +466,7 @@ class Dfu11(_Dialect):
                 time.sleep(st.bwPollTimeout / 1000.0)
                 st = c.get_status()
         except usb.core.USBError as exc:
-            if _gone(exc):
+            if gone(exc) or stalled(exc):
                 self.steps.append("manifested (device reset)")
                 self.gone = True
                 return
@@ -480,7 +483,7 @@ class Dfu11(_Dialect):
         try:
             self.client.dev.reset()
         except usb.core.USBError as exc:
-            if not _gone(exc):
+            if not (gone(exc) or stalled(exc)):
                 raise DfuError(f"leaving DFU mode: {exc}") from None
 
 
@@ -595,7 +598,7 @@ class DfuSe(_Dialect):
             c._out(DNLOAD, 2)  # dfu-util: zero-length DNLOAD with wBlockNum 2
             st = c.get_status()  # dfuMANIFEST: the device leaves now
         except usb.core.USBError as exc:
-            if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
+            if gone(exc):
                 return  # it reset under the request: what came back is observed next
             raise c.refused("leaving DFU mode", exc) from None
         if st.bStatus != Status.OK or st.bState == State.dfuERROR:
@@ -751,7 +754,7 @@ class Flip(_Dialect):
             c._out(DNLOAD, 0, bytes((FLIP_WRITE_COMMAND, 0x03, 0x00)))
             st = c.get_status()
         except usb.core.USBError as exc:
-            if _gone(exc) and getattr(exc, "errno", None) != errno.EPIPE:
+            if gone(exc):
                 return
             raise c.refused("starting the application", exc) from None
         if st.bStatus != Status.OK or st.bState == State.dfuERROR:
@@ -759,7 +762,7 @@ class Flip(_Dialect):
         try:
             c._out(DNLOAD, 0)
         except usb.core.USBError as exc:
-            if not _gone(exc):
+            if not (gone(exc) or stalled(exc)):
                 raise c._failure("starting the application", exc) from None
 
 
@@ -812,17 +815,6 @@ def check_suffix_ids(image: Image, d: _Dialect, force: bool = False) -> None:
                         f"--force flashes it anyway")
 
 
-def _key(dev) -> tuple:
-    return dev.bus, dev.address, dev.idVendor, dev.idProduct
-
-
-def _present(backend) -> dict:
-    try:
-        return {_key(dev): dev for dev in usb.core.find(find_all=True, backend=backend)}
-    except usb.core.USBError:
-        return {}
-
-
 def _in_dfu_mode(dev) -> bool:
     try:
         return any(intf.bInterfaceClass == DFU_CLASS and intf.bInterfaceSubClass == DFU_SUBCLASS
@@ -831,7 +823,8 @@ def _in_dfu_mode(dev) -> bool:
         return False
 
 
-def observe_leave(d: _Dialect, before: dict, image: Image, timeout: float = LEAVE_WAIT, memory: str = "flash") -> str:
+def observe_leave(d: _Dialect, before: dict | None, image: Image, timeout: float = LEAVE_WAIT,
+                  memory: str = "flash") -> str:
     """After the leave request: watch the bus and say what happened (issue 16 item 3).
 
     ``before`` is what was on the bus while the bootloader was there.  The bootloader
@@ -841,27 +834,13 @@ def observe_leave(d: _Dialect, before: dict, image: Image, timeout: float = LEAV
     Nothing new within ``timeout`` s: "left the bootloader (not seen again ...)".
     The bootloader still there after ``timeout`` s: it did not leave (HostError).
     """
-    phase("leave")  # an interrupt from here on: the device was told to leave
-    old = _key(d.client.dev)
-    ids = (d.client.target.vid, d.client.target.pid)
-    deadline = time.monotonic() + timeout
-    while True:
-        now = _present(d.backend)
-        new = [dev for k, dev in now.items() if k not in before]
-        if new and old not in now:
-            dev = new[0]
-            if _in_dfu_mode(dev) and (dev.idVendor, dev.idProduct) == ids:
-                raise DfuError(f"{STAYED}: {_why_bootloader(d, image if memory == 'flash' else None, dev)}")
-            step = f"application started (came back as {dev.idVendor:04X}:{dev.idProduct:04X})"
-            break
-        if time.monotonic() >= deadline:
-            if old in now:
-                raise DfuError(f"{STAYED}: it is still there {timeout:g} s after the leave request")
-            step = f"left the bootloader (not seen again within {timeout:g} s)"
-            break
-        time.sleep(0.05)
-    d.steps.append(step)
-    return step
+    out = LeaveWatch(UsbLook(d.backend, d.client.dev, before, bootloader=_in_dfu_mode), wait=timeout).run()
+    if out.seen == CAME_BACK and out.arrival is not None:
+        raise DfuError(f"{STAYED}: {_why_bootloader(d, image if memory == 'flash' else None, out.arrival.device)}")
+    if out.stayed:
+        raise DfuError(f"{STAYED}: it is still there {timeout:g} s after the leave request")
+    d.steps.append(out.step)
+    return out.step
 
 
 def _why_bootloader(d: _Dialect, image: Image | None, dev) -> str:
@@ -894,7 +873,7 @@ def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialec
     d.validate(image, memory)
     check_suffix_ids(image, d, force)
     preflight(image, d.chip, force=force, memory=memory)
-    before = _present(backend)
+    before = bus_snapshot(backend)
     if isinstance(d, (DfuSe, Flip)) and memory == "flash":
         d.erase(image)
     n = d.write(image, memory)

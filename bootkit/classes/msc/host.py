@@ -47,7 +47,21 @@ from ...formats.uf2 import (
 from ...memory import Chip
 from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, _family_name, app_first_address, check_ranges, preflight
-from ..usbhost import endpoint_pair, in_process, matching_devices, take_interfaces
+from ..usbhost import (
+    CAME_BACK,
+    STAYED,
+    Arrival,
+    LeaveWatch,
+    Look,
+    UsbLook,
+    bus_snapshot,
+    endpoint_pair,
+    gone,
+    in_process,
+    matching_devices,
+    stalled,
+    take_interfaces,
+)
 from .protocol import (
     BLOCK_SIZE,
     BULK_ONLY_RESET,
@@ -74,7 +88,6 @@ from .protocol import (
     decode_sense,
 )
 
-GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.ENOENT, errno.EPROTO}
 FILE_NAMES = {"uf2": "FIRMWARE.UF2", "bin": "FIRMWARE.BIN", "hex": "FIRMWARE.HEX"}
 MAX_SECTORS = 128  # per READ(10)/WRITE(10): 64 KiB (Linux usb-storage uses up to 240)
 
@@ -90,14 +103,6 @@ class CheckCondition(MscError):
         super().__init__(f"{what}: CHECK CONDITION, sense key 0x{sense[0]:X} ASC 0x{sense[1]:02X} "
                          f"ASCQ 0x{sense[2]:02X}")
         self.sense = sense
-
-
-def _gone(exc: Exception) -> bool:
-    return isinstance(exc, usb.core.USBError) and getattr(exc, "errno", None) in GONE_ERRNOS
-
-
-def _stalled(exc: Exception) -> bool:
-    return isinstance(exc, usb.core.USBError) and getattr(exc, "errno", None) == errno.EPIPE
 
 
 # --------------------------------------------------------------------------
@@ -173,7 +178,7 @@ class BotClient:
             elif in_length:
                 data = bytes(self.dev.read(t.ep_in, in_length, self.timeout))
         except usb.core.USBError as exc:
-            if not _stalled(exc):
+            if not stalled(exc):
                 raise
             # BOT 6.7.2/6.7.3: the device ended the data phase with a STALL
             self.dev.clear_halt(t.ep_out if data_out else t.ep_in)
@@ -192,7 +197,7 @@ class BotClient:
                 raw = bytes(self.dev.read(self.target.ep_in, CSW_LENGTH, self.timeout))
                 break
             except usb.core.USBError as exc:
-                if not _stalled(exc) or attempt:
+                if not stalled(exc) or attempt:
                     raise
                 self.dev.clear_halt(self.target.ep_in)  # BOT 5.3.3: clear, then read the CSW again
         try:
@@ -755,7 +760,6 @@ def _why_stayed(drop: _Drop, current: _Current | None, chip: Chip | None, waited
 # --------------------------------------------------------------------------
 # flash and read
 
-STAYED = "the device stayed in its bootloader"
 LEAVE_WAIT_IN_PROCESS = 2.0  # s: the emulated drive leaves 0.05-0.2 s after the last block ...
 AGAIN_IN_PROCESS = 0.3  # ... and what replaces it is there at once
 AGAIN = 5.0  # s a real board gets to come back as its application
@@ -815,7 +819,7 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
         at = drop.held * UF2_BLOCK_SIZE
         last = payload[at:at + UF2_BLOCK_SIZE]
         payload = payload[:at] + _placeholder(last) + payload[at + UF2_BLOCK_SIZE:]
-    before = _present(backend)
+    before = bus_snapshot(backend)
     block = BlockFile(disk)
     block.watch = _placeholder(last) if hold else None
     volume = _mount(block)
@@ -837,7 +841,7 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
         block.gone = True
         # The device leaves when the last block arrives (after a delay); a
         # slow host may see it go during its final FAT writes.
-        if not (written or _gone(exc) and _left(backend, target, 0)):
+        if not (written or gone(exc) and _left_now(backend, target)):
             raise MscError(f"copy failed: {exc}") from None
     if hold:
         if len(block.watched) != 1:
@@ -848,7 +852,7 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
             disk.write(block.watched[0], last)
             disk.synchronize()
         except (usb.core.USBError, MscError) as exc:
-            if not (_gone(exc) and _left(backend, target, 0)):
+            if not (gone(exc) and _left_now(backend, target)):
                 raise MscError(f"copy failed: the last block: {exc}") from None
         checked = unread or _verify_last(current, drop, again_spans)
     else:
@@ -870,25 +874,16 @@ def _read_back(current, drop, verify: bool) -> str:
     return _verify_all(current, drop)
 
 
-def _present(backend) -> set:
+def _is_uf2_drive(dev) -> bool:
+    """A device with a SCSI mass-storage interface: a drive with its bootloader's ids is the bootloader."""
     try:
-        return {(x.bus, x.address, x.idVendor, x.idProduct) for x in usb.core.find(find_all=True, backend=backend)}
-    except usb.core.USBError:
-        return set()
+        return any((i.bInterfaceClass, i.bInterfaceSubClass) == (MSC_CLASS, MSC_SUBCLASS_SCSI)
+                   for cfg in dev for i in cfg)
+    except (usb.core.USBError, ValueError):
+        return False
 
 
-def _is_uf2_drive(backend, key) -> bool:
-    for d in usb.core.find(find_all=True, backend=backend):
-        if (d.bus, d.address, d.idVendor, d.idProduct) == key:
-            try:
-                return any((i.bInterfaceClass, i.bInterfaceSubClass) == (MSC_CLASS, MSC_SUBCLASS_SCSI)
-                           for cfg in d for i in cfg)
-            except (usb.core.USBError, ValueError):
-                return False
-    return False
-
-
-def _outcome(backend, target: MscTarget, before: set, wait: float, again: float, why) -> str:
+def _outcome(backend, target: MscTarget, before: dict | None, wait: float, again: float, why) -> str:
     """What happened after the copy, as seen on the bus.
 
     - the drive left and another device appeared: "application started (came back as VVVV:PPPP)";
@@ -896,22 +891,13 @@ def _outcome(backend, target: MscTarget, before: set, wait: float, again: float,
     - it is still there after ``wait`` s, or came back as the same drive: MscError
       "the device stayed in its bootloader: <why>".
     """
-    phase("leave")  # an interrupt from here on: the device was told to leave
-    d = target.device
-    ours = (d.idVendor, d.idProduct)
-    if not _left(backend, target, wait):
+    look = UsbLook(backend, target.device, before, bootloader=_is_uf2_drive)
+    out = LeaveWatch(look, wait=wait, again=again, interval=0.02).run()
+    if out.seen == CAME_BACK and out.arrival is not None:
+        raise MscError(f"{STAYED}: it came back as its bootloader drive ({out.arrival.vid:04X}:{out.arrival.pid:04X})")
+    if out.stayed:
         raise MscError(f"{STAYED}: {why()}")
-    gone_at = time.monotonic()
-    while True:
-        new = sorted(_present(backend) - before)
-        for key in new:
-            if key[2:] == ours and _is_uf2_drive(backend, key):
-                raise MscError(f"{STAYED}: it came back as its bootloader drive ({key[2]:04X}:{key[3]:04X})")
-        if new:
-            return f"application started (came back as {new[0][2]:04X}:{new[0][3]:04X})"
-        if time.monotonic() - gone_at >= again:
-            return f"left the bootloader (not seen again within {again:g} s)"
-        time.sleep(0.02)
+    return out.step
 
 
 def read(backend=None, *, drive=None, vid=None, pid=None, serial=None, chip=None, start=None, length=None,
@@ -983,18 +969,9 @@ def _open_disk(target: MscTarget) -> ScsiDisk:
         raise MscError(f"{target.describe()}: {exc}") from None
 
 
-def _left(backend, target: MscTarget, timeout: float) -> bool:
-    """True once the device at the target's bus address is gone (or came back as something else)."""
-    d = target.device
-    key = (d.bus, d.address, d.idVendor, d.idProduct)
-    deadline = time.monotonic() + timeout
-    while True:
-        present = {(x.bus, x.address, x.idVendor, x.idProduct) for x in usb.core.find(find_all=True, backend=backend)}
-        if key not in present:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
+def _left_now(backend, target: MscTarget) -> bool:
+    """True when the device is not at the target's bus address now (it left, or came back as something else)."""
+    return UsbLook(backend, target.device, None).left()
 
 
 # --------------------------------------------------------------------------
@@ -1079,18 +1056,23 @@ def _flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, 
     if not checked:
         checked = _verify_last(current, drop, again_spans) if hold else _read_back(current, drop, verify)
     steps.append(checked)
-    deadline = time.monotonic() + timeout
-    while present():
-        if time.monotonic() >= deadline:
-            raise MscError(f"{STAYED}: {_why_stayed(drop, current, chip, timeout)}")
-        time.sleep(0.1)
-    # gone: a bootloader that kept control mounts again where it was (an automounter)
-    gone_at = time.monotonic()
-    while time.monotonic() - gone_at < again:
-        if present():
-            raise MscError(f"{STAYED}: {drive} came back after the copy")
-        time.sleep(0.1)
-    steps.append(f"left the bootloader (not seen again within {again:g} s)")
+    was_gone = False
+
+    def look() -> Look:
+        # a drive shows no ids: once it went, the same mount point back is its bootloader
+        # mounted again where it was (an automounter), and nothing else can be seen
+        nonlocal was_gone
+        if not present():
+            was_gone = True
+            return Look(False)
+        return Look(False, Arrival(0, 0, True, where=str(drive))) if was_gone else Look(True)
+
+    out = LeaveWatch(look, wait=timeout, again=again, interval=0.1).run()
+    if out.seen == CAME_BACK:
+        raise MscError(f"{STAYED}: {drive} came back after the copy")
+    if out.stayed:
+        raise MscError(f"{STAYED}: {_why_stayed(drop, current, chip, timeout)}")
+    steps.append(out.step)
     return FlashResult(drop.kind, drop.expected.size, time.perf_counter() - t0,
                        checked.startswith("CURRENT.UF2 read back"), steps)
 

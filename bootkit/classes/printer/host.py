@@ -17,7 +17,7 @@ job the device has not seen end (no end-of-file record) counts as cut off
 and the device says so instead of waiting for more.  The status line
 carries a CRC-32 of the programmed data read back from flash; it is
 compared with the image's, and only then is the job "verified".  What the
-device does next is watched and reported as seen (:func:`_watch`).
+device does next is watched and reported as seen (:func:`_report`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,21 @@ from ...formats.image import FormatError, Image
 from ...memory import Chip, get_chip
 from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
-from ..usbhost import endpoint_pair, in_process, matching_devices, take_interfaces
+from ..usbhost import (
+    CAME_BACK,
+    STAYED,
+    Arrival,
+    LeaveWatch,
+    Look,
+    UsbLook,
+    bus_snapshot,
+    endpoint_pair,
+    gone,
+    in_process,
+    matching_devices,
+    stalled,
+    take_interfaces,
+)
 from .protocol import (
     GET_DEVICE_ID,
     GET_PORT_STATUS,
@@ -61,7 +75,6 @@ from .protocol import (
     parse_status_line,
 )
 
-GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.EPIPE, errno.ENOENT, errno.EPROTO}
 CHUNK = 8192  # usblp's USBLP_BUF_SIZE: what one write() to /dev/usb/lpN sends at most
 
 
@@ -106,10 +119,6 @@ def find_printers(backend=None, *, vid=None, pid=None, serial=None) -> list[Prin
                 best[item.interface] = item
         found.extend(best.values())
     return found
-
-
-def _gone(exc: Exception) -> bool:
-    return isinstance(exc, usb.core.USBError) and getattr(exc, "errno", None) in GONE_ERRNOS
 
 
 class UsbPrinter:
@@ -173,33 +182,15 @@ class UsbPrinter:
         usb.util.dispose_resources(self.dev)
 
     # what happens after the job (issue 16 item 3: report only what was seen)
-    def _present(self) -> dict:
-        try:
-            return {(d.bus, d.address): d for d in usb.core.find(find_all=True, backend=self.backend)}
-        except usb.core.USBError:
-            return {}
-
     def snapshot(self) -> set:
         """What is on the bus while the bootloader is there (taken before the job)."""
-        return set(self._present())
+        return set(bus_snapshot(self.backend) or ())
 
     def watch_leave(self, before: set, wait: float, again: float, *, sleep=time.sleep,
                     clock=time.monotonic) -> str:
-        """Watch the bus after a good job; see :func:`_watch`."""
-        me = (self.dev.bus, self.dev.address)
-        ids = (self.dev.idVendor, self.dev.idProduct)
-
-        def look():
-            now = self._present()
-            if me in now:
-                return True, None
-            new = [d for k, d in now.items() if k not in before]
-            if not new:
-                return False, None
-            d = new[0]
-            return False, (d.idVendor, d.idProduct, (d.idVendor, d.idProduct) == ids and _has_printer(d))
-
-        return _watch(look, wait, again, sleep=sleep, clock=clock)
+        """Watch the bus after a good job; see :func:`_report`."""
+        look = UsbLook(self.backend, self.dev, before, bootloader=_has_printer)
+        return _report(LeaveWatch(look, wait=wait, again=again, sleep=sleep, clock=clock), wait)
 
 
 class FilePrinter:
@@ -266,7 +257,7 @@ class FilePrinter:
             try:
                 chunk = os.read(self.fd, 1024)
             except OSError as exc:
-                if exc.errno in GONE_ERRNOS and not out:
+                if (gone(exc) or stalled(exc)) and not out:
                     raise
                 break
             if not chunk:
@@ -304,21 +295,21 @@ class FilePrinter:
                     clock=time.monotonic) -> str:
         me, ids = self._sysid, self._sysids
 
-        def look():
+        def look() -> Look:
             now = _sysfs_devices()
             if me is not None and me in now:
-                return True, None
+                return Look(True)
             new = [d for k, d in now.items() if k not in before]
             if not new:
-                return False, None
+                return Look(False)
             d = new[0]
             try:
                 vid, pid = int(_read_sys(d / "idVendor"), 16), int(_read_sys(d / "idProduct"), 16)
             except (OSError, ValueError):  # still appearing
-                return False, None
-            return False, (vid, pid, (vid, pid) == ids and _sysfs_has_printer(d))
+                return Look(False)
+            return Look(False, Arrival(vid, pid, (vid, pid) == ids and _sysfs_has_printer(d), where=str(d)))
 
-        return _watch(look, wait, again, sleep=sleep, clock=clock)
+        return _report(LeaveWatch(look, wait=wait, again=again, sleep=sleep, clock=clock), wait)
 
 
 SYSFS = Path("/sys")
@@ -374,7 +365,6 @@ def _has_printer(dev) -> bool:
         return False
 
 
-STAYED = "the device stayed in its bootloader"
 LEAVE_WAIT = 5.0  # s a real device gets to leave after its status, and then to come back as its application
 LEAVE_WAIT_IN_PROCESS = 1.5  # the emulated printer leaves 0.5 s after its status ...
 AGAIN_IN_PROCESS = 0.2  # ... and what replaces it is there at once
@@ -386,34 +376,21 @@ def _wait_for(backend) -> tuple[float, float]:
     return LEAVE_WAIT, LEAVE_WAIT
 
 
-def _watch(look, wait: float, again: float, *, sleep=time.sleep, clock=time.monotonic) -> str:
-    """The outcome after a good job, as observed.  ``look()`` says (still there, (vid, pid,
-    is the printer bootloader) of a device that appeared since the job, or None).
+def _report(watch: LeaveWatch, wait: float) -> str:
+    """The outcome after a good job, as observed by ``watch``:
 
     - it left and another device appeared: "application started (came back as VVVV:PPPP)";
     - it left and nothing came back within ``again`` s: "left the bootloader (not seen again within N s)";
     - it left and came back as the printer bootloader, or it is still there after ``wait`` s:
       PrinterError "the device stayed in its bootloader: ...".
     """
-    phase("leave")  # an interrupt from here on: the device was told to leave
-    deadline = clock() + wait
-    gone_at = None
-    while True:
-        there, new = look()
-        now = clock()
-        if not there:
-            if gone_at is None:
-                gone_at = now
-            if new is not None:
-                vid, pid, bootloader = new
-                if bootloader:
-                    raise PrinterError(f"{STAYED}: it came back as the printer bootloader ({vid:04X}:{pid:04X})")
-                return f"application started (came back as {vid:04X}:{pid:04X})"
-            if now - gone_at >= again:
-                return f"left the bootloader (not seen again within {again:g} s)"
-        elif now >= deadline:
-            raise PrinterError(f"{STAYED}: it is still there {wait:g} s after its status said the job was programmed")
-        sleep(0.05)
+    out = watch.run()
+    if out.seen == CAME_BACK and out.arrival is not None:
+        raise PrinterError(f"{STAYED}: it came back as the printer bootloader "
+                           f"({out.arrival.vid:04X}:{out.arrival.pid:04X})")
+    if out.stayed:
+        raise PrinterError(f"{STAYED}: it is still there {wait:g} s after its status said the job was programmed")
+    return out.step
 
 
 def open_printer(backend=None, *, printer=None, vid=None, pid=None, serial=None):
@@ -500,7 +477,7 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
                 line = ((line or "") + (more or "")) or None
             status = p.port_status()
         except (usb.core.USBError, OSError) as exc:
-            if not (_gone(exc) or getattr(exc, "errno", None) in GONE_ERRNOS):
+            if not (gone(exc) or stalled(exc)):
                 raise PrinterError(f"reading the printer status failed: {exc}") from None
             left_early = True
     finally:
