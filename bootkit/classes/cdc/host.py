@@ -22,6 +22,7 @@ from ...memory import CHIPS, Chip, get_chip
 from ...memory.chips import EEPROM_BASE
 from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
+from ..usbhost import CAME_BACK, LEFT, STARTED, STAYED, STILL_THERE, Arrival, LeaveWatch, Look, Outcome
 from .avr109 import AVR109_FLASH_LIMIT, reachable
 from .protocol import IDS, SOFTWARE_IDS, TOUCH_BAUD
 
@@ -436,7 +437,7 @@ def watch_leave(s: "_Session", wait: float = LEAVE_WAIT, *, application: bool = 
     c = s.client
 
     def stayed(why: str) -> str:
-        msg = f"the device stayed in its bootloader: {why}"
+        msg = f"{STAYED}: {why}"
         if application:
             raise Avr109Error(msg)
         return msg
@@ -453,16 +454,17 @@ def watch_leave(s: "_Session", wait: float = LEAVE_WAIT, *, application: bool = 
     if not gone:
         ids = _port_ids(s.path)
         if ids is not None and ids not in boots:
-            return f"application started (came back as {ids[0]:04X}:{ids[1]:04X})"
+            return Outcome(STARTED, 0.0, Arrival(ids[0], ids[1], False, where=str(s.path))).step
         if s.path is None or _served_here(s.path):
             # an open serial object, or a bare engine on this process's pty: nothing more to look at
-            return f"left the bootloader (not seen again within {PROBE_WAIT:g} s)"
+            return Outcome(LEFT, PROBE_WAIT).step
         # a real port, silent but maybe still listed as the bootloader: LUFA detaches a moment
         # after 'E' (USB_Detach, then a 250 ms watchdog reset); watch below
     # watch the system's serial ports for what comes back
-    deadline = clock() + wait
     old_gone = False  # the old port may linger in the listing a moment after the hang-up
-    while clock() < deadline:
+
+    def look() -> Look:
+        nonlocal old_gone
         listed = {found: is_boot for ids_list, is_boot in ((apps, False), (boots, True))
                   for found in list_ports(ids_list)}
         old_gone = old_gone or s.path not in listed
@@ -471,13 +473,18 @@ def watch_leave(s: "_Session", wait: float = LEAVE_WAIT, *, application: bool = 
                 continue
             ids = _port_ids(found)
             if ids is not None:
-                if is_boot:
-                    return stayed(f"it came back as {ids[0]:04X}:{ids[1]:04X} on {found}")
-                return f"application started (came back as {ids[0]:04X}:{ids[1]:04X})"
-        sleep(0.1)
-    if not old_gone and _port_ids(s.path) in boots:
-        return stayed(f"it is still there on {s.path} but no longer answers AVR109")
-    return f"left the bootloader (not seen again within {wait:g} s)"
+                return Look(not old_gone, Arrival(ids[0], ids[1], is_boot, where=found))
+        return Look(not old_gone)
+
+    # a port listing lags behind the hang-up: what appears counts even while the old port is listed
+    out = LeaveWatch(look, wait=wait, arrival_needs_gone=False, sleep=sleep, clock=clock, interval=0.1).run()
+    if out.seen == CAME_BACK and out.arrival is not None:
+        return stayed(f"it came back as {out.arrival.vid:04X}:{out.arrival.pid:04X} on {out.arrival.where}")
+    if out.seen == STILL_THERE:
+        if _port_ids(s.path) in boots:
+            return stayed(f"it is still there on {s.path} but no longer answers AVR109")
+        out = Outcome(LEFT, wait)  # listed, but under no bootloader ids: nothing says it stayed
+    return out.step
 
 
 def _served_here(path: str) -> bool:
