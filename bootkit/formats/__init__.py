@@ -105,6 +105,7 @@ def _content_kind(data: bytes) -> tuple[str | None, str | None]:
         if data.startswith(magic):
             return None, what
     head = data[:4096]
+    text: str | None
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:

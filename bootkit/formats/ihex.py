@@ -269,7 +269,7 @@ class HexStream:
                 record = self._take_line(piece, self._line)
                 if record is not None:
                     records.append(record)
-                    if self._state.done:
+                    if record.rectype == END_OF_FILE:  # the state is done: nothing after it counts
                         self._pending = b""
                         break
             self._check_pending()

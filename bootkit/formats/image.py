@@ -73,7 +73,7 @@ class Image:
 
     def __init__(
         self,
-        segments: Iterable[tuple[int, bytes]] | None = None,
+        segments: Iterable[tuple[int, bytes | bytearray]] | None = None,
         start_address: int | None = None,
         start_address_kind: str | None = None,
     ):
@@ -93,7 +93,7 @@ class Image:
 
     # -- building ---------------------------------------------------------
 
-    def add(self, address: int, data: bytes, *, overwrite: bool = False) -> None:
+    def add(self, address: int, data: bytes | bytearray, *, overwrite: bool = False) -> None:
         """Put ``data`` at ``address``.
 
         Data that overlaps what is already there raises
@@ -152,7 +152,7 @@ class Image:
         chunks[j:k] = [merged]
 
     @staticmethod
-    def _overlap_error(address: int, old: bytes, new: bytes) -> None:
+    def _overlap_error(address: int, old: bytes | bytearray, new: bytes | bytearray) -> None:
         first = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
         raise FormatError(f"overlapping data at 0x{address + first:08X}")
 

@@ -131,7 +131,7 @@ class UF2Block:
         return header + area + _END.pack(UF2_MAGIC_END)
 
     @classmethod
-    def unpack(cls, buf: bytes, *, source: str | None = None, index: int | None = None) -> "UF2Block":
+    def unpack(cls, buf: bytes | memoryview, *, source: str | None = None, index: int | None = None) -> "UF2Block":
         where = None if index is None else f"block {index}"
 
         def fail(problem: str) -> FormatError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 MAGIC_WORD = 0x97E1E28E
 TRIGGERS = ("blank", "invalid", "magic", "double-reset", "baud1200", "timeout")
@@ -36,15 +36,24 @@ class EntryPolicy:
             raise ValueError(f"unknown entry trigger(s) {sorted(unknown)}; allowed: {', '.join(TRIGGERS)}")
 
 
+class BootState(Protocol):
+    """What the entry policy reads of a memory (any MemoryIO has both)."""
+
+    @property
+    def app_valid(self) -> bool: ...
+
+    def is_blank(self) -> bool: ...
+
+
 @dataclass
 class Board:
     """The reset logic of one emulated board: which mode it runs, and why.
 
-    ``memory`` needs ``is_blank()`` and ``app_valid`` (SimulatedFlash has
+    ``memory`` needs ``is_blank()`` and ``app_valid`` (any MemoryIO has
     both).  The clock is injectable so tests need no sleeps.
     """
 
-    memory: object
+    memory: BootState
     policy: EntryPolicy = field(default_factory=EntryPolicy)
     clock: Callable[[], float] = time.monotonic
     mode: str = "off"  # off, bootloader, application

@@ -144,8 +144,8 @@ class ImageStore:
         Recovers a save cut after its commit (roll forward) and removes the
         leftovers of one cut before it; read-only, it only reads.
         """
-        state = self._read_state()
-        want = state.get("image_sha256") if state else None
+        state = self._read_state() or {}
+        want = state.get("image_sha256")
         image = _read_or_none(self.path)
         if image is not None and want is not None and image_hash(image) == want:
             self.disk_hash = want
@@ -164,7 +164,7 @@ class ImageStore:
         # No trustworthy state for this image: whatever it holds, the application is invalid.
         self.disk_hash = image_hash(image) if image is not None else None
         self._remove_leftovers()
-        return image, state or {}, False
+        return image, state, False
 
     def _read_state(self) -> dict | None:
         try:
