@@ -220,14 +220,16 @@ class NativeCommands:
         if self.memory.read(address, length).count(0xFF) != length:
             raise NativeFault(f"0x{address:X}+{length} is not erased", Refusal.NOT_ERASED)
 
-    def crc(self, start: int, length: int, *, inside: bool = True) -> tuple[int, int, int]:
-        """(CRC-32, start, length) of a span (length 0: the application); ``inside``: refuse
-        a span outside the application."""
+    def crc(self, start: int, length: int) -> tuple[int, int, int]:
+        """(CRC-32, start, length) of a span of the application (length 0: all of it)."""
         start, length = self.application(start, length)
-        if inside:
-            self.check_span(start, length, "CRC")
-        data = self.memory.read(start, length) if length > 0 else b""
-        return crc32(data), start, length
+        self.check_span(start, length, "CRC")
+        return self.crc_of(start, start + length), start, length
+
+    def crc_of(self, start: int, end: int) -> int:
+        """CRC-32 of a region the device names itself (the application, the bootloader): the
+        device computes it, no byte of it leaves the device."""
+        return crc32(self.memory.read(start, end - start) if end > start else b"")
 
     def boot(self) -> None:
         """Mark the application valid (it must be complete); NO_APPLICATION when it is not."""

@@ -119,7 +119,7 @@ def test_native_read_back_and_crc():
     assert back.start == app_start and back.end == app_end
     assert back.tobytes() == reference(chip, image)[app_start:app_end]
     crc, start, size = host.crc(be)
-    from bootkit.classes.hid.protocol import crc32
+    from bootkit.classes.native import crc32
     assert (start, size) == (app_start, app_end - app_start)
     assert crc == crc32(reference(chip, image)[app_start:app_end])
     bcrc, bstart, bsize = host.crc(be, region="bootloader")

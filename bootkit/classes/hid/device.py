@@ -16,7 +16,6 @@ from collections import deque
 from typing import Callable
 
 from ...memory import Chip, MemoryFault
-from ...memory.core import NotErasedFault
 from ...usb.descriptors import Endpoint, Interface
 from ...usb.device import (
     GET_DESCRIPTOR,
@@ -27,6 +26,7 @@ from ...usb.device import (
     SetupPacket,
     Stall,
 )
+from ..native import NativeCommands, NativeFault, Op, refusal_for
 from .protocol import (
     CRC_APPLICATION,
     CRC_BOOTLOADER,
@@ -34,7 +34,6 @@ from .protocol import (
     GET_IDLE,
     GET_PROTOCOL,
     GET_REPORT,
-    HALFKAY_BOOT,
     HALFKAY_USAGE_PAGE,
     HID_CLASS,
     HID_DESCRIPTOR,
@@ -53,15 +52,16 @@ from .protocol import (
     SET_IDLE,
     SET_PROTOCOL,
     SET_REPORT,
+    OPS,
     Command,
     HalfKayMcu,
-    NativeInfo,
     NativeStatus,
-    crc32,
     halfkay_decode,
     hid_descriptor,
     lufa_page_addressing,
     native_reply,
+    pack_info,
+    status_for,
     vendor_report_descriptor,
 )
 
@@ -85,17 +85,24 @@ class HidEngine:
         self.memory = memory
         self.chip = chip
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
-        app = memory.layout.application_ranges("flash")
-        flash = memory.layout.flash
-        self.app_start, self.app_end = app[0] if app else (flash.start, flash.start)
+        # the native command set's checks, which HalfKay and LUFA writes pass through too
+        self.native = NativeCommands(memory, chip)
         self.refusals: list[str] = []  # why reports were refused (for tests and logs)
 
-    def _check_span(self, address: int, length: int) -> None:
+    @property
+    def app_start(self) -> int:
+        return self.native.app_start
+
+    @property
+    def app_end(self) -> int:
+        return self.native.app_end
+
+    def _check_span(self, address: int, length: int, what: str) -> None:
         """Refuse a write outside the application region before anything is touched."""
-        if address < self.app_start or address + length > self.app_end:
-            into = " (into the bootloader)" if self.memory.layout.is_protected(address, address + length) else ""
-            raise HidFault(f"0x{address:X}+{length} is outside the application "
-                           f"0x{self.app_start:X}-0x{self.app_end - 1:X}{into}")
+        try:
+            self.native.check_span(address, length, what)
+        except NativeFault as fault:
+            raise HidFault(str(fault), status_for(fault.refusal)) from None
 
     def _leave(self, reason: str, delay: float = 0.0) -> None:
         """Start the application: mark it valid when it is complete, then reset."""
@@ -135,7 +142,8 @@ class HalfKayEngine(HidEngine):
     def __init__(self, memory, chip: Chip, mcu: HalfKayMcu, **kw):
         super().__init__(memory, chip, **kw)
         self.mcu = mcu
-        self.app_end = min(self.app_end, self.app_start + mcu.code_size)
+        # code above teensy_loader_cli's code size is HalfKay's own
+        self.native.app_end = min(self.native.app_end, self.native.app_start + mcu.code_size)
         self.report_descriptor = vendor_report_descriptor(HALFKAY_USAGE_PAGE, mcu.board_id, mcu.report_size)
         self.erased = False
 
@@ -144,7 +152,7 @@ class HalfKayEngine(HidEngine):
             address, block = halfkay_decode(self.mcu, data)
         except ValueError as exc:
             raise HidFault(str(exc)) from None
-        if address == HALFKAY_BOOT:
+        if isinstance(address, str):  # protocol.HALFKAY_BOOT: address bytes 0xFF
             self.erased = False
             self._leave("HalfKay boot command")
             return
@@ -153,7 +161,7 @@ class HalfKayEngine(HidEngine):
             raise HidFault(f"HalfKay report of {len(data)} bytes, a block needs {self.mcu.report_size}")
         if address % size:
             raise HidFault(f"block address 0x{address:X} is not a multiple of {size}")
-        self._check_span(address, size)
+        self._check_span(address, size, "block")
         if not self.erased:
             self.memory.erase_all()
             self.erased = True
@@ -197,7 +205,7 @@ class LufaEngine(HidEngine):
         address = field << 8 if self.paged else field
         if address % self.page_size:
             raise HidFault(f"page address 0x{address:X} is not a multiple of {self.page_size}")
-        self._check_span(address, self.page_size)
+        self._check_span(address, self.page_size, "page")
         try:
             self.memory.erase(address)
             self.memory.program(address, bytes(data[2:self.report_length]))
@@ -252,11 +260,6 @@ class NativeEngine(HidEngine):
         self.read_address = 0
         self.read_remaining = 0
 
-    def info(self) -> NativeInfo:
-        flash = self.memory.layout.flash
-        return NativeInfo(NATIVE_VERSION, self.page_size, flash.start, flash.size, self.app_start,
-                          self.app_end - self.app_start, self.chip.name)
-
     def _reply(self, cmd: int, status: NativeStatus, payload: bytes = b"") -> None:
         self.queue.append(native_reply(cmd, status, payload))
 
@@ -283,9 +286,13 @@ class NativeEngine(HidEngine):
             self.refusals.append(str(fault))
             self._reply(cmd, fault.status)
             return
+        except NativeFault as fault:
+            self.refusals.append(str(fault))
+            self._reply(cmd, status_for(fault.refusal))
+            return
         except MemoryFault as exc:
             self.refusals.append(str(exc))
-            self._reply(cmd, NativeStatus.NOT_ERASED if isinstance(exc, NotErasedFault) else NativeStatus.ERROR)
+            self._reply(cmd, status_for(refusal_for(exc)))
             return
         self._reply(cmd, NativeStatus.OK, payload)
         if cmd == Command.RESET:
@@ -293,40 +300,36 @@ class NativeEngine(HidEngine):
             self._leave("native RESET", 0.05)
 
     def _command(self, cmd: int, arg0: int, arg1: int) -> bytes:
-        if cmd == Command.GET_INFO:
-            return self.info().pack()
-        if cmd == Command.ERASE:
-            self.memory.erase_all()
+        op = OPS.get(cmd)
+        if op is Op.IDENTIFY:
+            return pack_info(self.native.info(NATIVE_VERSION))
+        if op is Op.ERASE:
+            self.native.erase_application()
             return b""
-        if cmd == Command.WRITE:
-            if arg1 == 0:
-                raise HidFault("WRITE of zero bytes")
-            self._check_span(arg0, arg1)
+        if op is Op.WRITE:
+            # the whole span is checked before the first data report is accepted
+            self._check_span(arg0, arg1, "WRITE")
             if arg0 % self.page_size:
                 raise HidFault(f"WRITE at 0x{arg0:X} is not page aligned ({self.page_size})",
                                NativeStatus.MISALIGNED)
-            if self.memory.read(arg0, arg1).strip(b"\xff"):
-                raise HidFault(f"0x{arg0:X}+{arg1} is not erased", NativeStatus.NOT_ERASED)
+            self.native.check_erased(arg0, arg1)
             self.write_address, self.write_remaining = arg0, arg1
             return arg1.to_bytes(4, "little")
-        if cmd == Command.CRC:
+        if op is Op.CRC:
             if arg0 == CRC_APPLICATION:
                 start, end = self.app_start, self.app_end
             elif arg0 == CRC_BOOTLOADER:
                 start, end = self.chip.boot_start, self.chip.boot_end
             else:
                 raise HidFault(f"CRC of unknown region {arg0}")
-            data = self.memory.read(start, end - start) if end > start else b""
-            return crc32(data).to_bytes(4, "little") + start.to_bytes(4, "little") + (end - start).to_bytes(4, "little")
-        if cmd == Command.READ:
-            if arg1 == 0:
-                raise HidFault("READ of zero bytes")
-            if arg0 < self.app_start or arg0 + arg1 > self.app_end:
-                raise HidFault(f"READ 0x{arg0:X}+{arg1} is outside the application")
+            return (self.native.crc_of(start, end).to_bytes(4, "little") + start.to_bytes(4, "little")
+                    + (end - start).to_bytes(4, "little"))
+        if op is Op.READ:
+            self._check_span(arg0, arg1, "READ")
             self.read_address, self.read_remaining = arg0, arg1
             return arg1.to_bytes(4, "little")
-        if cmd == Command.RESET:
-            return b""
+        if op is Op.BOOT:
+            return b""  # RESET: the reply first, then the device leaves (out_report)
         raise HidFault(f"unknown command 0x{cmd:02X}")
 
     def _data(self, data: bytes) -> None:
@@ -341,8 +344,7 @@ class NativeEngine(HidEngine):
         except MemoryFault as exc:
             self.write_remaining = 0
             self.refusals.append(str(exc))
-            status = NativeStatus.NOT_ERASED if isinstance(exc, NotErasedFault) else NativeStatus.ERROR
-            self._reply(Command.WRITE, status)
+            self._reply(Command.WRITE, status_for(refusal_for(exc)))
             return
         self.write_address += n
         self.write_remaining -= n

@@ -28,6 +28,7 @@ from ...formats.image import Image
 from ...memory import Chip
 from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
+from ..native import NativeInfo, crc32, first_difference
 from ..usbhost import FoundDevice, endpoint_pair, in_process, matching_devices, take_interfaces
 from .protocol import (
     BOOTKIT_VID,
@@ -50,17 +51,16 @@ from .protocol import (
     TEENSY_VID,
     Command,
     HalfKayMcu,
-    NativeInfo,
     NativeStatus,
     ReportInfo,
     chip_named,
-    crc32,
     halfkay_chip,
     halfkay_encode,
     halfkay_mcu_for,
     lufa_encode,
     native_command,
     parse_report_descriptor,
+    unpack_info,
 )
 
 KNOWN_IDS = {
@@ -415,18 +415,16 @@ class NativeHost(_Dialect):
         return reply[4:]
 
     def get_info(self) -> NativeInfo:
-        return NativeInfo.unpack(self.command(Command.GET_INFO))
+        try:
+            return unpack_info(self.command(Command.GET_INFO))
+        except ValueError as exc:
+            raise HidError(f"GET_INFO: unreadable answer ({exc})") from None
 
     def app_range(self):
         return self.info.app_start, self.info.app_end
 
     def protected(self):
-        out = []
-        if self.info.flash_start < self.info.app_start:
-            out.append((self.info.flash_start, self.info.app_start))
-        if self.info.app_end < self.info.flash_end:
-            out.append((self.info.app_end, self.info.flash_end))
-        return tuple(out)
+        return self.info.protected
 
     def describe_target(self):
         return self.info.chip or "the device"
@@ -480,8 +478,7 @@ class NativeHost(_Dialect):
 
     def read(self, start: int | None = None, length: int | None = None) -> Image:
         c = self.client
-        start = self.info.app_start if start is None else start
-        length = self.info.app_end - start if length is None else length
+        start, length = self.info.span(start, length)
         self.command(Command.READ, start, length)
         out = bytearray()
         with progress_bar("read", length, self.progress) as bar:
@@ -498,11 +495,9 @@ class NativeHost(_Dialect):
     def verify(self, image: Image) -> None:
         back = self.read(image.start, image.end - image.start)
         for seg_start, data in image.segments:
-            got = back.tobytes(seg_start, seg_start + len(data))
-            if got != data:
-                bad = next(i for i in range(len(data)) if got[i] != data[i])
-                raise HidError(f"verify failed at 0x{seg_start + bad:X}: wrote 0x{data[bad]:02X}, "
-                               f"read 0x{got[bad]:02X}")
+            differs = first_difference(seg_start, data, back.tobytes(seg_start, seg_start + len(data)))
+            if differs:
+                raise HidError(differs)
         # the whole application, gaps included, as the image placed on erased flash
         crc, start, size = self.crc(CRC_APPLICATION)
         if crc != crc32(image.tobytes(start, start + size)):

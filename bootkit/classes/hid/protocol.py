@@ -6,7 +6,8 @@ Three dialects:
   (teensy_loader_cli.c: ``usb_control_msg(h, 0x21, 9, 0x0200, 0, buf, ...)``);
 - LUFA's HID bootloader (Bootloaders/HID/BootloaderHID.c, Descriptors.c);
 - bootkit's own raw-HID dialect, modelled on the xmega raw-HID bootloader:
-  64-byte reports on interrupt endpoints, with read-back and CRCs.
+  the native command set (classes/native.py) framed in 64-byte reports on
+  interrupt endpoints, with read-back and CRCs.
 
 HID class codes come from the Device Class Definition for HID 1.11
 (sections 4, 6.2.1 and 7.2).
@@ -15,11 +16,11 @@ HID class codes come from the Device Class Definition for HID 1.11
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from ...memory import Chip, Timing, get_chip
+from ..native import NativeInfo, Op, Refusal
 
 # --------------------------------------------------------------------------
 # HID 1.11
@@ -172,7 +173,7 @@ HALFKAY_MCUS: dict[str, HalfKayMcu] = {m.name: m for m in (
     HalfKayMcu("mk64fx512", 524288, 1024, 0x1F, "Teensy 3.5", "kinetis"),
     HalfKayMcu("mk66fx1m0", 1048576, 1024, 0x22, "Teensy 3.6", "kinetis"),
 )}
-HALFKAY_BY_ID = {}
+HALFKAY_BY_ID: dict[int, HalfKayMcu] = {}
 for _m in HALFKAY_MCUS.values():
     HALFKAY_BY_ID.setdefault(_m.board_id, _m)
 
@@ -236,7 +237,7 @@ def lufa_encode(address: int | None, data: bytes, flash_size: int) -> bytes:
 
 
 # --------------------------------------------------------------------------
-# bootkit raw HID (native)
+# bootkit raw HID (native): the native command set (classes/native.py) in 64-byte reports
 BOOTKIT_VID = 0x1209  # pid.codes, as the DFU personality's own devices
 NATIVE_HID_PID = 0xB00F
 NATIVE_USAGE_PAGE = 0xFFB0
@@ -248,6 +249,8 @@ CHIP_NAME_OFFSET, CHIP_NAME_SIZE = 28, 32
 
 
 class Command(IntEnum):
+    """The native command set's codes in this framing (see :data:`OPS`)."""
+
     GET_INFO = 0x01
     ERASE = 0x02  # the application region
     WRITE = 0x03  # arg0 start, arg1 size; then data reports
@@ -256,11 +259,24 @@ class Command(IntEnum):
     RESET = 0x06
 
 
+OPS: dict[int, Op] = {Command.GET_INFO: Op.IDENTIFY, Command.ERASE: Op.ERASE, Command.WRITE: Op.WRITE,
+                      Command.CRC: Op.CRC, Command.READ: Op.READ, Command.RESET: Op.BOOT}
+
+
 class NativeStatus(IntEnum):
     OK = 0x00
     ERROR = 0x01
     MISALIGNED = 0x02
     NOT_ERASED = 0x03
+
+
+def status_for(refusal: Refusal) -> NativeStatus:
+    """The status byte a refusal is reported as: this framing has four, the others are ERROR."""
+    if refusal is Refusal.MISALIGNED:
+        return NativeStatus.MISALIGNED
+    if refusal is Refusal.NOT_ERASED:
+        return NativeStatus.NOT_ERASED
+    return NativeStatus.ERROR
 
 
 CRC_APPLICATION, CRC_BOOTLOADER = 0, 1
@@ -274,45 +290,23 @@ def native_reply(cmd: int, status: int, payload: bytes = b"") -> bytes:
     return (bytes((cmd & 0xFF, status, 0, 0)) + payload).ljust(REPORT_SIZE, b"\x00")[:REPORT_SIZE]
 
 
-@dataclass(frozen=True)
-class NativeInfo:
-    """The GET_INFO payload (report bytes 4..63); see docs/personalities/hid.md."""
-
-    version: tuple[int, int]
-    page_size: int
-    flash_start: int
-    flash_size: int
-    app_start: int
-    app_size: int
-    chip: str
-
-    def pack(self) -> bytes:
-        name = self.chip.encode("ascii", "replace")[:CHIP_NAME_SIZE - 1]
-        body = struct.pack("<BBHIIII", self.version[0], self.version[1], self.page_size, self.flash_start,
-                           self.flash_size, self.app_start, self.app_size)
-        body = body.ljust(CHIP_NAME_OFFSET - 4, b"\x00") + name.ljust(CHIP_NAME_SIZE, b"\x00")
-        return body
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> "NativeInfo":
-        if len(payload) < CHIP_NAME_OFFSET - 4 + CHIP_NAME_SIZE:
-            raise ValueError("GET_INFO reply too short")
-        major, minor, page, fstart, fsize, astart, asize = struct.unpack_from("<BBHIIII", payload)
-        name = payload[CHIP_NAME_OFFSET - 4:CHIP_NAME_OFFSET - 4 + CHIP_NAME_SIZE].split(b"\x00")[0]
-        return cls((major, minor), page, fstart, fsize, astart, asize, name.decode("ascii", "replace"))
-
-    @property
-    def app_end(self) -> int:
-        return self.app_start + self.app_size
-
-    @property
-    def flash_end(self) -> int:
-        return self.flash_start + self.flash_size
+def pack_info(info: NativeInfo) -> bytes:
+    """The GET_INFO payload (report bytes 4..63; docs/personalities/hid.md): version major and
+    minor, page size, flash start and size, application start and size, chip name.  The
+    timing and flags of the info record are not carried."""
+    name = info.chip.encode("ascii", "replace")[:CHIP_NAME_SIZE - 1]
+    body = struct.pack("<BBHIIII", info.version[0], info.version[1], info.page_size, info.flash_start,
+                       info.flash_size, info.app_start, info.app_size)
+    return body.ljust(CHIP_NAME_OFFSET - 4, b"\x00") + name.ljust(CHIP_NAME_SIZE, b"\x00")
 
 
-def crc32(data: bytes) -> int:
-    """CRC-32 (IEEE 802.3, zlib's), the checksum the native CRC command returns."""
-    return zlib.crc32(data) & 0xFFFFFFFF
+def unpack_info(payload: bytes) -> NativeInfo:
+    """The inverse of :func:`pack_info`; ValueError when the payload is too short."""
+    if len(payload) < CHIP_NAME_OFFSET - 4 + CHIP_NAME_SIZE:
+        raise ValueError("GET_INFO reply too short")
+    major, minor, page, fstart, fsize, astart, asize = struct.unpack_from("<BBHIIII", payload)
+    name = payload[CHIP_NAME_OFFSET - 4:CHIP_NAME_OFFSET - 4 + CHIP_NAME_SIZE].split(b"\x00")[0]
+    return NativeInfo((major, minor), name.decode("ascii", "replace"), fstart, fsize, astart, asize, page)
 
 
 # --------------------------------------------------------------------------
@@ -320,23 +314,26 @@ def crc32(data: bytes) -> int:
 # built here where it does not (the HalfKay parts bootkit has no row for).
 KiB = 1024
 
+@dataclass(frozen=True)
+class _ExtraChip:
+    family: str
+    flash: int
+    page: int
+    sig: tuple[int, ...]
+    eeprom: int
+    description: str
+
+
 # Kinetis/ARM Teensy flash: the bootloader lives in a separate chip (the
 # MKL02/Mini54 "bootloader chip"), so no flash is reserved.
 _EXTRA_CHIPS = {
-    "at90usb162": dict(family="avr", flash=16 * KiB, page=128, sig=(0x1E, 0x94, 0x82), eeprom=512,
-                       description="Teensy 1.0"),
-    "at90usb646": dict(family="avr", flash=64 * KiB, page=256, sig=(0x1E, 0x96, 0x82), eeprom=2048,
-                       description="Teensy++ 1.0"),
-    "mkl26z64": dict(family="kinetis", flash=64 * KiB, page=1 * KiB, sig=(), eeprom=0,
-                     description="Teensy LC"),
-    "mk20dx128": dict(family="kinetis", flash=128 * KiB, page=1 * KiB, sig=(), eeprom=0,
-                      description="Teensy 3.0"),
-    "mk20dx256": dict(family="kinetis", flash=256 * KiB, page=2 * KiB, sig=(), eeprom=0,
-                      description="Teensy 3.1/3.2"),
-    "mk64fx512": dict(family="kinetis", flash=512 * KiB, page=4 * KiB, sig=(), eeprom=0,
-                      description="Teensy 3.5"),
-    "mk66fx1m0": dict(family="kinetis", flash=1024 * KiB, page=4 * KiB, sig=(), eeprom=0,
-                      description="Teensy 3.6"),
+    "at90usb162": _ExtraChip("avr", 16 * KiB, 128, (0x1E, 0x94, 0x82), 512, "Teensy 1.0"),
+    "at90usb646": _ExtraChip("avr", 64 * KiB, 256, (0x1E, 0x96, 0x82), 2048, "Teensy++ 1.0"),
+    "mkl26z64": _ExtraChip("kinetis", 64 * KiB, 1 * KiB, (), 0, "Teensy LC"),
+    "mk20dx128": _ExtraChip("kinetis", 128 * KiB, 1 * KiB, (), 0, "Teensy 3.0"),
+    "mk20dx256": _ExtraChip("kinetis", 256 * KiB, 2 * KiB, (), 0, "Teensy 3.1/3.2"),
+    "mk64fx512": _ExtraChip("kinetis", 512 * KiB, 4 * KiB, (), 0, "Teensy 3.5"),
+    "mk66fx1m0": _ExtraChip("kinetis", 1024 * KiB, 4 * KiB, (), 0, "Teensy 3.6"),
 }
 
 
@@ -348,18 +345,18 @@ def chip_named(name: str) -> Chip:
         spec = _EXTRA_CHIPS.get(name.lower())
         if spec is None:
             raise
-    if spec["family"] == "avr":
+    if spec.family == "avr":
         base = get_chip("atmega32u4")
-        flash, page = spec["flash"], spec["page"]
+        flash, page = spec.flash, spec.page
         return replace(base, name=name.lower(), flash_sectors=((flash // page, page),), page_size=page,
-                       boot_start=flash - 4 * KiB, boot_size=4 * KiB, eeprom_size=spec["eeprom"],
-                       signature=bytes(spec["sig"]), uf2_family=None, aliases=(),
-                       description=spec["description"], boot_note="")
-    flash, sector = spec["flash"], spec["page"]
+                       boot_start=flash - 4 * KiB, boot_size=4 * KiB, eeprom_size=spec.eeprom,
+                       signature=bytes(spec.sig), uf2_family=None, aliases=(),
+                       description=spec.description, boot_note="")
+    flash, sector = spec.flash, spec.page
     return Chip(name=name.lower(), family="kinetis", flash_start=0, flash_sectors=((flash // sector, sector),),
                 page_size=sector, boot_start=0, boot_size=0,
                 timing=Timing(program_ms=1.0, erase_ms=10.0, full_erase_ms=250.0),
-                description=spec["description"], boot_note="HalfKay runs on a separate bootloader chip")
+                description=spec.description, boot_note="HalfKay runs on a separate bootloader chip")
 
 
 def halfkay_chip(mcu: HalfKayMcu) -> Chip:
