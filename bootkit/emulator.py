@@ -11,80 +11,92 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from .memory import Board, Chip, EntryPolicy, SimulatedFlash, get_chip
+from .contracts import DeviceOptions, Personality
+from .memory import Board, Chip, EntryPolicy, SimulatedFlash
 from .memory.faults import FaultPlan
 from .usb.device import Device, Signal, Target
 
-PERSONALITIES = ("dfu", "hid", "cdc", "printer", "msc", "midi")
+
+# -- transitional: what emulator.py offered before bootkit.registry; each is a registry call
+# now, and goes once its last importer (cli, product) has moved to bootkit.registry.
 
 
-def personality_module(name: str):
-    if name not in PERSONALITIES:
-        raise ValueError(f"unknown personality {name!r} (choose from {', '.join(PERSONALITIES)})")
-    try:
-        module = importlib.import_module(f"bootkit.classes.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(f"bootkit.classes.{name}"):
-            raise ValueError(f"the {name} personality is not implemented yet") from None
-        raise
-    # a folder without __init__.py imports as a namespace package: not a personality yet
-    if not hasattr(module, "bootloader_device"):
-        raise ValueError(f"the {name} personality is not implemented yet")
-    return module
+def personality_module(name: str) -> ModuleType:
+    """The package of the personality registered as ``name`` (ValueError when none is)."""
+    from .registry import personality
 
-
-def resolve_chip(name: str) -> Chip:
-    """A chip from the database, or one a personality defines (HalfKay's Teensy parts)."""
-    try:
-        return get_chip(name)
-    except KeyError as exc:
-        for personality in available_personalities():
-            named = getattr(personality_module(personality), "chip_named", None)
-            if named is not None:
-                try:
-                    return named(name)
-                except KeyError:
-                    pass
-        raise exc
+    return importlib.import_module(type(personality(name)).__module__.rsplit(".", 1)[0])
 
 
 def available_personalities() -> list[str]:
-    out = []
-    for name in PERSONALITIES:
-        try:
-            personality_module(name)
-            out.append(name)
-        except ValueError:
-            pass
-    return out
+    from .registry import personality_names
+
+    return personality_names()
+
+
+def resolve_chip(name: str) -> Chip:
+    from .registry import resolve_chip as resolve
+
+    return resolve(name)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PERSONALITIES":
+        from .registry import personality_names
+
+        return tuple(personality_names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class Emulator:
+    """An emulated board with ``personality`` (a registered name) on ``chip`` (a Chip or a
+    name).  ``options``: the dialect's settings, a dict (``{"dialect": ..., "vid": ...}``,
+    checked by :meth:`Personality.make_options`: an unknown name is a ValueError naming the
+    dialect and what it takes) or the dialect's options dataclass itself (then ``dialect``
+    says which dialect; default: the chip's).  After construction ``definition`` is the
+    :class:`~bootkit.contracts.Personality`, ``dialect`` the dialect, ``settings`` the
+    options dataclass, ``chip`` the chip as the dialect's bootloader sees it."""
+
     chip: Chip | str
     personality: str = "dfu"
     image: str | Path | None = None
     realtime: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | DeviceOptions = field(default_factory=dict)
     policy: EntryPolicy = field(default_factory=EntryPolicy)
     read_protected: bool = False
     #: open the image with a shared lock and never write it (a `read` of an emulated board)
     readonly: bool = False
     #: cut the power at a chosen program/erase/file step (memory.faults)
     faults: FaultPlan | None = None
+    dialect: str | None = None
 
-    def __post_init__(self):
-        self.module = personality_module(self.personality)
-        if isinstance(self.chip, str):
-            self.chip = resolve_chip(self.chip)
+    def __post_init__(self) -> None:
+        from .registry import personality, resolve_chip
+
+        self.definition: Personality = personality(self.personality)
+        chip = resolve_chip(self.chip) if isinstance(self.chip, str) else self.chip
+        if isinstance(self.options, DeviceOptions):
+            self.dialect = self.definition.check_dialect(self.dialect, chip)
+            self.settings = self.options
+            expected = self.definition.options_for(self.dialect)
+            if not isinstance(self.settings, expected):
+                raise ValueError(f"{type(self.settings).__name__} are not the options of "
+                                 f"{self.personality}/{self.dialect} ({expected.__name__})")
+        else:
+            settings = dict(self.options)
+            given = settings.pop("dialect", None)
+            if given is not None and self.dialect is not None and given != self.dialect:
+                raise ValueError(f"dialect {self.dialect!r} and options dialect {given!r} disagree")
+            self.dialect = self.definition.check_dialect(given or self.dialect, chip)
+            self.settings = self.definition.make_options(self.dialect, **settings)
         # A personality's bootloader may occupy another boot region than the
         # chip's default (HalfKay keeps 512 B at the top of an ATmega32U4).
-        adapt = getattr(self.module, "chip_for", None)
-        if adapt is not None:
-            self.chip = adapt(self.chip, self.options.get("dialect"))
-        self.memory = SimulatedFlash(self.chip, self.image, realtime=self.realtime,
+        self.chip = chip = self.definition.chip_for(chip, self.dialect)
+        self.memory = SimulatedFlash(chip, self.image, realtime=self.realtime,
                                      read_protected=self.read_protected, readonly=self.readonly,
                                      faults=self.faults)
         try:
@@ -101,10 +113,10 @@ class Emulator:
         self.events: list[str] = []
 
     def _device_for_mode(self) -> Device | None:
+        assert isinstance(self.chip, Chip)
         if self.board.mode == "bootloader":
-            return self.module.bootloader_device(self.memory, self.chip, **self.options)
-        app = getattr(self.module, "application_device", None)
-        return app(self.memory, self.chip, **self.options) if app else None
+            return self.definition.bootloader_device(self.memory, self.chip, self.dialect or "", self.settings)
+        return self.definition.application_device(self.memory, self.chip, self.dialect or "", self.settings)
 
     def _on_signal(self, sig: Signal) -> Device | None:
         self.events.append(f"{sig.kind}: {sig.reason}")

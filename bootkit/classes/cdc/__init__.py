@@ -55,7 +55,7 @@ def default_ids(dialect: str, application: bool = False) -> tuple[int, int]:
 def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
                       pid: int | None = None, serial: str | None = None, software_id: str | bytes | None = None,
                       timeout: float | None | str = "default", manufacturer: str | None = None,
-                      product: str | None = None, bcd_device: int = 0x0001, **_ignored) -> Device:
+                      product: str | None = None, bcd_device: int | None = None) -> Device:
     """The bootloader as it enumerates: one CDC-ACM function feeding an AVR109 engine.
 
     ``timeout`` (seconds without host traffic before leaving for a valid
@@ -72,15 +72,15 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
     engine = engine_for(dialect, memory, software_id=software_id)
     dvid, dpid = default_ids(dialect)
     man, prod, _, _ = _STRINGS[dialect]
-    info = DeviceInfo(vid if vid is not None else dvid, pid if pid is not None else dpid, bcd_device,
-                      manufacturer=manufacturer or man, product=product or prod, serial=serial,
+    info = DeviceInfo(vid if vid is not None else dvid, pid if pid is not None else dpid,
+                      bcd_device if bcd_device is not None else 0x0001, manufacturer=manufacturer or man, product=product or prod, serial=serial,
                       # LUFA's CDC bootloader declares the CDC class on the device (USB_CSCP_CDCClass)
                       bDeviceClass=0x02 if dialect == "lufa" else 0x00)
     return Device(info, [CdcBootloaderFunction(engine, timeout=timeout)])
 
 
 def application_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
-                       pid: int | None = None, serial: str | None = None, **_ignored) -> Device:
+                       pid: int | None = None, serial: str | None = None) -> Device:
     """The application as it enumerates: a serial port honouring the 1200-baud touch."""
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device

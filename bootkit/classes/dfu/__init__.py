@@ -69,8 +69,7 @@ def functional_for(dialect: str, transfer_size: int | None = None, attributes: i
 def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
                       pid: int | None = None, serial: str | None = None, transfer_size: int | None = None,
                       attributes: int | None = None, manufacturer: str | None = None,
-                      product: str | None = None, bcd_device: int = 0x0000, secure: bool = False,
-                      **_application_only) -> Device:
+                      product: str | None = None, bcd_device: int | None = None, secure: bool = False) -> Device:
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device
     from .device import DfuFunction, dfuse_interface_names, engine_for
@@ -96,14 +95,14 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
         manufacturer = manufacturer or "bootkit"
         product = product or f"{chip.name} DFU bootloader"
     engine = engine_for(dialect, memory, functional=functional, **kw)
-    info = DeviceInfo(vid if vid is not None else dvid, pid if pid is not None else dpid, bcd_device,
+    info = DeviceInfo(vid if vid is not None else dvid, pid if pid is not None else dpid,
+                      bcd_device if bcd_device is not None else 0x0000,
                       manufacturer=manufacturer, product=product, serial=serial)
     return Device(info, [DfuFunction(engine, names)])
 
 
 def application_device(memory, chip: Chip, *, vid: int | None = None, pid: int | None = None,
-                       serial: str | None = None, will_detach: bool = False, detach_timeout: int = 1000,
-                       **_ignored) -> Device:
+                       serial: str | None = None, will_detach: bool = False, detach_timeout: int = 1000) -> Device:
     """The application as it enumerates: a device with a DFU run-time interface."""
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device

@@ -67,7 +67,7 @@ def chip_for(chip: Chip | str, dialect: str | None = None) -> Chip:
 def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
                       pid: int | None = None, serial: str | None = None, mcu: str | None = None,
                       interrupt_out: bool = False, manufacturer: str | None = None,
-                      product: str | None = None, bcd_device: int | None = None, **_ignored) -> Device:
+                      product: str | None = None, bcd_device: int | None = None) -> Device:
     """The bootloader as it enumerates.  ``interrupt_out`` adds an OUT endpoint to LUFA's interface."""
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device

@@ -36,7 +36,7 @@ def default_dialect(chip: Chip) -> str:
 
 def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
                       pid: int | None = None, serial: str | None = None, manufacturer: str | None = None,
-                      product: str | None = None, bcd_device: int = 0x0100, **_ignored) -> Device:
+                      product: str | None = None, bcd_device: int | None = None) -> Device:
     """The bootloader as it enumerates: one USB-MIDI function (both dialects use the same device)."""
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device
@@ -47,7 +47,8 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
         raise ValueError(f"unknown MIDI dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
     engine = MidiBootEngine(memory, chip)
     # The product string is what every OS shows as the MIDI port's name.
-    info = DeviceInfo(vid if vid is not None else BOOTKIT_VID, pid if pid is not None else MIDI_PID, bcd_device,
+    info = DeviceInfo(vid if vid is not None else BOOTKIT_VID, pid if pid is not None else MIDI_PID,
+                      bcd_device if bcd_device is not None else 0x0100,
                       manufacturer=manufacturer or "bootkit", product=product or f"{chip.name} MIDI bootloader",
                       serial=serial)
     return Device(info, [MidiFunction(engine, "bootkit MIDI bootloader")])

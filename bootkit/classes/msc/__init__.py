@@ -61,7 +61,7 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
                       serial: str | None = None, manufacturer: str | None = None, product: str | None = None,
                       board_id: str | None = None, url: str = DEFAULT_URL, vendor: str = "bootkit",
                       leave_delay: float = DEFAULT_LEAVE_DELAY, min_volume_bytes: int | None = None,
-                      bcd_device: int = 0x0100, **_ignored) -> Device:
+                      bcd_device: int | None = None) -> Device:
     """The UF2 drive as it enumerates.
 
     ``accept``: which of "uf2", "bin", "hex" the product takes (the dialect
@@ -109,7 +109,8 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
     function_box.append(function)
     function.sink, function.volume, function.target = sink, volume, target  # for tests and logs
     info = DeviceInfo(vid if vid is not None else BOOTKIT_VID, pid if pid is not None else BOOTKIT_MSC_PID,
-                      bcd_device, manufacturer=manufacturer or "bootkit", product=product,
+                      bcd_device if bcd_device is not None else 0x0100, manufacturer=manufacturer or "bootkit",
+                      product=product,
                       serial=serial or f"{chip.name.upper()}0001")
     return Device(info, [function])
 

@@ -31,7 +31,7 @@ def default_dialect(chip: Chip) -> str:
 def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, device_id: str | None = None,
                       protocol: int = PROTOCOL_BIDIRECTIONAL, vid: int | None = None, pid: int | None = None,
                       serial: str | None = None, manufacturer: str | None = None, product: str | None = None,
-                      bcd_device: int = 0x0001, job_timeout: float | None = 5.0, leave: bool = True,
+                      bcd_device: int | None = None, job_timeout: float | None = 5.0, leave: bool = True,
                       leave_delay: float = 0.5, clock=None) -> Device:
     """The printer bootloader as it enumerates: LUFA's ids and strings by default.
 
@@ -53,6 +53,6 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, device_
     engine = PrinterEngine(memory, job_timeout=job_timeout, leave=leave, leave_delay=leave_delay, **kw)
     function = PrinterFunction(engine, device_id=device_id or DEFAULT_DEVICE_ID, protocol=protocol)
     info = DeviceInfo(vid if vid is not None else LUFA_VID, pid if pid is not None else LUFA_PRINTER_PID,
-                      bcd_device, manufacturer=manufacturer or "Dean Camera",
+                      bcd_device if bcd_device is not None else 0x0001, manufacturer=manufacturer or "Dean Camera",
                       product=product or "LUFA Printer Bootloader", serial=serial, bcdUSB=0x0110)
     return Device(info, [function])

@@ -1,0 +1,118 @@
+"""The DFU personality as the registry sees it: DFU 1.1, ST DfuSe and Atmel FLIP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...contracts import DeviceOptions, Link, Personality, option
+
+if TYPE_CHECKING:
+    from ...formats.image import Image
+    from ...memory import Chip, MemoryIO
+    from ...usb.device import Device
+    from ..common import DialectFacts, FlashResult
+
+
+def _can_download(value: int) -> tuple[str, str] | None:
+    # bmAttributes: bitCanDnload, bitCanUpload, bitManifestationTolerant, bitWillDetach (DFU 1.1 4.1.3)
+    if value & 0x01:
+        return None
+    return f"0x{value:02X} lacks bitCanDnload (0x01): nothing could be flashed", "0x01-0x0F with bit 0 set"
+
+
+@dataclass(frozen=True)
+class DfuOptions(DeviceOptions):
+    """DFU 1.1 and DfuSe: the device's functional descriptor, the host's alternate setting."""
+
+    transfer_size: int | None = option(help="wTransferSize (a u16); the host's when the device does not say "
+                                            "(dfu-util -t)", min=1, max=0xFFFF, cli="--transfer-size")
+    attributes: int | None = option(help="bmAttributes of the DFU functional descriptor", min=0x00, max=0x0F,
+                                    hex=True, check=_can_download, device_only=True)
+    alt: int | None = option(help="the DFU alternate setting to talk to", min=0, max=255, host_only=True,
+                             cli="--alt", product=False)
+    leave_timeout: float = option(5.0, help="seconds the host watches the bus after leaving", min=0.0,
+                                  max=3600.0, host_only=True, product=False)
+    will_detach: bool = option(False, help="the application's run-time interface sets bitWillDetach",
+                               device_only=True, product=False)
+    detach_timeout: int = option(1000, help="wDetachTimeOut (ms) of the run-time interface", min=0, max=0xFFFF,
+                                 device_only=True, product=False)
+
+
+@dataclass(frozen=True)
+class FlipOptions(DfuOptions):
+    """Atmel FLIP (LUFA's DFU bootloader): plus its secure mode."""
+
+    secure: bool = option(False, help="secure mode: a chip erase before anything else (LUFA SECURE_MODE)",
+                          device_only=True)
+
+
+class DfuHost:
+    """bootkit.classes.dfu.host behind the one HostSide signature."""
+
+    def flash(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash",
+              verify: bool = True, leave: bool = True, force: bool = False) -> FlashResult:
+        from . import host
+
+        link.check(PERSONALITY.name)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, DfuOptions)
+        return host.flash(image, link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect,
+                          alt=o.alt, chip=chip, memory=memory, verify=verify, leave=leave, progress=progress,
+                          transfer_size=o.transfer_size, force=force, leave_timeout=o.leave_timeout)
+
+    def read(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+             options: DeviceOptions | None = None, start: int | None = None, length: int | None = None,
+             memory: str = "flash", progress: bool | None = None) -> Image:
+        from . import host
+
+        link.check(PERSONALITY.name)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, DfuOptions)
+        return host.read(link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect, alt=o.alt,
+                         chip=chip, memory=memory, start=start, length=length, progress=progress,
+                         transfer_size=o.transfer_size)
+
+
+class Dfu(Personality):
+    name = "dfu"
+    order = 10
+    summary = "USB DFU 1.1, ST DfuSe and Atmel FLIP: dfu-util, STM32CubeProgrammer, dfu-programmer"
+    dialects = ("dfu", "dfuse", "flip")
+    options = {"dfu": DfuOptions, "dfuse": DfuOptions, "flip": FlipOptions}
+    demo = (("flip", "sample-atmega32u4"), ("dfuse", "sample-stm32f411"), ("dfu", "sample-stm32f103c8"))
+    read_protection = ("dfuse", "flip")
+
+    def default_dialect(self, chip: Chip) -> str:
+        from . import default_dialect
+
+        return default_dialect(chip)
+
+    def bootloader_device(self, memory: MemoryIO, chip: Chip, dialect: str, options: DeviceOptions) -> Device:
+        from . import bootloader_device
+
+        assert isinstance(options, DfuOptions)
+        return bootloader_device(memory, chip, dialect=dialect, transfer_size=options.transfer_size,
+                                 attributes=options.attributes,
+                                 secure=options.secure if isinstance(options, FlipOptions) else False,
+                                 **options.usb_ids())
+
+    def application_device(self, memory: MemoryIO, chip: Chip, dialect: str,
+                           options: DeviceOptions) -> Device | None:
+        from . import application_device
+
+        assert isinstance(options, DfuOptions)
+        return application_device(memory, chip, vid=options.vid, pid=options.pid, serial=options.serial,
+                                  will_detach=options.will_detach, detach_timeout=options.detach_timeout)
+
+    def host(self) -> DfuHost:
+        return DfuHost()
+
+    def facts(self) -> tuple[DialectFacts, ...]:
+        from .facts import FACTS
+
+        return tuple(FACTS)
+
+
+PERSONALITY = Dfu()

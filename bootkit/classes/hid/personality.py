@@ -1,0 +1,132 @@
+"""The HID personality as the registry sees it: PJRC HalfKay, LUFA's HID bootloader, bootkit's raw HID."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...contracts import DeviceOptions, Link, Personality, option
+from .protocol import HALFKAY_MCUS
+
+if TYPE_CHECKING:
+    from ...formats.image import Image
+    from ...memory import Chip, MemoryIO
+    from ...usb.device import Device
+    from ..common import DialectFacts, FlashResult
+
+
+def _known_mcu(value: str) -> tuple[str, str] | None:
+    if value.lower() in HALFKAY_MCUS:
+        return None
+    return f"unknown HalfKay MCU {value!r}", ", ".join(HALFKAY_MCUS)
+
+
+@dataclass(frozen=True)
+class HidOptions(DeviceOptions):
+    """Every HID dialect: how long the host watches the bus after the boot command."""
+
+    leave_wait: float | None = option(help="seconds the host watches the bus after the boot command "
+                                           "(default 5 s, 0.5 s on the in-process bus)", min=0.0, max=3600.0,
+                                      host_only=True, product=False)
+
+
+@dataclass(frozen=True)
+class HalfKayOptions(HidOptions):
+    """HalfKay: the Teensy MCU decides the block size and the bootloader region."""
+
+    mcu: str | None = option(help="the Teensy MCU, as teensy_loader_cli --mcu names it", check=_known_mcu,
+                             convert=str.lower, cli="--mcu")
+
+
+@dataclass(frozen=True)
+class LufaHidOptions(HidOptions):
+    """LUFA's HID bootloader: optionally an interrupt OUT endpoint."""
+
+    interrupt_out: bool = option(False, help="add an interrupt OUT endpoint to the interface", device_only=True)
+
+
+class HidHost:
+    """bootkit.classes.hid.host behind the one HostSide signature."""
+
+    def flash(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash",
+              verify: bool = True, leave: bool = True, force: bool = False) -> FlashResult:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, HidOptions)
+        return host.flash(image, link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect,
+                          chip=chip, mcu=_mcu(o), memory=memory, verify=verify, leave=leave, progress=progress,
+                          wait=link.wait, force=force, leave_wait=o.leave_wait)
+
+    def read(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+             options: DeviceOptions | None = None, start: int | None = None, length: int | None = None,
+             memory: str = "flash", progress: bool | None = None) -> Image:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        o = PERSONALITY.options_or_default(dialect, options)
+        return host.read(link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect, chip=chip,
+                         mcu=_mcu(o), memory=memory, start=start, length=length, progress=progress, wait=link.wait)
+
+
+def _mcu(options: DeviceOptions) -> str | None:
+    return options.mcu if isinstance(options, HalfKayOptions) else None
+
+
+class Hid(Personality):
+    name = "hid"
+    order = 20
+    summary = "HID bootloaders: PJRC HalfKay (Teensy), LUFA's HID bootloader, bootkit's raw HID; no driver"
+    dialects = ("halfkay", "lufa", "native")
+    options = {"halfkay": HalfKayOptions, "lufa": LufaHidOptions, "native": HidOptions}
+    demo = (("halfkay", "sample-atmega32u4"), ("lufa", "sample-atmega32u4"), ("native", "sample-atmega32u4"))
+    link_fields = ("wait",)
+
+    def default_dialect(self, chip: Chip) -> str:
+        from . import default_dialect
+
+        return default_dialect(chip)
+
+    def chip_for(self, chip: Chip, dialect: str | None) -> Chip:
+        from . import chip_for
+
+        return chip_for(chip, dialect)
+
+    def chip_named(self, name: str) -> Chip | None:
+        from .protocol import chip_named
+
+        try:
+            return chip_named(name)
+        except KeyError:
+            return None
+
+    def bootloader_device(self, memory: MemoryIO, chip: Chip, dialect: str, options: DeviceOptions) -> Device:
+        from . import bootloader_device
+
+        return bootloader_device(memory, chip, dialect=dialect, mcu=_mcu(options),
+                                 interrupt_out=options.interrupt_out if isinstance(options, LufaHidOptions)
+                                 else False, **options.usb_ids())
+
+    def host(self) -> HidHost:
+        return HidHost()
+
+    def facts(self) -> tuple[DialectFacts, ...]:
+        from .facts import FACTS
+
+        return tuple(FACTS)
+
+    def check_product(self, check: Any, product: Any) -> None:
+        """HalfKay's bootloader size is the MCU's; its --mcu must be the product's chip."""
+        if product.dialect != "halfkay":
+            return
+        if product.boot_size_given:
+            check.fail("protection.bootloader_size", "conflicts with dialect halfkay, whose bootloader size is "
+                                                     "fixed by the MCU (512 B or 1 KiB)", "omit it for halfkay")
+        mcu = product.settings.get("mcu")
+        if mcu is not None and mcu.lower() != product.chip.name.lower():
+            check.fail("hid.mcu", f"{mcu!r} conflicts with product.chip {product.chip.name!r}", product.chip.name)
+
+
+PERSONALITY = Hid()

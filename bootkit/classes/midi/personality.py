@@ -1,0 +1,108 @@
+"""The MIDI personality as the registry sees it: a class-compliant USB-MIDI bootloader,
+two-way SysEx or a one-way Standard MIDI File."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...contracts import DeviceOptions, Link, OptionError, Personality, option
+
+if TYPE_CHECKING:
+    from ...formats.image import Image
+    from ...memory import Chip, MemoryIO
+    from ...usb.device import Device
+    from ..common import DialectFacts, FlashResult
+
+
+@dataclass(frozen=True)
+class MidiOptions(DeviceOptions):
+    """The device is the same for both dialects; the settings are the host's: how it paces
+    the one-way file (midifile.file_events: wait = datasheet ms x (1 + margin) + slack_ms)."""
+
+    encoding: str | None = option(help="how the one-way file carries the image: sysex, or notes for players "
+                                       "that drop SysEx", pattern="sysex|notes", allowed="sysex, notes",
+                                  host_only=True)
+    margin: float | None = option(help="fraction added to the datasheet erase/program times", min=0.0, max=10.0,
+                                  kind="number", host_only=True)
+    slack_ms: float | None = option(help="milliseconds added to every wait", min=0.0, max=1000.0, kind="number",
+                                    host_only=True)
+    realtime: bool = option(True, help="pace the file in real time (False: as fast as the bus takes it)",
+                            host_only=True, product=False)
+    retries: int = option(3, help="times a two-way command is sent again after a timeout", min=0, max=100,
+                          host_only=True, product=False)
+    leave_wait: float | None = option(help="seconds the host watches for the device after it leaves",
+                                      min=0.0, max=3600.0, host_only=True, product=False)
+
+
+def _file_pacing(options: MidiOptions) -> None:
+    # bootkit.classes.midi.host.flash paces the file with file_events' defaults and takes
+    # no pacing of its own yet: a product's pacing must not be dropped without a word.
+    given = [n for n in ("encoding", "margin", "slack_ms") if getattr(options, n) is not None]
+    if given:
+        raise OptionError(f"the midi host side cannot pace a flash by {', '.join(given)} yet: "
+                          f"use `bootkit midi encode` for a paced file")
+
+
+class MidiHost:
+    """bootkit.classes.midi.host behind the one HostSide signature (``link.port``: a MIDI port name)."""
+
+    def flash(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash",
+              verify: bool = True, leave: bool = True, force: bool = False) -> FlashResult:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, MidiOptions)
+        _file_pacing(o)
+        return host.flash(image, link.backend, port=link.port, vid=link.vid, pid=link.pid, serial=link.serial,
+                          dialect=dialect, chip=chip, progress=progress, verify=verify, leave=leave, memory=memory,
+                          realtime=o.realtime, retries=o.retries, force=force, leave_wait=o.leave_wait)
+
+    def read(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+             options: DeviceOptions | None = None, start: int | None = None, length: int | None = None,
+             memory: str = "flash", progress: bool | None = None) -> Image:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, MidiOptions)
+        return host.read(link.backend, port=link.port, vid=link.vid, pid=link.pid, serial=link.serial,
+                         dialect=dialect, chip=chip, memory=memory, start=start, length=length, progress=progress,
+                         retries=o.retries)
+
+
+class Midi(Personality):
+    name = "midi"
+    order = 60
+    summary = "a class-compliant USB-MIDI device: two-way SysEx, or a one-way MIDI file any player plays"
+    dialects = ("sysex", "file")
+    options = {"sysex": MidiOptions, "file": MidiOptions}
+    demo = (("sysex", "sample-atmega32u4"), ("file", "sample-atmega32u4"), ("sysex", "sample-stm32f103c8"))
+    link_fields = ("port",)
+
+    def default_dialect(self, chip: Chip) -> str:
+        return "sysex"
+
+    def bootloader_device(self, memory: MemoryIO, chip: Chip, dialect: str, options: DeviceOptions) -> Device:
+        from . import bootloader_device
+
+        return bootloader_device(memory, chip, dialect=dialect, **options.usb_ids())
+
+    def host(self) -> MidiHost:
+        return MidiHost()
+
+    def run_demo_row(self, dialect: str, chip: Chip, image: Image) -> dict[str, Any] | None:
+        """Two-way through the host client, or the one-way file replayed at full speed."""
+        from . import run_demo_row
+
+        return run_demo_row(dialect, chip, image)
+
+    def facts(self) -> tuple[DialectFacts, ...]:
+        from .facts import FACTS
+
+        return tuple(FACTS)
+
+
+PERSONALITY = Midi()
