@@ -296,3 +296,16 @@ def test_a_bootloader_that_comes_back_at_once_is_still_seen(board, monkeypatch):
     with pytest.raises(host.MidiError, match="^the device stayed in its bootloader: it came back as its "
                                              "bootloader"):
         host.flash(sample_image(em.chip, 1024, 0x800, 16), backend, chip=em.chip, progress=False)
+
+
+def test_an_option_the_host_does_not_take_is_an_error(board):
+    """A keyword the MIDI host does not take (another personality's option, a typo) is a
+    TypeError before anything is sent, never silently dropped."""
+    em, backend = board()
+    image = sample_image(em.chip, 256, 0x100, 1)
+    before = em.memory.read(em.memory.layout.flash.start, em.memory.layout.flash.size)
+    with pytest.raises(TypeError, match="mcu"):
+        host.flash(image, backend, chip=em.chip, progress=False, mcu="atmega32u4")
+    with pytest.raises(TypeError, match="transfer_size"):
+        host.read(backend, progress=False, transfer_size=64)
+    assert em.memory.read(em.memory.layout.flash.start, em.memory.layout.flash.size) == before

@@ -16,7 +16,6 @@ native dialect's read-back and CRC (HalfKay and LUFA cannot read:
 
 from __future__ import annotations
 
-import errno
 import struct
 import time
 from dataclasses import dataclass
@@ -26,10 +25,24 @@ import usb.util
 
 from ...formats.image import Image
 from ...memory import Chip
-from ...progress import phase, progress_bar
+from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..native import NativeInfo, crc32, first_difference
-from ..usbhost import FoundDevice, endpoint_pair, in_process, matching_devices, take_interfaces
+from ..usbhost import (
+    CAME_BACK,
+    STAYED,
+    Arrival,
+    FoundDevice,
+    LeaveWatch,
+    UsbLook,
+    bus_snapshot,
+    endpoint_pair,
+    gone,
+    in_process,
+    matching_devices,
+    stalled,
+    take_interfaces,
+)
 from .protocol import (
     BOOTKIT_VID,
     CRC_APPLICATION,
@@ -68,9 +81,7 @@ KNOWN_IDS = {
     (LUFA_VID, LUFA_HID_PID): "lufa",
     (BOOTKIT_VID, NATIVE_HID_PID): "native",
 }
-GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.ENOENT, errno.EPROTO}
 # How the end of a flash is reported (issue 16 item 3: only what was observed).
-STAYED = "the device stayed in its bootloader"
 ERASED_FIRST_WORD = "first word of flash is erased: the bootloader kept control"
 LEAVE_WAIT = 5.0  # s a real device gets to go and to come back (as its application, or its bootloader)
 LEAVE_WAIT_IN_PROCESS = 0.5  # the in-process bus re-enumerates at once (native: 50 ms after RESET's reply)
@@ -80,15 +91,11 @@ class HidError(HostError):
     """The device or the exchange failed: one line saying what and where."""
 
 
-def _gone(exc: Exception) -> bool:
-    return isinstance(exc, usb.core.USBError) and getattr(exc, "errno", None) in GONE_ERRNOS
-
-
 @dataclass
 class HidTarget(FoundDevice):
     """A HID bootloader interface found on the bus."""
 
-    device: object  # usb.core.Device
+    device: usb.core.Device
     interface: int
     dialect: str | None
     report: ReportInfo
@@ -123,6 +130,8 @@ def _report_descriptor(dev, interface: int, extra: bytes) -> ReportInfo:
 def find_devices(backend=None, *, vid=None, pid=None, serial=None, dialect=None) -> list[HidTarget]:
     """HID bootloaders on the bus: the known VID:PIDs, or whatever ``vid``/``pid`` select."""
     found = []
+    dev: usb.core.Device  # matching_devices yields pyusb's device and configuration
+    cfg: usb.core.Configuration
     for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
         known = KNOWN_IDS.get((dev.idVendor, dev.idProduct))
         if known is None and vid is None and pid is None:
@@ -190,9 +199,9 @@ def _refused_leave(what: str, exc: usb.core.USBError) -> HidError:
 
 
 def _refused(what: str, exc: usb.core.USBError) -> HidError:
-    if getattr(exc, "errno", None) == errno.EPIPE:
+    if stalled(exc):
         return HidError(f"{what}: the device refused the report (STALL)")
-    if _gone(exc):
+    if gone(exc):
         return HidError(f"{what}: device disconnected ({exc})")
     return HidError(f"{what}: {exc}")
 
@@ -243,11 +252,24 @@ class _Dialect:
     def read(self, start=None, length=None) -> Image:
         raise HidError(f"the {self.name} bootloader has no read command")
 
+    def write(self, image: Image) -> int:
+        """Program the image; the bytes sent."""
+        raise NotImplementedError
+
+    def verify(self, image: Image) -> None:
+        """Read back and compare (dialects with ``can_read``); HidError on a difference."""
+        raise HidError(f"the {self.name} bootloader has no read command")
+
+    def leave(self) -> None:
+        """Send the boot request; what the device then does is watched by :func:`observe_leave`."""
+        raise NotImplementedError
+
 
 class HalfKayHost(_Dialect):
     """PJRC HalfKay, as teensy_loader_cli drives it."""
 
     name = "halfkay"
+    chip: Chip  # given, or the board's from the report descriptor's usage
 
     def __init__(self, client, chip, progress=None, mcu: HalfKayMcu | None = None):
         if mcu is None:
@@ -326,7 +348,7 @@ class HalfKayHost(_Dialect):
             self.client.set_report(halfkay_encode(self.mcu, None), 250)
         except usb.core.USBError as exc:
             # gone, or no status stage before the reboot: what happened is watched next
-            if not (_gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
+            if not (gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
                 raise _refused_leave("boot command", exc) from None
 
 
@@ -335,6 +357,7 @@ class LufaHost(_Dialect):
 
     name = "lufa"
     leave_command = "start-application report (0xFFFF)"
+    chip: Chip  # LUFA does not say which chip it is: --chip is required
 
     def __init__(self, client, chip, progress=None):
         if chip is None:
@@ -377,7 +400,7 @@ class LufaHost(_Dialect):
         try:
             self.client.write(lufa_encode(None, bytes(self.page_size), self.chip.flash_size), 250)
         except usb.core.USBError as exc:
-            if not (_gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
+            if not (gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
                 raise _refused_leave("start-application report", exc) from None
 
 
@@ -511,7 +534,7 @@ class NativeHost(_Dialect):
             c.write(native_command(Command.RESET))
             reply = c.read(250)
         except usb.core.USBError as exc:
-            if _gone(exc) or isinstance(exc, usb.core.USBTimeoutError):
+            if gone(exc) or isinstance(exc, usb.core.USBTimeoutError):
                 return
             raise _refused_leave("RESET", exc) from None
         try:
@@ -560,65 +583,36 @@ def default_leave_wait(backend) -> float:
     return LEAVE_WAIT
 
 
-def _key(dev) -> tuple:
-    return dev.bus, dev.address, dev.idVendor, dev.idProduct
-
-
-def _present(backend) -> dict | None:
-    """The devices on the bus by (bus, address, ids); None when the bus could not be listed."""
-    try:
-        return {_key(dev): dev for dev in usb.core.find(find_all=True, backend=backend)}
-    except usb.core.USBError:
-        return None
-
-
-def _why_stayed(d: _Dialect, image: Image | None, dev) -> str:
+def _why_stayed(d: _Dialect, image: Image | None, again: Arrival) -> str:
     """Why a bootloader told to leave came back: what the host knows of the flash."""
     if image is not None and d.first_word(image) == b"\xff\xff":
         # nothing at the reset vector: LUFA's bootloaders and Caterina test pgm_read_word(0)
         # != 0xFFFF before starting the application, as bootkit's entry policy does (is_blank)
         return ERASED_FIRST_WORD
-    return f"it came back as its bootloader ({dev.idVendor:04X}:{dev.idProduct:04X})"
+    return f"it came back as its bootloader ({again.vid:04X}:{again.pid:04X})"
 
 
 def observe_leave(d: _Dialect, before: dict | None, image: Image | None = None,
                   timeout: float | None = None, *, sleep=time.sleep, clock=time.monotonic) -> str:
-    """After the leave request, watch the bus for ``timeout`` s and say what happened.
+    """After the leave request, watch the bus for ``timeout`` s and say what happened
+    (usbhost.LeaveWatch: only what was seen is reported).
 
-    ``before``: the bus while the bootloader was on it.  The bootloader gone and a device
-    that was not there before appearing: "application started (came back as VVVV:PPPP)",
-    unless it has the bootloader's ids, then the bootloader kept control (HidError
-    "the device stayed in its bootloader: <why>").  Gone and nothing new within
+    ``before``: the bus while the bootloader was on it (usbhost.bus_snapshot).  The bootloader
+    gone and a device that was not there before appearing: "application started (came back
+    as VVVV:PPPP)", unless it has the bootloader's ids, then the bootloader kept control
+    (HidError "the device stayed in its bootloader: <why>").  Gone and nothing new within
     ``timeout`` s: "left the bootloader (not seen again within N s)".  Still there after
     ``timeout`` s: HidError.  The step is appended to ``d.steps`` and returned.
     """
-    phase("leave")  # an interrupt from here on: the device was told to leave
     timeout = default_leave_wait(d.backend) if timeout is None else timeout
-    old = _key(d.client.dev)
-    ids = (d.client.target.vid, d.client.target.pid)
-    before = before or {}
-    deadline = clock() + timeout
-    gone = False
-    while True:
-        now = _present(d.backend)
-        if now is not None:
-            gone = gone or old not in now
-            new = [dev for k, dev in now.items() if k not in before and k != old]
-            if gone and new:
-                again = [dev for dev in new if (dev.idVendor, dev.idProduct) == ids]
-                if again:
-                    raise HidError(f"{STAYED}: {_why_stayed(d, image, again[0])}")
-                dev = new[0]
-                step = f"application started (came back as {dev.idVendor:04X}:{dev.idProduct:04X})"
-                break
-        if clock() >= deadline:
-            if not gone:
-                raise HidError(f"{STAYED}: it was still there {timeout:g} s after the {d.leave_command}")
-            step = f"left the bootloader (not seen again within {timeout:g} s)"
-            break
-        sleep(0.05)
-    d.steps.append(step)
-    return step
+    look = UsbLook(d.backend, d.client.dev, before)
+    outcome = LeaveWatch(look, wait=timeout, sleep=sleep, clock=clock).run()
+    if outcome.seen == CAME_BACK and outcome.arrival is not None:
+        raise HidError(f"{STAYED}: {_why_stayed(d, image, outcome.arrival)}")
+    if outcome.stayed:
+        raise HidError(f"{STAYED}: it was still there {timeout:g} s after the {d.leave_command}")
+    d.steps.append(outcome.step)
+    return outcome.step
 
 
 def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
@@ -649,7 +643,7 @@ def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialec
         d.steps.append(f"not verified: {d.name} has no read command")
     seconds = time.perf_counter() - t0
     if leave:
-        before = _present(backend)
+        before = bus_snapshot(backend)
         d.leave()
         seconds = time.perf_counter() - t0  # the rate printed is the flash's, not the watch's
         observe_leave(d, before, image, leave_wait)
@@ -673,7 +667,7 @@ def boot(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=No
     what was observed (see :func:`observe_leave`), raises HidError when it stayed."""
     d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect=dialect, chip=chip, mcu=mcu,
                      progress=False, wait=wait)
-    before = _present(backend)
+    before = bus_snapshot(backend)
     d.leave()
     return observe_leave(d, before, None, leave_wait)
 
@@ -681,4 +675,5 @@ def boot(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=No
 def crc(backend=None, *, vid=None, pid=None, serial=None, region: str = "application") -> tuple[int, int, int]:
     """(crc32, start, size) of the application or the bootloader (native dialect)."""
     d = open_dialect(backend, vid=vid, pid=pid, serial=serial, dialect="native", progress=False)
+    assert isinstance(d, NativeHost)  # dialect="native" opens a NativeHost
     return d.crc(CRC_BOOTLOADER if region == "bootloader" else CRC_APPLICATION)

@@ -18,7 +18,6 @@ that (see :func:`watch_leave`).
 
 from __future__ import annotations
 
-import errno
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -28,10 +27,21 @@ import usb.util
 
 from ...formats.image import Image
 from ...memory import Chip
-from ...progress import phase, progress_bar
+from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
-from ..usbhost import in_process, take_interfaces
-from ..native import TRANSIENT, NativeInfo, Refusal, crc32
+from ..native import TRANSIENT, NativeInfo, Refusal, crc32, first_difference
+from ..usbhost import (
+    CAME_BACK,
+    STAYED,
+    Arrival,
+    LeaveWatch,
+    Look,
+    UsbLook,
+    bus_snapshot,
+    gone,
+    in_process,
+    take_interfaces,
+)
 from . import protocol as P
 from .descriptors import AUDIO_CLASS, MIDISTREAMING
 from .packets import decode_packets, message_packets, messages_packets
@@ -42,7 +52,6 @@ from .midifile import TICK_SECONDS, file_events
 BOOTKIT_VID = 0x1209  # pid.codes, as bootkit's DFU and HID devices
 MIDI_PID = 0xB00C
 KNOWN_IDS = {(BOOTKIT_VID, MIDI_PID)}
-GONE_ERRNOS = {errno.ENODEV, errno.EIO, errno.ENOENT, errno.EPROTO}
 
 
 class MidiError(HostError):
@@ -72,7 +81,7 @@ class Nak(MidiError):
 class MidiTarget:
     """A MIDIStreaming interface found on the bus."""
 
-    device: object  # usb.core.Device
+    device: usb.core.Device
     interface: int
     ep_out: int  # bEndpointAddress, from the descriptors
     ep_in: int | None
@@ -175,7 +184,7 @@ class UsbLink:
 
 
 def _usb_error(what: str, exc: usb.core.USBError) -> MidiError:
-    if getattr(exc, "errno", None) in GONE_ERRNOS:
+    if gone(exc):
         return Gone(f"{what}: device disconnected ({exc})")
     return MidiError(f"{what}: {exc}")
 
@@ -203,6 +212,8 @@ class PortLink:
             self.send(m)
 
     def receive(self, timeout: float) -> bytes:
+        if self.inp is None:
+            raise MidiError("the MIDI port was opened for output only: one-way only")
         deadline = time.monotonic() + timeout
         out = bytearray()
         while True:
@@ -334,7 +345,7 @@ class SysexClient:
     def request(self, cmd: int, payload: bytes = b"", *, what: str | None = None,
                 timeout: float | None = None) -> bytes:
         what = what or P.Cmd(cmd).name
-        last = None
+        last: MidiError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
@@ -415,17 +426,8 @@ class SysexClient:
             self.request(*P.boot())
         except Nak as exc:
             why = exc.text.removeprefix("BOOT: ") or "it refused to start the application"
-            raise MidiError(f"the device stayed in its bootloader: {why} (BOOT answered NAK {exc.reason_name})"
+            raise MidiError(f"{STAYED}: {why} (BOOT answered NAK {exc.reason_name})"
                             ) from None
-
-
-def _protected(info: NativeInfo) -> tuple[tuple[int, int], ...]:
-    out = []
-    if info.flash_start < info.app_start:
-        out.append((info.flash_start, info.app_start))
-    if info.app_end < info.flash_end:
-        out.append((info.app_end, info.flash_end))
-    return tuple(out)
 
 
 def _chip_name(chip) -> str | None:
@@ -469,16 +471,16 @@ def _default_wait(backend) -> float:
 
 def _stayed(info: NativeInfo | None) -> str:
     if info is None:
-        return "the device stayed in its bootloader: it came back as its bootloader"
+        return f"{STAYED}: it came back as its bootloader"
     if info.app_valid:
-        return ("the device stayed in its bootloader: it came back as its bootloader with its application "
+        return (f"{STAYED}: it came back as its bootloader with its application "
                 "marked valid (a boot button or the application sent it back)")
     if info.status and not info.app_valid:
-        return f"the device stayed in its bootloader: {info.status}"
+        return f"{STAYED}: {info.status}"
     if info.flags & P.FLAG_SESSION:
-        return (f"the device stayed in its bootloader: the file is incomplete ({info.pages_missing} page(s) "
+        return (f"{STAYED}: the file is incomplete ({info.pages_missing} page(s) "
                 f"missing, {info.damaged} damaged frame(s))")
-    return "the device stayed in its bootloader: its application is not valid"
+    return f"{STAYED}: its application is not valid"
 
 
 def _identify_quietly(link) -> NativeInfo | None:
@@ -488,16 +490,11 @@ def _identify_quietly(link) -> NativeInfo | None:
         return None
 
 
-def bus_snapshot(backend) -> set[tuple[int, int]]:
-    """(bus, address) of every USB device present: taken before the device is told to leave, so
-    whatever appears after it is told is told apart from what was there."""
-    return {(d.bus, d.address) for d in usb.core.find(find_all=True, backend=backend)}
-
-
-def watch_leave(backend, target: MidiTarget, wait: float, *, before: set | None = None, sleep=time.sleep,
+def watch_leave(backend, target: MidiTarget, wait: float, *, before: dict | None = None, sleep=time.sleep,
                 clock=time.monotonic) -> str:
     """After the device was told to leave (BOOT acknowledged, or a file's END played): watch the
-    bus for ``wait`` s.  Returns the step to report; raises MidiError when the device stayed.
+    bus for ``wait`` s (usbhost.LeaveWatch; ``before``: usbhost.bus_snapshot taken before it was
+    told).  Returns the step to report; raises MidiError when the device stayed.
 
     - it left and another device appeared on its bus: "application started (came back as VVVV:PPPP)";
     - it left and its bootloader came back: asks it why (IDENTIFY) and raises
@@ -505,45 +502,30 @@ def watch_leave(backend, target: MidiTarget, wait: float, *, before: set | None 
     - it left and nothing came back: "left the bootloader (not seen again within N s)";
     - it is still there: asks it (IDENTIFY) and raises "the device stayed in its bootloader: ...".
     """
-    phase("leave")  # an interrupt from here on: the device was told to leave
     dev = target.device
-    bus, address = getattr(dev, "bus", None), getattr(dev, "address", None)
-    ids = (dev.idVendor, dev.idProduct)
-    before = set(bus_snapshot(backend) if before is None else before)
-    before.discard((bus, address))
-    deadline = clock() + wait
-    gone = False
-    while True:
-        now = list(usb.core.find(find_all=True, backend=backend))
-        if not any((d.bus, d.address) == (bus, address) for d in now):
-            gone = True
-        if gone:
-            for d in now:
-                if d.bus != bus or (d.bus, d.address) in before or (d.bus, d.address) == (bus, address):
-                    continue
-                if (d.idVendor, d.idProduct) == ids:
-                    again = find_devices(backend, vid=ids[0], pid=ids[1])
-                    info = None
-                    if again:
-                        link = UsbLink(again[0])
-                        try:
-                            info = _identify_quietly(link)
-                        finally:
-                            link.close()
-                    raise MidiError(_stayed(info))
-                return f"application started (came back as {d.idVendor:04X}:{d.idProduct:04X})"
-        if clock() >= deadline:
-            break
-        sleep(0.05)
-    if gone:
-        return f"left the bootloader (not seen again within {wait:g} s)"
+    if before is None:
+        before = bus_snapshot(backend)
+    look = UsbLook(backend, dev, before, same_bus=True)
+    outcome = LeaveWatch(look, wait=wait, sleep=sleep, clock=clock).run()
+    if not outcome.stayed:
+        return outcome.step
+    if outcome.seen == CAME_BACK:
+        again = find_devices(backend, vid=dev.idVendor, pid=dev.idProduct)
+        info = None
+        if again:
+            link = UsbLink(again[0])
+            try:
+                info = _identify_quietly(link)
+            finally:
+                link.close()
+        raise MidiError(_stayed(info))
     link = UsbLink(target)
     try:
         info = _identify_quietly(link)
     finally:
         link.close()
     if info is None or info.app_valid:
-        raise MidiError(f"the device stayed in its bootloader: still there {wait:g} s after it was told to leave")
+        raise MidiError(f"{STAYED}: still there {wait:g} s after it was told to leave")
     raise MidiError(_stayed(info))
 
 
@@ -552,19 +534,14 @@ def watch_port_leave(name: str, wait: float, *, sleep=time.sleep, clock=time.mon
     "left the bootloader (not seen again within N s)" or MidiError (it stayed, or came back)."""
     import mido
 
-    deadline = clock() + wait
-    gone = False
-    while True:
+    def look() -> Look:
+        # the port gone, then a port of the same name back: the bootloader again
         present = name in mido.get_output_names()
-        if not present:
-            gone = True
-        elif gone:
-            break  # a port of the same name is back: the bootloader again
-        if clock() >= deadline:
-            break
-        sleep(0.05)
-    if gone and name not in mido.get_output_names():
-        return f"left the bootloader (not seen again within {wait:g} s)"
+        return Look(present, Arrival(0, 0, True, where=name) if present else None)
+
+    outcome = LeaveWatch(look, wait=wait, sleep=sleep, clock=clock).run()
+    if not outcome.stayed:
+        return outcome.step
     try:
         link = PortLink(name)
     except MidiError:
@@ -573,18 +550,17 @@ def watch_port_leave(name: str, wait: float, *, sleep=time.sleep, clock=time.mon
         info = _identify_quietly(link)
     finally:
         link.close()
-    if info is None and gone:
+    if info is None and outcome.seen == CAME_BACK:
         raise MidiError(_stayed(None))
     if info is None or info.app_valid:
-        raise MidiError(f"the device stayed in its bootloader: its port is still there {wait:g} s after it was "
-                        f"told to leave")
+        raise MidiError(f"{STAYED}: its port is still there {wait:g} s after it was told to leave")
     raise MidiError(_stayed(info))
 
 
 def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=None, chip=None,
           progress=None, verify: bool = True, leave: bool = True, memory: str = "flash",
-          realtime: bool = True, retries: int = 3, force: bool = False, leave_wait: float | None = None,
-          **_) -> FlashResult:
+          realtime: bool = True, retries: int = 3, force: bool = False,
+          leave_wait: float | None = None) -> FlashResult:
     """Flash ``image``: two-way SysEx (``dialect`` None or "sysex"), or play the one-way file ("file").
 
     ``force`` lifts what common.preflight lets it lift (a UF2 of another family); ``leave_wait``:
@@ -606,7 +582,7 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
         c = SysexClient(link, retries=retries)
         info = c.identify()
         _check_chip(info, chip)
-        check_ranges(image, [(info.app_start, info.app_end)], _protected(info), info.chip)
+        check_ranges(image, [(info.app_start, info.app_end)], info.protected, info.chip)
         preflight(image, _target_chip(info, chip), force=force, memory=memory)
         ps = info.page_size
         pages = [(a, d) for a, d in image.pages(ps, align=info.flash_start) if d.count(0xFF) != len(d)]
@@ -634,10 +610,9 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
                 for i in range(0, len(pages), step):
                     chunk = pages[i:i + step]
                     for (address, data), got in zip(chunk, c.read_pages([(a, len(d)) for a, d in chunk])):
-                        if got != data:
-                            bad = next(k for k in range(len(data)) if got[k] != data[k])
-                            raise MidiError(f"verify failed at 0x{address + bad:X}: wrote 0x{data[bad]:02X}, "
-                                            f"read 0x{got[bad]:02X}")
+                        differs = first_difference(address, data, got)
+                        if differs:
+                            raise MidiError(differs)
                         bar(len(data))
             if c.crc(first, last - first) != crc32(image.tobytes(first, last)):
                 raise MidiError("verify failed: the CRC of the span differs from the image placed on erased flash")
@@ -663,7 +638,7 @@ def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=N
 
 
 def read(backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=None, chip=None, memory="flash",
-         start: int | None = None, length: int | None = None, progress=None, retries: int = 3, **_) -> Image:
+         start: int | None = None, length: int | None = None, progress=None, retries: int = 3) -> Image:
     """Read the application region (or ``start``/``length`` inside it) page by page."""
     if memory != "flash":
         raise ImageRejected("the MIDI bootloader carries flash only")
@@ -671,8 +646,7 @@ def read(backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=No
     try:
         c = SysexClient(link, retries=retries)
         info = c.identify()
-        start = info.app_start if start is None else start
-        length = info.app_end - start if length is None else length
+        start, length = info.span(start, length)
         spans = []
         address = start
         while address < start + length:
@@ -779,6 +753,8 @@ def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force
     events = file_events(image, chip, force=force)  # validates the image against the chip first
     t0 = time.perf_counter()
     target = None
+    sink: Callable[[bytes], None]
+    close: Callable[[], None]
     if port is not None:
         link = PortLink(port, output_only=True)
         sink, close = link.send, link.close
@@ -812,6 +788,6 @@ def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force
 
 
 __all__ = ["MidiError", "Gone", "Nak", "MidiTarget", "find_devices", "list_devices", "UsbLink", "PortLink", "open_link",
-           "SysexClient", "flash", "read", "identify", "usb_sink", "play", "PlayResult", "bus_snapshot", "watch_leave",
+           "SysexClient", "flash", "read", "identify", "usb_sink", "play", "PlayResult", "watch_leave",
            "watch_port_leave", "LEAVE_WAIT", "BOOTKIT_VID",
            "MIDI_PID"]
