@@ -280,20 +280,50 @@ class Timing:
 
 @runtime_checkable
 class MemoryIO(Protocol):
-    """What every personality's device side drives."""
+    """What every personality's device side drives; anything with these members can
+    stand behind a personality (a simulated flash, a host client, an AVR on an ISP link).
+
+    Addresses are absolute (the layout's).  Errors are the typed faults above, raised
+    before anything is modified where the memory can tell.  ``erase``, ``erase_all``,
+    ``program`` and ``manifest`` return the seconds the memory stays busy after the call
+    (the datasheet time in real-time emulation, 0.0 when the work is already done:
+    fast mode, or a real memory that waited itself).  The memory never sleeps: the
+    engine reports the time (DFU's bwPollTimeout) or hands it to its transport
+    (``Function.busy``), which holds that device's next transfer until it is over.
+    """
 
     layout: Layout
     timing: Timing
+    #: the application was completely written and manifested (the entry policy's
+    #: "valid image"); any erase or program clears it
+    app_valid: bool
+    #: read-out protection is set: reading flash or EEPROM raises ProtectedFault until
+    #: erase_all() lifts it
+    read_protected: bool
 
     def read(self, address: int, length: int) -> bytes: ...
 
-    def erase(self, address: int) -> tuple[int, int]: ...
+    def erase(self, address: int) -> float:
+        """Erase the page or sector holding ``address``; returns the busy seconds."""
+        ...
 
-    def erase_all(self) -> None: ...
+    def erase_all(self) -> float:
+        """Erase the application flash (never the bootloader) and lift read-out
+        protection; returns the busy seconds (the chip's full-erase time)."""
+        ...
 
-    def program(self, address: int, data: bytes) -> None: ...
+    def program(self, address: int, data: bytes) -> float:
+        """Program erased bytes; returns the busy seconds."""
+        ...
 
-    def manifest(self) -> None: ...
+    def manifest(self) -> float:
+        """Mark the application valid after a complete image (FirmwareFault when there is
+        none); returns the busy seconds."""
+        ...
+
+    def is_blank(self) -> bool:
+        """The first application word is erased: nothing to start (the entry policy)."""
+        ...
 
 
 @dataclass

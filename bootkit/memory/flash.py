@@ -4,7 +4,9 @@ Behaves as NOR flash does: erase sets a sector to 0xFF, programming can only
 clear bits (programming a bit from 0 back to 1 is a not-erased error), and
 the protected bootloader region refuses erase and program.  It counts erase
 cycles per sector, can be backed by a file so an image survives the
-process, and in real-time mode sleeps for the chip's datasheet times.
+process.  It never sleeps: in real-time mode ``erase``, ``erase_all``,
+``program`` and ``manifest`` return the chip's datasheet time as the seconds
+the memory is busy (0.0 in fast mode), for the engine or its transport to wait.
 """
 
 from __future__ import annotations
@@ -218,10 +220,6 @@ class SimulatedFlash:
                 f"0x{address:X}+{length} runs past the end of {region.name} (0x{region.end:X})", address)
         return region, address - region.start
 
-    def _sleep(self, ms: float) -> None:
-        if self.realtime and ms > 0:
-            time.sleep(ms / 1000.0)
-
     def is_blank(self) -> bool:
         """Blank flash: the first application word reads 0xFFFF (entry policy)."""
         start = self.layout.application_ranges()[0][0] if self.layout.application_ranges() else self.chip.flash_start
@@ -250,7 +248,7 @@ class SimulatedFlash:
                 self._persist_if_stale()
         return bytes(self._mem[region.name][off:off + length])
 
-    def erase(self, address: int) -> tuple[int, int]:
+    def erase(self, address: int) -> float:
         region = self.layout.find(address)
         if not region.erasable:
             raise EraseFault(f"{region.name} cannot be erased", address)
@@ -272,10 +270,9 @@ class SimulatedFlash:
             self.erase_counters.bump(start)
             self.app_valid = False
         self._mark_dirty(region, off, size)
-        self._sleep(self.timing.erase_time(size, region.smallest_sector))
-        return start, size
+        return self.timing.erase_time(size, region.smallest_sector) / 1000.0
 
-    def erase_all(self) -> None:
+    def erase_all(self) -> float:
         """Erase the application flash (never the bootloader) and lift read-out protection."""
         self._persist_if_stale()
         region = self.layout.flash
@@ -297,11 +294,11 @@ class SimulatedFlash:
         self.app_valid = False
         self.read_protected = False
         self._mark_dirty()
-        self._sleep(self.timing.full_erase_ms)
+        return self.timing.full_erase_ms / 1000.0
 
-    def program(self, address: int, data: bytes) -> None:
+    def program(self, address: int, data: bytes) -> float:
         if not data:
-            return
+            return 0.0
         region, off = self._locate(address, len(data))
         if not region.writable:
             raise WriteFault(f"{region.name} is read-only", address)
@@ -333,9 +330,9 @@ class SimulatedFlash:
             self.app_valid = False
         self._mark_dirty(region, off, len(data))
         pages = max(1, -(-len(data) // max(region.write_size, 1)))  # ceiling
-        self._sleep(self.timing.program_ms * pages)
+        return self.timing.program_ms * pages / 1000.0
 
-    def manifest(self) -> None:
+    def manifest(self) -> float:
         """Mark the application valid: only after a complete image."""
         if self.is_blank():
             raise FirmwareFault("no application: the first word of flash is erased")
@@ -343,7 +340,7 @@ class SimulatedFlash:
         self._mark_dirty()
         # the host is told the update completed: the file says so first
         self.persist()
-        self._sleep(self.timing.manifest_ms)
+        return self.timing.manifest_ms / 1000.0
 
     # ------------------------------------------------------------------
     # conveniences for host-free callers and tests

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from enum import Enum
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 from . import descriptors as D
 from .descriptors import DeviceInfo, Endpoint, Interface
@@ -79,12 +80,42 @@ class SetupPacket:
         return SetupPacket(self.bmRequestType, self.bRequest, self.wValue, index, self.wLength)
 
 
+class SignalKind(str, Enum):
+    """What a Function tells its Target (and the board behind it) to do.  The values are
+    the strings the kinds always had, so ``kind == "leave"`` keeps working."""
+
+    LEAVE = "leave"  # start the application (or the bootloader again when it is not valid)
+    ENTER_BOOTLOADER = "enter-bootloader"  # an application asks for its bootloader (DFU_DETACH)
+    TOUCH_1200 = "touch-1200"  # Arduino's 1200-baud touch on an application's serial port
+    REENUMERATE = "reenumerate"  # reset and enumerate again as whatever the board is now
+    DISCONNECT = "disconnect"  # gone from the bus, nothing comes back
+
+    def __str__(self) -> str:  # "leave", in messages and history, as before
+        return self.value
+
+
 # Signals a Function raises for its transport.
 @dataclass(frozen=True)
 class Signal:
-    kind: str  # "reenumerate", "disconnect"
+    kind: SignalKind
     reason: str = ""
     delay: float = 0.0  # seconds the device stays as it is before acting (MSC: let the host finish)
+
+
+@runtime_checkable
+class ByteStream(Protocol):
+    """A function's data as a plain byte stream, for transports that carry no USB
+    (a pseudo-terminal, an ALSA MIDI port): what :meth:`Function.byte_stream` returns.
+
+    ``feed(data)`` takes bytes from the host and returns what the device answers
+    at once (empty when it waits for more; a MIDI device answers whole messages);
+    ``disconnect()`` says the host went away (the port was closed), so a partial
+    command is dropped.
+    """
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def disconnect(self) -> None: ...
 
 
 class Function:
@@ -150,9 +181,28 @@ class Function:
     def clear_halt(self, ep: Endpoint) -> None:
         pass
 
+    # --- hooks for transports and the Device
+    def request_interface(self, req: SetupPacket) -> int | None:
+        """The (bus) interface number a class request names, when this function's class
+        carries it somewhere else than the low byte of wIndex; None (the default): the
+        usual place, which the Device reads itself.  The Device routes the request here
+        when the number is one of this function's interfaces, rewritten by
+        :meth:`with_local_interface`."""
+        return None
+
+    def with_local_interface(self, req: SetupPacket, local: int) -> SetupPacket:
+        """``req`` with the interface :meth:`request_interface` found made function-local."""
+        return req.with_index((req.wIndex & 0xFF00) | local)
+
+    def byte_stream(self) -> ByteStream | None:
+        """This function's data as a :class:`ByteStream` for a transport without USB,
+        or None (the default: it only speaks USB)."""
+        return None
+
     # --- signals
-    def signal(self, kind: str, reason: str = "", delay: float = 0.0) -> None:
-        self._signals.append(Signal(kind, reason, delay))
+    def signal(self, kind: SignalKind | str, reason: str = "", delay: float = 0.0) -> None:
+        """Raise a signal; a string must be a SignalKind value (ValueError otherwise)."""
+        self._signals.append(Signal(SignalKind(kind), reason, delay))
 
     def take_signals(self) -> list[Signal]:
         out, self._signals = self._signals, []
@@ -166,7 +216,7 @@ class Function:
         device's next transfer until it is over, as a real device's USB controller NAKs
         while its CPU waits for the flash.  A protocol that reports the wait itself (DFU's
         bwPollTimeout) keeps answering and does not call this."""
-        if seconds > 0:
+        if seconds and seconds > 0:
             self._busy += seconds
 
     def take_busy(self) -> float:
@@ -319,22 +369,13 @@ class Device:
             reply = b""
         return reply
 
-    def _printer_interface(self, number: int) -> _Binding | None:
-        for b in self._bindings:
-            local = number - b.first_interface
-            if any(i.number == local and i.cls == 0x07 for i in b.interfaces):
-                return b
-        return None
-
     def _to_function(self, req: SetupPacket, data: bytes) -> bytes | None:
-        if req.bmRequestType == 0xA1 and req.bRequest == 0:
-            # USB printer class 1.1 GET_DEVICE_ID carries the interface in the
-            # HIGH byte of wIndex (interface << 8 | alternate), as usblp sends
-            # it; Linux devio.c check_ctrlrecip special-cases exactly this.
-            b = self._printer_interface(req.wIndex >> 8)
-            if b is not None:
-                local = (req.wIndex >> 8) - b.first_interface
-                return b.function.setup(req.with_index(local << 8 | (req.wIndex & 0xFF)), data)
+        for b in self._bindings:
+            # a class that names its interface elsewhere than wIndex's low byte (a printer's
+            # GET_DEVICE_ID) says so through its function's hook
+            number = b.function.request_interface(req)
+            if number is not None and any(i.number == number - b.first_interface for i in b.interfaces):
+                return b.function.setup(b.function.with_local_interface(req, number - b.first_interface), data)
         if req.recipient in (RECIP_INTERFACE, RECIP_OTHER):
             b = self._binding_for_interface(req.wIndex & 0xFF)
             local = req.with_index((req.wIndex & 0xFF00) | ((req.wIndex & 0xFF) - b.first_interface))
@@ -514,7 +555,7 @@ class Target:
                 # one operation after another: the memory starts the new one when the last is over
                 self.busy_until = max(self.busy_until, now) + busy
             for sig in self.device.take_signals():
-                if self._pending is None or sig.kind == "disconnect":
+                if self._pending is None or sig.kind == SignalKind.DISCONNECT:
                     self._pending = (now + sig.delay, sig)
         if self._pending and now >= self._pending[0]:
             _, sig = self._pending

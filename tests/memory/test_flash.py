@@ -61,7 +61,8 @@ def test_erase_sets_sector_to_ff():
     flash = SimulatedFlash(get_chip("atmega32u4"))
     flash.program(0x100, b"\x00" * 256)          # pages 0x100 and 0x180
     flash.program(0x200, b"\x12\x34")            # page 0x200
-    assert flash.erase(0x1A0) == (0x180, 128)    # any address in the page erases that page
+    assert flash.layout.flash.sector_at(0x1A0) == (0x180, 128)
+    assert flash.erase(0x1A0) == 0.0             # any address in the page erases that page (fast: not busy)
     assert flash.read(0x180, 128) == b"\xff" * 128
     assert flash.read(0x100, 128) == b"\x00" * 128   # neighbours untouched
     assert flash.read(0x200, 2) == b"\x12\x34"
@@ -316,7 +317,8 @@ def test_stm32f411_erase_hits_the_right_sector(start, size):
     flash = SimulatedFlash(get_chip("stm32f411"))
     flash.poke(0x08000000, b"\x00" * 512 * KiB)
     for address in (start, start + size // 2 + 3, start + size - 1):
-        assert flash.erase(address) == (start, size)
+        assert flash.layout.flash.sector_at(address) == (start, size)
+        flash.erase(address)
     data = flash.flash_bytes()
     off = start - 0x08000000
     assert data[off:off + size] == b"\xff" * size
@@ -442,19 +444,18 @@ def sleeps(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ALL_CHIPS)
-def test_realtime_program_sleeps_the_chip_program_time(name, sleeps):
+def test_realtime_program_returns_the_chip_program_time_and_never_sleeps(name, sleeps):
     chip = get_chip(name)
     flash = SimulatedFlash(chip, realtime=True)
     start = app_start(flash)
-    flash.program(start, b"\x00" * chip.page_size)
-    assert sleeps == [pytest.approx(chip.timing.program_ms / 1000.0)]
-    sleeps.clear()
-    flash.program(start + chip.page_size, b"\x00" * (4 * chip.page_size))
-    assert sum(sleeps) == pytest.approx(4 * chip.timing.program_ms / 1000.0)
+    assert flash.program(start, b"\x00" * chip.page_size) == pytest.approx(chip.timing.program_ms / 1000.0)
+    assert flash.program(start + chip.page_size, b"\x00" * (4 * chip.page_size)) == \
+        pytest.approx(4 * chip.timing.program_ms / 1000.0)
+    assert sleeps == []  # the memory reports the time; its engine or transport waits
 
 
 @pytest.mark.parametrize("name", ALL_CHIPS)
-def test_realtime_erase_of_one_smallest_sector_sleeps_the_chip_erase_time(name, sleeps):
+def test_realtime_erase_of_one_smallest_sector_returns_the_chip_erase_time(name, sleeps):
     # The datasheet page/sector erase figure (chips.py: rp2040 "4 KiB sector
     # erase 45 ms typ", stm32f411 "sector erase 16 KiB 250 ms").
     chip = get_chip(name)
@@ -462,32 +463,45 @@ def test_realtime_erase_of_one_smallest_sector_sleeps_the_chip_erase_time(name, 
     start = app_start(flash)
     _, size = flash.layout.flash.sector_at(start)
     assert size == min(s for _, s in chip.flash_sectors)
-    flash.erase(start)
-    assert sum(sleeps) == pytest.approx(chip.timing.erase_ms / 1000.0)
+    assert flash.erase(start) == pytest.approx(chip.timing.erase_ms / 1000.0)
+    assert sleeps == []
 
 
 def test_realtime_erase_all_and_larger_sectors(sleeps):
     chip = get_chip("stm32f411")
     flash = SimulatedFlash(chip, realtime=True)
-    flash.erase(0x08060000)                       # a 128 KiB sector takes longer than a 16 KiB one
-    assert sleeps and sleeps[-1] > chip.timing.erase_ms / 1000.0
-    sleeps.clear()
-    flash.erase_all()
-    assert sleeps == [pytest.approx(chip.timing.full_erase_ms / 1000.0)]
+    assert flash.erase(0x08060000) > chip.timing.erase_ms / 1000.0  # a 128 KiB sector takes longer than 16 KiB
+    assert flash.erase_all() == pytest.approx(chip.timing.full_erase_ms / 1000.0)
+    flash.program(app_start(flash), b"\x00" * 16)
+    assert flash.manifest() == pytest.approx(chip.timing.manifest_ms / 1000.0)
+    assert sleeps == []
 
 
 @pytest.mark.parametrize("name", ALL_CHIPS)
-def test_fast_mode_never_sleeps(name, sleeps):
+def test_fast_mode_is_never_busy(name, sleeps):
     chip = get_chip(name)
     flash = SimulatedFlash(chip)
     assert flash.realtime is False
     start = app_start(flash)
-    flash.erase(start)
-    flash.program(start, b"\x00" * (2 * chip.page_size))
-    flash.manifest()
-    flash.erase_all()
+    assert flash.erase(start) == 0.0
+    assert flash.program(start, b"\x00" * (2 * chip.page_size)) == 0.0
+    assert flash.manifest() == 0.0
+    assert flash.erase_all() == 0.0
     flash.read(start, 16)
     assert sleeps == []
+
+
+def test_simulated_flash_is_a_complete_memory_io():
+    # app_valid, is_blank and read_protected are part of the contract: callers use them
+    # without getattr, so anything standing behind a personality must have them
+    from bootkit.memory.core import MemoryIO
+
+    assert {"app_valid", "read_protected"} <= set(MemoryIO.__annotations__)
+    assert callable(getattr(MemoryIO, "is_blank", None))
+    assert MemoryIO.erase.__annotations__["return"] in (float, "float")
+    flash = SimulatedFlash(get_chip("atmega32u4"))
+    assert isinstance(flash, MemoryIO)
+    assert flash.is_blank() and not flash.app_valid and not flash.read_protected
 
 
 # ---------------------------------------------------------------------------
@@ -605,7 +619,9 @@ def test_random_operations_never_write_the_bootloader(scenario):
     for op in ops:
         try:
             if op[0] == "erase":
-                start, size = flash.erase(op[1])
+                region = flash.layout.find(op[1])
+                start, size = region.sector_at(op[1]) if op[1] in region else (op[1], 1)
+                flash.erase(op[1])
                 assert not flash.layout.is_protected(start, start + size)
             elif op[0] == "program":
                 flash.program(op[1], op[2])

@@ -21,7 +21,7 @@ import time
 from typing import Callable
 
 from ...usb.descriptors import Endpoint, Interface
-from ...usb.device import RECIP_INTERFACE, TYPE_CLASS, Function, SetupPacket, Stall
+from ...usb.device import RECIP_INTERFACE, TYPE_CLASS, Function, SetupPacket, SignalKind, Stall
 from .avr109 import Avr109Engine
 from .protocol import (
     ACM_CAP_LINE_CODING,
@@ -173,6 +173,10 @@ class CdcBootloaderFunction(CdcAcmFunction):
             self._left = True
         self.signal(kind, reason, delay)
 
+    def byte_stream(self) -> Avr109Engine:
+        """AVR109 is a byte stream: a pty can carry the engine without USB."""
+        return self.engine
+
     def received(self, data: bytes) -> None:
         reply = self.engine.feed(data)
         if reply:
@@ -192,10 +196,10 @@ class CdcBootloaderFunction(CdcAcmFunction):
                 and now - self.last_activity >= self.timeout):
             self._left = True
             try:
-                self.engine.memory.manifest()
+                self.busy(self.engine.memory.manifest())
             except Exception:  # noqa: BLE001 - an invalid image keeps the board in its bootloader
                 pass
-            self.signal("leave", f"bootloader timeout ({self.timeout:g} s without host activity)")
+            self.signal(SignalKind.LEAVE, f"bootloader timeout ({self.timeout:g} s without host activity)")
 
 
 class CdcApplicationFunction(CdcAcmFunction):
@@ -218,7 +222,7 @@ class CdcApplicationFunction(CdcAcmFunction):
     def _check_touch(self) -> None:
         if (not self.touched and self.line_coding.dwDTERate == self.touch_baud and not self.dtr):
             self.touched = True
-            self.signal("touch-1200", f"{self.touch_baud}-baud touch (DTR dropped at {self.touch_baud} baud)")
+            self.signal(SignalKind.TOUCH_1200, f"{self.touch_baud}-baud touch (DTR dropped at {self.touch_baud} baud)")
 
     def line_coding_changed(self) -> None:
         # Linux sends SET_LINE_CODING before raising DTR on open: only a

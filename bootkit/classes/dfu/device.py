@@ -7,6 +7,7 @@ data, a bus reset, the clock); :class:`DfuFunction` puts one on the bus.
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 from typing import Callable
@@ -25,7 +26,7 @@ from ...memory.core import (
 from ...memory.chips import EEPROM_BASE, SIGNATURE_BASE
 from ...memory.writer import SessionWriter
 from ...usb.descriptors import Interface
-from ...usb.device import RECIP_INTERFACE, TYPE_CLASS, Function, SetupPacket, Stall
+from ...usb.device import RECIP_INTERFACE, TYPE_CLASS, Function, SetupPacket, SignalKind, Stall
 from .protocol import (
     ABORT,
     CAN_DNLOAD,
@@ -106,6 +107,10 @@ class DfuEngine:
         self.regions = regions or [flash]
         self.clock = clock
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
+        #: busy seconds no DFU status can report (a FLIP command runs inside its DNLOAD):
+        #: the Function hands them to the transport, which holds the next request
+        self.busy: Callable[[float], None] = lambda seconds: None
+        self._busy_s = 0.0  # what the memory reported for the operation a GETSTATUS ran
         self.state = State.dfuIDLE
         self.status = Status.OK
         self.alt = 0
@@ -146,7 +151,15 @@ class DfuEngine:
             else:
                 self.state = State.dfuMANIFEST_WAIT_RESET
 
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        """bwPollTimeout for a busy time: whole milliseconds, never less than the time (the
+        host waits this long before its next GETSTATUS, DFU 1.1 section 6.1.2)."""
+        return max(0, math.ceil(round(seconds * 1000, 6)))
+
     def poll_timeout_ms(self, kind: str, size: int = 0) -> int:
+        """bwPollTimeout after a DNLOAD block of ``kind`` ('program', 'erase', 'command',
+        'manifest').  Plain DFU writes through a SessionWriter: the datasheet figures."""
         t = self.memory.timing
         if kind == "manifest":
             return int(t.manifest_ms)
@@ -268,18 +281,18 @@ class DfuEngine:
             if self._manifest_pending:
                 self._manifest_pending = False
                 try:
-                    self.manifest()
+                    busy = self.manifest()
                 except MemoryFault as exc:
                     self._error(fault_status(exc))
                     return StatusReply(self.status, 0, self.state)
                 self._manifested = True
-                poll = self.poll_timeout_ms("manifest")
+                poll = self._ms(busy)
                 self.state = State.dfuMANIFEST
                 self.busy_until = self.clock() + poll / 1000.0
                 if not self.functional.manifestation_tolerant and self.functional.will_detach:
                     # The device resets itself after manifestation (ST's DfuSe
                     # bootloader "leave"); the host sees it disconnect.
-                    self.signal("leave", "manifested", poll / 1000.0)
+                    self.signal(SignalKind.LEAVE, "manifested", poll / 1000.0)
                 return StatusReply(self.status, poll, State.dfuMANIFEST)
             self._enter_idle()
         return StatusReply(self.status, poll, self.state)
@@ -287,7 +300,7 @@ class DfuEngine:
     def bus_reset(self) -> None:
         """USB reset in DFU mode: start the application when one is valid."""
         if self.state == State.dfuMANIFEST_WAIT_RESET or self.memory.app_valid:
-            self.signal("leave", "USB reset")
+            self.signal(SignalKind.LEAVE, "USB reset")
         self.state = State.dfuIDLE
         self.status = Status.OK
         self._enter_idle()
@@ -314,8 +327,9 @@ class DfuEngine:
         self.offset += n
         return data
 
-    def manifest(self) -> None:
-        self.memory.manifest()
+    def manifest(self) -> float:
+        """Manifest; returns the seconds the memory is busy."""
+        return self.memory.manifest()
 
 
 class DfuSeEngine(DfuEngine):
@@ -363,13 +377,13 @@ class DfuSeEngine(DfuEngine):
             return self._command(data)
         if block == 1:
             raise DfuFault(Status.errSTALLEDPKT, "wBlockNum 1 is reserved in DfuSe")
-        if getattr(self.memory, "read_protected", False):
+        if self.memory.read_protected:
             raise DfuFault(Status.errTARGET, "read-out protection is active")
         address = self._block_address(block, len(data))
         region = self.region
         if not region.writable:
             raise DfuFault(Status.errWRITE, f"{region.name} is not writable")
-        self.memory.program(address, data)
+        self._busy_s = self.memory.program(address, data)
         return "program"
 
     def _command(self, data: bytes) -> str:
@@ -380,18 +394,22 @@ class DfuSeEngine(DfuEngine):
             if address not in region:
                 raise DfuFault(Status.errTARGET, f"0x{address:X} is outside {region.name}")
             self.pointer = address
+            self._busy_s = 0.0
             return "command"
+        # AN3156 section 6.3.4: the Erase command with no address (one byte, 0x41) is a mass
+        # erase, with an address the page or sector holding it.  bwPollTimeout reports what
+        # the memory says it takes: the chip's full-erase time for a mass erase.
         if cmd == DFUSE_ERASE and len(data) == 1:
-            self.memory.erase_all()
+            self._busy_s = self.memory.erase_all()
             return "erase"
         if cmd == DFUSE_ERASE and len(data) == 5:
             address = struct.unpack_from("<I", data, 1)[0]
             if address not in self.region:
                 raise DfuFault(Status.errTARGET, f"0x{address:X} is outside {self.region.name}")
-            self.memory.erase(address)
+            self._busy_s = self.memory.erase(address)
             return "erase"
         if cmd == DFUSE_READ_UNPROTECT and len(data) == 1:
-            self.memory.erase_all()  # mass erase, then protection is cleared
+            self._busy_s = self.memory.erase_all()  # mass erase, then protection is cleared
             return "erase"
         raise DfuFault(Status.errSTALLEDPKT, f"unknown DfuSe command 0x{cmd:02X}/{len(data)} bytes")
 
@@ -407,11 +425,11 @@ class DfuSeEngine(DfuEngine):
         return self.memory.read(address, min(length, region.end - address))
 
     def poll_timeout_ms(self, kind, size=0):
-        if kind == "erase":
-            # a mass erase reports the full-erase time; a page erase its sector's
-            t = self.memory.timing
-            return int(max(t.erase_ms, 0))
-        return super().poll_timeout_ms(kind, size)
+        if kind == "manifest":
+            return super().poll_timeout_ms(kind, size)
+        # what the memory reported for the command or block that just ran: a mass erase
+        # its full-erase time, a sector erase its sector's, a program its pages'
+        return self._ms(self._busy_s)
 
 
 class FlipEngine(DfuEngine):
@@ -427,7 +445,7 @@ class FlipEngine(DfuEngine):
     def __init__(self, memory, *, secure: bool = False, **kw):
         super().__init__(memory, **kw)
         self.page64k = 0
-        self.secure = secure or bool(getattr(memory, "read_protected", False))
+        self.secure = secure or memory.read_protected
         self.start_addr = 0
         self.end_addr = 0
         self.read_memory = 0  # 0 flash, 2 EEPROM
@@ -442,7 +460,7 @@ class FlipEngine(DfuEngine):
         if self.wait_for_exit:
             # LUFA: the DNLOAD after "start application" ends the bootloader.
             self.wait_for_exit = False
-            self.signal("leave", "FLIP start application")
+            self.signal(SignalKind.LEAVE, "FLIP start application")
             self.state = State.dfuIDLE
             return None
         if not data:
@@ -531,12 +549,14 @@ class FlipEngine(DfuEngine):
     def _write_command(self, args: bytes, data: bytes) -> None:
         if args[0] == 0x03:  # start application (0x00 watchdog reset, 0x01 jump)
             try:
-                self.memory.manifest()
+                self.busy(self.memory.manifest())
             except MemoryFault:
                 pass  # LUFA starts nothing when flash is blank; the board stays in its bootloader
             self.wait_for_exit = True
         elif args[0] == 0x00 and args[1] == 0xFF:  # chip erase
-            self.memory.erase_all()
+            # LUFA erases inside the DNLOAD request (its status stage waits for the flash):
+            # the transport holds the next request for the time
+            self.busy(self.memory.erase_all())
             self.secure = False
             self.writer.reset()
         else:
@@ -612,6 +632,7 @@ class DfuFunction(Function):
         self.engine = engine
         self.names = names
         engine.signal = self.signal
+        engine.busy = self.busy
 
     def interfaces(self, speed="full"):
         extra = self.engine.functional.pack()
@@ -665,7 +686,7 @@ class DfuRuntimeFunction(Function):
             timeout = min(req.wValue, self.functional.wDetachTimeOut) / 1000.0
             self.detach_deadline = self.clock() + timeout
             if self.functional.will_detach:
-                self.signal("enter-bootloader", "DFU_DETACH (bitWillDetach)")
+                self.signal(SignalKind.ENTER_BOOTLOADER, "DFU_DETACH (bitWillDetach)")
             return None
         if req.bRequest == GETSTATUS:
             return StatusReply(Status.OK, 0, self.state).pack()
@@ -680,7 +701,7 @@ class DfuRuntimeFunction(Function):
     def bus_reset(self):
         self.tick(self.clock())
         if self.state == State.appDETACH:
-            self.signal("enter-bootloader", "USB reset after DFU_DETACH")
+            self.signal(SignalKind.ENTER_BOOTLOADER, "USB reset after DFU_DETACH")
         self.state = State.appIDLE
 
 

@@ -48,7 +48,7 @@ from ...formats.image import FormatError
 from ...memory import MemoryFault
 from ...memory.writer import SessionWriter
 from ...usb.descriptors import Endpoint, Interface
-from ...usb.device import RECIP_INTERFACE, RECIP_OTHER, TYPE_CLASS, Function, SetupPacket, Stall
+from ...usb.device import RECIP_INTERFACE, RECIP_OTHER, TYPE_CLASS, Function, SetupPacket, SignalKind, Stall
 from .protocol import (
     DEFAULT_DEVICE_ID,
     GET_DEVICE_ID,
@@ -98,6 +98,9 @@ class PrinterEngine:
         self.memory = memory
         self.clock = clock
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
+        #: the memory's busy seconds: a printer has no way to say "wait", so the Function
+        #: hands them to the transport, which holds the next transfer (Function.busy)
+        self.busy: Callable[[float], None] = lambda seconds: None
         self.job_timeout = job_timeout
         self.leave = leave
         self.leave_delay = leave_delay
@@ -479,12 +482,12 @@ class PrinterEngine:
             # Pages a failed job wrote that this one did not: erase them, so
             # flash holds exactly this image.
             for page in sorted(self._stale_pages - self.writer.erased):
-                self.memory.erase(page)
+                self.busy(self.memory.erase(page))
             image = self.stream.image
             crc = 0
             for start, data in image.segments:
                 crc = zlib.crc32(self.memory.read(start, len(data)), crc)
-            self.memory.manifest()
+            self.busy(self.memory.manifest())
         except MemoryFault as exc:
             self._fail(f"{self._where()}: {exc.kind} error: {exc}")
             self.state = RESYNC  # this job's EOF has been seen
@@ -494,7 +497,7 @@ class PrinterEngine:
         self._finish(format_ok(self.jobs, image.size, self.records, crc), ok=True)
         self.state = DONE
         if self.leave:
-            self.signal("leave", f"print job {self.jobs} programmed", self.leave_delay)
+            self.signal(SignalKind.LEAVE, f"print job {self.jobs} programmed", self.leave_delay)
 
 
 _LINE_RE = re.compile(r"line (\d+)")
@@ -529,11 +532,23 @@ class PrinterFunction(Function):
         self.ep_out_ = Endpoint(1, "out", "bulk", 64)
         self.ep_in_ = Endpoint(1, "in", "bulk", 64) if protocol == PROTOCOL_BIDIRECTIONAL else None
         engine.signal = self.signal
+        engine.busy = self.busy
 
     def interfaces(self, speed: str = "full") -> list[Interface]:
         eps = [self.ep_out_] + ([self.ep_in_] if self.ep_in_ else [])
         return [Interface(0, PRINTER_CLASS, PRINTER_SUBCLASS, self.protocol, name=self.interface_name,
                           endpoints=eps)]
+
+    def request_interface(self, req: SetupPacket) -> int | None:
+        # Printer class 1.1 section 4.2.1: GET_DEVICE_ID carries the interface in the HIGH
+        # byte of wIndex (interface << 8 | alternate), as usblp sends it; Linux devio.c
+        # check_ctrlrecip special-cases exactly this request.
+        if req.bmRequestType == 0xA1 and req.bRequest == GET_DEVICE_ID:
+            return req.wIndex >> 8
+        return None
+
+    def with_local_interface(self, req: SetupPacket, local: int) -> SetupPacket:
+        return req.with_index(local << 8 | (req.wIndex & 0xFF))
 
     def setup(self, req: SetupPacket, data: bytes) -> bytes | None:
         if req.type != TYPE_CLASS:
