@@ -22,14 +22,13 @@ Regenerate docs/choosing.md with ``python -m bootkit.chooser --write-docs docs/c
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import registry
 from .classes.common import OSES, DialectFacts
-from .emulator import PERSONALITIES
 
 NEEDS = {
     "eeprom": "writes EEPROM as well as flash",
@@ -45,16 +44,11 @@ FAST_KIB_S = 500  # a wire limit at or above this counts as fast; below 100 as s
 
 
 def all_facts() -> list[DialectFacts]:
-    """Every dialect's facts, personality by personality, from the facts.py modules that exist."""
+    """Every dialect's facts, personality by personality in the registry's display order
+    (``Personality.facts()``; a facts module that does not import is an error, not "no facts")."""
     out: list[DialectFacts] = []
-    for name in PERSONALITIES:
-        try:
-            mod = importlib.import_module(f"bootkit.classes.{name}.facts")
-        except ModuleNotFoundError as exc:
-            if exc.name and (exc.name == f"bootkit.classes.{name}" or exc.name.startswith(f"bootkit.classes.{name}.")):
-                continue  # the personality (or its facts) has not landed
-            raise
-        out.extend(getattr(mod, "FACTS", ()))
+    for personality in registry.personalities():
+        out.extend(personality.facts())
     return out
 
 
@@ -125,10 +119,8 @@ def choose(oses=(), needs=(), chip=None, facts: list[DialectFacts] | None = None
     oses = _check_words(oses, OSES, "OS")
     needs = _check_words(needs, tuple(NEEDS), "need")
     if isinstance(chip, str):
-        from .emulator import resolve_chip
-
         try:
-            chip = resolve_chip(chip)
+            chip = registry.resolve_chip(chip)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
     target_oses = oses or OSES
@@ -159,7 +151,7 @@ def choose(oses=(), needs=(), chip=None, facts: list[DialectFacts] | None = None
             score += s
             why.append(("+ " if s > 0 else "- " if s < 0 else "~ ") + f"{need}: {text}")
         out.append(Ranked(f, score, works, why))
-    order = {p: i for i, p in enumerate(PERSONALITIES)}
+    order = {p: i for i, p in enumerate(registry.personality_names())}
     # stable: personality order, then the order each facts.py lists its dialects
     return sorted(out, key=lambda r: (not r.works, -r.score, order.get(r.personality, 99)))
 
@@ -253,6 +245,10 @@ def _pick_chip(facts: DialectFacts):
     raise ValueError(f"no chip in the database fits {facts.personality}/{facts.dialect}; give one")
 
 
+def _and(words: list[str]) -> str:
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -263,14 +259,15 @@ def write_profile(ranked: Ranked, chip=None, path=None) -> str:
     ``chip``: a Chip or a name; default the first USB chip in the database
     the dialect fits.  Raises ValueError when the choice cannot work on it.
     """
-    from .emulator import resolve_chip
+    from .memory.entry import TRIGGERS
 
     f = ranked.facts
+    personality = registry.personality(f.personality)
     if chip is None:
         chip = _pick_chip(f)
     elif isinstance(chip, str):
         try:
-            chip = resolve_chip(chip)
+            chip = registry.resolve_chip(chip)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
     if not chip.usb:
@@ -279,8 +276,8 @@ def write_profile(ranked: Ranked, chip=None, path=None) -> str:
         raise ValueError(f"{f.personality}/{f.dialect} does not fit {chip.name} ({chip.family}); "
                          f"it fits {', '.join(f.families)}")
     triggers = ["blank", "invalid", "magic", "double-reset"]
-    if f.personality == "cdc":
-        triggers.append("baud1200")
+    triggers += [t for t in TRIGGERS if t in personality.triggers]  # e.g. a serial port's 1200-baud touch
+    protectable = [f"{p.name}/{d}" for p in registry.personalities() for d in p.read_protection]
     lines = [
         f"# Starter profile for {f.personality}/{f.dialect} on {chip.name}, written by `bootkit choose`.",
         f"# {f.summary}",
@@ -301,8 +298,8 @@ def write_profile(ranked: Ranked, chip=None, path=None) -> str:
         "triggers = [" + ", ".join(_toml_str(t) for t in triggers) + "]",
         "",
         "[protection]",
-        "read_protected = false" if (f.personality, f.dialect) in (("dfu", "dfuse"), ("dfu", "flip"))
-        else "# read_protected = false   # dfu/dfuse and dfu/flip only",
+        "read_protected = false" if f.dialect in personality.read_protection
+        else f"# read_protected = false   # {_and(protectable)} only",
         f"# bootloader_size = \"{f.bootloader_size}\"   # default: the chip's boot region"
         if bootloader_bytes(f) else "# bootloader_size: the chip's (the bootloader is in ROM)",
         "",

@@ -103,7 +103,7 @@ class Link:
     ``backend``: the pyusb backend (bootkit's in-process bus, its USB/IP client, or
     libusb for real hardware); ``vid``/``pid``/``serial``: which USB device;
     ``port``: a serial port (CDC) or a MIDI port name; ``path``: a mounted drive or
-    a printer device node (``/dev/usb/lp0``); ``wait``: seconds to wait for the
+    a device node (``/dev/usb/lp0``); ``wait``: seconds to wait for the
     device to appear.  A host side that cannot use a field that is set raises
     :class:`OptionError` (never ignores it).
     """
@@ -285,9 +285,11 @@ class Personality(ABC):
     def check_product(self, check: Any, product: Any) -> None:
         """Cross-field rules of a product profile the option metadata cannot say (an option
         that must agree with the chip, a key a dialect forbids).  ``check.fail(key, problem,
-        allowed)`` raises the product's one-line error; ``product`` has ``chip``,
-        ``dialect``, ``settings``, ``usb``, ``boot_size_given``."""
+        allowed)`` raises the product's one-line error; ``product`` has ``chip`` (with the
+        profile's bootloader region), ``dialect``, ``settings`` (options field name -> value,
+        after ``convert``), ``usb`` and ``boot_size_given`` (True when the profile sets
+        protection.bootloader_size)."""
 
     def add_commands(self, subparsers: argparse._SubParsersAction) -> None:
-        """Personality-specific commands (``bootkit print``, ``drop``, ``midi``), added to
+        """Commands of this personality alone (sending a print job, dropping a file), added to
         the ``bootkit`` parser; each sets ``func``.  Default: none."""

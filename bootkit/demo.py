@@ -2,50 +2,56 @@
 
 Each row runs on its own in-process bus: the device side emulates the chip,
 the host client flashes the sample from examples/firmware, reads it back
-and compares.  Rows appear as personalities land.
+and compares.  The rows are every registered personality's ``demo`` rows,
+in the registry's display order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+from .contracts import Link, Personality
 from .emulator import Emulator
 from .transports.virtual import VirtualBus, get_backend
 
 
-def _rows():
-    """(personality, dialect, sample, module) for every personality that has landed."""
-    from .emulator import available_personalities, personality_module
+def _rows() -> Iterator[tuple[Personality, str, str]]:
+    """(personality, dialect, sample) for every registered personality."""
+    from .registry import personalities
 
-    for name in available_personalities():
-        module = personality_module(name)
-        for dialect, sample in getattr(module, "DEMO", ()):
-            yield name, dialect, sample, module
+    for personality in personalities():
+        for dialect, sample in personality.demo:
+            yield personality, dialect, sample
 
 
-def _run_row(personality, dialect, sample, module):
-    """Flash the sample through the personality's own host client on a fresh in-process bus."""
-    import importlib
-
+def run_row(personality: Personality | str, dialect: str, sample: str) -> dict[str, Any]:
+    """One row: flash the sample (``bootkit.samples``) through the personality's own host side
+    on a fresh in-process bus (or the personality's own wiring); the row's figures."""
+    from .registry import personality as registered
     from .samples import load_sample
 
+    if isinstance(personality, str):
+        personality = registered(personality)
     chip, image = load_sample(sample)
-    custom = getattr(module, "run_demo_row", None)
+    custom = personality.run_demo_row(dialect, chip, image)
     if custom is not None:  # serial personalities bring their own wiring (a pty, not the bus)
-        return custom(dialect, chip, image)
-    host = importlib.import_module(f"{module.__name__}.host")
+        return custom
     bus = VirtualBus()
-    options = {"dialect": dialect, **getattr(module, "DEMO_OPTIONS", {})}
-    with Emulator(chip, personality, options=options) as em:
+    options = {"dialect": dialect, **personality.demo_options}
+    with Emulator(chip, personality.name, options=options) as em:
         chip = em.chip  # the personality may size the bootloader region its own way (HalfKay)
         em.attach(bus)
         # the host's own figure: the flash and its verification, not the watch after leaving
-        seconds = host.flash(image, get_backend(bus), dialect=dialect, chip=chip, progress=False).seconds
+        seconds = personality.host().flash(image, Link(backend=get_backend(bus)), dialect=dialect, chip=chip,
+                                           progress=False).seconds
         flash = em.memory.flash_bytes()
         base = chip.flash_start
         identical = all(flash[s - base:s - base + len(d)] == d for s, d in image.segments)
         # "verified" is the demo's own check: the emulated flash holds the image and the
         # application was manifested (dialects without read-back cannot verify themselves)
         return {
-            "personality": personality, "dialect": dialect, "chip": chip.name, "bytes": image.size,
+            "personality": personality.name, "dialect": dialect, "chip": chip.name, "bytes": image.size,
             "seconds": seconds, "verified": identical and em.memory.app_valid,
         }
 
@@ -56,8 +62,8 @@ def run_demo() -> int:
 
     console = Console()
     rows = []
-    for personality, dialect, sample, module in _rows():
-        rows.append(_run_row(personality, dialect, sample, module))
+    for personality, dialect, sample in _rows():
+        rows.append(run_row(personality, dialect, sample))
     table = Table(title="bootkit demo: sample images flashed into emulated devices (in-process bus)")
     for col in ("personality", "dialect", "chip", "bytes", "seconds", "KiB/s", "verified"):
         table.add_column(col, justify="right" if col in ("bytes", "seconds", "KiB/s") else "left")

@@ -62,7 +62,7 @@ class Emulator:
     options dataclass, ``chip`` the chip as the dialect's bootloader sees it."""
 
     chip: Chip | str
-    personality: str = "dfu"
+    personality: str
     image: str | Path | None = None
     realtime: bool = False
     options: dict[str, Any] | DeviceOptions = field(default_factory=dict)
@@ -120,7 +120,7 @@ class Emulator:
 
     def _on_signal(self, sig: Signal) -> Device | None:
         self.events.append(f"{sig.kind}: {sig.reason}")
-        # The end of a session the host can see (HalfKay/AVR109/printer/MIDI
+        # The end of a session the host can see (HalfKay/AVR109/a printer's/MIDI
         # leave or reset, MSC leave, a disconnect): the image file follows.
         self.memory.persist()
         if sig.kind == "enter-bootloader":

@@ -3,7 +3,7 @@ entry-point groups (``bootkit.personalities``, ``bootkit.transports``,
 ``bootkit.memories``).
 
 bootkit's own are declared in its pyproject.toml exactly as a plug-in declares
-its own, e.g. ``dfu = "bootkit.classes.dfu.personality:PERSONALITY"``; entry
+its own, e.g. ``name = "package.personality:PERSONALITY"``; entry
 points exist once the distribution is installed (``pip install -e .`` again
 after adding one).  Everything is lazy, in the manner of python-can's
 interface table (``can.interfaces.BACKENDS``): nothing is imported until asked
