@@ -6,10 +6,10 @@ from hypothesis import strategies as st
 
 from bootkit.classes.midi import bootloader_device
 from bootkit.classes.midi import protocol as P
-from bootkit.classes.midi.notes import body_to_notes, NotesDecoder
+from bootkit.classes.midi.notes import NotesDecoder, body_to_notes
 from bootkit.classes.midi.packets import decode_packets, message_packets
 from bootkit.classes.midi.stream import StreamParser
-from bootkit.classes.midi.sysex import frame_body, FrameError, pack7, packed_length, parse_frame, u7, unpack7
+from bootkit.classes.midi.sysex import FrameError, frame, frame_body, pack7, packed_length, parse_frame, u7, unpack7
 from bootkit.classes.native import Refusal
 from bootkit.memory import SimulatedFlash, get_chip
 from bootkit.usb.descriptors import parse_configuration
@@ -131,3 +131,22 @@ def test_descriptors_are_usb_midi_1_0():
         # OUT endpoint -> embedded IN jack, IN endpoint -> embedded OUT jack
         assert jack[2] == (3 if ep["bEndpointAddress"] & 0x80 else 2)
     assert dev.functions[0].iad == (1, 1, 0)
+
+
+def test_the_function_is_a_byte_stream_for_a_transport_without_usb():
+    """An ALSA port or a UART carries the engine through Function.byte_stream(): MIDI bytes in,
+    in any split, whole replies out; a port closed mid-message drops the half it had."""
+    chip = get_chip("atmega32u4")
+    (fn,) = bootloader_device(SimulatedFlash(chip), chip).functions
+    stream = fn.byte_stream()
+    request = frame(P.Cmd.IDENTIFY, 7)
+    assert stream.feed(request[:5]) == b""
+    reply = stream.feed(request[5:])
+    cmd, tag, payload = parse_frame(reply[1:-1])
+    assert (cmd, tag, reply[-1]) == (P.Cmd.ACK, 7, 0xF7)
+    assert P.unpack_info(payload[1:]).chip == "atmega32u4"
+    # half a request, the port closed, then the other half: nothing is answered
+    assert stream.feed(request[:5]) == b""
+    stream.disconnect()
+    assert stream.feed(request[5:]) == b""
+    assert parse_frame(stream.feed(request)[1:-1])[0] == P.Cmd.ACK

@@ -385,6 +385,22 @@ class MidiBootEngine:
         self.outbox.clear()
 
 
+class MidiByteStream:
+    """The engine as a plain byte stream (usb.device.ByteStream), for a transport without USB:
+    MIDI bytes in, in any split; the replies out, whole SysEx messages one after another."""
+
+    def __init__(self, engine: MidiBootEngine):
+        self.engine = engine
+
+    def feed(self, data: bytes) -> bytes:
+        self.engine.receive(data)
+        return b"".join(self.engine.take_replies())
+
+    def disconnect(self) -> None:
+        """The port was closed: a half-received message is dropped (as a status byte would)."""
+        self.engine.parser.reset()
+
+
 # --------------------------------------------------------------------------
 # USB MIDI 1.0 Function
 
@@ -417,6 +433,7 @@ class MidiFunction(Function):
         self.ep_in_ = Endpoint(1, "in", "bulk", max_packet_size=64, audio_style=True,
                                extra=ms_endpoint((EMB_OUT,)))
         self._in = bytearray()
+        self._stream = MidiByteStream(engine)
 
     def _first_interface(self) -> int:
         """The device interface number the AudioControl interface will get.
@@ -451,6 +468,10 @@ class MidiFunction(Function):
     def midi_transmit(self) -> list[bytes]:
         return self.engine.take_replies()
 
+    def byte_stream(self) -> MidiByteStream:
+        """MIDI is a byte stream: an ALSA port or a UART carries the engine without USB."""
+        return self._stream
+
     # --- USB
     def setup(self, req: SetupPacket, data: bytes):
         raise Stall  # USB-MIDI 1.0 defines no class requests a bulk-only MIDI function must answer
@@ -481,4 +502,4 @@ class MidiFunction(Function):
             self._in.clear()
 
 
-__all__ = ["MidiBootEngine", "MidiFunction", "Session"]
+__all__ = ["MidiBootEngine", "MidiByteStream", "MidiFunction", "Session"]
