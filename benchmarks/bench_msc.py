@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from usbwire import bulk_bits, seconds  # noqa: E402
 
 from bootkit.classes.msc import host  # noqa: E402
-from bootkit.classes.msc.host import MAX_SECTORS  # noqa: E402
+from bootkit.classes.msc.scsi import MAX_SECTORS  # noqa: E402
 from bootkit.emulator import Emulator  # noqa: E402
 from bootkit.formats import write_uf2  # noqa: E402
 from bootkit.memory import get_chip  # noqa: E402

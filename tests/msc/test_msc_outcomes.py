@@ -20,7 +20,8 @@ import pytest
 
 from bootkit.classes import msc
 from bootkit.classes.common import HostError, ImageRejected
-from bootkit.classes.msc import host
+from bootkit.classes.msc import drive, host, plan
+from bootkit.classes.msc.scsi import ScsiDisk
 from bootkit.classes.msc.ghostfat import GhostFat
 from bootkit.cli import main
 from bootkit.emulator import Emulator
@@ -98,7 +99,7 @@ def test_the_last_block_is_sent_only_after_the_others_read_back(monkeypatch):
     image = generated(F411)
     em, backend = emulated(F411)
     order = []
-    real_write, real_read = host.ScsiDisk.write, host.ScsiDisk.read
+    real_write, real_read = ScsiDisk.write, ScsiDisk.read
     volume = em.target.device.functions[0].volume
     current = volume.cluster_lba(volume.current.first_cluster)
 
@@ -111,8 +112,8 @@ def test_the_last_block_is_sent_only_after_the_others_read_back(monkeypatch):
             order.append(("read back", lba, em.memory.app_valid))
         return real_read(self, lba, count)
 
-    monkeypatch.setattr(host.ScsiDisk, "write", write)
-    monkeypatch.setattr(host.ScsiDisk, "read", read)
+    monkeypatch.setattr(ScsiDisk, "write", write)
+    monkeypatch.setattr(ScsiDisk, "read", read)
     with em:
         assert host.flash(image, backend, chip=F411, progress=False).verified
     kinds = [o[0] for o in order]
@@ -214,7 +215,7 @@ def test_without_a_chip_the_drive_family_from_info_uf2_decides(tmp_path):
     ("UF2 Bootloader\r\nBoard-ID: Custom-Board\r\n", None),
 ])
 def test_the_drive_family_from_board_id(text, family):
-    assert host._drive_family(host.parse_info(text))[0] == family
+    assert plan.family_of_drive(plan.parse_info(text))[0] == family
 
 
 def test_forced_foreign_file_goes_as_its_own_blocks_and_the_drive_ignores_it(tmp_path):
@@ -329,13 +330,13 @@ class FakeDrive:
         self._publish()
         self.seen: set[int] = set()
         self.left = False
-        real = host._full_sync
+        real = drive.full_sync
 
         def full_sync(fd):
             real(fd)
             self.process()
 
-        monkeypatch.setattr(host, "_full_sync", full_sync)
+        monkeypatch.setattr(drive, "full_sync", full_sync)
 
     def _publish(self):
         blocks = (UF2Block(0x2000, self.base + k * 256, k, self.count, self.chip.uf2_family,

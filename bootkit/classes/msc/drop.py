@@ -33,7 +33,7 @@ sector are all present; then the whole file is checked and programmed.
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Callable, Sequence
 
 from ...formats.ihex import parse_hex
 from ...formats.image import FormatError, Image
@@ -195,11 +195,11 @@ class DropTarget:
                 self._scan(volume, raw_kinds)
                 return
 
-    def _scan(self, volume: GhostFat, raw_kinds: list[str]) -> None:
+    def _scan(self, volume: GhostFat, raw_kinds: Sequence[str]) -> None:
         self.pending.clear()
         for entry in volume.root_entries():
             kind = RAW_FORMATS.get(entry.ext.upper())
-            if kind not in raw_kinds or entry.attr & (ATTR_DIRECTORY | ATTR_VOLUME_ID):
+            if kind is None or kind not in raw_kinds or entry.attr & (ATTR_DIRECTORY | ATTR_VOLUME_ID):
                 continue
             if entry.long_name.startswith("._"):
                 continue  # macOS AppleDouble companion of the real file

@@ -359,7 +359,7 @@ class GhostFat:
 
     def root_entries(self) -> list[DirEntry]:
         """The short entries of the root directory, each with its long name when it has one."""
-        out = []
+        out: list[DirEntry] = []
         lfn: dict[int, str] = {}
         for i in range(self.root_sectors):
             sector = self.read(self.root_start + i)
