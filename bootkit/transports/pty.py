@@ -1,16 +1,18 @@
 """The pty transport: a serial personality's byte stream on a pseudo-terminal.
 
 avrdude (or pyserial, or screen) opens the slave path printed at start and
-talks to the device as it would to ``/dev/ttyACM0``, without USB.  What it
-serves is either
+talks to the device as it would to ``/dev/ttyACM0``, without USB.
+:class:`PtyTransport` is its :class:`~.base.DeviceTransport`.  What it serves
+is either
 
-- a byte-stream engine: any object with ``feed(bytes) -> bytes`` (and
-  optionally ``disconnect()``, called when the port is closed), or
+- a :class:`~bootkit.usb.device.ByteStream` (``feed(bytes) -> bytes`` and
+  ``disconnect()``, called when the port is closed): an engine served bare, or
 - an emulated USB device (an Emulator, a Target or a Device) with a CDC-ACM
   data interface: the transport plays the USB host's ``cdc_acm`` driver,
   moving bytes through the bulk endpoints it finds in the descriptors and
   turning port opens, baud changes and closes into SET_LINE_CODING and
-  SET_CONTROL_LINE_STATE, so the Arduino 1200-baud touch works on a pty too.
+  SET_CONTROL_LINE_STATE, so the Arduino 1200-baud touch works on a pty too;
+  while the device's memory is busy (real-time mode) its next transfer waits.
 
 The pty is put in raw mode (no echo, no line discipline); avrdude and
 pyserial set raw mode again when they open it.  A closed port is seen as
@@ -28,10 +30,11 @@ import threading
 import time
 import tty
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..usb import descriptors as D
-from ..usb.device import Device, SetupPacket, Stall, Target
+from ..usb.device import ByteStream, Device, SetupPacket, Stall, Target
+from .base import DeviceTransport, target_of
 
 # CDC PSTN120 table 13: the class requests the host's cdc_acm driver sends.
 _SET_LINE_CODING = 0x20
@@ -45,7 +48,7 @@ BAUD_RATES = {getattr(termios, name): int(name[1:]) for name in dir(termios)
 class _EngineStream:
     """A byte-stream engine served directly."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: ByteStream):
         self.engine = engine
 
     def write(self, data: bytes) -> bytes:
@@ -61,9 +64,7 @@ class _EngineStream:
         pass
 
     def closed(self, baud: int) -> None:
-        disconnect = getattr(self.engine, "disconnect", None)
-        if disconnect:
-            disconnect()
+        self.engine.disconnect()
 
     def poll(self) -> None:
         pass
@@ -87,6 +88,8 @@ class _UsbSerialStream:
 
     def _device(self) -> Device | None:
         self.target.poll()
+        while (left := self.target.busy_left()) > 0:
+            time.sleep(left)  # the memory is busy: this (the pty's only) device's next transfer waits
         dev = self.target.device
         if dev is None:
             self._ports = None
@@ -182,15 +185,14 @@ class _UsbSerialStream:
         return f"USB device {dev.info.idVendor:04x}:{dev.info.idProduct:04x}" if dev else "no device"
 
 
-def _stream_for(obj):
-    if hasattr(obj, "feed"):
+def _stream_for(obj: Any) -> "_EngineStream | _UsbSerialStream":
+    if isinstance(obj, ByteStream):
         return _EngineStream(obj)
-    target = getattr(obj, "target", obj)
-    if isinstance(target, Device):
-        target = Target(target)
-    if isinstance(target, Target):
-        return _UsbSerialStream(target)
-    raise TypeError(f"cannot serve {type(obj).__name__} on a pty: need feed(bytes) or a CDC-ACM device")
+    try:
+        return _UsbSerialStream(target_of(obj))
+    except TypeError:
+        raise TypeError(f"cannot serve {type(obj).__name__} on a pty: need a ByteStream (feed, disconnect) "
+                        "or a CDC-ACM device") from None
 
 
 # slave path -> the server on it, while it serves (this process only)
@@ -327,14 +329,37 @@ class PtyServer:
             self.master = -1
 
 
+class PtyTransport(DeviceTransport):
+    """Serve on a new pseudo-terminal until :meth:`stop`; ``ready(path)`` names its slave."""
+
+    name = "pty"
+    summary = "a serial byte stream on a pseudo-terminal (avrdude -P /dev/pts/N), no USB"
+
+    def __init__(self, *, log: Callable[[str], None] | None = print):
+        self.log = log
+        self._stop = threading.Event()
+        self.server: PtyServer | None = None
+
+    def serve(self, emulator: Any, *, ready: Callable[[str], None] | None = None) -> None:
+        server = self.server = PtyServer(emulator, log=self.log)
+        if self.log:
+            self.log(f"serving {server.stream.describe()} on {server.slave_path}")
+            self.log(f"  e.g. avrdude -c avr109 -p m32u4 -P {server.slave_path} -b 57600 -U flash:w:FILE.hex:i")
+        if ready is not None:
+            ready(server.slave_path)
+        server.serve(self._stop)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def serve_pty(engine_or_emulator, log: Callable[[str], None] | None = print,
               stop: threading.Event | None = None) -> None:
-    """Serve on a new pty until ``stop`` is set; the slave path is logged first."""
-    server = PtyServer(engine_or_emulator, log=log)
-    if log:
-        log(f"serving {server.stream.describe()} on {server.slave_path}")
-        log(f"  e.g. avrdude -c avr109 -p m32u4 -P {server.slave_path} -b 57600 -U flash:w:FILE.hex:i")
-    server.serve(stop)
+    """Serve on a new pty until ``stop`` is set; the slave path is logged first (PtyTransport)."""
+    transport = PtyTransport(log=log)
+    if stop is not None:
+        transport._stop = stop  # stop() sets the caller's event
+    transport.serve(engine_or_emulator)
 
 
 @contextmanager
@@ -351,4 +376,4 @@ def pty_server(engine_or_emulator, log: Callable[[str], None] | None = None) -> 
         thread.join(5)
 
 
-__all__ = ["PtyServer", "serve_pty", "pty_server", "serves", "usb_ids", "BAUD_RATES"]
+__all__ = ["PtyTransport", "PtyServer", "serve_pty", "pty_server", "serves", "usb_ids", "BAUD_RATES"]

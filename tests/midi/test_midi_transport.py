@@ -3,7 +3,7 @@
 import pytest
 
 from bootkit.emulator import Emulator
-from bootkit.transports import midiport
+from bootkit.classes.midi import alsaport as midiport
 
 
 def test_without_a_sequencer_it_refuses_in_one_line(tmp_path):

@@ -77,7 +77,7 @@ def test_sigterm_ends_a_wait_for_a_host_that_gave_up(request_bytes, direction):
     lines = []
     server = FunctionFsServer.__new__(FunctionFsServer)
     server.lock, server.log, server._stop = threading.RLock(), lines.append, threading.Event()
-    server.target = SimpleNamespace(poll=lambda: None)
+    server.target = SimpleNamespace(poll=lambda: None, busy_left=lambda: 0.0)
     read_end, write_end = os.pipe()
     if direction == "in":  # a pipe that takes nothing more: the reply waits, like an IN stage nobody reads
         fcntl.fcntl(write_end, fcntl.F_SETFL, os.O_NONBLOCK)
@@ -126,7 +126,7 @@ def test_a_request_read_after_the_stop_does_not_wait_for_the_host():
     lines = []
     server = FunctionFsServer.__new__(FunctionFsServer)
     server.lock, server.log, server._stop = threading.RLock(), lines.append, threading.Event()
-    server.target = SimpleNamespace(poll=lambda: None)
+    server.target = SimpleNamespace(poll=lambda: None, busy_left=lambda: 0.0)
     server.stop()
     read_end, write_end = os.pipe()
     port = SimpleNamespace(ep0=read_end, fn=SimpleNamespace(name="dfu", setup=lambda req, data: b""), layout=None)

@@ -45,7 +45,8 @@ SERVE_SCRIPT = r'''
 """Serve one emulated chip over bootkit's functionfs transport (VM tests)."""
 import argparse, json, sys
 from bootkit.emulator import Emulator
-from bootkit.transports.functionfs import serve, TransportUnavailable
+from bootkit.transports.functionfs import serve
+from bootkit.transports.base import TransportUnavailable
 
 p = argparse.ArgumentParser()
 p.add_argument("chip"); p.add_argument("image"); p.add_argument("--dialect")
