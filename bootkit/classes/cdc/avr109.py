@@ -143,7 +143,8 @@ class Avr109Engine:
             pos += need
             out += self._command(frame)
             if self.application_running:  # 'E' left for the application: the rest is not ours
-                pos = len(buf)
+                # mypy keeps the narrowing of the early return above across _command(), which sets it
+                pos = len(buf)  # type: ignore[unreachable]
                 break
         del buf[:pos]
         return bytes(out)

@@ -86,7 +86,7 @@ class PrinterError(HostError):
 class PrinterInterface:
     """A printer-class interface found on a USB device."""
 
-    device: object  # usb.core.Device
+    device: usb.core.Device
     interface: int
     alternate: int
     protocol: int
@@ -102,7 +102,7 @@ class PrinterInterface:
 
 def find_printers(backend=None, *, vid=None, pid=None, serial=None) -> list[PrinterInterface]:
     """Printer interfaces (class 07, subclass 01), endpoints read from the descriptors."""
-    found = []
+    found: list[PrinterInterface] = []
     for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
         best: dict[int, PrinterInterface] = {}
         for intf in cfg:
@@ -207,6 +207,9 @@ class FilePrinter:
             except OSError as exc:
                 raise PrinterError(f"cannot open printer {self.path}: {exc.strerror}") from None
             self.readable = False
+        # the printer's USB device in sysfs, set by snapshot()
+        self._sysid: tuple[int, int] | None = None
+        self._sysids: tuple[int, int] | None = None
 
     def _ioctl(self, request: int, arg):
         import fcntl
@@ -328,7 +331,7 @@ def _sysfs_key(dev: Path) -> tuple[int, int] | None:
 
 def _sysfs_devices() -> dict:
     """(busnum, devnum) -> the device's sysfs directory, for every USB device (not interfaces)."""
-    out = {}
+    out: dict[tuple[int, int], Path] = {}
     root = SYSFS / "bus" / "usb" / "devices"
     try:
         entries = list(root.iterdir())
@@ -415,7 +418,7 @@ def _outcome(status: int | None, line: str | None) -> JobStatus | None:
     """Raise PrinterError for a device that reports an error; the job's status line otherwise."""
     job = parse_status_line(line) if line else None
     port = f"port status 0x{status:02X} ({describe_port_status(status)})" if status is not None else None
-    if job is not None and not job.ok:
+    if job is not None and line is not None and not job.ok:
         # a failed job leaves the application invalid: the device keeps its bootloader
         raise PrinterError(f"{STAYED}: {line.strip()}" + (f"; {port}" if port else ""))
     if status is not None and (not status & NOT_ERROR or status & PAPER_EMPTY or not status & SELECT):
@@ -491,7 +494,7 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
         steps.append("not verified (the device left before its status was read)")
     else:
         job_status = _outcome(status, line)
-        if job_status is not None:
+        if job_status is not None and line is not None:  # a job status is only read from a line
             steps.append(line.strip())
             if expect is not None:
                 crc = _image_crc(expect)
@@ -601,7 +604,7 @@ def prepare(path, *, fmt: str | None = None, base: int | None = None, record_siz
     try:
         fmt = identify(raw, source, fmt)  # content and extension must agree (or --format)
         image = parse_hex(raw, source=source) if fmt == "hex" else load(raw, fmt=fmt, base=base, source=source)
-        if fmt == "uf2" and family is not None and family in image.origin.uf2_families:
+        if fmt == "uf2" and family is not None and image.origin is not None and family in image.origin.uf2_families:
             image = load(raw, fmt=fmt, family=family, source=source)
     except FormatError as exc:
         raise ImageRejected(str(exc)) from None
