@@ -34,12 +34,15 @@ from ..usbhost import (
     CAME_BACK,
     STAYED,
     Arrival,
+    FoundDevice,
     LeaveWatch,
     Look,
     UsbLook,
     bus_snapshot,
+    endpoint_pair,
     gone,
     in_process,
+    matching_devices,
     take_interfaces,
 )
 from . import protocol as P
@@ -78,18 +81,16 @@ class Nak(MidiError):
 # links: send whole MIDI messages, receive MIDI bytes
 
 @dataclass
-class MidiTarget:
+class MidiTarget(FoundDevice):
     """A MIDIStreaming interface found on the bus."""
 
     device: usb.core.Device
     interface: int
     ep_out: int  # bEndpointAddress, from the descriptors
     ep_in: int | None
-    max_packet: int = 64
 
     def describe(self) -> str:
-        d = self.device
-        return (f"[{d.idVendor:04x}:{d.idProduct:04x}] USB-MIDI intf={self.interface} out=0x{self.ep_out:02x}"
+        return (f"[{self.vid:04x}:{self.pid:04x}] USB-MIDI intf={self.interface} out=0x{self.ep_out:02x}"
                 + (f" in=0x{self.ep_in:02x}" if self.ep_in is not None else ""))
 
 
@@ -97,38 +98,17 @@ def find_devices(backend=None, *, vid=None, pid=None, serial=None) -> list[MidiT
     """MIDIStreaming interfaces (class 0x01, subclass 0x03) with bulk endpoints: bootkit's
     VID:PID, or any device ``vid``/``pid`` select."""
     found = []
-    for dev in usb.core.find(find_all=True, backend=backend):
-        if vid is not None and dev.idVendor != vid:
-            continue
-        if pid is not None and dev.idProduct != pid:
-            continue
+    dev: usb.core.Device  # matching_devices yields pyusb's device and configuration
+    cfg: usb.core.Configuration
+    for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
         if vid is None and pid is None and (dev.idVendor, dev.idProduct) not in KNOWN_IDS:
-            continue
-        if serial is not None:
-            try:
-                if not dev.iSerialNumber or dev.serial_number != serial:
-                    continue
-            except (ValueError, usb.core.USBError):
-                continue
-        try:
-            cfg = dev[0]
-        except (usb.core.USBError, IndexError):
             continue
         for intf in cfg:
             if (intf.bInterfaceClass, intf.bInterfaceSubClass) != (AUDIO_CLASS, MIDISTREAMING):
                 continue
-            ep_in = ep_out = None
-            mps = 64
-            for ep in intf:
-                if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_BULK:
-                    continue
-                if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
-                    ep_in = ep_in or ep.bEndpointAddress
-                else:
-                    if ep_out is None:
-                        ep_out, mps = ep.bEndpointAddress, ep.wMaxPacketSize
+            ep_in, ep_out = endpoint_pair(intf, usb.util.ENDPOINT_TYPE_BULK)
             if ep_out is not None:
-                found.append(MidiTarget(dev, intf.bInterfaceNumber, ep_out, ep_in, mps))
+                found.append(MidiTarget(dev, intf.bInterfaceNumber, ep_out, ep_in))
                 break
     return found
 
