@@ -25,7 +25,7 @@ from bootkit.memory import (
     WriteFault,
 )
 from bootkit.usb.descriptors import Interface
-from bootkit.usb.device import RECIP_INTERFACE, TYPE_VENDOR, Function, SetupPacket, Stall
+from bootkit.usb.device import RECIP_INTERFACE, TYPE_VENDOR, Function, SetupPacket, SignalKind, Stall
 
 from . import protocol as P
 
@@ -49,18 +49,15 @@ class Refused(Exception):
         self.status = status
 
 
-def _seconds(busy: object) -> float:
-    """The busy time a MemoryIO operation returned (the contract: seconds, 0.0 in fast mode)."""
-    return float(busy) if isinstance(busy, (int, float)) else 0.0
-
-
 class BlinkEngine:
     """The protocol of :mod:`bootkit_blink.protocol` as a state machine: one address
     pointer, the last status, and the memory.  ``signal(kind, reason)`` is how it asks
-    to be reset into the application (the Function's :meth:`~Function.signal`)."""
+    to be reset into the application (the Function's :meth:`~Function.signal`).  ``busy``:
+    the seconds the memory stays busy after the last request (what MemoryIO returned; 0.0
+    in fast mode), which the Function hands to its transport."""
 
     def __init__(self, memory: MemoryIO, *, max_transfer: int = 1024,
-                 signal: Callable[[str, str], None] | None = None):
+                 signal: Callable[[SignalKind, str], None] | None = None):
         self.memory = memory
         self.max_transfer = max_transfer
         self.signal = signal or (lambda kind, reason: None)
@@ -69,7 +66,7 @@ class BlinkEngine:
         self.info = P.Info(max_transfer, flash.start, flash.size, *(app[0] if app else (flash.start, flash.start)))
         self.pointer = flash.start
         self.status = P.OK
-        self.busy = 0.0  # seconds the memory is busy after the last request
+        self.busy = 0.0
         self.refusals: list[str] = []  # why requests were refused, for logs and tests
 
     def request(self, code: int, *, data: bytes | None = None, length: int = 0) -> bytes | None:
@@ -107,13 +104,13 @@ class BlinkEngine:
         if code == P.ERASE:
             start, size = self.memory.layout.find(self.pointer, "flash").sector_at(self.pointer)
             # MemoryIO refuses the bootloader's sectors itself (ProtectedFault): no request reaches them
-            self.busy = _seconds(self.memory.erase(start))
+            self.busy = self.memory.erase(start)
             self.pointer = start + size
             return None
         if code == P.WRITE:
             if not 1 <= len(data) <= self.max_transfer:
                 raise Refused(f"WRITE of {len(data)} bytes (1..{self.max_transfer})", P.ERR_REQUEST)
-            self.busy = _seconds(self.memory.program(self.pointer, bytes(data)))
+            self.busy = self.memory.program(self.pointer, bytes(data))
             self.pointer += len(data)
             return None
         if code == P.READ:
@@ -127,8 +124,8 @@ class BlinkEngine:
         if code == P.LEAVE:
             # the application is marked valid only now, after the host's complete image
             # (DESIGN: power safety); an interrupted update leaves it invalid
-            self.busy = _seconds(self.memory.manifest())
-            self.signal("leave", "LEAVE request")
+            self.busy = self.memory.manifest()
+            self.signal(SignalKind.LEAVE, "LEAVE request")
             return None
         raise Refused(f"unknown request 0x{code:02X}", P.ERR_REQUEST)
 
@@ -173,5 +170,5 @@ class BlinkAppFunction(Function):
     def setup(self, req: SetupPacket, data: bytes) -> bytes | None:
         if (req.type, req.recipient, req.bRequest, req.is_in) != (TYPE_VENDOR, RECIP_INTERFACE, P.DETACH, False):
             raise Stall
-        self.signal("enter-bootloader", "DETACH request")
+        self.signal(SignalKind.ENTER_BOOTLOADER, "DETACH request")
         return None
