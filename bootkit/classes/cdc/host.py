@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ...formats.image import Image
 from ...memory import CHIPS, Chip, get_chip
@@ -137,11 +138,23 @@ def find_port(*, port=None, vid=None, pid=None, serial=None, dialect=None, touch
 # the protocol
 
 
+class SerialPort(Protocol):
+    """What the client needs of a port: pyserial's Serial, or any object that reads and writes the same way."""
+
+    timeout: float | None
+
+    def read(self, size: int = 1, /) -> bytes: ...
+
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def reset_input_buffer(self) -> None: ...
+
+
 @dataclass
 class Avr109Client:
     """One open AVR109 session on a serial-like object (read/write/timeout)."""
 
-    port: object
+    port: SerialPort
     progress: bool | None = None
     software_id: bytes = b""
     dialect: str = "avr109"
@@ -149,6 +162,13 @@ class Avr109Client:
     signature: bytes = b""
     chip: Chip | None = None
     steps: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> Chip:
+        """The chip the bootloader named at :meth:`connect` (its signature, or the chip given)."""
+        if self.chip is None:
+            raise Avr109Error("no AVR109 session yet: connect() names the chip")
+        return self.chip
 
     # --- bytes
     def _read(self, n: int, what: str, timeout: float | None = None) -> bytes:
@@ -208,7 +228,7 @@ class Avr109Client:
             raise Avr109Error("the bootloader reports block size 0")
         self.ack(b"P", "enter programming mode")
         self.steps.append(f"{self.software_id.decode('ascii', 'replace')} v{self.version.decode('ascii', 'replace')}"
-                          f" {self.chip.name} block {self.block_size}")
+                          f" {self.target.name} block {self.block_size}")
 
     def set_address(self, word_or_byte: int) -> bytes:
         """The 'A' (16-bit) or 'H' (24-bit) command for an address in the device's units
@@ -223,7 +243,7 @@ class Avr109Client:
 
     def chip_erase(self) -> None:
         # LUFA erases every application page: allow for the datasheet's 4.5 ms each
-        pages = max(1, self.chip.boot_start // max(self.chip.page_size, 1))
+        pages = max(1, self.target.boot_start // max(self.target.page_size, 1))
         self.ack(b"e", "chip erase", timeout=2.0 + pages * 0.01)
         self.steps.append("application erased")
 
@@ -243,7 +263,7 @@ class Avr109Client:
         frames = []
         nxt = None
         count = 0
-        for address, data in image.pages(page, 0xFF, align=self.chip.flash_start):
+        for address, data in image.pages(page, 0xFF, align=self.target.flash_start):
             if address != nxt:
                 frames.append((self.set_address(address >> 1), 1))
             frames.append((b"B" + len(data).to_bytes(2, "big") + b"F" + data, 1))
@@ -339,7 +359,7 @@ class Avr109Client:
 
     def first_word(self) -> bytes:
         """The application's first word (its reset vector), read back with 'A' and 'g'."""
-        start = self.chip.layout().application_ranges("flash")[0][0]
+        start = self.target.layout().application_ranges("flash")[0][0]
         return self.read_range(start, 2)
 
 
@@ -540,8 +560,8 @@ def flash(image: Image, backend=None, *, port: str | None = None, vid: int | Non
     s = _Session(backend, port, vid, pid, serial, dialect, chip, progress, baudrate, touch)
     try:
         c = s.client
-        image = _normalise(image, memory, c.chip)
-        preflight(image, c.chip, force=force, memory=memory)  # the chip the device named: before 'e'
+        image = _normalise(image, memory, c.target)
+        preflight(image, c.target, force=force, memory=memory)  # the chip the device named: before 'e'
         if memory == "flash":
             if erase:
                 c.chip_erase()
@@ -574,11 +594,11 @@ def read(backend=None, *, port: str | None = None, vid: int | None = None, pid: 
     try:
         c = s.client
         if memory == "flash":
-            _check_reachable(c.chip)
-            lo, hi = c.chip.layout().application_ranges("flash")[0]
+            _check_reachable(c.target)
+            lo, hi = c.target.layout().application_ranges("flash")[0]
             base = 0
         elif memory == "eeprom":
-            lo, hi = 0, c.chip.eeprom_size
+            lo, hi = 0, c.target.eeprom_size
             base = EEPROM_BASE
         else:
             raise ImageRejected(f"AVR109 reads flash or eeprom, not {memory!r}")
