@@ -81,8 +81,8 @@ class _UsbSerialStream:
 
     def __init__(self, target: Target):
         self.target = target
-        self._generation = None
-        self._ports = None
+        self._generation: int | None = None
+        self._ports: tuple[int, int, int] | None = None  # (comm interface, bulk OUT, bulk IN)
         self.dtr = False
         self.baud = 9600
 
@@ -104,7 +104,7 @@ class _UsbSerialStream:
         return dev if self._ports is not None else None
 
     @staticmethod
-    def _find(dev: Device):
+    def _find(dev: Device) -> tuple[int, int, int] | None:
         """(comm interface, bulk OUT, bulk IN) from the descriptors, never hardcoded."""
         config = D.parse_configuration(dev.configuration_descriptor())
         comm = None
@@ -131,7 +131,7 @@ class _UsbSerialStream:
 
     def write(self, data: bytes) -> bytes:
         dev = self._device()
-        if dev is None:
+        if dev is None or self._ports is None:
             return b""  # nothing enumerated: bytes fall on the floor, as on an unplugged cable
         try:
             dev.ep_out(self._ports[1], data)
@@ -147,7 +147,7 @@ class _UsbSerialStream:
 
     def _drain(self, dev: Device) -> bytes:
         out = bytearray()
-        while True:
+        while self._ports is not None:
             try:
                 chunk = dev.ep_in(self._ports[2], 4096)
             except Stall:

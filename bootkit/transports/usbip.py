@@ -155,7 +155,7 @@ class ListenError(OSError):
     name): one line naming the address, without the "[Errno N]" prefix."""
 
     def __str__(self) -> str:
-        return self.strerror
+        return str(self.strerror)
 
 
 class _LogLimiter:
@@ -249,7 +249,8 @@ class UsbDevice:
     def unpack(cls, raw: bytes, interfaces: bytes = b"") -> "UsbDevice":
         f = USB_DEVICE.unpack(raw[:USB_DEVICE.size])
         intfs = tuple(USB_INTERFACE.unpack_from(interfaces, i * 4) for i in range(len(interfaces) // 4))
-        return cls(_cstr(f[0]), _cstr(f[1]), *f[2:13], interfaces=intfs)
+        return cls(_cstr(f[0]), _cstr(f[1]), f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12],
+                   interfaces=intfs)
 
 
 def pack_devlist(devices: Iterable[UsbDevice]) -> bytes:
@@ -324,7 +325,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.server = server
         self.peer = peer
         self.transport: asyncio.Transport | None = None
-        self._now = server._loop.time
+        self._now = server.loop.time
         self.opened = self.stamp = self._now()  # accepted; last bytes received
         self.paused_at: float | None = None  # replies not drained since
         self.closed_at = 0.0
@@ -341,6 +342,11 @@ class _Connection(asyncio.BufferedProtocol):
         self._held: asyncio.TimerHandle | None = None  # the device is busy: URBs wait until this fires
         self.done = asyncio.get_running_loop().create_future()
 
+    @property
+    def _io(self) -> asyncio.Transport:
+        assert self.transport is not None, "no transport before connection_made()"
+        return self.transport
+
     # transport callbacks ------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -351,26 +357,26 @@ class _Connection(asyncio.BufferedProtocol):
         # the client does not read its replies: stop reading its requests
         if not self.closed:
             self.paused_at = self._now()
-            self.transport.pause_reading()
+            self._io.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused_at = None
         if not self.closed and self._held is None:
-            self.transport.resume_reading()
+            self._io.resume_reading()
 
     def hold(self, seconds: float) -> None:
         """The device is busy for ``seconds``: read and parse nothing more until then
         (the URBs already received wait in the buffer, in order)."""
         if self._held is None and not self.closed:
-            self.transport.pause_reading()
-            self._held = self.server._loop.call_later(seconds, self._unhold)
+            self._io.pause_reading()
+            self._held = self.server.loop.call_later(seconds, self._unhold)
 
     def _unhold(self) -> None:
         self._held = None
         if self.closed:
             return
         if self.paused_at is None:
-            self.transport.resume_reading()
+            self._io.resume_reading()
         self.buffer_updated(0)  # parse what waited
 
     def eof_received(self):
@@ -394,7 +400,8 @@ class _Connection(asyncio.BufferedProtocol):
                 server.log(f"usbip: {self.peer} detached {self.export.busid}")
         self._release()
         server._connections.pop(self, None)
-        server._freed.set()
+        if server._freed is not None:
+            server._freed.set()
         if not self.done.done():
             self.done.set_result(None)
 
@@ -461,7 +468,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self._out:
             out, self._out = self._out, []
             if not self.closed:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                self._io.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:
         """Close after what is queued has been sent (the peer sees an unplug)."""
@@ -469,7 +476,7 @@ class _Connection(asyncio.BufferedProtocol):
             self.flush()
             self.closed = True
             self.closed_at = self._now()
-            self.transport.close()
+            self._io.close()
             self._release()
 
     def abort(self) -> None:
@@ -602,6 +609,12 @@ class UsbipServer:
             self._refresh(e)
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop serving (set by :meth:`serve`)."""
+        assert self._loop is not None, "not serving"
+        return self._loop
+
+    @property
     def port(self) -> int:
         return self.address[1] if self.address else self.listen[1]
 
@@ -699,7 +712,9 @@ class UsbipServer:
         meanwhile, and accept() is tried again after a short backoff or as
         soon as one of our connections closes.
         """
-        loop = self._loop
+        loop = self.loop
+        freed = self._freed
+        assert freed is not None
         delay = ACCEPT_RETRY_FIRST
         while True:
             try:
@@ -707,14 +722,14 @@ class UsbipServer:
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM, ...
-                name = errno.errorcode.get(exc.errno, str(exc.errno))
+                name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
                 self._accept_failing = True
                 self._note(f"accept {name}", f"usbip: cannot accept connections: {exc.strerror or exc} ({name}); "
                            f"serving the {len(self._connections)} open ones, trying again as they close",
                            f"usbip: accept() failed {{n}} more times with {name} in the last {{seconds:g}} s")
-                self._freed.clear()
+                freed.clear()
                 try:
-                    await asyncio.wait_for(self._freed.wait(), delay)
+                    await asyncio.wait_for(freed.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
                 delay = min(delay * 2, ACCEPT_RETRY_MAX)
@@ -747,7 +762,7 @@ class UsbipServer:
         _tune(sock)
         conn = _Connection(self, peer)
         self._connections[conn] = None
-        task = self._loop.create_task(self._loop.connect_accepted_socket(lambda: conn, sock))
+        task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: conn, sock))
         self._making.add(task)
 
         def made(task: asyncio.Task) -> None:
@@ -788,7 +803,7 @@ class UsbipServer:
 
     def _sweep(self) -> None:
         """Close connections past their time limits (see _Connection.overdue)."""
-        now = self._loop.time()
+        now = self.loop.time()
         for c in list(self._connections):
             try:
                 late = c.overdue(now)
@@ -797,7 +812,7 @@ class UsbipServer:
             if late is not None:
                 self._note(*late)
                 c.abort()
-        self._sweeper = self._loop.call_later(self._sweep_every(), self._sweep)
+        self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
 
     def stop(self) -> None:
         """Stop serving (thread-safe; again once stopped does nothing)."""
@@ -814,7 +829,7 @@ class UsbipServer:
                 self._refresh(e)
             except Exception as exc:  # a device bug must not stop the server
                 self.log(f"usbip: {e.busid}: poll failed: {exc!r}")
-        self._poller = self._loop.call_later(self.poll_interval, self._poll)
+        self._poller = self.loop.call_later(self.poll_interval, self._poll)
 
     def _allowed(self, addr: str) -> bool:
         if self.allow is None:
@@ -858,7 +873,8 @@ class UsbipServer:
                     conn.send(RET_UNLINK.pack(USBIP_RET_UNLINK, seqnum, 0, 0, 0, -ECONNRESET if found else 0))
                 else:
                     raise ProtocolError(f"unknown command 0x{command:08X}")
-                self._refresh(conn.export)
+                if conn.export is not None:
+                    self._refresh(conn.export)
             elif conn._state == _WANT_OP:
                 if n - pos < OP_COMMON.size:
                     break
@@ -891,14 +907,16 @@ class UsbipServer:
             elif e.device is None:
                 status, why = ST_NA, "no device there now"
             else:
-                status, why = ST_DEV_BUSY, f"in use by {e.attached.peer}"
+                status, why = ST_DEV_BUSY, f"in use by {e.attached.peer if e.attached is not None else '?'}"
             self.log(f"usbip: {conn.peer}: import of {busid!r} refused ({why})")
             conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, status))
             conn.close()
             return
         e.attached, conn.export, conn.generation = conn, e, e.generation
         conn._state = _WANT_URB
-        conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, ST_OK) + self._record(e).pack(with_interfaces=False))
+        record = self._record(e)
+        assert record is not None  # e.device is not None: checked above
+        conn.send(OP_COMMON.pack(USBIP_VERSION, OP_REP_IMPORT, ST_OK) + record.pack(with_interfaces=False))
         self.log(f"usbip: {conn.peer} imported {busid}")
 
     # ------------------------------------------------------------------
@@ -947,7 +965,7 @@ class UsbipServer:
         except Stall:
             return -EPIPE, None
         except Exception as exc:  # a device bug: report it, keep serving
-            self.log(f"usbip: {conn.export.busid}: device raised {exc!r}")
+            self.log(f"usbip: {conn.export.busid if conn.export else '?'}: device raised {exc!r}")
             return -EPROTO, None
 
     def _control(self, conn: _Connection, device: Device, seqnum: int, is_in: bool, length: int, setup: bytes,
@@ -996,7 +1014,7 @@ class UsbipServer:
             return  # _unhold parses, then retries
         busy = conn.export.target.busy_left() if conn.export is not None else 0.0
         if busy > 0:
-            conn._retry = self._loop.call_later(busy, self._retry_pending, conn, True)
+            conn._retry = self.loop.call_later(busy, self._retry_pending, conn, True)
             return
         progressed, tried = False, set()
         try:
@@ -1011,13 +1029,14 @@ class UsbipServer:
             conn.flush()
         if progressed:
             conn._delay = _RETRY_FIRST
-            self._refresh(conn.export)
+            if conn.export is not None:
+                self._refresh(conn.export)
         elif timer:
             conn._delay = min(conn._delay * 2, _RETRY_MAX)
         else:
             conn._delay = _RETRY_FIRST
         if conn.pending and not conn.closed:
-            conn._retry = self._loop.call_later(conn._delay, self._retry_pending, conn, True)
+            conn._retry = self.loop.call_later(conn._delay, self._retry_pending, conn, True)
 
     # ------------------------------------------------------------------
     # background thread (tests, embedding)
@@ -1190,14 +1209,14 @@ class UsbipTransport(DeviceTransport):
         self.listen = parse_listen(listen) if isinstance(listen, str) else (listen[0], int(listen[1]))
         self.allow = parse_allow(allow) if allow is not None else None
         self.log = log
-        self.limits = {"max_connections": max_connections, "header_timeout": header_timeout,
-                       "urb_timeout": urb_timeout}
+        self.max_connections, self.header_timeout, self.urb_timeout = max_connections, header_timeout, urb_timeout
         self.server: UsbipServer | None = None
         self._stopped = False
 
     def serve(self, emulator, *, ready: Callable[[str], None] | None = None) -> None:
         server = self.server = UsbipServer([target_of(emulator)], self.listen, allow=self.allow, log=self.log,
-                                           **self.limits)
+                                           max_connections=self.max_connections,
+                                           header_timeout=self.header_timeout, urb_timeout=self.urb_timeout)
 
         def listening(address: tuple[str, int]) -> None:
             if self._stopped:  # stop() came before the loop could take it

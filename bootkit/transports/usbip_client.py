@@ -106,7 +106,7 @@ class UsbipBusy(UsbipError):
                          f"device busy: {busid} is imported by another client")
 
     def __str__(self) -> str:
-        return self.strerror
+        return str(self.strerror)
 
 
 def busy_holder(host: str, port: int, busid: str) -> str | None:
@@ -345,7 +345,7 @@ class Session:
         return self.submit(*_control_urb(bmRequestType, bRequest, wValue, wIndex, data_or_length), timeout_ms)
 
 
-def _control_urb(bmRequestType, bRequest, wValue, wIndex, data_or_length) -> tuple:
+def _control_urb(bmRequestType, bRequest, wValue, wIndex, data_or_length) -> tuple[int, int, bytes, int, bytes]:
     """A control transfer as :meth:`Session.submit_many` takes it: (ep, direction, data, length, setup)."""
     if bmRequestType & 0x80:
         return (0, USBIP_DIR_IN, b"", data_or_length,
@@ -385,7 +385,8 @@ class UsbipBackend(BlobBackend):
         super().__init__()
         self.host, self.port = host, port
         if not pipeline:
-            self.ctrl_transfers = None
+            # withdraw the method: callers look for it with getattr(backend, "ctrl_transfers", None)
+            self.ctrl_transfers = None  # type: ignore[method-assign, assignment]
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}  # busid -> live import
         self._parked: dict[str, Session] = {}  # busid -> import that read the descriptors, not opened yet

@@ -51,6 +51,7 @@ class VirtualBus:
         self._lock = threading.RLock()
         self._next_address = 1
         self._addresses: dict[tuple[int, int], int] = {}
+        self._pyusb_backend: VirtualBackend | None = None  # get_backend(self), made once
 
     def attach(self, target: Target | Device) -> Target:
         """Plug a device (or a re-enumerating Target) into a free port."""
@@ -254,7 +255,7 @@ def get_backend(bus: VirtualBus | None = None) -> VirtualBackend:
     """The pyusb backend of ``bus`` (one per bus, kept on the bus itself: a module-level
     table kept every bus a long-running process made alive forever)."""
     bus = bus or DEFAULT_BUS
-    backend = getattr(bus, "_pyusb_backend", None)
+    backend = bus._pyusb_backend
     if backend is None:
         backend = bus._pyusb_backend = VirtualBackend(bus)
     return backend

@@ -149,7 +149,7 @@ class Function:
         return []
 
     def endpoints(self) -> list[Endpoint]:
-        seen = {}
+        seen: dict[tuple[int, str], Endpoint] = {}
         for intf in self.interfaces():
             for ep in intf.endpoints:
                 seen.setdefault((ep.number, ep.direction), ep)

@@ -78,7 +78,7 @@ class Status(IntEnum):
     errSTALLEDPKT = 0x0F
 
 
-STATUS_TEXT = {
+STATUS_TEXT: dict[int, str] = {  # keyed by Status (an IntEnum), looked up by the raw byte
     Status.OK: "no error",
     Status.errTARGET: "file is not targeted for use by this device",
     Status.errFILE: "file fails a vendor-specific verification test",

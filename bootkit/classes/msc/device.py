@@ -277,6 +277,7 @@ class BulkOnlyEngine:
             return
         if self.state == "data-out":
             take = min(len(data), self.to_move)
+            assert self.cmd is not None  # the data-out phase belongs to a command
             if take:
                 self.cmd.write(bytes(data[:take]))
                 self.to_move -= take
@@ -297,6 +298,7 @@ class BulkOnlyEngine:
             raise Stall("waiting for Reset Recovery")
         if self.state == "data-in":
             n = min(max_length, self.to_move)
+            assert self.cmd is not None  # the data-in phase belongs to a command
             chunk = self.cmd.read(self.moved, n)
             self.moved += n
             self.to_move -= n
@@ -306,6 +308,7 @@ class BulkOnlyEngine:
                     self.halt("in")  # case 5: fewer bytes than the host asked for
             return chunk
         if self.state == "status":
+            assert self.cbw is not None  # a status phase answers a CBW
             csw = CSW(self.cbw.tag, self.residue, self.status).pack()
             self._idle()
             return csw
@@ -391,6 +394,7 @@ class BulkOnlyEngine:
             self.status = CSW_PHASE_ERROR if d_len > h_len else CSW_GOOD
 
     def _after_out(self) -> None:
+        assert self.cmd is not None
         good = self.cmd.finish()
         if self.status != CSW_PHASE_ERROR:
             self.status = CSW_GOOD if good else CSW_FAILED

@@ -111,7 +111,8 @@ class PrinterEngine:
         # the fast range check: the largest application range
         first = self.app_ranges[0][0] if self.app_ranges else flash.start
         self._vector_page = first - (first - flash.start) % self.page_size
-        self._app_lo, self._app_hi = max(self.app_ranges, key=lambda r: r[1] - r[0], default=(0, 0))
+        largest: tuple[int, int] = max(self.app_ranges, key=lambda r: r[1] - r[0], default=(0, 0))
+        self._app_lo, self._app_hi = largest
         self.protected = memory.layout.protected
         self.writer = SessionWriter(memory)
         self.state = IDLE

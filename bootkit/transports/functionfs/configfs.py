@@ -65,10 +65,10 @@ class _Gadget:
                              ("bMaxPacketSize0", info.bMaxPacketSize0)):
             _write(os.path.join(g, field), value)
         self._mkdir(os.path.join(g, "strings", "0x409"))
-        for field, value in (("manufacturer", info.manufacturer), ("product", info.product),
-                             ("serialnumber", info.serial)):
-            if value:
-                _write(os.path.join(g, "strings", "0x409", field), value)
+        for field, text in (("manufacturer", info.manufacturer), ("product", info.product),
+                            ("serialnumber", info.serial)):
+            if text:
+                _write(os.path.join(g, "strings", "0x409", field), text)
         c = os.path.join(g, "configs", "c.1")
         self._mkdir(c)
         _write(os.path.join(c, "MaxPower"), info.bMaxPower * 2)  # configfs takes mA

@@ -28,7 +28,7 @@ class FunctionPort:
         self.enabled = threading.Event()
         self.stopping = threading.Event()
         self.configured = False
-        self.lock: threading.RLock | None = None  # set by the server
+        self.lock = threading.RLock()  # the server's, set by start_io
         self.busy_left: Callable[[], float] = lambda: 0.0  # the Target's, set by the server
         self.speed = "high"  # the enumerated speed, read from the UDC on ENABLE
 
@@ -66,6 +66,7 @@ class FunctionPort:
     def start_io(self, lock: threading.RLock, busy_left: Callable[[], float] = lambda: 0.0) -> None:
         self.lock = lock
         self.busy_left = busy_left
+        assert self.layout is not None, "open() first"
         seen = set()
         for fd, (ep, address) in zip(self.ep_fds, self.layout.endpoints):
             if (ep.number, ep.direction) in seen:

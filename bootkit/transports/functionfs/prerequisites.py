@@ -19,7 +19,8 @@ DEFAULT_GADGET = "bootkit"
 def _mounts() -> list[tuple[str, str, str]]:
     try:
         with open("/proc/mounts") as f:
-            return [tuple(line.split()[:3]) for line in f if len(line.split()) >= 3]
+            fields = [line.split() for line in f]
+        return [(x[0], x[1], x[2]) for x in fields if len(x) >= 3]
     except OSError:
         return []
 

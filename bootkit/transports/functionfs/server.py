@@ -72,8 +72,9 @@ class FunctionFsServer:
             for port in self.gadget.ports:
                 port.start_io(self.lock, self.target.busy_left)
             self.gadget.bind()
-            if self.on_bound is not None:
-                self.on_bound, bound = None, self.on_bound
+            bound = self.on_bound
+            if bound is not None:
+                self.on_bound = None
                 bound()
         except BaseException:
             self._down()
@@ -106,7 +107,8 @@ class FunctionFsServer:
             self._down()
 
     def _serve_generation(self, generation: int) -> None:
-        ports = {p.ep0: p for p in self.gadget.ports}
+        assert self.gadget is not None
+        ports = {p.ep0: p for p in self.gadget.ports if p.ep0 is not None}
         last_poll = 0.0
         while not self._stop.is_set():
             try:
@@ -137,6 +139,8 @@ class FunctionFsServer:
                 self._ep0_events(ports[fd])
 
     def _ep0_events(self, port: FunctionPort) -> None:
+        if port.ep0 is None:
+            return
         try:
             raw = os.read(port.ep0, EVENT_SIZE * 8)
         except (BlockingIOError, InterruptedError):
@@ -182,6 +186,8 @@ class FunctionFsServer:
 
     def _setup(self, port: FunctionPort, req: SetupPacket) -> None:
         fd, fn = port.ep0, port.fn
+        if fd is None:
+            return  # the port is closed
         # the memory is busy (real-time mode): this device's next request waits until it is
         # over (the host's control transfer NAKs meanwhile); the one device is served here
         while (left := self.target.busy_left()) > 0 and not self._stop.is_set():
