@@ -1,18 +1,21 @@
 """bootkit: USB device bootloaders in Python.
 
-One memory core (read / erase / program / manifest) behind six USB class
-personalities (dfu, hid, cdc, printer, msc, midi), each with a device side
-and a host side.  The public API, for scripts::
+One memory core (read / erase / program / manifest) behind interchangeable
+USB class personalities (DFU, HID, CDC, printer, mass storage, MIDI, and any
+a plug-in registers), each with a device side and a host side.  The public
+API, for scripts::
 
     import bootkit
 
-    with bootkit.open_target("dfu", emulate="atmega32u4", image="flash.bin") as target:
+    print(bootkit.PERSONALITIES)                            # the registered names
+    with bootkit.open_target(name, emulate="atmega32u4", image="flash.bin") as target:
         result = target.flash("fw.hex", progress=True)     # a FlashResult
     print(result.verified, result.steps)
 
 Names: open_target, Target, flash, read, erase, load_image, get_chip,
 Emulator, serve, FlashResult, HostError, ImageRejected, PERSONALITIES,
-TRANSPORTS.  They are imported on first use (PEP 562), so ``import bootkit``
+TRANSPORTS (the registered personalities and device transports:
+bootkit.registry).  They are imported on first use (PEP 562), so ``import bootkit``
 loads nothing else.  See docs/api.md (recipes) and docs/architecture.md.
 """
 

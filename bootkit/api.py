@@ -9,9 +9,12 @@ A script::
 
     import bootkit
 
-    with bootkit.open_target("dfu", emulate="atmega32u4", image="flash.bin") as target:
+    with bootkit.open_target(name, emulate="atmega32u4", image="flash.bin") as target:
         result = target.flash("fw.hex", progress=True)
     print(result.verified, result.steps)
+
+where ``name`` is a registered personality (``bootkit.PERSONALITIES``); docs/api.md
+has the recipes.
 
 Errors are the framework's own: :class:`ImageRejected` (a ``ValueError``: bad
 input, refused before anything was erased), :class:`HostError` (the device or
@@ -27,18 +30,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .classes.common import FlashResult, HostError, ImageRejected
+from .contracts import Link
 
 __all__ = [
     "open_target", "Target", "flash", "read", "erase", "load_image", "get_chip", "serve",
     "FlashResult", "HostError", "ImageRejected", "PERSONALITIES", "TRANSPORTS",
 ]
 
-#: The built-in personalities (``emulator.PERSONALITIES``; no registry yet: issue 18 item 3).
-PERSONALITIES = ("dfu", "hid", "cdc", "printer", "msc", "midi")
-#: What :func:`serve` can put an emulated device on.
-TRANSPORTS = ("virtual", "usbip", "pty", "functionfs", "midiport")
-#: Personalities whose host side talks to a serial port (cdc) or a MIDI port (midi) when given ``port``.
-_PORT_PERSONALITIES = ("cdc", "midi")
+
+
+def __getattr__(name: str) -> Any:
+    """``PERSONALITIES`` and ``TRANSPORTS``: the registered names (bootkit.registry), in
+    display order, looked up when first asked for (a plug-in installed later is seen by a
+    new process)."""
+    from . import registry
+
+    if name == "PERSONALITIES":
+        return tuple(registry.personality_names())
+    if name == "TRANSPORTS":
+        return tuple(registry.transport_names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_chip(name: str):
@@ -55,7 +66,7 @@ def get_chip(name: str):
         return database_chip(name)
     except KeyError:
         pass
-    from .emulator import resolve_chip  # only then: it imports the USB device model
+    from .registry import resolve_chip  # only then: it loads the personalities
 
     return resolve_chip(name)
 
@@ -72,7 +83,7 @@ def load_image(path: str | os.PathLike, *, chip=None, address: int | None = None
     ``chip`` (a name or a Chip) before any device is touched.
 
     The format comes from the content and the extension together (``fmt`` overrides:
-    hex, bin, uf2, dfu, dfuse, srec, elf).  A binary goes to ``address``, else to the
+    one of ``bootkit.formats.FORMATS``).  A binary goes to ``address``, else to the
     application start of ``chip``; a UF2 file keeps ``chip``'s family.  ``memory="eeprom"``
     reads an ELF's .eeprom section (a binary then starts at 0).  Raises
     :class:`ImageRejected` for a missing, unreadable, corrupt, empty file or one that
@@ -152,106 +163,103 @@ def _vid_pid(device) -> tuple[int | None, int | None]:
 
 
 class Target:
-    """One device a host client talks to: an emulated chip in this process, a device
+    """One device a host side talks to: an emulated chip in this process, a device
     behind a USB/IP server, a real USB device, or a serial port.  Made by
     :func:`open_target`; close it (or use ``with``) so an emulated chip's image file is
     written back and its lock released.
 
-    Attributes: ``personality``, ``dialect`` (None: the device's own), ``chip`` (None
-    when unknown), ``backend`` (the pyusb backend, None for a serial port), ``port``,
-    ``vid``/``pid``/``serial`` (the selection), ``emulator`` (the
-    :class:`~bootkit.emulator.Emulator` when emulated, else None), ``options``
-    (personality options passed to every call, e.g. ``alt`` or ``transfer_size`` for
-    dfu, ``mcu`` for hid).
+    Attributes: ``personality`` (its name), ``definition`` (the registered
+    :class:`~bootkit.contracts.Personality`), ``dialect`` (None: the device's own),
+    ``chip`` (None when unknown), ``link`` (a :class:`~bootkit.contracts.Link`: the pyusb
+    backend, ``vid``/``pid``/``serial``, ``port``, ``path``, ``wait``), ``emulator`` (the
+    :class:`~bootkit.emulator.Emulator` when emulated, else None), ``options`` (the
+    dialect's settings passed to every call by name, checked against the dialect's
+    options dataclass: an unknown one is a ValueError naming what the dialect takes).
     """
 
-    def __init__(self, personality: str, *, backend=None, port: str | None = None, chip=None,
+    def __init__(self, personality: str, *, backend: Any = None, port: str | None = None,
+                 path: str | None = None, wait: float | None = None, chip: Any = None,
                  dialect: str | None = None, vid: int | None = None, pid: int | None = None,
-                 serial: str | None = None, emulator=None, options: dict[str, Any] | None = None,
+                 serial: str | None = None, emulator: Any = None, options: dict[str, Any] | None = None,
                  on_close: Callable[[], None] | None = None, where: str | None = None):
-        self.where = where
-        self.personality, self.backend, self.port, self.chip = personality, backend, port, chip
-        self.dialect, self.vid, self.pid, self.serial = dialect, vid, pid, serial
-        self.emulator, self.options = emulator, dict(options or {})
+        from .registry import personality as registered
+
+        self.definition = registered(personality)  # ValueError naming the known ones
+        self.personality, self.chip, self.dialect = personality, chip, dialect
+        self.link = Link(backend=backend, vid=vid, pid=pid, serial=serial, port=port, path=path, wait=wait)
+        self.emulator, self.options, self.where = emulator, dict(options or {}), where
         self._on_close = on_close
         self.closed = False
 
+    @property
+    def backend(self) -> Any:
+        return self.link.backend
+
+    @property
+    def port(self) -> str | None:
+        return self.link.port
+
     def __repr__(self) -> str:
+        link = self.link
         where = self.where or (f"emulated {self.chip.name}" if self.emulator is not None else
-                 f"port {self.port}" if self.port else
-                 f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None else "first found")
+                               f"port {link.port}" if link.port else f"path {link.path}" if link.path else
+                               f"{link.vid:04x}:{link.pid:04x}" if link.vid is not None and link.pid is not None
+                               else "first found")
         return f"<bootkit.Target {self.personality} {where}>"
 
-    def _host(self):
-        import importlib
-
-        from .emulator import personality_module
-
-        personality_module(self.personality)  # ValueError naming the known ones
-        return importlib.import_module(f"bootkit.classes.{self.personality}.host")
-
-    def _selection(self, options: dict) -> dict:
+    def _settings(self, options: dict[str, Any]) -> Any:
+        """The dialect's options dataclass from the target's options and this call's."""
         if self.closed:
             raise ValueError("the target is closed")
-        selection = {"vid": self.vid, "pid": self.pid, "serial": self.serial, "dialect": self.dialect,
-                     "chip": self.chip}
-        if self.port is not None:
-            selection["port"] = self.port
-        return {**selection, **self.options, **options}
+        p = self.definition
+        dialect = self.dialect or (self.emulator.dialect if self.emulator is not None else None)
+        if dialect is None:  # the device says which it speaks: the chip's usual one's settings
+            dialect = p.default_dialect(self.chip) if self.chip is not None else p.dialects[0]
+        return p.make_options(dialect, **{**self.options, **options})
 
-    def flash(self, image, *, verify: bool = True, leave: bool = True, progress: bool | None = False,
+    def flash(self, image: Any, *, verify: bool = True, leave: bool = True, progress: bool | None = False,
               force: bool = False, memory: str = "flash", address: int | None = None,
-              **options) -> FlashResult:
+              **options: Any) -> FlashResult:
         """Validate, erase, program, verify and (``leave``) start the application, through
-        this personality's own host client; returns its :class:`FlashResult`.
+        this personality's own host side; returns its :class:`FlashResult`.
 
         ``image``: a path (read with :func:`load_image` against this target's chip,
         ``address`` placing a binary) or an Image.  ``result.verified`` is true only when
         the host read the image back or had the device check it (CRC), never assumed;
         ``result.steps`` are the host's own words.  ``progress=True`` draws a bar on
-        stderr (None: only on a terminal).  ``options`` go to the host client as they are
-        (e.g. ``transfer_size=1024`` for dfu).  Raises :class:`ImageRejected` (nothing was
-        erased) or :class:`HostError`.
-
-        >>> with bootkit.open_target("dfu", emulate="atmega32u4") as t:
-        ...     t.flash("examples/firmware/sample-atmega32u4.hex").verified
-        True
-        >>> with bootkit.open_target("hid", emulate="atmega32u4") as t:   # HalfKay: no read command
-        ...     t.flash("examples/firmware/sample-atmega32u4.hex").verified
-        False
+        stderr (None: only on a terminal).  ``options``: settings of the dialect's options
+        dataclass (e.g. a DFU ``transfer_size``), by name; one the dialect does not take
+        is a ValueError.  Raises :class:`ImageRejected` (nothing was erased) or
+        :class:`HostError`.  Examples: docs/api.md.
         """
+        settings = self._settings(options)
         if isinstance(image, (str, os.PathLike)):
             image = load_image(image, chip=self.chip, address=address, memory=memory, force=force)
-        return self._host().flash(image, self.backend, memory=memory, verify=verify, leave=leave,
-                                  progress=progress, force=force, **self._selection(options))
+        return self.definition.host().flash(image, self.link, dialect=self.dialect, chip=self.chip,
+                                            options=settings, progress=progress, memory=memory, verify=verify,
+                                            leave=leave, force=force)
 
     def read(self, *, start: int | None = None, length: int | None = None, memory: str = "flash",
-             progress: bool | None = False, **options):
+             progress: bool | None = False, **options: Any) -> Any:
         """Read the application flash (or ``memory="eeprom"``) back as an Image, through this
-        personality's host client (from ``start`` for ``length`` bytes; default: the
+        personality's host side (from ``start`` for ``length`` bytes; default: the
         application region).  Raises :class:`ImageRejected` or :class:`HostError` (for
-        one, a personality with no read command: printer).
-
-        >>> with bootkit.open_target("dfu", emulate="atmega32u4", image="flash.bin") as t:
-        ...     t.read(length=16).size
-        16
+        one, a personality with no read command).
         """
-        return self._host().read(self.backend, memory=memory, start=start, length=length, progress=progress,
-                                 **self._selection(options))
+        settings = self._settings(options)
+        return self.definition.host().read(self.link, dialect=self.dialect, chip=self.chip, options=settings,
+                                           start=start, length=length, memory=memory, progress=progress)
 
     def erase(self) -> None:
         """Erase the whole application flash (never the bootloader region); the application
         is then not valid.  Emulated targets only for now, through the memory core as a
         bootloader's chip-erase command does; a real device raises NotImplementedError
-        (no personality's host client offers an erase on its own yet: issue 18 item 2).
-
-        >>> with bootkit.open_target("dfu", emulate="atmega32u4", image="flash.bin") as t:
-        ...     t.erase()
+        (no personality's host side offers an erase on its own yet).
         """
         if self.closed:
             raise ValueError("the target is closed")
         if self.emulator is None:
-            raise NotImplementedError(f"erase of a real {self.personality} device: no host client offers it yet; "
+            raise NotImplementedError(f"erase of a real {self.personality} device: no host side offers it yet; "
                                       "flash() erases what the image needs")
         self.emulator.memory.erase_all()
         self.emulator.memory.persist()
@@ -267,66 +275,69 @@ class Target:
     def __enter__(self) -> "Target":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def open_target(personality: str = "dfu", *, emulate: str | None = None, image: str | os.PathLike | None = None,
+def open_target(personality: str, *, emulate: Any = None, image: str | os.PathLike | None = None,
                 usbip: str | None = None, device: str | tuple[int, int] | None = None, serial: str | None = None,
-                port: str | None = None, chip=None, dialect: str | None = None,
-                options: dict[str, Any] | None = None, readonly: bool = False) -> Target:
-    """Open a device to talk to with ``personality`` (dfu, hid, cdc, printer, msc, midi):
+                port: str | None = None, path: str | None = None, wait: float | None = None, chip: Any = None,
+                dialect: str | None = None, options: dict[str, Any] | None = None,
+                readonly: bool = False) -> Target:
+    """Open a device to talk to with ``personality`` (a registered name: see
+    ``bootkit.registry.personality_names()``):
 
     - ``emulate="CHIP"``: the device side in this process (an Emulator on a private
-      in-process bus, or on a pseudo-terminal for cdc), its flash kept in ``image`` (the
-      chip's whole flash, created erased when absent, written back on close; ``readonly``
-      opens it with a shared lock and never writes it);
+      in-process bus, or on a pseudo-terminal for a personality whose host side talks to
+      a serial port), its flash kept in ``image`` (the chip's whole flash, created erased
+      when absent, written back on close; ``readonly`` opens it with a shared lock and
+      never writes it);
     - ``usbip="HOST[:PORT]"``: a device served by ``bootkit serve --transport usbip`` (or
       :func:`serve`), through bootkit's userspace USB/IP client, no kernel needed;
-    - ``port="/dev/ttyACM0"``: a serial port (cdc) or a MIDI port name (midi);
+    - ``port=``: a serial port or a MIDI port name, ``path=``: a mounted drive or a device
+      node, for a personality whose host side uses one (``Personality.link_fields``);
     - otherwise real USB through libusb, selected by ``device="VID:PID"`` (or a tuple)
-      and ``serial``; the first matching device when neither is given.
+      and ``serial``; the first matching device when neither is given.  ``wait``: seconds
+      to wait for the device to appear, where the host side can.
 
     ``chip`` (name or Chip) is what images are checked against (default: the emulated
     chip); ``dialect`` forces one (default: what the device says); ``options`` are the
-    device side's options when emulating (``{"dialect": ...}`` is filled in from
-    ``dialect``) and the host client's otherwise.  Raises ValueError (ImageRejected is
-    one) for an unknown personality, chip or bad argument, OSError when libusb is missing.
-
-    >>> target = bootkit.open_target("dfu", emulate="stm32f411", image="flash.bin")
-    >>> target.chip.name
-    'stm32f411'
-    >>> target.close()
+    dialect's settings (its options dataclass, by name) for the emulated device and the
+    host side alike.  Raises ValueError (ImageRejected is one) for an unknown
+    personality, chip, option or bad argument, OSError when libusb is missing.
     """
-    from .emulator import personality_module
+    from .registry import personality as registered
 
-    personality_module(personality)  # ValueError for an unknown one, before anything opens
+    definition = registered(personality)  # ValueError for an unknown one, before anything opens
     if sum(x is not None for x in (emulate, usbip)) > 1:
         raise ValueError("emulate= and usbip= exclude each other")
     if image is not None and emulate is None:
         raise ValueError("image= is the emulated chip's flash: it needs emulate=CHIP")
+    for name, value in (("port", port), ("path", path), ("wait", wait)):
+        if value is not None and name not in definition.link_fields:
+            raise ValueError(f"{name}= does not apply to {personality} (its host side takes: "
+                             f"{', '.join(definition.link_fields) or 'no port, path or wait'})")
     vid, pid = _vid_pid(device)
     options = dict(options or {})
     chip = _chip_or_none(chip)
-    common = {"chip": chip, "dialect": dialect, "vid": vid, "pid": pid, "serial": serial}
+    common: dict[str, Any] = {"chip": chip, "dialect": dialect, "vid": vid, "pid": pid, "serial": serial,
+                              "options": options, "wait": wait}
     if emulate is not None:
         from .emulator import Emulator
 
-        device_options = {**options, **({"dialect": dialect} if dialect else {})}
-        if personality == "msc":
-            # the emulated drive leaves soon after the last block (a real one waits about a second)
-            device_options.setdefault("leave_delay", 0.2)
+        # e.g. an emulated drive leaves soon after the last block (a real one waits about a second)
+        device_options = {**definition.emulated_options, **options}
         emulator = Emulator(get_chip(emulate) if isinstance(emulate, str) else emulate, personality,
-                            image=image, options=device_options, readonly=readonly)
+                            image=image, options=device_options, dialect=dialect, readonly=readonly)
         common["chip"] = chip or emulator.chip  # the personality may size the bootloader its own way
         try:
-            if personality == "cdc":  # a serial personality: the emulated device sits on a pty
+            if definition.serial_emulation:  # its host side talks to a serial port: a pty
                 from .transports.pty import pty_server
 
                 bridge = pty_server(emulator, log=None)
                 slave = bridge.__enter__().slave_path
 
-                def close():
+                def close() -> None:
                     try:
                         bridge.__exit__(None, None, None)
                     finally:
@@ -338,7 +349,7 @@ def open_target(personality: str = "dfu", *, emulate: str | None = None, image: 
             bus = VirtualBus()
             emulator.attach(bus)
             return Target(personality, backend=get_backend(bus), emulator=emulator, on_close=emulator.close,
-                          **common)
+                          path=path, **common)
         except BaseException:
             emulator.close()
             raise
@@ -346,108 +357,64 @@ def open_target(personality: str = "dfu", *, emulate: str | None = None, image: 
         from .transports import usbip_client
 
         backend = usbip_client.get_backend(*usbip_client.parse_address(usbip))
-        return Target(personality, backend=backend, port=port, options=options, where=f"usbip {usbip}", **common)
-    if port is not None and personality in _PORT_PERSONALITIES:
-        return Target(personality, port=port, options=options, **common)
+        return Target(personality, backend=backend, port=port, path=path, where=f"usbip {usbip}", **common)
+    if port is not None or path is not None:
+        return Target(personality, port=port, path=path, **common)
     backend = _libusb_backend()
     if backend is None:
         raise OSError("no USB access: libusb was not found (install libusb-1.0-0), or use emulate=CHIP")
-    return Target(personality, backend=backend, port=port, options=options, **common)
+    return Target(personality, backend=backend, **common)
 
 
 def flash(image, target: Target, **kwargs) -> FlashResult:
     """``target.flash(image, **kwargs)``: see :meth:`Target.flash`.
-
-    >>> with bootkit.open_target("dfu", emulate="atmega32u4", image="flash.bin") as t:
-    ...     bootkit.flash("fw.hex", t, progress=True).verified
-    True
     """
     return target.flash(image, **kwargs)
 
 
 def read(target: Target, **kwargs):
     """``target.read(**kwargs)``: see :meth:`Target.read`.
-
-    >>> with bootkit.open_target("dfu", emulate="atmega32u4", image="flash.bin") as t:
-    ...     bootkit.read(t, start=0, length=256).size
-    256
     """
     return target.read(**kwargs)
 
 
 def erase(target: Target) -> None:
     """``target.erase()``: see :meth:`Target.erase`.
-
-    >>> with bootkit.open_target("dfu", emulate="atmega32u4", image="flash.bin") as t:
-    ...     bootkit.erase(t)
     """
     target.erase()
 
 
-def serve(emulator, transport: str = "usbip", *, stop: threading.Event | None = None,
-          listen: tuple[str, int] = ("127.0.0.1", 3240), allow=None, udc: str | None = None,
-          log: Callable[[str], None] | None = print, ready: Callable[[Any], None] | None = None) -> None:
-    """Serve an :class:`~bootkit.emulator.Emulator` on a transport until ``stop`` is set or
-    Ctrl-C (KeyboardInterrupt); then return.  The caller owns the emulator: close it
-    afterwards so its image is written back.
+def serve(emulator: Any, transport: str = "usbip", *, stop: threading.Event | None = None,
+          ready: Callable[[str], None] | None = None, **settings: Any) -> None:
+    """Serve an :class:`~bootkit.emulator.Emulator` on a registered device transport
+    (``bootkit.registry.transport_names()``: usbip, virtual, pty, functionfs, ... and any a
+    plug-in adds) until ``stop`` is set or Ctrl-C (KeyboardInterrupt); then return.  The
+    caller owns the emulator: close it afterwards so its image is written back.
 
-    - ``"usbip"``: a USB/IP server on ``listen`` (port 0 picks one), clients limited to
-      ``allow``; ``ready((host, port))`` once listening.  Reach it with
-      ``open_target(..., usbip="127.0.0.1:PORT")`` or ``usbip attach``.
-    - ``"pty"``: the byte stream of a cdc device on a pseudo-terminal; ``ready(path)``.
-    - ``"virtual"``: the in-process default bus (only this process sees it); ``ready(target)``.
-    - ``"functionfs"``: a Linux USB gadget on ``udc`` (root, configfs); ends on SIGINT/SIGTERM
-      only (``stop`` is not supported); raises ``TransportUnavailable`` (a RuntimeError).
-    - ``"midiport"``: a midi device on ALSA sequencer ports; raises ``TransportUnavailable``.
-
-    >>> with bootkit.Emulator("atmega32u4", "dfu", image="flash.bin") as em:
-    ...     bootkit.serve(em, "usbip", listen=("127.0.0.1", 3240))   # until Ctrl-C
+    ``settings`` are the transport's own (``DeviceTransport.__init__``), e.g. for usbip
+    ``listen=("127.0.0.1", 0)`` (port 0 picks one), ``allow``, ``log``; for functionfs
+    ``udc``; an unknown one is a TypeError.  ``ready(where)`` is called once a host can
+    reach the device, with one line saying how (usbip: ``"127.0.0.1:PORT"``, which
+    ``open_target(..., usbip=where)`` takes; pty: the pseudo-terminal's path).  Raises
+    ValueError for an unknown transport, ``TransportUnavailable`` (a RuntimeError) when
+    this machine cannot carry it.
     """
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown transport {transport!r} (choose from {', '.join(TRANSPORTS)})")
-    stop = stop or threading.Event()
+    from .registry import transport as registered
 
-    def wait(poll=None):
+    cls = registered(transport)  # ValueError naming the known ones
+    cls.available()
+    stop = stop or threading.Event()
+    with cls(**settings) as carrier:
+        def watch() -> None:
+            stop.wait()
+            carrier.stop()
+
+        watcher = threading.Thread(target=watch, name=f"stop {transport}", daemon=True)
+        watcher.start()
         try:
-            while not stop.wait(0.2):
-                if poll is not None:
-                    poll()
+            carrier.serve(emulator, ready=ready)
         except KeyboardInterrupt:
             pass
-
-    if transport == "usbip":
-        from .transports.usbip import UsbipServer
-
-        with UsbipServer([emulator.target], listen, allow=allow, log=log) as server:
-            if ready is not None:
-                ready((server.listen[0], server.port))
-            wait()
-    elif transport == "pty":
-        from .transports.pty import pty_server
-
-        with pty_server(emulator, log=log) as server:
-            if ready is not None:
-                ready(server.slave_path)
-            wait()
-    elif transport == "virtual":
-        target = emulator.attach()
-        try:
-            if ready is not None:
-                ready(target)
-            wait(target.poll)  # timers (DFU's delayed leave, the entry policy's timeout)
         finally:
-            from .transports.virtual import DEFAULT_BUS
-
-            DEFAULT_BUS.detach(target)
-            emulator._bus = None
-    elif transport == "functionfs":
-        from .transports.functionfs import serve as serve_gadget
-
-        serve_gadget(emulator, udc=udc, log=log or (lambda line: None))
-    else:
-        from .transports import midiport
-
-        if ready is not None:
-            ready(emulator.target)
-        midiport.serve(emulator, log=log or (lambda line: None), stop=stop)
-
+            stop.set()  # ends the watcher
+            watcher.join()

@@ -171,8 +171,10 @@ class Personality(ABC):
       dialect's device and host settings (field metadata: see :func:`option`);
     - ``demo``: (dialect, sample name) rows for ``bootkit demo``
       (``bootkit.samples.SAMPLES``);
-    - ``demo_options``: device options the demo (and an emulated host command)
-      uses, e.g. a short leave delay;
+    - ``demo_options``: device options the demo uses, e.g. a short leave delay;
+    - ``emulated_options``: device options an emulated device gets by default when a
+      host command or ``open_target(emulate=...)`` runs it (a drive that leaves soon
+      after the last block instead of waiting for a desktop's last writes);
     - ``triggers``: entry triggers beyond the common ones it supports
       (the 1200-baud touch needs a serial port);
     - ``read_protection``: dialects whose emulation models read-out protection;
@@ -192,6 +194,7 @@ class Personality(ABC):
     options: ClassVar[dict[str, type[DeviceOptions]]]
     demo: ClassVar[tuple[tuple[str, str], ...]] = ()
     demo_options: ClassVar[dict[str, Any]] = {}
+    emulated_options: ClassVar[dict[str, Any]] = {}
     triggers: ClassVar[frozenset[str]] = frozenset()
     read_protection: ClassVar[tuple[str, ...]] = ()
     link_fields: ClassVar[tuple[str, ...]] = ()

@@ -20,6 +20,7 @@ from bootkit.formats import Image, load
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "api.md"
 SAMPLE = ROOT / "examples" / "firmware" / "sample-atmega32u4.hex"
+SAMPLE_STM32 = ROOT / "examples" / "firmware" / "sample-stm32f411.hex"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout, whatever an editable install points at
 
 
@@ -194,13 +195,13 @@ def test_a_failing_device_is_host_error_and_erase_is_emulated_only(tmp_path):
 def test_serve_then_open_the_served_device(tmp_path, transport, personality):
     stop, ready = threading.Event(), queue.Queue()
     with bootkit.Emulator("atmega32u4", personality, image=tmp_path / "served.bin") as emulator:
+        settings = {"listen": ("127.0.0.1", 0)} if transport == "usbip" else {}
         server = threading.Thread(target=bootkit.serve, args=(emulator, transport), daemon=True,
-                                  kwargs={"listen": ("127.0.0.1", 0), "stop": stop, "ready": ready.put, "log": None})
+                                  kwargs={"stop": stop, "ready": ready.put, "log": None, **settings})
         server.start()
         try:
-            where = ready.get(timeout=10)
-            selection = ({"usbip": f"{where[0]}:{where[1]}"} if transport == "usbip"
-                         else {"port": where, "chip": "atmega32u4"})
+            where = ready.get(timeout=10)  # one line: usbip's HOST:PORT, the pty's path
+            selection = {"usbip": where} if transport == "usbip" else {"port": where, "chip": "atmega32u4"}
             with bootkit.open_target(personality, **selection) as target:
                 assert target.emulator is None
                 result = target.flash(SAMPLE)
@@ -211,3 +212,23 @@ def test_serve_then_open_the_served_device(tmp_path, transport, personality):
         assert not server.is_alive()
         assert emulator.memory.app_valid
         assert holds(emulator.memory.flash_bytes(), emulator.chip, load(SAMPLE))
+
+
+def test_an_option_or_link_a_personality_does_not_take_is_refused(tmp_path):
+    # FLIP's secure mode on a DfuSe device, a serial port for a DFU host: both were dropped
+    with pytest.raises(ValueError, match=r"option 'secure' does not apply to dfu/dfuse \(it takes: "):
+        bootkit.open_target("dfu", emulate="stm32f411", dialect="dfuse", options={"secure": True})
+    with pytest.raises(ValueError, match=r"port= does not apply to dfu"):
+        bootkit.open_target("dfu", port="/dev/ttyACM0")
+    with bootkit.open_target("dfu", emulate="stm32f411", options={"transfer_size": 2048}) as target:
+        with pytest.raises(ValueError, match=r"option 'mcu' does not apply to dfu/dfuse"):
+            target.flash(SAMPLE_STM32, mcu="atmega32u4")
+        assert target.emulator.memory.is_blank()  # refused before anything was erased
+        assert target.flash(SAMPLE_STM32, transfer_size=2048).verified
+
+
+def test_personalities_and_transports_are_the_registered_names():
+    from bootkit import registry
+
+    assert bootkit.PERSONALITIES == tuple(registry.personality_names())
+    assert set(bootkit.TRANSPORTS) == set(registry.transport_names())

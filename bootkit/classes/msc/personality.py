@@ -107,6 +107,9 @@ class Msc(Personality):
     # leave soon after the last block (a real drive waits ~1 s for the host's last writes), late
     # enough for the host to read a BIN file back from CURRENT.UF2 first
     demo_options = {"leave_delay": 0.5}
+    # an emulated drive leaves soon after the last block (a real one waits about a second
+    # for the host's last FAT writes)
+    emulated_options = {"leave_delay": 0.2}
     link_fields = ("path",)
 
     def default_dialect(self, chip: Chip) -> str:
