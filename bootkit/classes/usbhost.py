@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import usb.core
 import usb.util
@@ -37,7 +37,7 @@ def in_process(backend) -> bool:
     return backend is not None and type(backend).__module__.endswith("transports.virtual")
 
 
-def matching_devices(backend=None, *, vid=None, pid=None, serial=None) -> Iterator[tuple[object, object]]:
+def matching_devices(backend=None, *, vid=None, pid=None, serial=None) -> Iterator[tuple[usb.core.Device, Any]]:
     """(device, first configuration) for every device the selection matches."""
     for dev in usb.core.find(find_all=True, backend=backend):
         if vid is not None and dev.idVendor != vid:
@@ -87,6 +87,8 @@ def endpoint_pair(intf, transfer: int) -> tuple[int | None, int | None]:
 class FoundDevice:
     """Mixin for a host client's "interface found on a device" record (with a ``device`` field)."""
 
+    device: usb.core.Device
+
     @property
     def vid(self) -> int:
         return self.device.idVendor
@@ -135,7 +137,7 @@ class Arrival:
     vid: int
     pid: int
     bootloader: bool  # it is the bootloader again (its ids, and its class where that can be seen)
-    device: object = None  # the pyusb device, when it was seen through pyusb
+    device: usb.core.Device | None = None  # the pyusb device, when it was seen through pyusb
     where: str = ""  # where it appeared, when that is not a USB address (a serial port)
 
 
@@ -234,7 +236,7 @@ def device_key(dev) -> tuple[int, int, int, int]:
     return dev.bus, dev.address, dev.idVendor, dev.idProduct
 
 
-def bus_snapshot(backend) -> dict[tuple[int, int, int, int], object] | None:
+def bus_snapshot(backend) -> dict[tuple[int, int, int, int], usb.core.Device] | None:
     """Every device on the bus by :func:`device_key`; None when the bus cannot be listed."""
     try:
         return {device_key(dev): dev for dev in usb.core.find(find_all=True, backend=backend)}
@@ -250,7 +252,7 @@ class UsbLook:
     arrival.  ``same_bus``: only arrivals on the device's own bus count."""
 
     def __init__(self, backend, device, before: dict | set | None, *,
-                 bootloader: Callable[[object], bool] = lambda dev: True, same_bus: bool = False):
+                 bootloader: Callable[[usb.core.Device], bool] = lambda dev: True, same_bus: bool = False):
         self.backend = backend
         self.key = device_key(device)
         self.ids = (device.idVendor, device.idProduct)

@@ -928,10 +928,10 @@ def test_killed_cli_process_never_leaves_a_half_new_image(tmp_path):
 # half of the DNLOAD blocks went to the emulated device, then the parent SIGKILLs it.
 _HALFWAY_CHILD = r"""
 import sys
-from bootkit.classes.dfu import host
+from bootkit.classes.dfu.client import DfuClient
 from bootkit.cli import main
 
-real = host.DfuClient.dnload
+real = DfuClient.dnload
 count = {"n": 0}
 
 def dnload(self, block, data):
@@ -943,7 +943,7 @@ def dnload(self, block, data):
             time.sleep(60)
     return real(self, block, data)
 
-host.DfuClient.dnload = dnload
+DfuClient.dnload = dnload
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -1029,13 +1029,12 @@ def test_dfuse_host_without_functional_descriptor_addresses_every_chunk(monkeypa
     """A FunctionFS gadget on older kernels carries no DFU functional descriptor:
     the host's wTransferSize is then a guess (1024) while the device uses 2048,
     so the host must not address data by sequential block numbers."""
-    from bootkit.classes.dfu import host
+    from bootkit.classes.dfu import finder, host
     from bootkit.emulator import Emulator
     from bootkit.formats.image import Image
     from bootkit.transports.virtual import VirtualBus, get_backend
 
-    real = host._functional_from
-    monkeypatch.setattr(host, "_functional_from", lambda extra: None)
+    monkeypatch.setattr(finder, "_functional_from", lambda extra: None)
     bus = VirtualBus()
     data = bytes((i * 7) & 0xFF for i in range(9000))
     with Emulator("stm32f411", "dfu", options={"dialect": "dfuse"}) as em:
@@ -1046,15 +1045,14 @@ def test_dfuse_host_without_functional_descriptor_addresses_every_chunk(monkeypa
                             leave=False)
         assert result.verified
         assert em.memory.read(0x08000000, len(data)) == data
-    monkeypatch.setattr(host, "_functional_from", real)
 
 
 def test_dfuse_guessed_from_layout_strings_without_functional_descriptor(monkeypatch):
-    from bootkit.classes.dfu import host
+    from bootkit.classes.dfu import finder, host
     from bootkit.emulator import Emulator
     from bootkit.transports.virtual import VirtualBus, get_backend
 
-    monkeypatch.setattr(host, "_functional_from", lambda extra: None)
+    monkeypatch.setattr(finder, "_functional_from", lambda extra: None)
     bus = VirtualBus()
     with Emulator("stm32f411", "dfu", options={"dialect": "dfuse", "vid": 0x1209, "pid": 0x0001}) as em:
         em.attach(bus)
