@@ -8,6 +8,7 @@ busy device's next transfer is not answered before it is over.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -66,8 +67,8 @@ def dfu_board(chip, dialect: str, pid: int, memory: SimulatedFlash) -> Target:
     return Target(Device(info, [DfuFunction(engine, names)]))
 
 
-def status(dev) -> StatusReply:
-    return StatusReply.unpack(bytes(dev.ctrl_transfer(CLASS_IN, GETSTATUS, 0, 0, 6)))
+def status(dev, timeout_ms: int | None = None) -> StatusReply:
+    return StatusReply.unpack(bytes(dev.ctrl_transfer(CLASS_IN, GETSTATUS, 0, 0, 6, timeout=timeout_ms)))
 
 
 def test_dfuse_mass_erase_reports_the_full_erase_time_and_answers_dnbusy_meanwhile(monkeypatch):
@@ -135,37 +136,48 @@ def test_one_usbip_server_two_boards_one_mass_erasing_the_other_answers():
             backend.close()
 
 
-def test_a_busy_device_holds_its_next_transfer_and_only_its_own():
+@pytest.mark.parametrize("transport", ["virtual", "usbip"])
+def test_a_busy_device_holds_its_next_transfer_and_only_its_own(transport):
     # FLIP's chip erase runs inside its DNLOAD (LUFA): no DFU status can say "wait", so the
-    # transport holds the board's next request until the erase is over.  A made-up 3 s
-    # erase, long enough for the other board's answer to fall inside it on a loaded machine.
+    # transport holds the board's next request until the erase is over (virtual: the host's
+    # thread waits; usbip: that board's connection stops reading, the server goes on).  A
+    # made-up 3 s erase, long enough for the other board's answer to fall inside it on a
+    # loaded machine.
     base = get_chip("atmega32u4")
     chip = dataclasses.replace(base, timing=Timing(program_ms=0.0, erase_ms=0.0, full_erase_ms=3000.0))
     busy_s = 3.0
     first_memory = SimulatedFlash(chip, realtime=True)
     erasing = Erasing(first_memory)
-    bus = VirtualBus()
-    bus.attach(dfu_board(chip, "flip", 0x2FF4, first_memory))
-    bus.attach(dfu_board(chip, "flip", 0x2FF5, SimulatedFlash(chip, realtime=True)))
-    backend = get_backend(bus)
-    one = usb.core.find(backend=backend, idProduct=0x2FF4)
-    two = usb.core.find(backend=backend, idProduct=0x2FF5)
-    for dev in (one, two):
-        dev.set_configuration()
-    got: dict[str, float] = {}
+    boards = [dfu_board(chip, "flip", 0x2FF4, first_memory),
+              dfu_board(chip, "flip", 0x2FF5, SimulatedFlash(chip, realtime=True))]
+    with contextlib.ExitStack() as stack:
+        if transport == "virtual":
+            bus = VirtualBus()
+            for board in boards:
+                bus.attach(board)
+            backend = get_backend(bus)
+        else:
+            server = stack.enter_context(UsbipServer(boards, ("127.0.0.1", 0), log=None))
+            backend = usbip_client.UsbipBackend(port=server.port)
+            stack.callback(backend.close)
+        one = usb.core.find(backend=backend, idProduct=0x2FF4)
+        two = usb.core.find(backend=backend, idProduct=0x2FF5)
+        for dev in (one, two):
+            dev.set_configuration()
+        got: dict[str, float] = {}
 
-    def erase():
-        one.ctrl_transfer(CLASS_OUT, DNLOAD, 0, 0, bytes([FLIP_WRITE_COMMAND, 0x00, 0xFF, 0, 0, 0]))
-        got["erased"] = time.monotonic()
-        status(one)  # the board's next request: held until the erase is over
-        got["next"] = time.monotonic()
+        def erase():
+            one.ctrl_transfer(CLASS_OUT, DNLOAD, 0, 0, bytes([FLIP_WRITE_COMMAND, 0x00, 0xFF, 0, 0, 0]))
+            got["erased"] = time.monotonic()
+            status(one, 60_000)  # the board's next request: held until the erase is over (generous)
+            got["next"] = time.monotonic()
 
-    host = threading.Thread(target=erase)
-    host.start()
-    assert erasing.started.wait(60)
-    descriptor = two.ctrl_transfer(0x80, GET_DESCRIPTOR, DEVICE << 8, 0, 18)
-    answered = time.monotonic()
-    host.join(60)
-    assert len(descriptor) == 18
-    assert answered < erasing.at + busy_s, "the other board waited for the busy one"
-    assert got["next"] >= erasing.at + busy_s, "the busy board answered before its erase was over"
+        host = threading.Thread(target=erase)
+        host.start()
+        assert erasing.started.wait(60)
+        descriptor = two.ctrl_transfer(0x80, GET_DESCRIPTOR, DEVICE << 8, 0, 18)
+        answered = time.monotonic()
+        host.join(60)
+        assert len(descriptor) == 18
+        assert answered < erasing.at + busy_s, "the other board waited for the busy one"
+        assert got["next"] >= erasing.at + busy_s, "the busy board answered before its erase was over"
