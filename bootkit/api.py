@@ -116,7 +116,8 @@ def load_image(path: str | os.PathLike, *, chip=None, address: int | None = None
                 raise ImageRejected(f"{path}: a binary file has no load address: give address= or chip=")
         family = None
         if fmt == "uf2" and chip is not None and chip.uf2_family is not None:
-            if chip.uf2_family in load(data, fmt=fmt, source=source).origin.uf2_families:
+            origin = load(data, fmt=fmt, source=source).origin
+            if origin is not None and chip.uf2_family in origin.uf2_families:
                 family = chip.uf2_family  # a multi-family file: keep this chip's blocks
         image = load(data, fmt=fmt, base=base, family=family, source=source, memory=memory)
     except FormatError as exc:

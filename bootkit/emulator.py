@@ -9,8 +9,8 @@ application (with its run-time interface, where the personality has one).
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -63,7 +63,7 @@ class Emulator:
 
     chip: Chip | str
     personality: str
-    image: str | Path | None = None
+    image: str | os.PathLike[str] | None = None
     realtime: bool = False
     options: dict[str, Any] | DeviceOptions = field(default_factory=dict)
     policy: EntryPolicy = field(default_factory=EntryPolicy)

@@ -9,7 +9,7 @@ behind the USB Function and on a pseudo-terminal for avrdude.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .. import lazy_names
 
@@ -54,7 +54,7 @@ def default_ids(dialect: str, application: bool = False) -> tuple[int, int]:
 
 def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,
                       pid: int | None = None, serial: str | None = None, software_id: str | bytes | None = None,
-                      timeout: float | None | str = "default", manufacturer: str | None = None,
+                      timeout: float | None | Literal["default"] = "default", manufacturer: str | None = None,
                       product: str | None = None, bcd_device: int | None = None) -> Device:
     """The bootloader as it enumerates: one CDC-ACM function feeding an AVR109 engine.
 
@@ -67,8 +67,7 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
     from .device import CdcBootloaderFunction
 
     dialect = _check(dialect or default_dialect(chip))
-    if timeout == "default":
-        timeout = CATERINA_TIMEOUT if dialect == "caterina" else None
+    leave_after = (CATERINA_TIMEOUT if dialect == "caterina" else None) if isinstance(timeout, str) else timeout
     engine = engine_for(dialect, memory, software_id=software_id)
     dvid, dpid = default_ids(dialect)
     man, prod, _, _ = _STRINGS[dialect]
@@ -76,7 +75,7 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
                       bcd_device if bcd_device is not None else 0x0001, manufacturer=manufacturer or man, product=product or prod, serial=serial,
                       # LUFA's CDC bootloader declares the CDC class on the device (USB_CSCP_CDCClass)
                       bDeviceClass=0x02 if dialect == "lufa" else 0x00)
-    return Device(info, [CdcBootloaderFunction(engine, timeout=timeout)])
+    return Device(info, [CdcBootloaderFunction(engine, timeout=leave_after)])
 
 
 def application_device(memory, chip: Chip, *, dialect: str | None = None, vid: int | None = None,

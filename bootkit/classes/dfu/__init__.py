@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .protocol import (
     ATMEL_VID,
@@ -79,7 +79,7 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
         raise ValueError(f"unknown DFU dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
     functional = functional_for(dialect, transfer_size, attributes)
     dvid, dpid = default_ids(chip, dialect)
-    kw = {}
+    kw: dict[str, Any] = {}
     if dialect == "dfuse":
         names, regions = dfuse_interface_names(memory)
         kw["regions"] = regions

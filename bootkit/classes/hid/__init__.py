@@ -71,12 +71,13 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
     """The bootloader as it enumerates.  ``interrupt_out`` adds an OUT endpoint to LUFA's interface."""
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device
-    from .device import HalfKayEngine, HidFunction, LufaEngine, NativeEngine
+    from .device import HalfKayEngine, HidEngine, HidFunction, LufaEngine, NativeEngine
 
     dialect = dialect or default_dialect(chip)
     if dialect not in DIALECTS:
         raise ValueError(f"unknown HID dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
     dvid, dpid = DEFAULT_IDS[dialect]
+    engine: HidEngine
     if dialect == "halfkay":
         engine = HalfKayEngine(memory, chip, halfkay_mcu_for(mcu or chip))
         # HalfKay has no strings; bcdDevice as a Teensy 2.0's

@@ -107,7 +107,8 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
     target = ScsiTarget(volume, vendor=vendor, product=product[:16], revision=__version__[:4])
     function = MscFunction(BulkOnlyEngine(target), "bootkit mass storage")
     function_box.append(function)
-    function.sink, function.volume, function.target = sink, volume, target  # for tests and logs
+    # for tests and logs; MscFunction does not declare these handles (its device.py could)
+    function.sink, function.volume, function.target = sink, volume, target  # type: ignore[attr-defined]
     info = DeviceInfo(vid if vid is not None else BOOTKIT_VID, pid if pid is not None else BOOTKIT_MSC_PID,
                       bcd_device if bcd_device is not None else 0x0100, manufacturer=manufacturer or "bootkit",
                       product=product,
