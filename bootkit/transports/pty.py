@@ -6,7 +6,10 @@ talks to the device as it would to ``/dev/ttyACM0``, without USB.
 is either
 
 - a :class:`~bootkit.usb.device.ByteStream` (``feed(bytes) -> bytes`` and
-  ``disconnect()``, called when the port is closed): an engine served bare, or
+  ``disconnect()``, called when the port is closed): an engine served bare;
+- an emulated device without a CDC-ACM interface whose Function offers a
+  byte stream (:meth:`~bootkit.usb.device.Function.byte_stream`: a MIDI
+  device's, as on a serial MIDI cable), or
 - an emulated USB device (an Emulator, a Target or a Device) with a CDC-ACM
   data interface: the transport plays the USB host's ``cdc_acm`` driver,
   moving bytes through the bulk endpoints it finds in the descriptors and
@@ -185,14 +188,62 @@ class _UsbSerialStream:
         return f"USB device {dev.info.idVendor:04x}:{dev.info.idProduct:04x}" if dev else "no device"
 
 
+def _function_stream(device: Device | None) -> ByteStream | None:
+    for fn in device.functions if device is not None else ():
+        stream = fn.byte_stream()
+        if stream is not None:
+            return stream
+    return None
+
+
+class _FunctionStream(_EngineStream):
+    """The byte stream a Function of the target's device offers (Function.byte_stream),
+    looked up again after every re-enumeration; nothing while no device offers one."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self._generation = -1
+        self._stream: ByteStream | None = None
+
+    def _current(self) -> ByteStream | None:
+        self.target.poll()
+        while (left := self.target.busy_left()) > 0:
+            time.sleep(left)  # the memory is busy: this (the pty's only) device's next transfer waits
+        if self._generation != self.target.generation:
+            self._generation = self.target.generation
+            self._stream = _function_stream(self.target.device)
+        return self._stream
+
+    def write(self, data: bytes) -> bytes:
+        stream = self._current()
+        return stream.feed(data) if stream is not None else b""
+
+    def closed(self, baud: int) -> None:
+        stream = self._current()
+        if stream is not None:
+            stream.disconnect()
+        self.target.poll()
+
+    def poll(self) -> None:
+        self._current()
+
+    def describe(self) -> str:
+        dev = self.target.device
+        return f"the byte stream of {dev.info.product or 'a USB device'}" if dev is not None else "no device"
+
+
 def _stream_for(obj: Any) -> "_EngineStream | _UsbSerialStream":
     if isinstance(obj, ByteStream):
         return _EngineStream(obj)
     try:
-        return _UsbSerialStream(target_of(obj))
+        target = target_of(obj)
     except TypeError:
         raise TypeError(f"cannot serve {type(obj).__name__} on a pty: need a ByteStream (feed, disconnect) "
-                        "or a CDC-ACM device") from None
+                        "or a device with a CDC-ACM interface or a Function byte stream") from None
+    device = target.device
+    if device is not None and _UsbSerialStream._find(device) is None and _function_stream(device) is not None:
+        return _FunctionStream(target)
+    return _UsbSerialStream(target)
 
 
 # slave path -> the server on it, while it serves (this process only)
