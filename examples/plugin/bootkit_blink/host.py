@@ -63,6 +63,7 @@ class BlinkClient:
     dev: Any  # a usb.core.Device (pyusb has no type stubs)
     interface: int
     info: P.Info = field(init=False)
+    detached: bool = False  # it was found as its application and sent DETACH first
 
     def __post_init__(self) -> None:
         take_interfaces(self.dev, self.interface)
@@ -156,20 +157,48 @@ class BlinkClient:
         preflight(image, chip, force=force, memory=memory)
 
 
+def _find(backend, subclass: int, vid: int | None, pid: int | None, serial: str | None) -> tuple[Any, int] | None:
+    for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
+        number = find_interface(dev, cfg, subclass)
+        if number is not None:
+            return dev, number
+    return None
+
+
 def open_device(backend=None, *, vid: int | None = None, pid: int | None = None, serial: str | None = None,
                 wait: float | None = None) -> BlinkClient:
-    """The first blink bootloader matching the selection; with ``wait``, poll for it that long."""
+    """The first blink bootloader matching the selection; with ``wait``, poll for it that long.
+
+    A blink application (its run-time interface) found instead is sent DETACH and given
+    LEAVE_WAIT s to come back as its bootloader, as dfu-util detaches a DFU run-time device;
+    the client's ``detached`` says so."""
     deadline = time.monotonic() + (wait or 0.0)
+    detached = False
     while True:
-        for dev, cfg in matching_devices(backend, vid=vid, pid=pid, serial=serial):
-            number = find_interface(dev, cfg)
-            if number is not None:
-                return BlinkClient(backend, dev, number)
+        found = _find(backend, P.INTERFACE_SUBCLASS, vid, pid, serial)
+        if found is not None:
+            client = BlinkClient(backend, *found)
+            client.detached = detached
+            return client
+        app = None if detached else _find(backend, P.APP_SUBCLASS, vid, pid, serial)
+        if app is not None:
+            dev, number = app
+            take_interfaces(dev, number)
+            try:
+                dev.ctrl_transfer(P.REQUEST_OUT, P.DETACH, 0, number, b"", timeout=TIMEOUT_MS)
+            except usb.core.USBError as exc:
+                if not gone(exc):  # a device that resets as it answers did what it was asked
+                    raise HostError(f"DETACH: {exc}") from None
+            detached = True
+            deadline = max(deadline, time.monotonic() + (LEAVE_WAIT_IN_PROCESS if in_process(backend)
+                                                         else LEAVE_WAIT))
         if time.monotonic() >= deadline:
             break
         time.sleep(0.05)
     which = f" matching {vid:04x}:{pid:04x}" if vid is not None and pid is not None else ""
     which += f" with serial {serial!r}" if serial else ""
+    if detached:
+        raise HostError(f"the blink application{which} was sent DETACH but no blink bootloader appeared")
     raise HostError(f"no blink device found{which}")
 
 
@@ -196,7 +225,7 @@ def flash(image: Image, backend=None, *, vid: int | None = None, pid: int | None
     t0 = time.perf_counter()
     client = open_device(backend, vid=vid, pid=pid, serial=serial, wait=wait)
     client.check(image, chip, memory, force)
-    steps: list[str] = []
+    steps: list[str] = ["application detached into the bootloader"] if client.detached else []
     phase("erase")  # an interrupt from here on: the flash is partly written (bootkit.progress)
     sectors = _sectors(client, image)
     steps.append(f"erased {sectors} sector{'s' if sectors != 1 else ''}")
