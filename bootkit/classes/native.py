@@ -21,7 +21,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..memory import MemoryFault
 from ..memory.core import NotErasedFault, ProtectedFault
@@ -158,14 +158,17 @@ class NativeCommands:
     the memory is touched (the memory core refuses the bootloader region by itself as well).
 
     The framings' engines decode arguments, call these, and encode the answer or the
-    :class:`NativeFault`'s refusal.  Where the two framings' requests differ (HID writes a
+    :class:`NativeFault`'s refusal.  ``busy(seconds)`` is told how long each memory
+    operation keeps the memory busy (usb.device.Function.busy: neither framing reports
+    the wait itself, so the transport holds the device's next transfer meanwhile).  Where the two framings' requests differ (HID writes a
     span in data reports after one command, SysEx one page per frame) each engine keeps
     its own sequencing and calls the shared checks.
     """
 
-    def __init__(self, memory, chip: Chip):
+    def __init__(self, memory, chip: Chip, *, busy: Callable[[float], object] | None = None):
         self.memory = memory
         self.chip = chip
+        self.busy = busy or (lambda seconds: None)
         self.app_start, self.app_end = application_span(memory)
         self.page_size = chip.page_size
 
@@ -205,14 +208,14 @@ class NativeCommands:
         addr = start
         while addr < start + length:
             s, size = region.sector_at(addr)
-            self.memory.erase(addr)
+            self.busy(self.memory.erase(addr))
             count += 1
             addr = s + size
         return count
 
     def erase_application(self) -> None:
         """ERASE as a chip erase: the whole application (the memory core keeps the bootloader)."""
-        self.memory.erase_all()
+        self.busy(self.memory.erase_all())
 
     def check_erased(self, address: int, length: int) -> None:
         # NOR programming only clears bits, so flash would take 0x00 over anything:
@@ -234,7 +237,7 @@ class NativeCommands:
     def boot(self) -> None:
         """Mark the application valid (it must be complete); NO_APPLICATION when it is not."""
         try:
-            self.memory.manifest()
+            self.busy(self.memory.manifest())
         except MemoryFault as exc:
             raise NativeFault(f"BOOT: {exc}", Refusal.NO_APPLICATION) from None
 

@@ -59,16 +59,11 @@ class Board:
 
     def with_application(self):
         """The application enumerates after leaving (the HID emulator has none of its own)."""
-        module = self.em.module
-
-        class WithUsbApplication:
-            bootloader_device = staticmethod(module.bootloader_device)
-
-            @staticmethod
-            def application_device(memory, chip, **_):
+        class WithUsbApplication(type(self.em.definition)):
+            def application_device(self, memory, chip, dialect, options):
                 return Device(DeviceInfo(*APP_IDS, 0x0100, product="Teensy application"), [])
 
-        self.em.module = WithUsbApplication
+        self.em.definition = WithUsbApplication()
         return self
 
 

@@ -81,3 +81,30 @@ def test_a_write_into_the_bootloader_is_refused_with_one_line_in_both():
     assert hid.refusals[-1] == line
     assert midi.refusals[-1] == line
     assert hid_mem.read(chip.boot_start, chip.boot_size) == before == midi_mem.read(chip.boot_start, chip.boot_size)
+
+
+@pytest.mark.parametrize("personality", ["hid", "midi"])
+def test_real_time_busy_seconds_reach_the_function(personality):
+    """In real-time mode the memory says how long it is busy and never sleeps; neither framing
+    reports the wait itself, so each engine hands the seconds to Function.busy, and the
+    transport holds the device's next transfer meanwhile (the chip's datasheet figures)."""
+    chip = get_chip("atmega32u4")
+    memory = SimulatedFlash(chip, realtime=True)
+    if personality == "hid":
+        from bootkit.classes.hid import bootloader_device
+
+        (fn,) = bootloader_device(memory, chip, dialect="native").functions
+        assert hid_ask(fn.engine, H.Command.ERASE)[0][1] == H.NativeStatus.OK
+        assert fn.take_busy() == pytest.approx(chip.timing.full_erase_ms / 1000)
+        hid_ask(fn.engine, H.Command.WRITE, 0, 64, [bytes(64)])
+    else:
+        from bootkit.classes.midi import bootloader_device
+
+        (fn,) = bootloader_device(memory, chip).functions
+        layout = memory.layout
+        sector = layout.flash.sector_at(0)[1]
+        assert midi_ask(fn.engine, *M.erase(0, 2 * sector))[0] == M.Cmd.ACK
+        erase = chip.timing.erase_time(sector, layout.flash.smallest_sector) / 1000
+        assert fn.take_busy() == pytest.approx(2 * erase)
+        midi_ask(fn.engine, *M.write(0, bytes(64)))
+    assert fn.take_busy() == pytest.approx(chip.timing.program_ms / 1000)

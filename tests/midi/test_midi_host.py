@@ -172,12 +172,12 @@ def test_boot_reports_that_the_device_left_not_that_it_booted(board):
 
 
 def test_an_application_that_comes_back_is_named_by_its_ids(board, monkeypatch):
-    import bootkit.classes.midi as midi
+    from bootkit.registry import personality
     from bootkit.usb.descriptors import DeviceInfo
     from bootkit.usb.device import Device
 
-    monkeypatch.setattr(midi, "application_device",
-                        lambda memory, chip, **_: Device(DeviceInfo(0x16C0, 0x0485, 0x0100), []), raising=False)
+    monkeypatch.setattr(type(personality("midi")), "application_device",
+                        lambda self, memory, chip, dialect, options: Device(DeviceInfo(0x16C0, 0x0485, 0x0100), []))
     em, backend = board()
     result = host.flash(sample_image(em.chip, 1024, 0x800, 16), backend, chip=em.chip, progress=False)
     assert result.steps[-1] == "application started (came back as 16C0:0485)"

@@ -24,6 +24,7 @@ from ...usb.device import (
     TYPE_STANDARD,
     Function,
     SetupPacket,
+    SignalKind,
     Stall,
 )
 from ..native import NativeCommands, NativeFault, Op, refusal_for
@@ -85,8 +86,10 @@ class HidEngine:
         self.memory = memory
         self.chip = chip
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
+        # how long the memory is busy after an operation (HidFunction: Function.busy)
+        self.busy: Callable[[float], object] = lambda seconds: None
         # the native command set's checks, which HalfKay and LUFA writes pass through too
-        self.native = NativeCommands(memory, chip)
+        self.native = NativeCommands(memory, chip, busy=lambda seconds: self.busy(seconds))
         self.refusals: list[str] = []  # why reports were refused (for tests and logs)
 
     @property
@@ -107,10 +110,10 @@ class HidEngine:
     def _leave(self, reason: str, delay: float = 0.0) -> None:
         """Start the application: mark it valid when it is complete, then reset."""
         try:
-            self.memory.manifest()
+            self.busy(self.memory.manifest())
         except MemoryFault:
             pass  # blank flash: the board's entry policy brings the bootloader back
-        self.signal("leave", reason, delay)
+        self.signal(SignalKind.LEAVE, reason, delay)
 
     # events
     def set_report(self, data: bytes) -> None:
@@ -163,10 +166,10 @@ class HalfKayEngine(HidEngine):
             raise HidFault(f"block address 0x{address:X} is not a multiple of {size}")
         self._check_span(address, size, "block")
         if not self.erased:
-            self.memory.erase_all()
+            self.busy(self.memory.erase_all())
             self.erased = True
         try:
-            self.memory.program(address, block)
+            self.busy(self.memory.program(address, block))
         except MemoryFault as exc:  # a block written twice without the erase: refuse it
             raise HidFault(str(exc)) from None
 
@@ -207,8 +210,8 @@ class LufaEngine(HidEngine):
             raise HidFault(f"page address 0x{address:X} is not a multiple of {self.page_size}")
         self._check_span(address, self.page_size, "page")
         try:
-            self.memory.erase(address)
-            self.memory.program(address, bytes(data[2:self.report_length]))
+            self.busy(self.memory.erase(address))
+            self.busy(self.memory.program(address, bytes(data[2:self.report_length])))
         except MemoryFault as exc:
             raise HidFault(str(exc)) from None
 
@@ -340,7 +343,7 @@ class NativeEngine(HidEngine):
             self._reply(Command.WRITE, NativeStatus.ERROR)
             return
         try:
-            self.memory.program(self.write_address, data[:n])
+            self.busy(self.memory.program(self.write_address, data[:n]))
         except MemoryFault as exc:
             self.write_remaining = 0
             self.refusals.append(str(exc))
@@ -382,6 +385,7 @@ class HidFunction(Function):
         self.engine = engine
         self.interface_name = interface_name
         engine.signal = self.signal
+        engine.busy = self.busy
         self.ep_in_ = Endpoint(1, "in", "interrupt", max_packet_size=64, interval=1)
         self.ep_out_ = Endpoint(1, "out", "interrupt", max_packet_size=64, interval=1)
 

@@ -26,7 +26,7 @@ from typing import Callable
 from ...memory import Chip, MemoryFault
 from ...memory.writer import SessionWriter
 from ...usb.descriptors import Endpoint, Interface
-from ...usb.device import Function, SetupPacket, Stall
+from ...usb.device import Function, SetupPacket, SignalKind, Stall
 from ..native import FLAG_APP_VALID, NativeCommands, NativeFault, NativeInfo, Op, Refusal, crc32, refusal_for
 from .descriptors import (
     AUDIO_CLASS,
@@ -99,7 +99,10 @@ class MidiBootEngine:
         self.memory = memory
         self.chip = chip
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
-        self.native = NativeCommands(memory, chip)  # what each request does and checks
+        # how long the memory is busy after an operation (MidiFunction: Function.busy)
+        self.busy: Callable[[float], object] = lambda seconds: None
+        # what each request does and checks
+        self.native = NativeCommands(memory, chip, busy=lambda seconds: self.busy(seconds))
         self.app_start, self.app_end = self.native.app_start, self.native.app_end
         self.page_size = chip.page_size
         # a frame holds at most one page, packed, plus its header fields
@@ -201,7 +204,7 @@ class MidiBootEngine:
         if cmd == Cmd.BOOT:
             # the ACK goes out before the reset, as the HID native dialect's RESET does
             self.left = True
-            self.signal("leave", "MIDI BOOT", 0.05)
+            self.signal(SignalKind.LEAVE, "MIDI BOOT", 0.05)
 
     def _nak(self, cmd: int, tag: int, exc: Exception) -> None:
         if isinstance(exc, NativeFault):
@@ -268,7 +271,7 @@ class MidiBootEngine:
             # NOR programming only clears bits: a page that is not erased is refused, not merged into
             if current.count(0xFF) != length:
                 raise NativeFault(f"WRITE 0x{address:X}: the page is not erased", Refusal.NOT_ERASED)
-            self.memory.program(address, data)
+            self.busy(self.memory.program(address, data))
         return payload[:5]  # the address, as sent (5 7-bit groups)
 
     def _read(self, payload: bytes) -> bytes:
@@ -371,14 +374,14 @@ class MidiBootEngine:
                 s.failed = f"image CRC 0x{got:08X}, the file says 0x{s.image_crc:08X}"
                 raise NativeFault(s.failed, Refusal.MEMORY)
             try:
-                self.memory.manifest()
+                self.busy(self.memory.manifest())
             except MemoryFault as exc:
                 s.failed = str(exc)
                 raise NativeFault(s.failed, Refusal.NO_APPLICATION) from None
             self.session = None
             self.status = f"file complete: {s.pages} page(s), CRC-32 0x{got:08X}: application valid"
             self.left = True
-            self.signal("leave", "MIDI file complete", 0.0)
+            self.signal(SignalKind.LEAVE, "MIDI file complete", 0.0)
 
     def bus_reset(self) -> None:
         self.parser.reset()
@@ -428,6 +431,7 @@ class MidiFunction(Function):
         self.engine = engine
         self.interface_name = interface_name
         engine.signal = self.signal
+        engine.busy = self.busy
         self.ep_out_ = Endpoint(1, "out", "bulk", max_packet_size=64, audio_style=True,
                                 extra=ms_endpoint((EMB_IN,)))
         self.ep_in_ = Endpoint(1, "in", "bulk", max_packet_size=64, audio_style=True,
