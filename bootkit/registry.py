@@ -17,8 +17,10 @@ entry point and what broke; it is never skipped silently.
 
 from __future__ import annotations
 
-import importlib.metadata
-from typing import TYPE_CHECKING, Any
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .contracts import Personality
@@ -39,9 +41,34 @@ class PluginError(RuntimeError):
     """An entry point that does not load or does not hold what its group needs (one line)."""
 
 
-# group -> name -> EntryPoint; bootkit's own, and every distribution's
-_own: dict[str, dict[str, importlib.metadata.EntryPoint]] = {}
-_every: dict[str, dict[str, importlib.metadata.EntryPoint]] = {}
+class _EntryPoint(Protocol):
+    name: str
+    value: str
+    group: str
+
+    def load(self) -> Any: ...
+
+
+class _Own:
+    """One of bootkit's own entry points, read from its installed metadata by :func:`_own_table`."""
+
+    __slots__ = ("name", "value", "group")
+
+    def __init__(self, name: str, value: str, group: str):
+        self.name, self.value, self.group = name, value, group
+
+    def load(self) -> Any:
+        # "module:attr.attr", as importlib.metadata.EntryPoint.load resolves it
+        module, _, attrs = self.value.partition(":")
+        value: Any = importlib.import_module(module.strip())
+        for attr in filter(None, attrs.strip().split(".")):
+            value = getattr(value, attr)
+        return value
+
+
+# group -> name -> entry point; bootkit's own, and every distribution's
+_own: dict[str, dict[str, _EntryPoint]] = {}
+_every: dict[str, dict[str, _EntryPoint]] = {}
 # group -> name -> the loaded object
 _loaded: dict[str, dict[str, Any]] = {}
 
@@ -53,22 +80,67 @@ def clear_cache() -> None:
     _loaded.clear()
 
 
-def _own_entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
-    """bootkit's own entry points in ``group``: one distribution's metadata, no scan."""
-    if group not in _own:
+def _is_own_metadata(name: str) -> bool:
+    """``bootkit-VERSION.dist-info``, ``bootkit.egg-info`` or ``bootkit-VERSION.egg-info``."""
+    if not name.endswith((".dist-info", ".egg-info")):
+        return False
+    base = name.rsplit(".", 1)[0]  # bootkit-0.1.0 (the version may hold dots)
+    return base == "bootkit" or (base.startswith("bootkit-") and "-" not in base[len("bootkit-"):])
+
+
+def _own_table() -> dict[str, dict[str, _EntryPoint]]:
+    """bootkit's own entry points, read from its metadata's entry_points.txt.
+
+    By hand rather than with importlib.metadata.distribution("bootkit"): importing
+    importlib.metadata (it brings the email package) costs about 50 ms, more than
+    the whole start-up of ``bootkit chips``, which must not grow (issue 18).  The
+    directory is found as importlib.metadata finds it (the first sys.path entry
+    holding ``bootkit-VERSION.dist-info`` or ``bootkit.egg-info``) and the file is
+    the ini-style format of the PyPA entry-points specification.
+    """
+    for entry in sys.path:
+        folder = entry or "."
         try:
-            eps = importlib.metadata.distribution("bootkit").entry_points
-        except importlib.metadata.PackageNotFoundError:
-            raise PluginError("bootkit is not installed, so its built-in personalities and transports "
-                              "(entry points) are not registered: run `pip install -e .` in the checkout") from None
-        _own[group] = {ep.name: ep for ep in eps if ep.group == group}
-    return _own[group]
+            names = sorted(n for n in os.listdir(folder) if _is_own_metadata(n))
+        except OSError:  # a zip file, a directory that went away
+            continue
+        if names:
+            path = os.path.join(folder, names[0], "entry_points.txt")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                text = ""
+            table: dict[str, dict[str, _EntryPoint]] = {}
+            group = None
+            for line in text.splitlines():
+                line = line.strip()
+                if not line or line[0] in "#;":
+                    continue
+                if line.startswith("[") and line.endswith("]"):
+                    group = line[1:-1].strip()
+                elif group is not None and "=" in line:
+                    name, value = (part.strip() for part in line.split("=", 1))
+                    table.setdefault(group, {})[name] = _Own(name, value, group)
+            return table
+    raise PluginError("bootkit is not installed, so its built-in personalities and transports "
+                      "(entry points) are not registered: run `pip install -e .` in the checkout")
 
 
-def _entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
+def _own_entry_points(group: str) -> dict[str, _EntryPoint]:
+    """bootkit's own entry points in ``group``: one distribution's metadata, no scan."""
+    if not _own:
+        _own.update(_own_table())
+        _own.setdefault(group, {})
+    return _own.get(group, {})
+
+
+def _entry_points(group: str) -> dict[str, _EntryPoint]:
     """Every installed distribution's entry points in ``group`` (bootkit's own win a clash)."""
     if group not in _every:
-        found = {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
+        import importlib.metadata
+
+        found: dict[str, _EntryPoint] = {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
         found.update(_own_entry_points(group))
         _every[group] = found
     return _every[group]
@@ -108,7 +180,7 @@ def _load(group: str, name: str) -> Any:
     return value
 
 
-def _check(group: str, ep: importlib.metadata.EntryPoint, value: Any) -> None:
+def _check(group: str, ep: _EntryPoint, value: Any) -> None:
     where = f"{group} entry point '{ep.name} = {ep.value}'"
     if group == PERSONALITIES:
         from .contracts import Personality

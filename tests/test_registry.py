@@ -173,3 +173,21 @@ def test_transports_are_registered_by_name():
     assert registry.transport_names() == ["functionfs", "midiport", "pty", "usbip", "virtual"]
     with pytest.raises(ValueError, match=r"unknown transport 'carrier-pigeon' \(choose from functionfs, "):
         registry.transport("carrier-pigeon")
+
+
+def test_bootkits_own_table_is_what_importlib_metadata_reads():
+    """The start-up path reads bootkit's entry_points.txt itself (importlib.metadata costs
+    ~50 ms of imports): it must find what importlib.metadata finds."""
+    want = {(ep.group, ep.name, ep.value) for ep in importlib.metadata.distribution("bootkit").entry_points}
+    got = {(group, name, ep.value) for group, eps in registry._own_table().items() for name, ep in eps.items()}
+    assert got == want
+
+
+def test_a_lookup_by_name_does_not_import_importlib_metadata():
+    import subprocess
+
+    code = ("import sys; from bootkit import registry; registry.personality('dfu'); "
+            "print('importlib.metadata' in sys.modules, 'bootkit.classes.dfu.host' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]  # neither the metadata machinery nor the host side
