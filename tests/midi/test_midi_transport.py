@@ -22,8 +22,7 @@ def test_it_finds_the_midi_function_by_its_byte_interface():
     from bootkit.classes.midi import protocol as P
     from bootkit.classes.midi.sysex import frame, parse_frame
 
-    fn.midi_receive(frame(P.Cmd.IDENTIFY, 1))
-    (reply,) = fn.midi_transmit()
+    reply = fn.byte_stream().feed(frame(P.Cmd.IDENTIFY, 1))
     cmd, tag, payload = parse_frame(reply[1:-1])
     assert cmd == P.Cmd.ACK and P.unpack_info(payload[1:]).chip == "atmega32u4"
     assert midiport.midi_function(Emulator("atmega32u4", "hid").target.device) is None

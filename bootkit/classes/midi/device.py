@@ -465,13 +465,7 @@ class MidiFunction(Function):
                        extra=ms_header(total) + jacks)
         return [ac, ms]
 
-    # --- the byte interface a non-USB transport (midiport) drives
-    def midi_receive(self, data: bytes) -> None:
-        self.engine.receive(data)
-
-    def midi_transmit(self) -> list[bytes]:
-        return self.engine.take_replies()
-
+    # --- for a transport without USB (classes/midi/alsaport.py)
     def byte_stream(self) -> MidiByteStream:
         """MIDI is a byte stream: an ALSA port or a UART carries the engine without USB."""
         return self._stream
