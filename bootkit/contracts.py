@@ -182,7 +182,10 @@ class Personality(ABC):
       the backend and the USB selection (``port``, ``path``, ``wait``);
     - ``serial_emulation``: True when an emulated device is reached through a
       pseudo-terminal (a byte stream) rather than the in-process bus;
-    - ``cli_examples``: command -> example lines for the ``--help`` epilogs.
+    - ``commands``: the names of the commands :meth:`add_commands` adds (so the command
+      line finds whose command it runs without building every parser);
+    - ``cli_examples``: command (``flash``, ``read``, ``serve``) -> example command
+      lines for the ``--help`` epilogs, each a whole ``bootkit ...`` line.
 
     Methods with a default need not be overridden.
     """
@@ -199,6 +202,7 @@ class Personality(ABC):
     read_protection: ClassVar[tuple[str, ...]] = ()
     link_fields: ClassVar[tuple[str, ...]] = ()
     serial_emulation: ClassVar[bool] = False
+    commands: ClassVar[tuple[str, ...]] = ()
     cli_examples: ClassVar[dict[str, list[str]]] = {}
 
     def __repr__(self) -> str:

@@ -80,6 +80,12 @@ class Cdc(Personality):
     triggers = frozenset({"baud1200"})  # Arduino's 1200-baud touch needs a serial port
     link_fields = ("port",)
     serial_emulation = True  # avrdude and the host side reach an emulated device on a pty
+    cli_examples = {
+        "flash": ["bootkit flash fw.elf --memory eeprom --via cdc --emulate atmega32u4 --image flash.bin",
+                  "bootkit flash fw.hex --via cdc --port /dev/ttyACM0 --chip atmega32u4"],
+        "read": ["bootkit read back.hex --via cdc --port /dev/ttyACM0 --chip atmega32u4"],
+        "serve": ["bootkit serve cdc --chip atmega32u4 --transport pty"],
+    }
 
     def default_dialect(self, chip: Chip) -> str:
         from . import default_dialect

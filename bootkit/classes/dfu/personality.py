@@ -83,6 +83,16 @@ class Dfu(Personality):
     options = {"dfu": DfuOptions, "dfuse": DfuOptions, "flip": FlipOptions}
     demo = (("flip", "sample-atmega32u4"), ("dfuse", "sample-stm32f411"), ("dfu", "sample-stm32f103c8"))
     read_protection = ("dfuse", "flip")
+    cli_examples = {
+        "flash": ["bootkit flash fw.hex --via dfu --emulate atmega32u4 --image flash.bin",
+                  "bootkit flash fw.bin --via dfu --dialect dfuse --address 0x08000000",
+                  "bootkit flash fw.hex --via dfu --device 03eb:2ff4",
+                  "bootkit flash fw.img --format bin --via dfu --chip stm32f411 --device 0483:df11"],
+        "read": ["bootkit read back.hex --via dfu --emulate atmega32u4 --image flash.bin",
+                 "bootkit read back.bin --via dfu --device 0483:df11 --start 0x08000000 --length 65536"],
+        "serve": ["bootkit serve dfu --chip stm32f411 --image flash.bin --transport functionfs",
+                  "bootkit serve dfu --chip atmega32u4 --dialect flip --transport usbip"],
+    }
 
     def default_dialect(self, chip: Chip) -> str:
         from . import default_dialect

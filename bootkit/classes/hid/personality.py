@@ -83,6 +83,11 @@ class Hid(Personality):
     options = {"halfkay": HalfKayOptions, "lufa": LufaHidOptions, "native": HidOptions}
     demo = (("halfkay", "sample-atmega32u4"), ("lufa", "sample-atmega32u4"), ("native", "sample-atmega32u4"))
     link_fields = ("wait",)
+    cli_examples = {
+        "flash": ["bootkit flash fw.hex --via hid --mcu atmega32u4 --wait 10"],
+        "read": ["bootkit read back.hex --via hid --dialect native --emulate atmega32u4"],
+        "serve": ["bootkit serve hid --chip atmega32u4 --dialect halfkay --transport usbip"],
+    }
 
     def default_dialect(self, chip: Chip) -> str:
         from . import default_dialect

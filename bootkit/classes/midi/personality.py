@@ -81,6 +81,12 @@ class Midi(Personality):
     options = {"sysex": MidiOptions, "file": MidiOptions}
     demo = (("sysex", "sample-atmega32u4"), ("file", "sample-atmega32u4"), ("sysex", "sample-stm32f103c8"))
     link_fields = ("port",)
+    commands = ("midi",)
+    cli_examples = {
+        "flash": ["bootkit flash fw.hex --via midi --emulate atmega32u4 --image flash.bin"],
+        "read": ["bootkit read back.hex --via midi --emulate atmega32u4 --image flash.bin"],
+        "serve": ["bootkit serve midi --chip atmega32u4 --transport midiport"],
+    }
 
     def default_dialect(self, chip: Chip) -> str:
         return "sysex"
@@ -98,6 +104,11 @@ class Midi(Personality):
         from . import run_demo_row
 
         return run_demo_row(dialect, chip, image)
+
+    def add_commands(self, subparsers: Any) -> None:
+        from .cli import add_commands
+
+        add_commands(subparsers)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS

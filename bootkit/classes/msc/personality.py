@@ -111,6 +111,12 @@ class Msc(Personality):
     # for the host's last FAT writes)
     emulated_options = {"leave_delay": 0.2}
     link_fields = ("path",)
+    commands = ("drop",)
+    cli_examples = {
+        "flash": ["bootkit flash fw.uf2 --via msc --emulate rp2040 --image flash.bin --force"],
+        "read": ["bootkit read current.uf2 --via msc --emulate rp2040 --image flash.bin"],
+        "serve": ["bootkit serve --product examples/products/rp2040-uf2.toml"],
+    }
 
     def default_dialect(self, chip: Chip) -> str:
         return "uf2"
@@ -128,6 +134,11 @@ class Msc(Personality):
 
     def host(self) -> MscHost:
         return MscHost()
+
+    def add_commands(self, subparsers: Any) -> None:
+        from .cli import add_commands
+
+        add_commands(subparsers)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS

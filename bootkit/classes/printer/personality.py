@@ -85,6 +85,11 @@ class Printer(Personality):
     options = {"lufa": PrinterOptions}
     demo = (("lufa", "sample-atmega32u4"),)
     link_fields = ("path",)
+    commands = ("print",)
+    cli_examples = {
+        "flash": ["bootkit flash fw.hex --via printer --emulate atmega32u4"],
+        "serve": ["bootkit serve printer --chip at90usb1286 --transport functionfs"],
+    }
 
     def default_dialect(self, chip: Chip) -> str:
         return "lufa"
@@ -99,6 +104,11 @@ class Printer(Personality):
 
     def host(self) -> PrinterHost:
         return PrinterHost()
+
+    def add_commands(self, subparsers: Any) -> None:
+        from .cli import add_commands
+
+        add_commands(subparsers)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS
