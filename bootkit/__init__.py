@@ -1,8 +1,8 @@
 """bootkit: USB device bootloaders in Python.
 
 One memory core (read / erase / program / manifest) behind interchangeable
-USB class personalities (DFU, HID, CDC, printer, mass storage, MIDI, and any
-a plug-in registers), each with a device side and a host side.  The public
+USB class personalities (the DFU, HID, CDC, Printer, Mass Storage and MIDI
+classes, and any a plug-in registers), each with a device side and a host side.  The public
 API, for scripts::
 
     import bootkit

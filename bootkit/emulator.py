@@ -120,7 +120,7 @@ class Emulator:
 
     def _on_signal(self, sig: Signal) -> Device | None:
         self.events.append(f"{sig.kind}: {sig.reason}")
-        # The end of a session the host can see (HalfKay/AVR109/a printer's/MIDI
+        # The end of a session the host can see (HalfKay/AVR109/Printer/MIDI
         # leave or reset, MSC leave, a disconnect): the image file follows.
         self.memory.persist()
         if sig.kind == "enter-bootloader":
