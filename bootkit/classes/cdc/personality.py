@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
 
 if TYPE_CHECKING:
@@ -71,12 +72,12 @@ class CdcHost:
 
 
 class Cdc(Personality):
-    name = "cdc"
+    name = NAME
     order = 30
     summary = "a CDC-ACM serial port speaking AVR109: LUFA's CDC bootloader, Arduino's Caterina; avrdude"
-    dialects = ("lufa", "caterina")
+    dialects = DIALECTS
     options = {"lufa": CdcOptions, "caterina": CaterinaOptions}
-    demo = (("lufa", "sample-atmega32u4"),)
+    demo = DEMO
     triggers = frozenset({"baud1200"})  # Arduino's 1200-baud touch needs a serial port
     link_fields = ("port",)
     serial_emulation = True  # avrdude and the host side reach an emulated device on a pty

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
 
 if TYPE_CHECKING:
@@ -76,12 +77,12 @@ class DfuHost:
 
 
 class Dfu(Personality):
-    name = "dfu"
+    name = NAME
     order = 10
     summary = "USB DFU 1.1, ST DfuSe and Atmel FLIP: dfu-util, STM32CubeProgrammer, dfu-programmer"
-    dialects = ("dfu", "dfuse", "flip")
+    dialects = DIALECTS
     options = {"dfu": DfuOptions, "dfuse": DfuOptions, "flip": FlipOptions}
-    demo = (("flip", "sample-atmega32u4"), ("dfuse", "sample-stm32f411"), ("dfu", "sample-stm32f103c8"))
+    demo = DEMO
     read_protection = ("dfuse", "flip")
     cli_examples = {
         "flash": ["bootkit flash fw.hex --via dfu --emulate atmega32u4 --image flash.bin",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
 from .protocol import HALFKAY_MCUS
 
@@ -76,12 +77,12 @@ def _mcu(options: DeviceOptions) -> str | None:
 
 
 class Hid(Personality):
-    name = "hid"
+    name = NAME
     order = 20
     summary = "HID bootloaders: PJRC HalfKay (Teensy), LUFA's HID bootloader, bootkit's raw HID; no driver"
-    dialects = ("halfkay", "lufa", "native")
+    dialects = DIALECTS
     options = {"halfkay": HalfKayOptions, "lufa": LufaHidOptions, "native": HidOptions}
-    demo = (("halfkay", "sample-atmega32u4"), ("lufa", "sample-atmega32u4"), ("native", "sample-atmega32u4"))
+    demo = DEMO
     link_fields = ("wait",)
     cli_examples = {
         "flash": ["bootkit flash fw.hex --via hid --mcu atmega32u4 --wait 10"],

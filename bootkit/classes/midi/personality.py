@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, OptionError, Personality, option
 
 if TYPE_CHECKING:
@@ -74,12 +75,12 @@ class MidiHost:
 
 
 class Midi(Personality):
-    name = "midi"
+    name = NAME
     order = 60
     summary = "a class-compliant USB-MIDI device: two-way SysEx, or a one-way MIDI file any player plays"
-    dialects = ("sysex", "file")
+    dialects = DIALECTS
     options = {"sysex": MidiOptions, "file": MidiOptions}
-    demo = (("sysex", "sample-atmega32u4"), ("file", "sample-atmega32u4"), ("sysex", "sample-stm32f103c8"))
+    demo = DEMO
     link_fields = ("port",)
     commands = ("midi",)
     cli_examples = {

@@ -116,10 +116,6 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
     return Device(info, [function])
 
 
-# bootkit demo: leave soon after the last block (a real drive waits ~1 s for the host's last
-# writes), late enough for the host to read a BIN file back from CURRENT.UF2 first
-DEMO_OPTIONS = {"leave_delay": 0.5}
-
 __getattr__ = lazy_names(__name__, {"volume_label": ".ghostfat"})
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
 
 if TYPE_CHECKING:
@@ -98,12 +99,12 @@ class MscHost:
 
 
 class Msc(Personality):
-    name = "msc"
+    name = NAME
     order = 50
     summary = "a USB flash drive: drop a UF2 (or BIN/HEX) file on it; every OS mounts it"
-    dialects = ("uf2", "bin", "hex")
+    dialects = DIALECTS
     options = {"uf2": MscOptions, "bin": MscOptions, "hex": MscOptions}
-    demo = (("uf2", "sample-stm32f411"), ("bin", "sample-stm32f103c8"))
+    demo = DEMO
     # leave soon after the last block (a real drive waits ~1 s for the host's last writes), late
     # enough for the host to read a BIN file back from CURRENT.UF2 first
     demo_options = {"leave_delay": 0.5}

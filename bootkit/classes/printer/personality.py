@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, OptionError, Personality, option
 
 if TYPE_CHECKING:
@@ -78,12 +79,12 @@ class PrinterHost:
 
 
 class Printer(Personality):
-    name = "printer"
+    name = NAME
     order = 40
     summary = "a plain text printer: print an Intel HEX file to flash (LUFA's printer bootloader)"
-    dialects = ("lufa",)
+    dialects = DIALECTS
     options = {"lufa": PrinterOptions}
-    demo = (("lufa", "sample-atmega32u4"),)
+    demo = DEMO
     link_fields = ("path",)
     commands = ("print",)
     cli_examples = {
