@@ -191,3 +191,16 @@ def test_a_lookup_by_name_does_not_import_importlib_metadata():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False"]  # neither the metadata machinery nor the host side
+
+
+def test_a_broken_facts_module_is_an_error_not_no_facts(monkeypatch):
+    """bootkit choose reads every personality's facts: one that cannot load them says so."""
+    from bootkit import chooser
+
+    class BrokenFacts(_Tiny):
+        def facts(self):
+            raise ImportError("No module named 'bootkit_test_plugin.facts'")
+
+    _with_plugins(monkeypatch, ("tiny", "bootkit_test_plugin:TINY"), module=_plugin_module(TINY=BrokenFacts()))
+    with pytest.raises(ImportError, match="bootkit_test_plugin.facts"):
+        chooser.all_facts()
