@@ -52,8 +52,8 @@ AGAIN = 5.0  # s a real board gets to come back as its application
 
 def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=None, dialect=None,
           chip: Chip | None = None, progress=None, fmt=None, force: bool = False, timeout: float | None = None,
-          again: float | None = None, memory: str = "flash", verify: bool = True, leave: bool = True,
-          **_) -> FlashResult:
+          again: float | None = None, memory: str = "flash", verify: bool = True,
+          leave: bool = True) -> FlashResult:
     """Drop ``image`` on the drive and report what was observed.
 
     Everything is checked first (nothing is written to a drive whose family,
@@ -175,9 +175,15 @@ def _outcome(backend, target: MscTarget, before: dict | None, wait: float, again
     return out.step
 
 
-def read(backend=None, *, drive=None, vid=None, pid=None, serial=None, chip=None, start=None, length=None,
-         progress=None, **_) -> Image:
-    """The application as CURRENT.UF2 holds it (cropped to ``start``/``length`` when given)."""
+def read(backend=None, *, drive=None, vid=None, pid=None, serial=None, dialect: str | None = None,
+         chip=None, memory: str = "flash", start=None, length=None, progress=None) -> Image:
+    """The application as CURRENT.UF2 holds it (cropped to ``start``/``length`` when given).
+
+    Every dialect reads the same CURRENT.UF2; ``dialect`` is only checked to be one."""
+    if dialect is not None and dialect not in FILE_NAMES:
+        raise ImageRejected(f"unknown mass-storage dialect {dialect!r} (choose from {', '.join(FILE_NAMES)})")
+    if memory != "flash":
+        raise ImageRejected(f"a UF2 drive holds flash only, not {memory}")
     if drive is not None:
         source = open(Path(drive) / "CURRENT.UF2", "rb")
         try:

@@ -37,7 +37,7 @@ from ...formats import load
 from ...formats.ihex import parse_hex, write_hex
 from ...formats.image import FormatError, Image
 from ...memory import Chip, get_chip
-from ...progress import phase, progress_bar
+from ...progress import progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..usbhost import (
     CAME_BACK,
@@ -75,6 +75,7 @@ from .protocol import (
     parse_status_line,
 )
 
+DIALECT = "lufa"  # LUFA's Bootloaders/Printer: the one printer dialect
 CHUNK = 8192  # usblp's USBLP_BUF_SIZE: what one write() to /dev/usb/lpN sends at most
 
 
@@ -507,7 +508,7 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
                 steps.append("not verified (no image to compare the device's crc32 with)")
         elif status is None:
             steps.append("not verified (not a usblp device file: no port status, no status line)")
-            return FlashResult("lufa", size, time.perf_counter() - t0, False, steps)
+            return FlashResult(DIALECT, size, time.perf_counter() - t0, False, steps)
         elif line is None:
             # LUFA's Bootloaders/Printer never writes to its IN endpoint: it detaches at the
             # end-of-file record, so there is nothing to compare and nothing is claimed
@@ -522,7 +523,7 @@ def send_job(job: bytes, backend=None, *, printer=None, vid=None, pid=None, seri
     else:
         steps.append(p.watch_leave(before, *wait))
     verified = any(s.startswith("verified") for s in steps)
-    return FlashResult("lufa", size, seconds, verified, steps)
+    return FlashResult(DIALECT, size, seconds, verified, steps)
 
 
 def _chip(chip) -> Chip | None:
@@ -627,17 +628,26 @@ def print_job(job: PrintJob, backend=None, *, printer=None, vid=None, pid=None, 
     return result
 
 
-def flash(image_or_path, backend=None, *, printer=None, vid=None, pid=None, serial=None, chip=None,
-          progress=None, record_size: int = 16, force: bool = False, memory: str = "flash", wait=None,
-          **_) -> FlashResult:
+def flash(image_or_path, backend=None, *, printer=None, vid=None, pid=None, serial=None, dialect: str | None = None,
+          chip=None, progress=None, record_size: int = 16, force: bool = False, memory: str = "flash",
+          verify: bool = True, leave: bool = True, wait=None) -> FlashResult:
     """Print an image (an Image or a firmware file of any format) as Intel HEX.
 
     The image is checked against ``chip`` first (nothing is sent when it does not fit); the
     device's CRC-32 of what it programmed is compared with the image's.  Raises
-    ImageRejected or PrinterError (a HostError).
+    ImageRejected or PrinterError (a HostError).  ``dialect``, ``verify`` and ``leave`` are
+    taken to be refused when asked for what the printer bootloader cannot do (LUFA's is its
+    one dialect; it always reports its CRC-32, and starts the application after a good job).
     """
+    if dialect not in (None, DIALECT):
+        raise ImageRejected(f"the printer personality has one dialect, {DIALECT}, not {dialect}")
     if memory != "flash":
         raise ImageRejected(f"the printer bootloader programs flash only, not {memory}")
+    if not verify:
+        raise ImageRejected("the printer always compares the device's CRC-32 of the job: it cannot skip "
+                            "verification")
+    if not leave:
+        raise ImageRejected("the printer bootloader starts the application after a good job: it cannot stay")
     if isinstance(image_or_path, Image):
         image = image_or_path
         if not image:
@@ -651,7 +661,7 @@ def flash(image_or_path, backend=None, *, printer=None, vid=None, pid=None, seri
 
 def print_file(path, backend=None, *, printer=None, vid=None, pid=None, serial=None, chip=None,
                progress=None, force: bool = False, fmt: str | None = None, base: int | None = None,
-               wait=None, **_) -> FlashResult:
+               wait=None) -> FlashResult:
     """Print a firmware file: parsed and checked whole first (ImageRejected, nothing sent), then
     a HEX file goes as its own bytes, any other format as Intel HEX."""
     job = prepare(path, fmt=fmt, base=base)
@@ -667,6 +677,7 @@ def device_id(backend=None, *, printer=None, vid=None, pid=None, serial=None) ->
         p.close()
 
 
-def read(backend=None, **_) -> Image:
-    """The printer bootloader has no way to read flash back."""
+def read(backend=None, *, printer=None, vid=None, pid=None, serial=None, dialect: str | None = None, chip=None,
+         memory: str = "flash", start: int | None = None, length: int | None = None, progress=None) -> Image:
+    """The printer bootloader has no way to read flash back: whatever is selected, HostError."""
     raise HostError("the printer personality cannot read flash (a printer only receives jobs)")
