@@ -1,15 +1,14 @@
-"""What every personality's host client shares.
+"""What every personality's host side shares: its errors, its result, and the checks
+made on an image before anything is erased.
 
-Contract of a personality package ``bootkit.classes.<name>``:
-
-- ``NAME``, ``DIALECTS``, ``default_dialect(chip)``;
-- ``bootloader_device(memory, chip, *, dialect=None, **options) -> Device``
-  and optionally ``application_device(memory, chip, **options)``;
-- ``DEMO``: (dialect, sample name) rows for ``bootkit demo``;
-- ``host.flash(image, backend=None, **selection) -> FlashResult`` and
-  ``host.read(backend=None, **selection) -> Image``, raising
-  :class:`ImageRejected` (bad input: nothing was erased) or
-  :class:`HostError` (the device or the exchange failed).
+A personality's host module (``bootkit.classes.<name>.host``) has ``flash(image,
+backend=None, *, <selection and settings>) -> FlashResult`` and ``read(backend=None,
+*, ...) -> Image`` with explicit keywords (no ``**_``: an option a host does not take
+is a TypeError); the personality's :class:`bootkit.contracts.HostSide` adapter maps the
+one contract signature onto them.  Both raise :class:`ImageRejected` (bad input:
+nothing was erased) or :class:`HostError` (the device or the exchange failed), and
+report in :attr:`FlashResult.steps` only what was observed (issue 16 item 3;
+:class:`bootkit.classes.usbhost.LeaveWatch` for what a device does after leaving).
 """
 
 from __future__ import annotations
@@ -65,7 +64,8 @@ def app_first_address(chip) -> int:
     return ranges[0][0] if ranges else chip.flash_start
 
 
-def _family_name(family_id) -> str:
+def family_name(family_id: int | None) -> str:
+    """A UF2 familyID as people know it: "rp2040 (0xe48bff56)"."""
     from ..formats.uf2 import FAMILIES
 
     if family_id is None:
@@ -97,7 +97,7 @@ def preflight(image, chip, *, force: bool = False, memory: str = "flash") -> Non
         if wrong:
             want = f"0x{chip.uf2_family:08x}" if chip.uf2_family is not None else "no UF2 family"
             raise ImageRejected(
-                f"UF2 family {', '.join(_family_name(f) for f in wrong)} does not match {chip.name} ({want}); "
+                f"UF2 family {', '.join(family_name(f) for f in wrong)} does not match {chip.name} ({want}); "
                 f"--force flashes it anyway")
     if chip.family in VECTOR_REQUIRED_FAMILIES:
         first = app_first_address(chip)

@@ -18,7 +18,7 @@ from ...formats.uf2 import (
     write_uf2,
 )
 from ...memory import Chip
-from ..common import ImageRejected, _family_name, check_ranges, preflight
+from ..common import ImageRejected, check_ranges, family_name, preflight
 
 
 FILE_NAMES = {"uf2": "FIRMWARE.UF2", "bin": "FIRMWARE.BIN", "hex": "FIRMWARE.HEX"}
@@ -59,7 +59,7 @@ def family_of_drive(info: dict | None) -> tuple[int | None, str]:
     if "Family-ID" in info:
         try:
             family = int(info["Family-ID"], 0)
-            return family, f"the drive's Family-ID {_family_name(family)}"
+            return family, f"the drive's Family-ID {family_name(family)}"
         except ValueError:
             pass
     board = info.get("Board-ID", "")
@@ -67,7 +67,7 @@ def family_of_drive(info: dict | None) -> tuple[int | None, str]:
     names = [n for n in FAMILIES if key.startswith(n)]
     family = FAMILIES["rp2040"] if key == "rpi-rp2" else FAMILIES[max(names, key=len)] if names else None
     if family is not None:
-        return family, f"the drive's Board-ID {board}, UF2 family {_family_name(family)}"
+        return family, f"the drive's Board-ID {board}, UF2 family {family_name(family)}"
     return None, ""
 
 
@@ -135,8 +135,8 @@ def _blocks_taken(raw: bytes, family: int | None, source: str) -> tuple[Image, i
             raise ImageRejected(str(exc.at(source=source, where=f"block {i}"))) from None
     foreign = ""
     if held is None:
-        names = ", ".join(_family_name(f) for f in sorted(others, key=lambda f: -1 if f is None else f))
-        foreign = f"its blocks are for UF2 family {names}, the drive takes {_family_name(family)}"
+        names = ", ".join(family_name(f) for f in sorted(others, key=lambda f: -1 if f is None else f))
+        foreign = f"its blocks are for UF2 family {names}, the drive takes {family_name(family)}"
     return expected, held, foreign
 
 
@@ -151,7 +151,7 @@ def plan_drop(image: Image, info: dict | None, app: tuple[int, int] | None, chip
     if chip is not None:
         family = chip.uf2_family
         if drive_family is not None and family is not None and drive_family != family and not force:
-            raise ImageRejected(f"{says} does not match {chip.name}'s UF2 family {_family_name(family)}; "
+            raise ImageRejected(f"{says} does not match {chip.name}'s UF2 family {family_name(family)}; "
                                 f"--force drops it anyway")
         app = chip.layout().application_ranges("flash")[0]
         protected, what = chip.layout().protected, chip.name
@@ -165,7 +165,7 @@ def plan_drop(image: Image, info: dict | None, app: tuple[int, int] | None, chip
     elif family is not None and origin is not None and origin.format == "uf2" and not force:
         wrong = sorted((f for f in origin.uf2_families if f != family), key=lambda f: -1 if f is None else f)
         if wrong:
-            raise ImageRejected(f"UF2 family {', '.join(_family_name(f) for f in wrong)} does not match "
+            raise ImageRejected(f"UF2 family {', '.join(family_name(f) for f in wrong)} does not match "
                                 f"{says}; --force drops it anyway")
     raw = None
     if kind == "uf2" and origin is not None and origin.format == "uf2" and origin.path:
@@ -185,7 +185,7 @@ def plan_drop(image: Image, info: dict | None, app: tuple[int, int] | None, chip
         expected, payload = image, _payload(image, kind, family, app[0])
         held = len(payload) // UF2_BLOCK_SIZE - 1 if kind == "uf2" else None
         if kind == "uf2" and family != takes:  # forced past a drive of another family
-            foreign = f"its blocks are for UF2 family {_family_name(family)}, the drive takes {_family_name(takes)}"
+            foreign = f"its blocks are for UF2 family {family_name(family)}, the drive takes {family_name(takes)}"
     if chip is not None:
         # what the device takes: its first word (AVR/XMEGA), whatever force says about families
         preflight(expected, chip, force=True)
