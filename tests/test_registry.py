@@ -204,3 +204,54 @@ def test_a_broken_facts_module_is_an_error_not_no_facts(monkeypatch):
     _with_plugins(monkeypatch, ("tiny", "bootkit_test_plugin:TINY"), module=_plugin_module(TINY=BrokenFacts()))
     with pytest.raises(ImportError, match="bootkit_test_plugin.facts"):
         chooser.all_facts()
+
+
+# each built-in's HostSide adapter: the settings it is given reach its host module by name,
+# and every name it passes is a parameter the host function declares (no **_ to fall into)
+HOST_SETTINGS = {
+    "dfu": ("dfuse", {"alt": 1, "transfer_size": 512, "leave_timeout": 0.25}, Link(vid=1, pid=2)),
+    "hid": ("halfkay", {"mcu": "atmega32u4", "leave_wait": 0.25}, Link(wait=3.0)),
+    "cdc": ("caterina", {"baudrate": 115200, "touch": False, "leave_wait": 0.25}, Link(port="/dev/null")),
+    "printer": ("lufa", {"record_size": 32, "leave_wait": (0.25, 0.125)}, Link(path="/dev/usb/lp9")),
+    "msc": ("bin", {"fmt": "hex", "leave_wait": 0.25, "again": 0.125}, Link(path="/media/DRIVE")),
+    "midi": ("file", {"realtime": False, "retries": 5, "leave_wait": 0.25}, Link(port="synth")),
+}
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("call", ["flash", "read"])
+def test_a_host_side_passes_every_setting_by_name(monkeypatch, name, call):
+    import importlib
+    import inspect
+
+    from bootkit.formats.image import Image
+
+    dialect, settings, link = HOST_SETTINGS[name]
+    p = registry.personality(name)
+    host = importlib.import_module(f"{type(p).__module__.rsplit('.', 1)[0]}.host")
+    real = getattr(host, call)
+    seen: dict = {}
+
+    def spy(*args, **kwargs):
+        params = inspect.signature(real).parameters
+        assert not any(q.kind is inspect.Parameter.VAR_KEYWORD for q in params.values()), f"{name} host.{call} has **"
+        unknown = set(kwargs) - set(params)
+        assert not unknown, f"{name}: host.{call} does not take {unknown}"
+        seen.update(kwargs)
+        return "result"
+
+    monkeypatch.setattr(host, call, spy)
+    options = p.make_options(dialect, **settings)
+    if call == "flash":
+        p.host().flash(Image([(0, b"\x0c\x94" * 8)]), link, dialect=dialect, options=options)
+    else:
+        p.host().read(link, dialect=dialect, options=options)
+        if name == "printer":  # no read command: its host.read only raises HostError saying so
+            return
+    host_values = set(map(repr, seen.values()))
+    for field, value in settings.items():
+        used_by_read = field in ("alt", "transfer_size", "mcu", "baudrate", "touch", "retries")
+        if call == "flash" or used_by_read:
+            assert repr(value) in host_values, f"{name}: {field}={value!r} did not reach host.{call}: {seen}"
+    for field in link.given():
+        assert repr(getattr(link, field)) in host_values, f"{name}: link.{field} did not reach host.{call}"
