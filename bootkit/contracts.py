@@ -51,16 +51,21 @@ def option(default: Any = None, *, help: str, **rules: Any) -> Any:
     - ``allowed``: the values accepted (a tuple), or the text shown as "allowed";
     - ``max_len``: the longest string;
     - ``kind``: ``"int"``, ``"number"`` (int or float), ``"str"``, ``"bool"``,
-      ``"list"`` (of strings); default from the annotation;
+      ``"list"`` (of strings), ``"any"`` (``check`` decides); default from the annotation;
     - ``none``: a value a profile writes for "never" (``False`` for a timeout);
     - ``check``: ``f(value) -> None | (problem, allowed)``, a rule the others cannot say;
+    - ``convert``: ``f(value) -> value`` applied after the checks (lower-case an MCU
+      name, a UF2 family name to its number);
     - ``host_only``: True for a setting only the host side uses (MIDI pacing);
     - ``device_only``: True for a setting only the device side uses;
     - ``cli``: the ``--flag`` the command line exposes it as;
     - ``table``: the product table holding it (default: the personality's own,
       ``usb`` for ids and strings, ``protection`` for what a drive accepts);
     - ``key``: the product key when it differs from the field name;
-    - ``product``: False when a product profile cannot set it (a test hook).
+    - ``product``: False when a product profile cannot set it (a host tuning, a test hook).
+
+    ``make_options`` checks names only; values are checked where they come in (a product
+    profile, the command line) against these rules.
     """
     return field(default=default, metadata={"help": help, **rules})
 
