@@ -255,3 +255,14 @@ def test_a_host_side_passes_every_setting_by_name(monkeypatch, name, call):
             assert repr(value) in host_values, f"{name}: {field}={value!r} did not reach host.{call}: {seen}"
     for field in link.given():
         assert repr(getattr(link, field)) in host_values, f"{name}: link.{field} did not reach host.{call}"
+
+
+def test_the_emulator_takes_a_dialects_options_dataclass():
+    from bootkit.classes.hid.personality import HalfKayOptions, LufaHidOptions
+    from bootkit.emulator import Emulator
+
+    with Emulator("atmega32u4", "hid", options=LufaHidOptions(interrupt_out=True), dialect="lufa") as em:
+        assert em.settings.interrupt_out is True
+        assert len(em.target.device.functions[0].interfaces()[0].endpoints) == 2  # IN and the OUT it asked for
+    with pytest.raises(ValueError, match=r"HalfKayOptions are not the options of hid/lufa \(LufaHidOptions\)"):
+        Emulator("atmega32u4", "hid", options=HalfKayOptions(), dialect="lufa")
