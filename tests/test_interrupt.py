@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bootkit import cli, progress
+from bootkit.cli.errors import Terminated
 from bootkit.memory.flash import SimulatedFlash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,10 +75,8 @@ def test_interrupt_before_anything_was_written(tmp_path, monkeypatch, capsys):
 def test_interrupt_after_leave(tmp_path, monkeypatch, capsys):
     from bootkit.classes.dfu import host
 
-    original = host.observe_leave
-
     def interrupted(*a, **kw):
-        original.__globals__["phase"]("leave")
+        progress.phase("leave")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(host, "observe_leave", interrupted)
@@ -89,7 +88,7 @@ def test_interrupt_after_leave(tmp_path, monkeypatch, capsys):
 
 
 def test_sigterm_is_143_and_names_the_state(tmp_path, monkeypatch, capsys):
-    _interrupt_at(monkeypatch, "program", 2, exc=cli.Terminated)
+    _interrupt_at(monkeypatch, "program", 2, exc=Terminated)
     assert _flash(tmp_path) == 143
     err = capsys.readouterr().err.strip()
     assert err.startswith("bootkit: interrupted: the flash is partly written"), err

@@ -1,0 +1,80 @@
+"""The ``bootkit`` command.
+
+A package by concern: ``parser`` builds the command line (only the parser of the command
+being run), ``arguments`` holds the argument types and groups several commands share,
+``images`` reads and checks firmware input, ``session`` is where a host command talks, and
+one module per command group runs it (``catalog``, ``convert``, ``transfer``, ``serve``);
+a personality's own commands live in its package (``bootkit/classes/<name>/cli.py``).
+
+Exit status: 0 success, 1 the device or tool failed, 2 bad input (file, arguments).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, Failed, Interrupted, Terminated
+from .parser import build_parser, command_in
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_in(argv))
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    from ..progress import reset_phases
+
+    reset_phases()
+    previous = None
+    if args.command != "serve":  # serve has its own SIGTERM handling: stop and write the image back
+        try:
+            previous = signal.signal(signal.SIGTERM, _terminated)
+        except ValueError:  # main() called from another thread (a script's worker): no handler
+            pass
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
+    try:
+        from ..memory import ChipFileError, load_chip_file
+
+        for f in args.chip_file:
+            try:
+                load_chip_file(f)
+            except ChipFileError as exc:
+                raise BadInput(str(exc)) from None
+        return args.func(args)
+    except BadInput as exc:
+        print(f"bootkit: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Failed as exc:
+        print(f"bootkit: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Interrupted as exc:
+        print(f"bootkit: interrupted: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt as exc:
+        print("bootkit: interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as exc:  # includes pyusb's USBError: a device or connection that failed
+        print(f"bootkit: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""What exists and which to choose: ``demo``, ``chips``, ``list``, ``choose``, ``product check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import EXIT_BAD_INPUT, EXIT_OK
+
+FMT = argparse.RawDescriptionHelpFormatter
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("demo", formatter_class=FMT, help="flash a sample image through every personality (emulated)",
+                       description="Flash the sample images in examples/firmware through every personality and "
+                                   "dialect into emulated devices on the in-process bus, read them back, and print "
+                                   "a table.", epilog="example:\n  bootkit demo")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("chips", formatter_class=FMT, help="list the chip database",
+                       description="Print every chip bootkit knows, with its memories and bootloader region.",
+                       epilog="examples:\n  bootkit chips\n  bootkit --chip-file mychip.toml chips")
+    s.set_defaults(func=cmd_chips)
+
+    s = sub.add_parser("list", formatter_class=FMT, help="list devices any personality can talk to",
+                       description="List emulated devices on the in-process bus and real USB devices that a "
+                                   "bootkit host client can talk to.", epilog="example:\n  bootkit list")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("choose", formatter_class=FMT, help="rank the personalities for your product's needs",
+                       description="Rank personality/dialect pairs for the operating systems your customers use "
+                                   "and what the update must do, with a comparison table. The facts come from "
+                                   "what each personality declares in bootkit/classes/*/facts.py.",
+                       epilog="examples:\n  bootkit choose --os ipados --needs no-host-software\n"
+                              "  bootkit choose --needs eeprom --chip atmega32u4 --write product.toml\n\n"
+                              "oses: windows, macos, linux, ipados, android\n"
+                              "needs: eeprom, readback, no-host-software, no-driver, unattended, fast, "
+                              "small-bootloader, feedback")
+    s.add_argument("--os", default="", metavar="A,B", help="operating systems the update must work from")
+    s.add_argument("--needs", default="", metavar="X,Y", help="what the update must do")
+    s.add_argument("--chip", help="the product's chip (rules out what cannot run on it)")
+    s.add_argument("--write", metavar="P.toml", help="write a starter product profile for the top choice")
+    s.set_defaults(func=cmd_choose)
+
+    pr = sub.add_parser("product", formatter_class=FMT, help="product profiles (TOML)",
+                        description="Check a product profile: chip, personality, USB ids, protection, settings.",
+                        epilog="example:\n  bootkit product check examples/products/lufa-dfu-atmega32u4.toml")
+    psub = pr.add_subparsers(dest="product_command", metavar="ACTION")
+    s = psub.add_parser("check", formatter_class=FMT, help="validate a profile and summarise it",
+                        epilog="example:\n  bootkit product check examples/products/teensy2-halfkay.toml")
+    s.add_argument("path", metavar="P.toml")
+    s.set_defaults(func=cmd_product_check)
+    pr.set_defaults(func=lambda args: (pr.print_help(), EXIT_BAD_INPUT)[1])
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    return run_demo()
+
+
+def cmd_chips(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..memory import CHIPS
+
+    t = Table(title="bootkit chips")
+    for col in ("chip", "family", "flash", "page", "EEPROM", "bootloader region", "signature", "UF2 family", "USB"):
+        t.add_column(col)
+    for c in CHIPS:
+        size = f"{c.flash_size // 1024}K@0x{c.flash_start:X}"
+        page = (f"{c.page_size}" if len(c.flash_sectors) == 1 and c.flash_sectors[0][1] == c.page_size
+                else ",".join(f"{n}x{s // 1024}K" for n, s in c.flash_sectors))
+        boot = f"0x{c.boot_start:X}-0x{c.boot_end - 1:X}" if c.boot_size else "none (ROM)"
+        t.add_row(c.name, c.family, size, page, str(c.eeprom_size or "-"), boot,
+                  c.signature.hex() or "-", f"0x{c.uf2_family:08x}" if c.uf2_family else "-",
+                  "yes" if c.usb else "no")
+    # piped output keeps full rows instead of wrapping to 80 columns
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    from ..classes.dfu import host as dfu_host
+    from ..emulator import available_personalities
+    from ..transports.virtual import get_backend
+    from .session import real_backend
+
+    rows = []
+    backends = [("emulated", get_backend())]
+    real = real_backend()
+    if real is None:
+        print("real USB: not available on this machine (libusb not found); emulated devices only")
+    else:
+        backends.append(("usb", real))
+    for where, backend in backends:
+        try:
+            for item in dfu_host.find_interfaces(backend):
+                rows.append((where, "dfu", item.describe()))
+            if "hid" in available_personalities():
+                from ..classes.hid import host as hid_host
+
+                for line in hid_host.list_devices(backend):
+                    rows.append((where, "hid", line))
+        except Exception as exc:  # a bus we cannot read is reported, not fatal
+            print(f"{where}: cannot enumerate ({exc})")
+    if not rows:
+        print("no devices found")
+    for where, personality, text in rows:
+        print(f"{where:9s} {personality:8s} {text}")
+    return EXIT_OK
+
+
+def cmd_choose(args) -> int:
+    from ..chooser import cli_choose
+
+    return cli_choose(args.os, args.needs, args.chip, args.write)
+
+
+def cmd_product_check(args) -> int:
+    from ..product import cli_check
+
+    return cli_check(args.path)

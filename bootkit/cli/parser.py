@@ -1,0 +1,102 @@
+"""The command line parser, built lazily: only the parser of the command being run.
+
+Each command group is a module with ``add_commands(subparsers)`` (as httpx and python-can
+pick a transport or an interface by name with a lazy import); a personality adds its own
+commands (``print``, ``drop``, ``midi``) through ``Personality.add_commands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from .. import __version__
+
+# command -> the module of bootkit.cli that builds its parser and runs it
+GROUPS = {
+    "demo": "catalog", "chips": "catalog", "convert": "convert", "list": "catalog",
+    "flash": "transfer", "read": "transfer", "choose": "catalog", "product": "catalog", "serve": "serve",
+}
+COMMANDS = tuple(GROUPS)
+
+
+class _Unused:
+    """Stands in for the parser of a command that is not being run, and takes
+    (and ignores) whatever that command's parser would be given."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self
+
+
+class _OneCommand:
+    """The subcommands action, building only the parser of ``wanted``: building
+    all sixteen argparse parsers costs ~0.2 s of start-up on a slow board (a Pi
+    Zero, or the TCG guest of benchmarks/bench_gadget_dfu.py)."""
+
+    def __init__(self, action, wanted: str):
+        self.action, self.wanted, self.built = action, wanted, False
+
+    def add_parser(self, name, **kwargs):
+        if name != self.wanted:
+            return _Unused()
+        self.built = True
+        return self.action.add_parser(name, **kwargs)
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, if any (past the global options)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--chip-file":
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return arg
+    return None
+
+
+def _personality_commands(sub) -> None:
+    """Every personality's own commands (``Personality.add_commands``)."""
+    # until the registry lands (issue 18 item 3): the three personalities with commands of their own
+    for name in ("msc", "printer", "midi"):
+        importlib.import_module(f"bootkit.classes.{name}.cli").add_commands(sub)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: its examples are gathered only when its help is shown."""
+
+    def format_help(self) -> str:
+        if self.epilog is None:
+            from .transfer import first_example
+
+            self.epilog = ("examples:\n  bootkit demo\n  bootkit chips\n"
+                           f"  {first_example('flash')}\n"
+                           "  bootkit convert fw.hex fw.uf2 --family rp2040\n\n"
+                           "exit status: 0 success, 1 the device or tool failed, 2 bad input")
+        return super().format_help()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line parser; with ``command``, only that subcommand is built
+    (every one when it is None or unknown, so help and errors list them all)."""
+    p = _Parser(prog="bootkit", formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="USB device bootloaders: one memory core, six USB class personalities, device and "
+                            "host side.")
+    p.add_argument("--version", action="version", version=f"bootkit {__version__}")
+    p.add_argument("--chip-file", action="append", default=[], metavar="FILE.toml",
+                   help="add a chip from a TOML file (repeatable)")
+    action = p.add_subparsers(dest="command", metavar="COMMAND")
+    if command in GROUPS:
+        importlib.import_module(f"bootkit.cli.{GROUPS[command]}").add_commands(_OneCommand(action, command))
+        return p
+    if command is not None:  # a personality's own command, or an unknown one
+        one = _OneCommand(action, command)
+        _personality_commands(one)
+        if one.built:
+            return p
+    for module in dict.fromkeys(GROUPS.values()):
+        importlib.import_module(f"bootkit.cli.{module}").add_commands(action)
+    _personality_commands(action)
+    return p
