@@ -105,11 +105,11 @@ def test_no_device():
 def test_demo_rows_and_facts():
     from bootkit.classes import msc
     from bootkit.classes.common import OSES
-    from bootkit.demo import _run_row
+    from bootkit.demo import run_row
     from bootkit.classes.msc.facts import FACTS
 
     for dialect, sample in msc.DEMO:
-        row = _run_row("msc", dialect, sample, msc)
+        row = run_row("msc", dialect, sample)
         assert row["verified"], row
     assert {f.dialect for f in FACTS} == set(msc.DIALECTS)
     for f in FACTS:

@@ -251,7 +251,7 @@ def test_read_is_refused():
 
 
 def test_demo_row():
-    from bootkit.demo import _run_row
+    from bootkit.demo import run_row
 
-    row = _run_row("printer", "lufa", "sample-atmega32u4", printer)
+    row = run_row("printer", "lufa", "sample-atmega32u4")
     assert row["verified"], row

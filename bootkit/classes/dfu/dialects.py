@@ -33,7 +33,9 @@ from .protocol import (
 )
 
 
-class _Dialect:
+class Dialect:
+    """What the three dialects share: a DFU client, the chip (when known), the steps seen."""
+
     name = "dfu"
 
     def __init__(self, client: DfuClient, chip: Chip | None, progress: bool | None = None):
@@ -48,7 +50,7 @@ class _Dialect:
         raise NotImplementedError
 
 
-class Dfu11(_Dialect):
+class Dfu11(Dialect):
     """Plain DFU 1.1: the image goes, in order, from the first application address."""
 
     name = "dfu"
@@ -124,7 +126,7 @@ class Dfu11(_Dialect):
                 raise DfuError(f"leaving DFU mode: {exc}") from None
 
 
-class DfuSe(_Dialect):
+class DfuSe(Dialect):
     """ST DfuSe: erase the sectors the image touches, download at addresses, leave."""
 
     name = "dfuse"
@@ -243,7 +245,7 @@ class DfuSe(_Dialect):
             raise DfuError(f"{STAYED}: device reports {st.describe()}")
 
 
-class Flip(_Dialect):
+class Flip(Dialect):
     """Atmel FLIP (dfu-programmer's protocol against LUFA's DFU bootloader)."""
 
     name = "flip"

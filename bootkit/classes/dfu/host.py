@@ -21,7 +21,7 @@ from ...memory.chips import EEPROM_BASE, get_chip
 from ..common import FlashResult, ImageRejected, app_first_address, preflight
 from ..usbhost import CAME_BACK, STAYED, LeaveWatch, UsbLook, bus_snapshot
 from .client import DfuClient, DfuError
-from .dialects import DIALECT_CLASSES, Dfu11, DfuSe, Flip, _Dialect
+from .dialects import DIALECT_CLASSES, Dfu11, DfuSe, Dialect, Flip
 from .finder import detach_to_dfu, find_interfaces
 from .protocol import (
     DFU_CLASS,
@@ -59,7 +59,7 @@ def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
     return d
 
 
-def check_suffix_ids(image: Image, d: _Dialect, force: bool = False) -> None:
+def check_suffix_ids(image: Image, d: Dialect, force: bool = False) -> None:
     """Refuse a file whose DFU suffix names another device, as dfu-util does ("Error: File ID
     %04x:%04x does not match device"; 0xFFFF matches any, and either the run-time or the
     DFU-mode ids will do: dfu-util main.c).  ``force`` flashes it anyway."""
@@ -86,7 +86,7 @@ def _in_dfu_mode(dev) -> bool:
         return False
 
 
-def observe_leave(d: _Dialect, before: dict | None, image: Image, timeout: float = LEAVE_WAIT,
+def observe_leave(d: Dialect, before: dict | None, image: Image, timeout: float = LEAVE_WAIT,
                   memory: str = "flash") -> str:
     """After the leave request: watch the bus and say what happened (issue 16 item 3).
 
@@ -106,7 +106,7 @@ def observe_leave(d: _Dialect, before: dict | None, image: Image, timeout: float
     return out.step
 
 
-def _why_bootloader(d: _Dialect, image: Image | None, dev) -> str:
+def _why_bootloader(d: Dialect, image: Image | None, dev) -> str:
     """Why a bootloader that was told to leave came back: what the host knows of it."""
     if d.chip is not None and image is not None:
         first = app_first_address(d.chip)
