@@ -105,9 +105,9 @@ class FoundDevice:
 # --------------------------------------------------------------------------
 # a device that went away
 
-# How libusb reports a device that is no longer there, as pyusb's errno (libusb_error ->
-# errno in pyusb's backend/libusb1.py _libusb_errno): NO_DEVICE is ENODEV, IO is EIO,
-# NOT_FOUND ENOENT; Linux usbfs answers EPROTO for a transfer cut by a disconnect.
+# How a device that is no longer there is reported, as pyusb's errno: libusb's NO_DEVICE,
+# IO and NOT_FOUND become ENODEV, EIO and ENOENT (pyusb backend/libusb1.py _libusb_errno);
+# EPROTO is the status Linux gives an URB cut by a disconnect, for a backend that passes it on.
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.EIO, errno.ENOENT, errno.EPROTO})
 
 

@@ -140,19 +140,21 @@ def test_application_started_only_when_it_came_back(board, dialect, chip):
 def test_left_but_not_seen_again_is_reported_as_such(board, monkeypatch, dialect, chip):
     """An application without USB: the bootloader goes and nothing comes back (exit 0, honest)."""
     b = board(chip, dialect)
-    monkeypatch.setattr(b.em, "module", _without_application(b.em.module))
+    monkeypatch.setattr(b.em, "definition", _without_application(b.em.definition))
     result = b.flash(Image([(app_start(b.chip), code(2000, dialect))]), leave_timeout=0.3)
     assert result.steps[-1] == "left the bootloader (not seen again within 0.3 s)"
     assert not any(s.startswith("application started") for s in result.steps)
     assert b.em.mode == "application"
 
 
-def _without_application(module):
-    class NoUsbApplication:
-        bootloader_device = staticmethod(module.bootloader_device)
-        application_device = None
+def _without_application(definition):
+    """The personality with an application that does not enumerate (it has no USB)."""
 
-    return NoUsbApplication
+    class NoUsbApplication(type(definition)):
+        def application_device(self, memory, chip, dialect, options):
+            return None
+
+    return NoUsbApplication()
 
 
 def test_no_leave_reports_no_start(board):
