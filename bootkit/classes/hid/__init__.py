@@ -9,21 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .protocol import (
-    BOOTKIT_VID,
-    HALFKAY_MCUS,
-    HALFKAY_PID,
-    LUFA_HID_PID,
-    LUFA_VID,
-    NATIVE_HID_PID,
-    TEENSY_VID,
-    chip_named,
-    halfkay_chip,
-    halfkay_mcu_for,
-)
-
-# The device side is imported when a device is built, so a host client
-# (bootkit flash) does not pay for it at start-up.
+# The protocol (its chip tables import the memory core) and the device side are
+# imported when needed, so listing the personalities or a host client of another
+# one (bootkit flash --via X) does not pay for them at start-up.
 if TYPE_CHECKING:
     from ...memory import Chip
     from ...usb.device import Device
@@ -33,15 +21,19 @@ DIALECTS = ("halfkay", "lufa", "native")
 # bootkit demo: (dialect, sample image in examples/firmware)
 DEMO = (("halfkay", "sample-atmega32u4"), ("lufa", "sample-atmega32u4"), ("native", "sample-atmega32u4"))
 
-DEFAULT_IDS = {
-    "halfkay": (TEENSY_VID, HALFKAY_PID),
-    "lufa": (LUFA_VID, LUFA_HID_PID),
-    "native": (BOOTKIT_VID, NATIVE_HID_PID),
-}
+
+def default_ids(dialect: str) -> tuple[int, int]:
+    """The (idVendor, idProduct) a dialect's bootloader enumerates with."""
+    from .protocol import BOOTKIT_VID, HALFKAY_PID, LUFA_HID_PID, LUFA_VID, NATIVE_HID_PID, TEENSY_VID
+
+    return {"halfkay": (TEENSY_VID, HALFKAY_PID), "lufa": (LUFA_VID, LUFA_HID_PID),
+            "native": (BOOTKIT_VID, NATIVE_HID_PID)}[dialect]
 
 
 def default_dialect(chip: Chip) -> str:
     """Teensy parts -> HalfKay; other USB AVRs -> LUFA's HID bootloader; the rest -> native."""
+    from .protocol import HALFKAY_MCUS
+
     if chip.name.lower() in HALFKAY_MCUS:
         return "halfkay"
     if chip.family == "avr" and chip.usb:
@@ -57,6 +49,8 @@ def chip_for(chip: Chip | str, dialect: str | None = None) -> Chip:
     database's boot section.  Whoever builds the SimulatedFlash for a
     HalfKay device should build it from this chip.
     """
+    from .protocol import chip_named, halfkay_chip, halfkay_mcu_for
+
     chip = chip_named(chip) if isinstance(chip, str) else chip
     dialect = dialect or default_dialect(chip)
     if dialect == "halfkay":
@@ -72,11 +66,12 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, vid: in
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device
     from .device import HalfKayEngine, HidEngine, HidFunction, LufaEngine, NativeEngine
+    from .protocol import halfkay_mcu_for
 
     dialect = dialect or default_dialect(chip)
     if dialect not in DIALECTS:
         raise ValueError(f"unknown HID dialect {dialect!r} (choose from {', '.join(DIALECTS)})")
-    dvid, dpid = DEFAULT_IDS[dialect]
+    dvid, dpid = default_ids(dialect)
     engine: HidEngine
     if dialect == "halfkay":
         engine = HalfKayEngine(memory, chip, halfkay_mcu_for(mcu or chip))

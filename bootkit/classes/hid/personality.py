@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
-from .protocol import HALFKAY_MCUS
 
 if TYPE_CHECKING:
     from ...formats.image import Image
@@ -17,6 +16,8 @@ if TYPE_CHECKING:
 
 
 def _known_mcu(value: str) -> tuple[str, str] | None:
+    from .protocol import HALFKAY_MCUS
+
     if value.lower() in HALFKAY_MCUS:
         return None
     return f"unknown HalfKay MCU {value!r}", ", ".join(HALFKAY_MCUS)
