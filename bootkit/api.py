@@ -320,6 +320,10 @@ def open_target(personality: str, *, emulate: Any = None, image: str | os.PathLi
                              f"{', '.join(definition.link_fields) or 'no port, path or wait'})")
     vid, pid = _vid_pid(device)
     options = dict(options or {})
+    given = options.pop("dialect", None)  # the dialect may come with the options too
+    if given is not None and dialect is not None and given != dialect:
+        raise ValueError(f"dialect={dialect!r} and options dialect {given!r} disagree")
+    dialect = dialect or given
     chip = _chip_or_none(chip)
     common: dict[str, Any] = {"chip": chip, "dialect": dialect, "vid": vid, "pid": pid, "serial": serial,
                               "options": options, "wait": wait}

@@ -232,3 +232,11 @@ def test_personalities_and_transports_are_the_registered_names():
 
     assert bootkit.PERSONALITIES == tuple(registry.personality_names())
     assert set(bootkit.TRANSPORTS) == set(registry.transport_names())
+
+
+def test_the_dialect_may_come_with_the_options():
+    with bootkit.open_target("hid", emulate="atmega32u4", options={"dialect": "lufa", "interrupt_out": True}) as t:
+        assert t.dialect == "lufa" and t.emulator.settings.interrupt_out
+        assert t.flash(SAMPLE).dialect == "lufa"
+    with pytest.raises(ValueError, match="disagree"):
+        bootkit.open_target("hid", emulate="atmega32u4", dialect="native", options={"dialect": "lufa"})
