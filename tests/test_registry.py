@@ -266,3 +266,12 @@ def test_the_emulator_takes_a_dialects_options_dataclass():
         assert len(em.target.device.functions[0].interfaces()[0].endpoints) == 2  # IN and the OUT it asked for
     with pytest.raises(ValueError, match=r"HalfKayOptions are not the options of hid/lufa \(LufaHidOptions\)"):
         Emulator("atmega32u4", "hid", options=HalfKayOptions(), dialect="lufa")
+
+
+def test_a_midi_files_pacing_is_not_dropped_by_a_host_that_cannot_apply_it():
+    from bootkit.formats.image import Image
+
+    midi = registry.personality("midi")
+    paced = midi.make_options("file", slack_ms=1.0)
+    with pytest.raises(OptionError, match=r"cannot pace a flash by slack_ms"):
+        midi.host().flash(Image([(0, b"\x0c\x94" * 8)]), Link(port="synth"), dialect="file", options=paced)

@@ -36,11 +36,12 @@ class MidiOptions(DeviceOptions):
                                       min=0.0, max=3600.0, host_only=True, product=False)
 
 
-def _file_pacing(options: MidiOptions) -> None:
-    # bootkit.classes.midi.host.flash paces the file with file_events' defaults and takes
-    # no pacing of its own yet: a product's pacing must not be dropped without a word.
+def _file_pacing(dialect: str | None, options: MidiOptions) -> None:
+    # bootkit.classes.midi.host.flash paces the one-way file with file_events' defaults and
+    # takes no pacing of its own yet: a product's pacing must not be dropped without a word.
+    # (A two-way flash has no pacing to apply: the settings describe the file only.)
     given = [n for n in ("encoding", "margin", "slack_ms") if getattr(options, n) is not None]
-    if given:
+    if dialect == "file" and given:
         raise OptionError(f"the midi host side cannot pace a flash by {', '.join(given)} yet: "
                           f"use `bootkit midi encode` for a paced file")
 
@@ -56,7 +57,7 @@ class MidiHost:
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
         o = PERSONALITY.options_or_default(dialect, options)
         assert isinstance(o, MidiOptions)
-        _file_pacing(o)
+        _file_pacing(dialect, o)
         return host.flash(image, link.backend, port=link.port, vid=link.vid, pid=link.pid, serial=link.serial,
                           dialect=dialect, chip=chip, progress=progress, verify=verify, leave=leave, memory=memory,
                           realtime=o.realtime, retries=o.retries, force=force, leave_wait=o.leave_wait)
