@@ -4,7 +4,7 @@
 [product]
 name = "Arduino Leonardo"
 chip = "atmega32u4"          # from the chip database; or a [chip] table (as in a --chip-file)
-personality = "cdc"          # dfu, hid, cdc, printer, msc, midi
+personality = "cdc"          # a registered personality (`bootkit choose` lists them)
 dialect = "caterina"         # default: the personality's choice for the chip
 description = "..."          # optional
 
@@ -23,38 +23,35 @@ timeout = 8.0                # seconds; needs the "timeout" trigger
 
 [protection]
 bootloader_size = "4K"       # the protected bootloader region (default: the chip's)
-read_protected = false       # read-out protection (dfu dfuse/flip)
-accept = ["uf2"]             # msc: the image formats the drive accepts
+read_protected = false       # read-out protection (the dialects that model it)
+accept = ["uf2"]             # a drive: the image formats it accepts
 
-[cdc]                        # settings of the chosen personality only (one table)
+[cdc]                        # settings of the chosen personality only (one table, named after it)
 software_id = "CATERIN"
 timeout = 8.0                # or false: never leave by itself
 ```
 
-Per-personality tables: ``[dfu]`` transfer_size, attributes, secure;
-``[hid]`` mcu, interrupt_out; ``[cdc]`` software_id, timeout;
-``[printer]`` device_id, protocol, job_timeout; ``[msc]`` uf2_family,
-volume_label; ``[midi]`` the one-way file's pacing: encoding ("sysex" or
-"notes"), margin (fraction added to the datasheet times), slack_ms.
+The personality's table and its keys are not listed here: they are the fields of its
+dialects' options dataclasses (:mod:`bootkit.contracts`), whose metadata says the range,
+pattern, allowed values, table and key of each, which dialects take it, and whether only
+the host side uses it.  Cross-field rules the metadata cannot say are the personality's
+own (``Personality.check_product``).
 
-Every problem is a :class:`ProductError` whose one line names the file, the
-key and what is allowed.  A profile for a personality that has not landed
-yet (its package is not importable) still validates against what is known
-(its facts, when present); :meth:`Product.emulator` then says it is not
-implemented yet.
+Every problem is a :class:`ProductError` whose one line names the file, the key and what
+is allowed.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from .emulator import PERSONALITIES, Emulator, available_personalities, personality_module, resolve_chip
+from .emulator import Emulator
 from .memory import Chip, ChipFileError, EntryPolicy, load_chip_file
 from .memory.chips import read_toml
 from .memory.entry import TRIGGERS
@@ -64,91 +61,63 @@ class ProductError(ValueError):
     """One line: ``FILE: key a.b: problem (allowed: ...)``."""
 
 
-# --------------------------------------------------------------------------
-# the schema: table -> key -> (check, allowed text)
-
-_USB_STRING_MAX = 126  # a string descriptor holds at most 126 UTF-16 code units (bLength is one byte)
-IMAGE_FORMATS = ("uf2", "bin", "hex")  # what a drive can take dropped on it (msc: drop.ACCEPTABLE)
-
-_TABLES = {
-    "product": ("name", "chip", "personality", "dialect", "description"),
-    "usb": ("vid", "pid", "bcd_device", "manufacturer", "product", "serial"),
-    "entry": ("triggers", "double_reset_window", "timeout"),
-    "protection": ("bootloader_size", "read_protected", "accept"),
-    "chip": None,  # a custom chip: checked by load_chip_file
-    "dfu": ("transfer_size", "attributes", "secure"),
-    "hid": ("mcu", "interrupt_out"),
-    "cdc": ("software_id", "timeout"),
-    "printer": ("device_id", "protocol", "job_timeout"),
-    "msc": ("uf2_family", "volume_label"),
-    "midi": ("encoding", "margin", "slack_ms"),
-}
-# settings the host side uses, not the device (MIDI file pacing: bootkit.classes.midi.midifile)
-_HOST_ONLY = {"midi": ("encoding", "margin", "slack_ms")}
-# profile key -> the bootloader_device parameter names it may have, first match wins
-_OPTION_NAMES = {
-    "uf2_family": ("uf2_family", "family"),
-    "volume_label": ("volume_label", "label"),
-    "accept": ("accept", "formats"),
-}
-# per-personality settings and the dialects they belong to (None: every dialect)
-_DIALECT_ONLY = {
-    ("dfu", "secure"): ("flip",),
-    ("hid", "mcu"): ("halfkay",),
-    ("hid", "interrupt_out"): ("lufa",),
-}
-# personality -> dialects whose emulation models read-out protection
-_READ_PROTECTION = {"dfu": ("dfuse", "flip")}
+# the tables every profile may have; then one named after the chosen personality
+_CORE_TABLES = ("product", "usb", "entry", "protection", "chip")
+_PRODUCT_KEYS = ("name", "chip", "personality", "dialect", "description")
+# [protection] keys of the profile itself; a personality's options may add more (table="protection")
+_PROTECTION_KEYS = ("bootloader_size", "read_protected")
+# what a [protection] key a personality adds means, for the one-line refusal of another personality
+_PROTECTION_MEANING = {"accept": "only a drive chooses the formats it accepts"}
+_NEVER = object()  # a profile's "never" (``none`` metadata, e.g. timeout = false): the option's None
 
 
-def _parse_size(text: str) -> int | None:
-    """'512 B', '4 KiB', '4K', '0x1000', 4096 -> bytes; 'ROM' -> 0; None when not a size."""
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, int):
-        return text if text >= 0 else None
-    if not isinstance(text, str):
-        return None
-    t = text.strip().upper().replace(" ", "")
-    if t == "ROM":
-        return 0
-    if t.startswith("0X"):
-        try:
-            return int(t, 16)
-        except ValueError:
-            return None
-    m = re.fullmatch(r"(\d+)(B|K|KB|KIB|M|MB|MIB)?", t)
-    if not m:
-        return None
-    unit = (m.group(2) or "B")[0]
-    return int(m.group(1)) * {"B": 1, "K": 1024, "M": 1024 * 1024}[unit]
+def _registry():
+    from . import registry
+
+    return registry
+
+
+def _kind_of(f: dataclasses.Field) -> str:
+    """An options field's kind from its annotation (the dataclasses use string annotations)."""
+    t = str(f.type)
+    for name, kind in (("bool", "bool"), ("tuple", "list"), ("float", "number"), ("int", "int"), ("str", "str")):
+        if name in t:
+            return kind
+    return "any"
 
 
 def implemented(personality: str) -> bool:
-    """The personality's package is importable and has its device side (a package still being
-    written can import as an empty namespace package)."""
-    if personality not in available_personalities():
-        return False
-    return hasattr(personality_module(personality), "bootloader_device")
+    """A registered personality (one registered has its device side)."""
+    return personality in _registry().personality_names()
 
 
 def implemented_personalities() -> list[str]:
-    return [p for p in PERSONALITIES if implemented(p)]
+    return _registry().personality_names()
 
 
 def facts_for(personality: str) -> tuple:
-    """The personality's declared DialectFacts (``bootkit/classes/<name>/facts.py``), () when absent."""
-    try:
-        mod = importlib.import_module(f"bootkit.classes.{personality}.facts")
-    except Exception:  # noqa: BLE001 - a personality being written may not import yet
-        return ()
-    return tuple(getattr(mod, "FACTS", ()))
+    """The personality's declared DialectFacts (a facts module that fails to import is an error)."""
+    return tuple(_registry().personality(personality).facts())
 
 
 def typical_bootloader_bytes(facts) -> int | None:
-    """The declared size of the real bootloader in bytes (0 for ROM), None when it does not parse."""
-    text = facts.bootloader_size.split("(")[0].strip()
-    return _parse_size(text)
+    """The declared size of the real bootloader in bytes (0 for ROM), None when it does not parse:
+    the chooser's reading of the same string (one rule)."""
+    from .chooser import bootloader_bytes
+
+    return bootloader_bytes(facts)
+
+
+def _product_fields(definition, dialect: str | None = None):
+    """(field, table, key) of every field a profile may set, of ``dialect`` or of every dialect."""
+    classes = [definition.options_for(dialect)] if dialect else list(definition.options.values())
+    seen = set()
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("product", True) is False or f.name in seen:
+                continue
+            seen.add(f.name)
+            yield f, f.metadata.get("table", definition.name), f.metadata.get("key", f.name)
 
 
 @dataclass
@@ -162,92 +131,82 @@ class Product:
     policy: EntryPolicy = field(default_factory=EntryPolicy)
     read_protected: bool = False
     accept: tuple[str, ...] = ()
+    #: the personality's settings, by options field name (after ``convert``)
     settings: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     notes: list[str] = field(default_factory=list)
+    #: options field name -> (table, key) in the profile
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def definition(self):
+        return _registry().personality(self.personality)
 
     @property
     def implemented(self) -> bool:
         return implemented(self.personality)
 
+    def _meta(self, name: str, what: str) -> bool:
+        cls = self.definition.options_for(self.dialect or self.definition.dialects[0])
+        f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+        return bool(f is not None and f.metadata.get(what))
+
     def options(self) -> dict[str, Any]:
-        """The profile's device options, by profile key (see :meth:`emulator` for the parameter names)."""
+        """The profile's device options, by profile key (``dialect``, the USB ids and strings,
+        the personality's device settings)."""
         opts: dict[str, Any] = {}
         if self.dialect:
             opts["dialect"] = self.dialect
         for key in ("vid", "pid", "serial", "manufacturer", "product", "bcd_device"):
             if key in self.usb:
                 opts[key] = self.usb[key]
-        host_only = _HOST_ONLY.get(self.personality, ())
-        opts.update({k: v for k, v in self.settings.items() if k not in host_only})
-        if self.accept:
-            opts["accept"] = self.accept
+        for name, value in self.settings.items():
+            if not self._meta(name, "host_only"):
+                opts[self.keys.get(name, ("", name))[1]] = value
         return opts
 
     def encode_options(self) -> dict[str, Any]:
-        """Host-side settings of the personality (MIDI: the one-way file's encoding, margin, slack_ms)."""
-        return {k: v for k, v in self.settings.items() if k in _HOST_ONLY.get(self.personality, ())}
+        """Host-side settings of the personality (e.g. the pacing of a one-way file)."""
+        return {k: v for k, v in self.settings.items() if self._meta(k, "host_only")}
 
     def device_options(self) -> dict[str, Any]:
-        """:meth:`options` renamed to the personality's ``bootloader_device`` parameters.
-
-        Every option must be a parameter the function names (a ``**kwargs``
-        catch-all would drop it silently): otherwise a ProductError names
-        the profile key.
-        """
-        if not self.implemented:
-            raise ProductError(f"{self.path}: key product.personality: the {self.personality} personality is not "
-                               f"implemented yet (available: {', '.join(implemented_personalities())})")
-        params = inspect.signature(personality_module(self.personality).bootloader_device).parameters
-        out = {}
-        for key, value in self.options().items():
-            name = next((n for n in _OPTION_NAMES.get(key, (key,)) if n in params), None)
-            if name is None:
-                allowed = ", ".join(p for p in params if p not in ("memory", "chip")
-                                    and params[p].kind is not inspect.Parameter.VAR_KEYWORD)
-                raise ProductError(f"{self.path}: key {self._key_of(key)}: not supported by the {self.personality} "
-                                   f"personality's bootloader_device yet (allowed: {allowed})")
-            out[name] = value
+        """The emulated device's options by field name: ``dialect``, the USB ids and strings,
+        and every setting the device side takes (``Personality.make_options`` checks them)."""
+        out: dict[str, Any] = {"dialect": self.dialect} if self.dialect else {}
+        out.update(self.usb)
+        out.update({k: v for k, v in self.settings.items() if not self._meta(k, "host_only")})
         return out
 
     def emulator(self, image=None, realtime: bool = False, readonly: bool = False) -> Emulator:
         """The emulated board this profile describes (chip, bootloader region, personality, options).
         ``readonly``: the image is only read (a shared lock; nothing written back)."""
-        opts = self.device_options()
         try:
-            return Emulator(self.chip, self.personality, image=image, realtime=realtime, options=opts,
-                            policy=self.policy, read_protected=self.read_protected, readonly=readonly)
+            return Emulator(self.chip, self.personality, image=image, realtime=realtime,
+                            options=self.device_options(), policy=self.policy,
+                            read_protected=self.read_protected, readonly=readonly)
         except ValueError as exc:
             raise ProductError(f"{self.path}: {exc}") from None
 
-    def _key_of(self, option: str) -> str:
-        if option in ("vid", "pid", "serial", "manufacturer", "product", "bcd_device"):
-            return f"usb.{option}"
-        if option == "accept":
-            return "protection.accept"
-        if option == "dialect":
-            return "product.dialect"
-        return f"{self.personality}.{option}"
+    def host_chip(self) -> Chip:
+        """The chip as the dialect's bootloader sees it (HalfKay's region), for the host side."""
+        return self.definition.chip_for(self.chip, self.dialect)
+
+    def host_settings(self) -> dict[str, Any]:
+        """The settings a host side takes, by options field name (for ``make_options``)."""
+        return {k: v for k, v in self.settings.items() if not self._meta(k, "device_only")}
 
     def host_options(self) -> dict[str, Any]:
-        """Keyword arguments for the personality's ``host.flash`` / ``host.read``.
-
-        ``dialect`` and ``chip`` always (the Chip, with the profile's
-        bootloader region), ``vid``/``pid``/``serial`` when the profile sets
-        them, ``mcu`` for HalfKay.  The personality itself is
-        :attr:`personality` (``--via``).
-        """
-        chip = self.chip
-        if self.implemented:  # HalfKay's board: the chip with HalfKay's boot region
-            adapt = getattr(personality_module(self.personality), "chip_for", None)
-            if adapt is not None:
-                chip = adapt(chip, self.dialect)
-        out: dict[str, Any] = {"dialect": self.dialect, "chip": chip}
+        """Keyword arguments for the personality's host module's ``flash`` / ``read``:
+        ``dialect`` and ``chip`` always (the Chip, with the profile's bootloader region),
+        ``vid``/``pid``/``serial`` when the profile sets them, and the settings both sides
+        take (neither device- nor host-only, such as a Teensy's MCU)."""
+        out: dict[str, Any] = {"dialect": self.dialect, "chip": self.host_chip()}
         for key in ("vid", "pid", "serial"):
             if key in self.usb:
                 out[key] = self.usb[key]
-        if self.personality == "hid" and "mcu" in self.settings:
-            out["mcu"] = self.settings["mcu"]
+        for name, value in self.settings.items():
+            if not self._meta(name, "device_only") and not self._meta(name, "host_only"):
+                out[name] = value
         return out
 
     def summary(self) -> list[str]:
@@ -258,8 +217,7 @@ class Product:
             f"{self.path}: OK",
             f"product: {self.name}" + (f" ({self.description})" if self.description else ""),
             f"chip: {c.name} ({c.family}, {_fmt_size(c.flash_size)} flash at 0x{c.flash_start:X}, {boot})",
-            f"personality: {self.personality}/{self.dialect or 'default'}"
-            + ("" if self.implemented else " (not implemented yet: validated against the schema and its facts)"),
+            f"personality: {self.personality}/{self.dialect or 'default'}",
         ]
         ids = []
         if "vid" in self.usb or "pid" in self.usb:
@@ -277,8 +235,9 @@ class Product:
         if self.accept:
             prot.append(f"accepts {', '.join(self.accept)}")
         lines.append("protection: " + ", ".join(prot))
-        if self.settings:
-            lines.append("settings: " + ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.settings.items()))
+        shown = {self.keys[k][1]: v for k, v in self.settings.items() if self.keys.get(k, ("",))[0] != "protection"}
+        if shown:
+            lines.append("settings: " + ", ".join(f"{k}={_fmt_value(v)}" for k, v in shown.items()))
         lines += [f"note: {n}" for n in self.notes]
         return lines
 
@@ -349,49 +308,114 @@ class _Checker:
             self.fail(key, f"{v!r} is out of range", f"{lo:g}-{hi:g}")
         return float(v)
 
-    def table(self, doc, name) -> dict:
+    def table(self, doc, name, allowed=None) -> dict:
         t = doc.get(name, {})
         if not isinstance(t, dict):
             self.fail(name, f"expected a table [{name}], got {type(t).__name__}")
-        allowed = _TABLES[name]
         if allowed is not None:
             for k in t:
                 if k not in allowed:
                     self.fail(f"{name}.{k}", "unknown key", ", ".join(allowed))
         return t
 
+    def field(self, table: dict, f: dataclasses.Field, key: str, full: str) -> Any:
+        """A profile value checked against an options field's metadata (contracts.option):
+        its kind, range, pattern, allowed values and own check; then converted."""
+        meta = f.metadata
+        if key not in table:
+            return None
+        v = table[key]
+        if "none" in meta and v is meta["none"]:
+            return _NEVER
+        kind = meta.get("kind") or _kind_of(f)
+        allowed = meta.get("allowed")
+        allowed_text = allowed if isinstance(allowed, str) else ", ".join(allowed) if allowed else None
+        if kind == "int":
+            lo, hi = meta.get("min", 0), meta.get("max", 2**32 - 1)
+            v = self.int_(table, key, full, lo, hi, hexa=bool(meta.get("hex")))
+        elif kind == "number":
+            v = self.number(table, key, full, meta.get("min", 0.0), meta.get("max", float("inf")))
+        elif kind == "bool":
+            v = self.bool_(table, key, full)
+        elif kind == "str":
+            max_len = meta.get("max_len")
+            v = self.str_(table, key, full, max_len=max_len, pattern=meta.get("pattern"),
+                          allowed=allowed_text or (f"at most {max_len} characters" if max_len else None))
+            if isinstance(allowed, tuple) and v not in allowed:
+                self.fail(full, f"{v!r} is not valid", allowed_text)
+        elif kind == "list":
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+                self.fail(full, f"expected a list of names, got {v!r}", allowed_text)
+            for x in v:
+                if isinstance(allowed, tuple) and x not in allowed:
+                    self.fail(full, f"unknown value {x!r}", allowed_text)
+            v = tuple(v)
+        check = meta.get("check")
+        if check is not None:
+            problem = check(v)
+            if problem is not None:
+                self.fail(full, *problem)
+        convert = meta.get("convert")
+        return convert(v) if convert is not None else v
+
+
+def _boot_size(ck: "_Checker", value: Any) -> int:
+    """protection.bootloader_size: the rule a chip's boot_size follows (memory.chips, a [chip] table
+    in this same file or a --chip-file), plus "ROM" for no flash reserved."""
+    from .memory.chips import _size  # the chip file's size rule (memory/chips.py), not a second one
+
+    if isinstance(value, str) and value.strip().upper() == "ROM":
+        return 0
+    try:
+        return _size(value, ck.path, "protection.bootloader_size")
+    except ChipFileError:
+        ck.fail("protection.bootloader_size", f"expected a size, got {value!r}",
+                "4096, \"4K\", \"512 B\", \"0x1000\"")
+        raise
+
 
 def load_product(path: str | Path) -> Product:
-    """Read and validate a product profile; raises :class:`ProductError`."""
+    """Read and validate a profile; raises :class:`ProductError`."""
+    registry = _registry()
     path = Path(path)
     doc = read_toml(path, ProductError)
     ck = _Checker(path)
+    names = registry.personality_names()
+    tables = _CORE_TABLES + tuple(names)
     for name in doc:
-        if name not in _TABLES:
+        if name not in tables:
             ck.fail(name, "unknown table" if isinstance(doc[name], dict) else "unknown key",
-                    ", ".join(f"[{t}]" for t in _TABLES))
-    prod = ck.table(doc, "product")
-    usb_t = ck.table(doc, "usb")
-    entry_t = ck.table(doc, "entry")
-    prot_t = ck.table(doc, "protection")
+                    ", ".join(f"[{t}]" for t in tables))
+    prod = ck.table(doc, "product", _PRODUCT_KEYS)
 
     # -- product
     name = ck.str_(prod, "name", "product.name", max_len=200)
     if name is None:
         ck.fail("product.name", "missing", "a product name")
-    personality = ck.str_(prod, "personality", "product.personality", allowed=", ".join(PERSONALITIES))
+    personality = ck.str_(prod, "personality", "product.personality", allowed=", ".join(names))
     if personality is None:
-        ck.fail("product.personality", "missing", ", ".join(PERSONALITIES))
-    if personality not in PERSONALITIES:
-        ck.fail("product.personality", f"unknown personality {personality!r}", ", ".join(PERSONALITIES))
+        ck.fail("product.personality", "missing", ", ".join(names))
+    if personality not in names:
+        ck.fail("product.personality", f"unknown personality {personality!r}", ", ".join(names))
+    definition = registry.personality(personality)
     description = ck.str_(prod, "description", "product.description") or ""
 
     # -- personality tables: only the chosen one
-    for other in PERSONALITIES:
+    for other in names:
         if other != personality and other in doc:
             ck.fail(other, f"settings for the {other} personality conflict with product.personality = "
                            f"{personality!r}", f"a [{personality}] table")
-    settings_t = ck.table(doc, personality) if personality in doc else {}
+    every = list(_product_fields(definition))
+    usb_t = ck.table(doc, "usb", [k for f, t, k in every if t == "usb"])
+    entry_t = ck.table(doc, "entry", ("triggers", "double_reset_window", "timeout"))
+    # a [protection] key some personality's options add (a drive's accept)
+    foreign: dict[str, list[str]] = {}
+    for p in registry.personalities():
+        for _f, t, k in _product_fields(p):
+            if t == "protection" and p.name not in foreign.setdefault(k, []):
+                foreign[k].append(p.name)
+    prot_t = ck.table(doc, "protection", _PROTECTION_KEYS + tuple(foreign))
+    own_t = ck.table(doc, personality, [k for f, t, k in every if t == personality]) if personality in doc else {}
 
     # -- chip
     chip_name = ck.str_(prod, "chip", "product.chip")
@@ -399,7 +423,7 @@ def load_product(path: str | Path) -> Product:
         ck.fail("product.chip", "conflicts with the [chip] table", "product.chip or a [chip] table, not both")
     if chip_name is not None:
         try:
-            chip = resolve_chip(chip_name)
+            chip = registry.resolve_chip(chip_name)
         except KeyError as exc:
             ck.fail("product.chip", str(exc.args[0]).split(" (")[0],
                     "a chip from `bootkit chips`, or a [chip] table")
@@ -419,63 +443,46 @@ def load_product(path: str | Path) -> Product:
         ck.fail("product.chip", f"{chip.name} has no USB device port: it cannot host the {personality} personality "
                                 f"(a USB class)", "a chip with USB (see `bootkit chips`)")
 
-    # -- dialect, checked against the module or, before it lands, its facts
-    facts = facts_for(personality)
-    module = personality_module(personality) if implemented(personality) else None
-    known = tuple(getattr(module, "DIALECTS", ())) if module else ()
-    known = known or tuple(dict.fromkeys(f.dialect for f in facts))
-    dialect = ck.str_(prod, "dialect", "product.dialect", allowed=", ".join(known) or None)
-    notes: list[str] = []
-    if dialect is not None and known and dialect not in known:
+    # -- dialect
+    facts = tuple(definition.facts())
+    known = tuple(definition.dialects)
+    dialect = ck.str_(prod, "dialect", "product.dialect", allowed=", ".join(known))
+    if dialect is not None and dialect not in known:
         ck.fail("product.dialect", f"unknown {personality} dialect {dialect!r}", ", ".join(known))
-    if dialect is None and module is not None:
-        dialect = module.default_dialect(chip)
-    elif dialect is None and known:
-        dialect = known[0]
-    if not known:
-        notes.append(f"the {personality} personality has not landed (no module, no facts): "
-                     f"dialect {dialect!r} not checked")
+    if dialect is None:
+        dialect = definition.default_dialect(chip)
+    notes: list[str] = []
     fact = next((f for f in facts if f.dialect == dialect), None)
     if fact is not None and fact.families and chip.family not in fact.families:
         ck.fail("product.chip", f"{chip.name} ({chip.family}) cannot host {personality}/{dialect}",
                 f"a chip of family {', '.join(fact.families)}")
 
     # a dialect whose bootloader has its own region (HalfKay: 512 B / 1 KiB at the top)
-    adapt = getattr(module, "chip_for", None) if module is not None else None
-    if adapt is not None:
-        try:
-            chip = adapt(chip, dialect)
-        except (KeyError, ValueError) as exc:
-            ck.fail("product.chip", f"{chip.name} cannot host {personality}/{dialect}: {exc}".replace("'", ""),
-                    "a chip that dialect supports")
+    try:
+        adapted = definition.chip_for(chip, dialect)
+    except (KeyError, ValueError) as exc:
+        ck.fail("product.chip", f"{chip.name} cannot host {personality}/{dialect}: {exc}".replace("'", ""),
+                "a chip that dialect supports")
+    own_region = adapted is not chip and (adapted.boot_start, adapted.boot_size) != (chip.boot_start, chip.boot_size)
+    chip = adapted
+    fields = {k: (f, t) for f, t, k in _product_fields(definition, dialect)}
 
     # -- usb
     usb: dict[str, Any] = {}
-    for key, lo in (("vid", 0x0001), ("pid", 0x0000), ("bcd_device", 0x0000)):
-        v = ck.int_(usb_t, key, f"usb.{key}", lo, 0xFFFF)
-        if v is not None:
-            usb[key] = v
-    for key in ("manufacturer", "product", "serial"):
-        v = ck.str_(usb_t, key, f"usb.{key}", max_len=_USB_STRING_MAX,
-                    allowed=f"at most {_USB_STRING_MAX} characters")
-        if v is not None:
-            if not v:
-                ck.fail(f"usb.{key}", "empty string", "omit the key to use the dialect's own")
-            usb[key] = v
+    for key in usb_t:
+        v = ck.field(usb_t, fields[key][0], key, f"usb.{key}")
+        if isinstance(v, str) and not v:
+            ck.fail(f"usb.{key}", "empty string", "omit the key to use the dialect's own")
+        usb[key] = v
 
     # -- protection and the bootloader region
     boot = prot_t.get("bootloader_size")
     if boot is not None:
-        size = _parse_size(boot)
-        if size is None:
-            ck.fail("protection.bootloader_size", f"expected a size, got {boot!r}", "4096, \"4K\", \"512 B\", \"0x1000\"")
+        size = _boot_size(ck, boot)
         if size >= chip.flash_size:
             ck.fail("protection.bootloader_size", f"{_fmt_size(size)} leaves no room for an application: the flash "
                                                   f"of {chip.name} is too small ({_fmt_size(chip.flash_size)})",
                     f"below {_fmt_size(chip.flash_size)}")
-        if personality == "hid" and dialect == "halfkay":
-            ck.fail("protection.bootloader_size", "conflicts with dialect halfkay, whose bootloader size is fixed "
-                                                  "by the MCU (512 B or 1 KiB)", "omit it for halfkay")
         if size % chip.page_size and chip.family != "stm32":
             ck.fail("protection.bootloader_size", f"{size} is not a whole number of {chip.page_size}-byte pages",
                     f"a multiple of {chip.page_size}")
@@ -490,27 +497,41 @@ def load_product(path: str | Path) -> Product:
             ck.fail("product.chip", f"the flash of {chip.name} ({_fmt_size(chip.flash_size)}) is too small for the "
                                     f"{personality}/{dialect} bootloader ({fact.bootloader_size})",
                     "a chip with more flash")
-        if need and chip.boot_size and chip.boot_size < need and not (personality == "hid" and dialect == "halfkay"):
+        if need and chip.boot_size and chip.boot_size < need and not own_region:
             notes.append(f"the bootloader region ({_fmt_size(chip.boot_size)}) is smaller than the real "
                          f"{personality}/{dialect} bootloader ({fact.bootloader_size}): fine for emulation only")
     read_protected = bool(ck.bool_(prot_t, "read_protected", "protection.read_protected"))
-    if read_protected and dialect not in _READ_PROTECTION.get(personality, ()):
-        models = ", ".join(f"{p}/{d}" for p, ds in _READ_PROTECTION.items() for d in ds)
+    if read_protected and dialect not in definition.read_protection:
+        models = ", ".join(f"{p.name}/{d}" for p in registry.personalities() for d in p.read_protection)
         ck.fail("protection.read_protected", f"{personality}/{dialect} has no read-out protection", models)
-    accept: tuple[str, ...] = ()
-    if "accept" in prot_t:
-        v = prot_t["accept"]
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v) or not v:
-            ck.fail("protection.accept", f"expected a list of format names, got {v!r}", ", ".join(IMAGE_FORMATS))
-        for x in v:
-            if x not in IMAGE_FORMATS:
-                ck.fail("protection.accept", f"unknown image format {x!r}", ", ".join(IMAGE_FORMATS))
-        if personality != "msc":
-            ck.fail("protection.accept", f"only a drive chooses the formats it accepts; {personality} takes what "
-                                         f"its host client sends", "with personality msc")
-        accept = tuple(v)
 
-    # -- entry
+    # -- the personality's settings: its own table and the [protection] keys its options add
+    settings: dict[str, Any] = {}
+    keys: dict[str, tuple[str, str]] = {}
+    for table_name, table in (("protection", prot_t), (personality, own_t)):
+        for key in table:
+            if table_name == "protection" and key in _PROTECTION_KEYS:
+                continue
+            if key not in fields:
+                if table_name == "protection":
+                    owners = ", ".join(foreign[key])
+                    ck.fail(f"protection.{key}", f"{_PROTECTION_MEANING.get(key, 'not a setting of ' + personality)}; "
+                                                 f"{personality} takes what its host client sends",
+                            f"with personality {owners}")
+                takes = [d for d in definition.dialects
+                         if any(k == key for _f, _t, k in _product_fields(definition, d))]
+                ck.fail(f"{personality}.{key}", f"conflicts with dialect {dialect!r}",
+                        f"with dialect {', '.join(takes)}")
+            f, _table = fields[key]
+            v = ck.field(table, f, key, f"{table_name}.{key}")
+            settings[f.name] = None if v is _NEVER else v
+            keys[f.name] = (table_name, key)
+    accept = tuple(prot_t["accept"]) if "accept" in prot_t else ()
+
+    # -- entry: the common triggers, and those only some personalities support (a 1200-baud touch)
+    special = {t: [p.name for p in registry.personalities() if t in p.triggers]
+               for p in registry.personalities() for t in p.triggers}
+    supported = tuple(t for t in TRIGGERS if t not in special or t in definition.triggers)
     triggers = None
     if "triggers" in entry_t:
         v = entry_t["triggers"]
@@ -519,12 +540,12 @@ def load_product(path: str | Path) -> Product:
         for x in v:
             if x not in TRIGGERS:
                 ck.fail("entry.triggers", f"unknown trigger {x!r}", ", ".join(TRIGGERS))
+            if x not in supported:
+                ck.fail("entry.triggers", f"{x!r} needs personality {', '.join(special[x])}; it conflicts with "
+                                          f"personality {personality!r}", ", ".join(supported))
         triggers = frozenset(v)
-        if "baud1200" in triggers and personality != "cdc":
-            ck.fail("entry.triggers", f"'baud1200' (the 1200-baud touch) needs a CDC serial port; it conflicts with "
-                                      f"personality {personality!r}", ", ".join(t for t in TRIGGERS if t != "baud1200"))
     else:
-        triggers = frozenset(t for t in TRIGGERS if t != "baud1200" or personality == "cdc")
+        triggers = frozenset(supported)
     window = ck.number(entry_t, "double_reset_window", "entry.double_reset_window", 0.05, 10.0)
     timeout = ck.number(entry_t, "timeout", "entry.timeout", 0.1, 3600.0)
     if timeout is not None and "timeout" not in triggers:
@@ -536,111 +557,13 @@ def load_product(path: str | Path) -> Product:
     policy = EntryPolicy(triggers=triggers, double_reset_window=window if window is not None else 0.5,
                          timeout=timeout if timeout is not None else 8.0)
 
-    # -- per-personality settings
-    settings = _settings(ck, personality, dialect, settings_t, chip)
+    # -- what only the personality knows (an option that must agree with the chip, a key a dialect forbids)
+    definition.check_product(ck, SimpleNamespace(chip=chip, dialect=dialect, settings=settings, usb=usb,
+                                                 boot_size_given=boot is not None))
 
     return Product(path=path, name=name, chip=chip, personality=personality, dialect=dialect, usb=usb,
                    policy=policy, read_protected=read_protected, accept=accept, settings=settings,
-                   description=description, notes=notes)
-
-
-def _settings(ck: _Checker, personality: str, dialect: str | None, t: dict, chip: Chip) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in t:
-        only = _DIALECT_ONLY.get((personality, key))
-        if only is not None and dialect not in only:
-            ck.fail(f"{personality}.{key}", f"conflicts with dialect {dialect!r}", f"with dialect {', '.join(only)}")
-    p = personality
-    if p == "dfu":
-        v = ck.int_(t, "transfer_size", "dfu.transfer_size", 1, 0xFFFF, hexa=False)  # wTransferSize is a u16
-        if v is not None:
-            out["transfer_size"] = v
-        # bmAttributes: bitCanDnload, bitCanUpload, bitManifestationTolerant, bitWillDetach (DFU 1.1 4.1.3)
-        v = ck.int_(t, "attributes", "dfu.attributes", 0x00, 0x0F)
-        if v is not None:
-            if not v & 0x01:
-                ck.fail("dfu.attributes", f"0x{v:02X} lacks bitCanDnload (0x01): nothing could be flashed",
-                        "0x01-0x0F with bit 0 set")
-            out["attributes"] = v
-        v = ck.bool_(t, "secure", "dfu.secure")
-        if v is not None:
-            out["secure"] = v
-    elif p == "hid":
-        v = ck.str_(t, "mcu", "hid.mcu")
-        if v is not None:
-            from .classes.hid.protocol import HALFKAY_MCUS
-
-            if v.lower() not in HALFKAY_MCUS:
-                ck.fail("hid.mcu", f"unknown HalfKay MCU {v!r}", ", ".join(HALFKAY_MCUS))
-            if v.lower() != chip.name.lower():
-                ck.fail("hid.mcu", f"{v!r} conflicts with product.chip {chip.name!r}", chip.name)
-            out["mcu"] = v.lower()
-        v = ck.bool_(t, "interrupt_out", "hid.interrupt_out")
-        if v is not None:
-            out["interrupt_out"] = v
-    elif p == "cdc":
-        # AVR109 'S': a 7-character software identifier (LUFACDC, CATERIN, AVRBOOT)
-        v = ck.str_(t, "software_id", "cdc.software_id", pattern=r"[ -~]{7}", allowed="7 printable ASCII characters")
-        if v is not None:
-            out["software_id"] = v
-        if "timeout" in t:
-            v = t["timeout"]
-            if v is False:
-                out["timeout"] = None
-            else:
-                out["timeout"] = ck.number(t, "timeout", "cdc.timeout", 0.1, 3600.0)
-    elif p == "printer":
-        v = ck.str_(t, "device_id", "printer.device_id", max_len=1021,
-                    allowed="an IEEE 1284 id with MFG: and MDL: keys, e.g. "
-                            "\"MFG:Generic;MDL:Generic_/_Text_Only;CMD:1284.4;CLS:PRINTER;\"")
-        if v is not None:
-            keys = {part.split(":", 1)[0].strip().upper() for part in v.split(";") if ":" in part}
-            if not {"MFG", "MDL"} <= keys and not {"MANUFACTURER", "MODEL"} <= keys:
-                ck.fail("printer.device_id", "an IEEE 1284 device id needs MFG: and MDL: (or MANUFACTURER:, MODEL:)",
-                        "e.g. \"MFG:Generic;MDL:Generic_/_Text_Only;CMD:1284.4;CLS:PRINTER;\"")
-            out["device_id"] = v
-        v = ck.int_(t, "protocol", "printer.protocol", 1, 2, hexa=False)
-        if v is not None:
-            out["protocol"] = v  # 1 unidirectional, 2 bidirectional (USB printer class 4.2)
-        v = ck.number(t, "job_timeout", "printer.job_timeout", 0.1, 3600.0)
-        if v is not None:
-            out["job_timeout"] = v
-    elif p == "msc":
-        if "uf2_family" in t:
-            v = t["uf2_family"]
-            from .formats.uf2 import FAMILIES, family_id
-
-            if isinstance(v, bool) or not isinstance(v, (int, str)):
-                ck.fail("msc.uf2_family", f"expected a family name or a 32-bit id, got {v!r}",
-                        "rp2040, nrf52840, stm32f4, ... or 0x00000001-0xFFFFFFFF")
-            try:
-                v = family_id(v)
-            except ValueError:
-                ck.fail("msc.uf2_family", f"unknown UF2 family {t['uf2_family']!r}",
-                        ", ".join(sorted(FAMILIES)) + " or a 32-bit id")
-            if v == 0:
-                ck.fail("msc.uf2_family", "0 is not a family id", "0x00000001-0xFFFFFFFF or a family name")
-            if chip.uf2_family is not None and v != chip.uf2_family:
-                ck.fail("msc.uf2_family", f"0x{v:08X} conflicts with the chip's family 0x{chip.uf2_family:08X} "
-                                          f"({chip.name})", f"0x{chip.uf2_family:08X}, or omit it")
-            out["uf2_family"] = v
-        # FAT volume label: 11 bytes, upper case, no characters FAT forbids
-        v = ck.str_(t, "volume_label", "msc.volume_label", pattern=r"[A-Z0-9 _\-!#$%&'()@^`{}~]{1,11}",
-                    allowed="1-11 characters: A-Z 0-9 space _ - ! # $ % & ' ( ) @ ^ ` { } ~")
-        if v is not None:
-            out["volume_label"] = v
-    elif p == "midi":
-        # the one-way file's pacing (midifile.file_events): wait = datasheet ms x (1 + margin) + slack_ms
-        v = ck.str_(t, "encoding", "midi.encoding", pattern="sysex|notes", allowed="sysex, notes")
-        if v is not None:
-            out["encoding"] = v
-        v = ck.number(t, "margin", "midi.margin", 0.0, 10.0)
-        if v is not None:
-            out["margin"] = v
-        v = ck.number(t, "slack_ms", "midi.slack_ms", 0.0, 1000.0)
-        if v is not None:
-            out["slack_ms"] = v
-    return out
+                   description=description, notes=notes, keys=keys)
 
 
 def check(path: str | Path) -> list[str]:
@@ -660,4 +583,4 @@ def cli_check(path: str | Path) -> int:
 
 
 __all__ = ["Product", "ProductError", "load_product", "check", "cli_check", "facts_for", "implemented",
-           "implemented_personalities", "IMAGE_FORMATS"]
+           "implemented_personalities"]

@@ -25,8 +25,15 @@ def _terminated(signum, frame):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(command_in(argv))
-    args = parser.parse_args(argv)
+    parser = build_parser(command_in(argv), argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        explain = getattr(args, "unknown_arguments", None)
+        line = explain(args, extra) if explain is not None else None
+        if line is None:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        print(f"bootkit: error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not args.command:
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -10,7 +10,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_OK
 FMT = argparse.RawDescriptionHelpFormatter
 
 
-def add_commands(sub) -> None:
+def add_commands(sub, argv=()) -> None:
     s = sub.add_parser("demo", formatter_class=FMT, help="flash a sample image through every personality (emulated)",
                        description="Flash the sample images in examples/firmware through every personality and "
                                    "dialect into emulated devices on the in-process bus, read them back, and print "

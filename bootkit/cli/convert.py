@@ -11,7 +11,7 @@ from .images import load_image
 FMT = argparse.RawDescriptionHelpFormatter
 
 
-def add_commands(sub) -> None:
+def add_commands(sub, argv=()) -> None:
     INPUT_FORMATS = input_formats()
     s = sub.add_parser("convert", formatter_class=FMT, help="convert between firmware formats",
                        description="Convert IN to OUT; formats come from the content (IN) and extension (OUT): "

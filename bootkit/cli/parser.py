@@ -57,11 +57,14 @@ def command_in(argv: list[str]) -> str | None:
     return None
 
 
-def _personality_commands(sub) -> None:
-    """Every personality's own commands (``Personality.add_commands``)."""
-    # until the registry lands (issue 18 item 3): the three personalities with commands of their own
-    for name in ("msc", "printer", "midi"):
-        importlib.import_module(f"bootkit.classes.{name}.cli").add_commands(sub)
+def _personality_commands(sub, command: str | None = None) -> None:
+    """The personalities' own commands (``Personality.add_commands``): every one's, or only
+    the personality's that declares ``command`` in ``Personality.commands``."""
+    from .. import registry
+
+    for personality in registry.personalities():
+        if command is None or command in personality.commands:
+            personality.add_commands(sub)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,9 +81,10 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, argv=()) -> argparse.ArgumentParser:
     """The command line parser; with ``command``, only that subcommand is built
-    (every one when it is None or unknown, so help and errors list them all)."""
+    (every one when it is None or unknown, so help and errors list them all).
+    ``argv`` lets a command declare only what its arguments need (``--via``'s flags)."""
     p = _Parser(prog="bootkit", formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="USB device bootloaders: one memory core, six USB class personalities, device and "
                             "host side.")
@@ -89,14 +93,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="add a chip from a TOML file (repeatable)")
     action = p.add_subparsers(dest="command", metavar="COMMAND")
     if command in GROUPS:
-        importlib.import_module(f"bootkit.cli.{GROUPS[command]}").add_commands(_OneCommand(action, command))
+        importlib.import_module(f"bootkit.cli.{GROUPS[command]}").add_commands(_OneCommand(action, command), argv)
         return p
     if command is not None:  # a personality's own command, or an unknown one
         one = _OneCommand(action, command)
-        _personality_commands(one)
+        _personality_commands(one, command)
         if one.built:
             return p
     for module in dict.fromkeys(GROUPS.values()):
-        importlib.import_module(f"bootkit.cli.{module}").add_commands(action)
+        importlib.import_module(f"bootkit.cli.{module}").add_commands(action, argv)
     _personality_commands(action)
     return p

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import argparse
 import signal
-import time
 
-from .errors import EXIT_OK, BadInput, Failed
+from .errors import EXIT_OK, BadInput
 from .images import find_chip
+from .transfer import _epilog
 
 FMT = argparse.RawDescriptionHelpFormatter
 
 
-def add_commands(sub) -> None:
+def _transport_names() -> list[str]:
+    from .. import registry
+
+    return registry.transport_names()
+
+
+def add_commands(sub, argv=()) -> None:
     s = sub.add_parser("serve", formatter_class=FMT, help="run an emulated bootloader on a transport",
                        description="Run the device side of a personality, emulating CHIP, on a transport, until "
                                    "Ctrl-C.  The flash image is written back to --image when it stops.",
-                       epilog="examples:\n  bootkit serve dfu --chip stm32f411 --image flash.bin "
-                              "--transport functionfs\n  bootkit serve --product examples/products/rp2040-uf2.toml\n  bootkit serve dfu --chip atmega32u4 --dialect flip "
-                              "--transport usbip\n  bootkit serve cdc --chip atmega32u4 --transport pty")
+                       epilog=_epilog("serve"))
     s.add_argument("personality", metavar="PERSONALITY", nargs="?")
     s.add_argument("--chip")
     s.add_argument("--product", metavar="P.toml", help="serve the device a product profile describes")
     s.add_argument("--dialect")
     s.add_argument("--image", metavar="FILE.bin")
-    s.add_argument("--transport", default="virtual", choices=("virtual", "functionfs", "usbip", "pty", "midiport"))
+    s.add_argument("--transport", default="virtual", metavar="TRANSPORT",
+                   help="a registered device transport (default virtual): " + ", ".join(_transport_names()))
     s.add_argument("--udc", help="functionfs: the UDC to bind (default: the only one)")
     s.add_argument("--listen", metavar="ADDR:PORT",
                    help="usbip: where to listen (default 127.0.0.1:3240; another address prints a warning)")
@@ -32,24 +37,43 @@ def add_commands(sub) -> None:
     s.add_argument("--serial", help="USB serial number string")
     s.add_argument("--realtime", action="store_true", help="honour the chip's erase and program times")
     s.add_argument("--read-protected", action="store_true",
-                   help="refuse reads until a full erase (DfuSe read protection, FLIP secure mode)")
+                   help="refuse reads until a full erase (the dialects that model read-out protection)")
     s.set_defaults(func=cmd_serve)
 
 
+def _transport(args):
+    """The registered transport class and its settings from the command line, every problem one
+    line before the emulator (and its --image) is opened."""
+    import inspect
+
+    from .. import registry
+
+    try:
+        cls = registry.transport(args.transport)
+    except ValueError as exc:
+        raise BadInput(f"--transport: {exc}") from None
+    given = {name: value for name, value in (("udc", args.udc), ("listen", args.listen), ("allow", args.allow))
+             if value is not None}
+    takes = inspect.signature(cls.__init__).parameters
+    for name, value in given.items():
+        if name not in takes:
+            raise BadInput(f"--{name} does not apply to --transport {args.transport}")
+        # a transport checks its settings when it is made, before anything is opened
+        # (DeviceTransport.__init__); one at a time, so the line names the flag at fault
+        try:
+            cls(**{name: value})
+        except ValueError as exc:
+            raise BadInput(f"--{name}: {exc}") from None
+    return cls, given
+
+
 def cmd_serve(args) -> int:
+    import inspect
+
     from ..emulator import Emulator
+    from ..transports.base import TransportUnavailable
 
-    if args.transport == "usbip":  # checked before the emulator (and its --image) is opened
-        from ..transports import usbip
-
-        try:
-            listen = usbip.parse_listen(args.listen) if args.listen else ("127.0.0.1", 3240)
-        except ValueError as exc:
-            raise BadInput(f"--listen: {exc}") from None
-        try:
-            allow = usbip.parse_allow(args.allow) if args.allow is not None else None
-        except ValueError as exc:
-            raise BadInput(f"--allow: {exc}") from None
+    cls, settings = _transport(args)
     try:
         if args.product:
             from ..product import ProductError, load_product
@@ -77,44 +101,23 @@ def cmd_serve(args) -> int:
                                 realtime=args.realtime, read_protected=args.read_protected)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    stop = {"now": False}
 
     def on_signal(signum, frame):
-        stop["now"] = True
         raise KeyboardInterrupt
+
+    def ready(where: str) -> None:
+        dev = emulator.target.device
+        ids = f" as {dev.info.idVendor:04x}:{dev.info.idProduct:04x}" if dev is not None else ""
+        print(f"serving {args.personality} ({chip.name}){ids} on {where}. Ctrl-C to stop.", flush=True)
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        if args.transport == "functionfs":
-            try:
-                from ..transports.functionfs import TransportUnavailable, serve
-            except ImportError:
-                raise Failed("the functionfs transport is not available in this build") from None
-            try:
-                serve(emulator, udc=args.udc, log=lambda m: print(m, flush=True))
-            except TransportUnavailable as exc:
-                raise BadInput(str(exc)) from None
-        elif args.transport == "usbip":
-            usbip.serve([emulator.target], listen=listen, allow=allow, log=lambda m: print(m, flush=True))
-        elif args.transport == "midiport":
-            from ..transports import midiport
-
-            try:
-                midiport.serve(emulator, log=lambda m: print(m, flush=True))
-            except midiport.TransportUnavailable as exc:
-                raise BadInput(str(exc)) from None
-        elif args.transport == "pty":
-            from ..transports.pty import serve_pty
-
-            serve_pty(emulator, log=lambda m: print(m, flush=True))
-        else:
-            emulator.attach()
-            dev = emulator.target.device
-            print(f"serving {args.personality} ({chip.name}) as {dev.info.idVendor:04x}:{dev.info.idProduct:04x} "
-                  "on the in-process bus: only this process sees it. Ctrl-C to stop.", flush=True)
-            while True:
-                time.sleep(0.2)
-                emulator.target.poll()
+        if "log" in inspect.signature(cls.__init__).parameters:
+            settings["log"] = lambda m: print(m, flush=True)
+        with cls(**settings) as transport:
+            transport.serve(emulator, ready=ready)
+    except TransportUnavailable as exc:
+        raise BadInput(str(exc)) from None
     except KeyboardInterrupt:
         pass
     finally:

@@ -18,9 +18,14 @@ def real_backend():
 
 
 class Session:
-    """Where a host command talks to: an in-process emulator, a USB/IP server, or real USB."""
+    """Where a host command talks to: an in-process emulator, a USB/IP server, or real USB.
 
-    def __init__(self, args):
+    ``personality`` (a :class:`~bootkit.contracts.Personality`) says how an emulated device
+    is reached (``serial_emulation``: on a pseudo-terminal) and what options an emulated
+    device gets by default (``emulated_options``); ``device_options`` are a command's own
+    (a drop's ``--accept``)."""
+
+    def __init__(self, args, personality, device_options: dict | None = None):
         self.emulator = None
         self.port = getattr(args, "port", None)
         self._pty = None
@@ -51,18 +56,14 @@ class Session:
                                        f"{product.chip.name}")
                     self.emulator = product.emulator(image=args.image, readonly=readonly)
                 else:
-                    options = {"dialect": args.dialect} if args.dialect else {}
-                    if args.via == "msc":
-                        # the emulated drive leaves soon after the last block (a real one waits
-                        # about a second for the host's last FAT writes)
-                        options["leave_delay"] = 0.2
-                        if getattr(args, "accept", None):
-                            options["accept"] = args.accept
-                    self.emulator = Emulator(find_chip(args.emulate), args.via, image=args.image, options=options,
-                                             readonly=readonly)
+                    options = {**personality.emulated_options, **(device_options or {})}
+                    if args.dialect:
+                        options["dialect"] = args.dialect
+                    self.emulator = Emulator(find_chip(args.emulate), personality.name, image=args.image,
+                                             options=options, readonly=readonly)
             except ValueError as exc:
                 raise BadInput(str(exc)) from None
-            if args.via == "cdc":
+            if personality.serial_emulation:
                 # a serial personality: the emulated device sits on a pseudo-terminal
                 from ..transports.pty import pty_server
 

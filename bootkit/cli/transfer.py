@@ -1,8 +1,17 @@
-"""The host side: ``flash`` and ``read`` through any personality."""
+"""The host side: ``flash`` and ``read`` through any registered personality.
+
+The personality is ``--via`` (or the product's, or the first registered); its options come
+from its dialect's options dataclass (:meth:`Personality.make_options`), whose fields
+marked ``cli`` are the personality's own flags (``--transfer-size``, ``--mcu``, ...); the
+device is reached through a :class:`~bootkit.contracts.Link` and the one
+:class:`~bootkit.contracts.HostSide` signature.  No personality is named here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any
 
 from .errors import EXIT_OK, BadInput
 from .arguments import add_input_options, parse_int, parse_vidpid
@@ -12,15 +21,76 @@ from .session import Session, talking
 FMT = argparse.RawDescriptionHelpFormatter
 
 
-def add_commands(sub) -> None:
+def _via_in(argv) -> str | None:
+    """The ``--via`` value on the command line, if any (to declare only its flags)."""
+    for i, arg in enumerate(argv):
+        if arg == "--via" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--via="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _flag_fields(personality) -> dict[str, dataclasses.Field]:
+    """flag -> options field, for every field of the personality's dialects marked ``cli``."""
+    flags: dict[str, dataclasses.Field] = {}
+    for cls in personality.options.values():
+        for f in dataclasses.fields(cls):
+            flag = f.metadata.get("cli")
+            if flag:
+                flags.setdefault(flag, f)
+    return flags
+
+
+def _flag_type(f: dataclasses.Field):
+    """The argparse type of an options field, from its ``kind`` or its annotation."""
+    kind = f.metadata.get("kind") or str(f.type)
+    if kind == "list" or "tuple" in kind:
+        return lambda text: tuple(x.strip() for x in text.split(",") if x.strip())
+    if "bool" in kind:
+        return None
+    if kind == "number" or "float" in kind:
+        return float
+    if "int" in kind:
+        return parse_int
+    return str
+
+
+def _add_personality_flags(sp, argv) -> None:
+    """The flags the personalities' options declare (``cli`` metadata): only ``--via``'s when
+    the command line names one (loading one personality), else every one's."""
+    from .. import registry
+
+    via = _via_in(argv)
+    try:
+        chosen = [registry.personality(via)] if via else registry.personalities()
+    except ValueError:  # an unknown --via: refused with the registry's names when the command runs
+        chosen = []
+    group = sp.add_argument_group("personality options")
+    seen: dict[str, str] = {}
+    for p in chosen:
+        for flag, f in _flag_fields(p).items():
+            if flag in seen:
+                seen[flag] += f", {p.name}"
+                continue
+            seen[flag] = p.name
+            kind = _flag_type(f)
+            if kind is None:
+                group.add_argument(flag, dest=f"option:{flag}", action="store_true", default=None,
+                                   help=f"{p.name}: {f.metadata.get('help', '')}")
+            else:
+                group.add_argument(flag, dest=f"option:{flag}", type=kind, metavar=f.name.upper(),
+                                   help=f"{p.name}: {f.metadata.get('help', '')}")
+
+
+def add_commands(sub, argv=()) -> None:
     def selection(sp, reading=False):
-        sp.add_argument("--via", metavar="PERSONALITY", help="personality to talk to (default dfu, or the product's)")
-        sp.add_argument("--dialect", help="protocol dialect (dfu: dfu, dfuse, flip); default from the device")
+        sp.add_argument("--via", metavar="PERSONALITY",
+                        help="personality to talk to (default: the product's, else the first registered; "
+                             "see `bootkit choose`)")
+        sp.add_argument("--dialect", help="protocol dialect of the personality; default from the device")
         sp.add_argument("--device", type=parse_vidpid, metavar="VID:PID", help="select the device by USB ids")
         sp.add_argument("--serial", help="select the device by serial number")
-        sp.add_argument("--alt", type=int, help="DFU alternate setting")
-        sp.add_argument("--transfer-size", type=parse_int, metavar="N",
-                        help="DFU wTransferSize, when the device does not say (dfu-util -t)")
         sp.add_argument("--chip", help="the target chip (validates the image against it)")
         sp.add_argument("--memory", choices=("flash", "eeprom"), default="flash")
         sp.add_argument("--emulate", metavar="CHIP",
@@ -31,25 +101,22 @@ def add_commands(sub) -> None:
                         help="progress bar (default: on a terminal only)")
         sp.add_argument("--product", metavar="P.toml",
                         help="a product profile: the personality, dialect, ids and chip come from it")
-        sp.add_argument("--port", help="cdc: the serial port (default: found by VID:PID)")
+        sp.add_argument("--port", help="a serial port or MIDI port, for a personality reached through one "
+                                       "(default: found by VID:PID)")
         sp.add_argument("--usbip", metavar="HOST[:PORT]",
                         help="talk to a device served by `bootkit serve --transport usbip` (no kernel needed)")
-        sp.add_argument("--drive", metavar="MOUNTPOINT", help="msc: a mounted bootloader drive (copy a file to it)")
-        sp.add_argument("--mcu", help="hid/halfkay: the Teensy MCU, as teensy_loader_cli --mcu names it")
+        sp.add_argument("--drive", metavar="PATH",
+                        help="a mounted bootloader drive or a device node, for a personality reached through one")
         sp.add_argument("--wait", type=float, metavar="SECONDS",
-                        help="hid: wait this long for the device to appear (teensy_loader_cli -w)")
+                        help="wait this long for the device to appear (personalities that can wait)")
+        _add_personality_flags(sp, argv)
 
     s = sub.add_parser("flash", formatter_class=FMT, help="flash a firmware file into a device",
                        description="Validate FILE against the target, erase what it needs, program, verify by "
                                    "reading back, and start the application.",
-                       epilog="examples:\n  bootkit flash fw.hex --via dfu --emulate atmega32u4 --image flash.bin\n"
-                              "  bootkit flash fw.bin --via dfu --dialect dfuse --address 0x08000000\n"
-                              "  bootkit flash fw.hex --via dfu --device 03eb:2ff4\n"
-                              "  bootkit flash fw.img --format bin --via dfu --chip stm32f411 --device 0483:df11\n"
-                              "  bootkit flash fw.uf2 --via msc --emulate rp2040 --image flash.bin --force\n"
-                              "  bootkit flash fw.elf --memory eeprom --via cdc --emulate atmega32u4 --image flash.bin\n\n"
-                              "FILE's format comes from its content and extension together (--format overrides);\n"
-                              "a binary goes to --address, else to the application start of --chip/--emulate.")
+                       epilog=_epilog("flash", "\n\nFILE's format comes from its content and extension together "
+                                      "(--format overrides);\na binary goes to --address, else to the application "
+                                      "start of --chip/--emulate."))
     s.add_argument("file", metavar="FILE")
     selection(s)
     s.add_argument("--address", type=parse_int, help="load address of a binary file (default: the application start "
@@ -57,63 +124,107 @@ def add_commands(sub) -> None:
     add_input_options(s)
     s.add_argument("--no-verify", dest="verify", action="store_false", help="skip the read-back verification")
     s.add_argument("--no-leave", dest="leave", action="store_false", help="stay in the bootloader afterwards")
-    s.set_defaults(func=cmd_flash)
+    s.set_defaults(func=cmd_flash, unknown_arguments=unknown_arguments)
 
     s = sub.add_parser("read", formatter_class=FMT, help="read a device's memory into a file",
                        description="Read the application flash (or EEPROM) back into OUT (format from its "
-                                   "extension: .hex, .bin, .uf2, .srec, .dfu).",
-                       epilog="examples:\n  bootkit read back.hex --via dfu --emulate atmega32u4 --image flash.bin\n"
-                              "  bootkit read back.bin --via dfu --device 0483:df11 --start 0x08000000 --length 65536")
+                                   "extension: .hex, .bin, .uf2, .srec, or a DFU suffix file).",
+                       epilog=_epilog("read"))
     s.add_argument("output", metavar="OUT")
     selection(s, reading=True)
     s.add_argument("--start", type=parse_int, help="first address to read")
     s.add_argument("--length", type=parse_int, help="number of bytes to read")
-    s.set_defaults(func=cmd_read)
+    s.set_defaults(func=cmd_read, unknown_arguments=unknown_arguments)
 
 
-def _host_module(via: str):
-    import importlib
+def examples(command: str) -> list[str]:
+    """Every personality's example lines for ``command`` (``Personality.cli_examples``)."""
+    from .. import registry
 
-    from ..emulator import personality_module
+    return [line for p in registry.personalities() for line in p.cli_examples.get(command, ())]
 
-    try:  # unknown or not implemented; only this one: importing all six costs a second on a slow board
-        personality_module(via)
+
+def first_example(command: str) -> str:
+    """The first personality's first example of ``command`` (the top-level help shows it)."""
+    return examples(command)[0]
+
+
+def _epilog(command: str, tail: str = "") -> str:
+    return "examples:\n" + "".join(f"  {line}\n" for line in examples(command)).rstrip("\n") + tail
+
+
+def _personality(name: str):
+    from .. import registry
+
+    try:
+        return registry.personality(name)
     except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    return importlib.import_module(f"bootkit.classes.{via}.host")
+        raise BadInput(f"--via: {exc}") from None
 
 
+def _default_personality() -> str:
+    from .. import registry
 
-def _personality_options(args, session) -> dict:
-    """Options only some personalities take, passed only when given (or always, for their own)."""
-    options = {}
-    if args.via == "dfu":
-        options["alt"] = args.alt
-        if args.transfer_size:
-            options["transfer_size"] = args.transfer_size
-    elif args.alt is not None or getattr(args, "transfer_size", None):
-        raise BadInput("--alt and --transfer-size are DFU options")
-    for name in ("mcu", "wait"):
-        value = getattr(args, name, None)
-        if value is not None:
-            if args.via != "hid":
-                raise BadInput(f"--{name} is a HID option")
-            options[name] = value
-    if getattr(args, "drive", None):
-        if args.via != "msc":
-            raise BadInput("--drive is a mass-storage option")
-        options["drive"] = args.drive
-    if session.port is not None:
-        if args.via not in ("cdc", "midi"):
-            raise BadInput("--port is a CDC (serial port) or MIDI (port name) option")
-        options["port"] = session.port
-    return options
+    return registry.personality_names()[0]
 
 
-def _apply_product(args) -> dict:
-    """With --product: the personality, dialect, ids and chip come from the profile."""
+def _not_for(flag: str, personality) -> BadInput:
+    takes = ", ".join(_flag_fields(personality)) or "none"
+    return BadInput(f"{flag} does not apply to --via {personality.name} (its options: {takes})")
+
+
+def unknown_arguments(args, extra: list[str]) -> str | None:
+    """The one line for arguments the parser did not take: a flag of another personality than
+    ``--via``'s (only its flags are declared when the command line names it); None: argparse's."""
+    from .. import registry
+
+    flag = next((a.split("=", 1)[0] for a in extra if a.startswith("--")), None)
+    if flag is None or not getattr(args, "via", None):
+        return None
+    if any(flag in _flag_fields(p) for p in registry.personalities()):
+        return str(_not_for(flag, _personality(args.via)))
+    return None
+
+
+def _options(args, personality, settings: dict[str, Any]):
+    """The dialect's options dataclass with the product's settings and the personality's flags,
+    and the device settings its flags give an emulated device (``device_only`` fields).
+    A flag that belongs to another personality, or to another dialect, is bad input."""
+    flags = _flag_fields(personality)
+    device: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if not key.startswith("option:") or value is None:
+            continue
+        flag = key.split(":", 1)[1]
+        if flag not in flags:
+            raise _not_for(flag, personality)
+        if flags[flag].metadata.get("device_only"):
+            if not args.emulate:
+                raise BadInput(f"{flag} configures an emulated device: it needs --emulate")
+            device[flags[flag].name] = value
+        else:
+            settings[flags[flag].name] = value
+    dialects = [args.dialect] if args.dialect else list(personality.dialects)
+    if args.dialect:
+        try:
+            personality.check_dialect(args.dialect)
+        except ValueError as exc:
+            raise BadInput(f"--dialect: {exc}") from None
+    problem = None
+    for dialect in dialects:  # no --dialect: the first dialect that takes them (the device says which)
+        try:
+            return personality.make_options(dialect, **settings), device
+        except ValueError as exc:
+            problem = problem or exc
+    flag = next((f for f, field in flags.items() if field.name in settings), None)
+    raise BadInput(f"{flag or 'an option'}: {problem}")
+
+
+def _apply_product(args) -> dict[str, Any]:
+    """With --product: the personality, dialect, ids and chip come from the profile; returns
+    its host settings (options field name -> value)."""
     if not getattr(args, "product", None):
-        args.via = args.via or "dfu"
+        args.via = args.via or _default_personality()
         return {}
     from ..product import ProductError, load_product
 
@@ -125,32 +236,51 @@ def _apply_product(args) -> dict:
         raise BadInput(f"--via {args.via} disagrees with {args.product} (personality {product.personality})")
     args.via = product.personality
     args.loaded_product = product
-    options = product.host_options()
-    if args.dialect and args.dialect != options.get("dialect"):
-        raise BadInput(f"--dialect {args.dialect} disagrees with {args.product} (dialect {options.get('dialect')})")
-    args.dialect = options.pop("dialect", None)
+    if args.dialect and args.dialect != product.dialect:
+        raise BadInput(f"--dialect {args.dialect} disagrees with {args.product} (dialect {product.dialect})")
+    args.dialect = product.dialect
     if args.chip is None:
-        args.chip = options["chip"].name
-    options.pop("chip", None)
-    if args.device is None and "vid" in options and "pid" in options:
-        args.device = (options.pop("vid"), options.pop("pid"))
-    if args.serial is None and "serial" in options:
-        args.serial = options.pop("serial")
-    return {k: v for k, v in options.items() if k not in ("vid", "pid", "serial")}
+        args.chip = product.host_chip().name
+    if args.device is None and "vid" in product.usb and "pid" in product.usb:
+        args.device = (product.usb["vid"], product.usb["pid"])
+    if args.serial is None and "serial" in product.usb:
+        args.serial = product.usb["serial"]
+    return product.host_settings()
+
+
+def _link(args, session):
+    from ..contracts import Link
+
+    vid, pid = args.device or (None, None)
+    return Link(backend=session.backend, vid=vid, pid=pid, serial=args.serial, port=session.port,
+                path=getattr(args, "drive", None), wait=getattr(args, "wait", None))
+
+
+def _prepare(args, settings: dict[str, Any]):
+    """The personality, its options and the session, every problem bad input before a device is touched."""
+    from ..contracts import OptionError
+
+    personality = _personality(args.via)
+    options, device = _options(args, personality, settings)
+    session = Session(args, personality, device)
+    try:
+        link = _link(args, session)
+        link.check(personality.name, personality.link_fields)
+    except OptionError as exc:
+        session.close()
+        raise BadInput(str(exc)) from None
+    return personality, options, session, link
 
 
 def cmd_flash(args) -> int:
-    extra = _apply_product(args)
+    settings = _apply_product(args)
     # the file first: a bad one is refused before a personality (or a device) is even loaded
     image = input_image(args, target_chip(args), memory=args.memory)
-    host = _host_module(args.via)
-    session = Session(args)
+    personality, options, session, link = _prepare(args, settings)
     with talking(args.file, session):
-        vid, pid = args.device or (None, None)
-        result = host.flash(image, session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
-                            chip=session.chip, memory=args.memory, verify=args.verify,
-                            leave=args.leave, progress=args.progress, force=args.force,
-                            **{**extra, **_personality_options(args, session)})
+        result = personality.host().flash(image, link, dialect=args.dialect, chip=session.chip, options=options,
+                                          progress=args.progress, memory=args.memory, verify=args.verify,
+                                          leave=args.leave, force=args.force)
     rate = result.bytes / 1024 / result.seconds if result.seconds else 0
     left_out = image.origin.eeprom if image.origin is not None and args.memory == "flash" else 0
     print(f"{args.file}: {result.bytes} bytes via {args.via}/{result.dialect} in {result.seconds:.2f} s "
@@ -160,29 +290,27 @@ def cmd_flash(args) -> int:
     return EXIT_OK
 
 
+def _writable_extensions() -> str:
+    from ..formats import FORMATS
+
+    return ", ".join(f".{f}" for f in FORMATS if f not in ("elf", "dfuse"))
+
+
 def cmd_read(args) -> int:
     from ..formats import format_from_name, save
 
-    extra = _apply_product(args)
-    host = _host_module(args.via)
+    settings = _apply_product(args)
     fmt = format_from_name(args.output)
     if fmt is None or fmt == "elf":
-        raise BadInput(f"{args.output}: give a .hex, .bin, .uf2, .srec or .dfu name")
-    session = Session(args)
+        raise BadInput(f"{args.output}: give a name ending in one of {_writable_extensions()}")
+    personality, options, session, link = _prepare(args, settings)
     with talking(args.output, session):
-        vid, pid = args.device or (None, None)
-        image = host.read(session.backend, vid=vid, pid=pid, serial=args.serial, dialect=args.dialect,
-                          chip=session.chip, memory=args.memory, start=args.start,
-                          length=args.length, progress=args.progress,
-                          **{**extra, **_personality_options(args, session)})
+        image = personality.host().read(link, dialect=args.dialect, chip=session.chip, options=options,
+                                        start=args.start, length=args.length, memory=args.memory,
+                                        progress=args.progress)
     family = session.chip.uf2_family if session.chip is not None else None
     if fmt == "uf2" and family is None:
         raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
     save(image, args.output, fmt, family=family)
     print(f"{args.output}: {image.size} bytes from 0x{image.start:X}")
     return EXIT_OK
-
-
-def first_example(command: str) -> str:
-    """The first personality's first example of ``command`` (the top-level help shows it)."""
-    return "bootkit flash fw.hex --via dfu --emulate atmega32u4 --image flash.bin"

@@ -37,7 +37,10 @@ def cmd_drop(args) -> int:
         raise BadInput("--accept configures an emulated drive: it needs --emulate")
     image = input_image(args, target_chip(args))
     args.usbip = None
-    session = None if args.drive else Session(args)
+    from .personality import PERSONALITY
+
+    accept = {"accept": tuple(k.strip() for k in args.accept.split(",") if k.strip())} if args.accept else {}
+    session = None if args.drive else Session(args, PERSONALITY, accept)
     vid, pid = args.device or (None, None)
     with talking(args.file, session):
         result = host.flash(image, session.backend if session else None, drive=args.drive, vid=vid, pid=pid,

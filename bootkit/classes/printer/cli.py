@@ -45,7 +45,9 @@ def cmd_print(args) -> int:
                            family=target.uf2_family if target is not None else None)
     except ImageRejected as exc:
         raise BadInput(str(exc)) from None
-    session = None if args.printer else Session(args)
+    from .personality import PERSONALITY
+
+    session = None if args.printer else Session(args, PERSONALITY)
     backend = session.backend if session else None
     chip = session.chip if session else find_chip(args.chip)
     vid, pid = args.device or (None, None)
