@@ -14,7 +14,7 @@ FACTS = (
         eeprom=False, readback=True, verify="read-back",
         feedback="a status code for every refused request (address, protected, not erased, ...)",
         unattended=True,
-        bootloader_size="1 KiB",  # control requests only: no endpoint, no class driver
+        bootloader_size="1 KiB",  # an estimate, nothing was built: control requests only, no class driver
         families=(),
         quirks=(
             ("Windows binds no driver to a vendor-class interface", "bind WinUSB once with Zadig (a Microsoft "

@@ -14,7 +14,7 @@ host side (host.py, pyusb) are imported only when they are used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bootkit.contracts import DeviceOptions, Link, Personality, option
 
@@ -34,7 +34,8 @@ class BlinkOptions(DeviceOptions):
     max_transfer: int = option(1024, help="the longest WRITE/READ data stage the device takes (its info record "
                                           "says so; Linux usbfs allows 4096)", min=8, max=4096, device_only=True)
     leave_wait: float | None = option(help="seconds the host watches the bus after LEAVE (default 5 s, "
-                                           "0.5 s on the in-process bus)", min=0.0, max=3600.0, host_only=True)
+                                           "0.5 s on the in-process bus)", min=0.0, max=3600.0, host_only=True,
+                                      product=False)
 
 
 class BlinkHost:
@@ -102,14 +103,6 @@ class Blink(Personality):
         from .facts import FACTS
 
         return tuple(FACTS)
-
-    def check_product(self, check: Any, product: Any) -> None:
-        """A data stage longer than a flash page is fine; one longer than the whole application is not."""
-        options = product.settings
-        size = sum(end - start for start, end in product.chip.application_ranges)
-        if options.get("max_transfer", 0) > size:
-            check.fail("blink.max_transfer", f"{options['max_transfer']} is more than the application region "
-                                             f"of {product.chip.name} ({size} bytes)", f"8..{min(size, 4096)}")
 
 
 def _info(chip: Chip, options: DeviceOptions, what: str):
