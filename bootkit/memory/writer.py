@@ -20,14 +20,15 @@ class SessionWriter:
     def reset(self) -> None:
         self.erased.clear()
 
-    def write(self, address: int, data: bytes) -> None:
-        """Program ``data`` at ``address``, erasing untouched sectors first.
+    def write(self, address: int, data: bytes) -> float:
+        """Program ``data`` at ``address``, erasing untouched sectors first; returns the
+        seconds the memory is busy (the sum of what its erase and program calls returned).
 
         Raises the memory core's typed errors (address, protected, ...)
         before anything is modified when the whole span is not writable.
         """
         if not data:
-            return
+            return 0.0
         layout = self.memory.layout
         region = layout.find(address)
         end = address + len(data)
@@ -36,12 +37,13 @@ class SessionWriter:
                                address)
         if layout.is_protected(address, end):
             raise ProtectedFault(f"0x{address:X}+{len(data)} reaches into the bootloader region", address)
+        busy = 0.0
         if region.needs_erase and region.erasable:
             addr = address
             while addr < end:
                 start, size = region.sector_at(addr)
                 if start not in self.erased:
-                    self.memory.erase(start)
+                    busy += self.memory.erase(start)
                     self.erased.add(start)
                 addr = start + size
-        self.memory.program(address, data)
+        return busy + self.memory.program(address, data)

@@ -28,6 +28,7 @@ from typing import Callable
 from ...memory import MemoryFault
 from ...memory.chips import EEPROM_BASE, FUSE_BASE, LOCK_BASE, SIGNATURE_BASE
 from ...memory.writer import SessionWriter
+from ...usb.device import SignalKind
 from .protocol import (
     CR,
     ESC,
@@ -105,6 +106,9 @@ class Avr109Engine:
         self.lock = self._region("lock")
         self.signature = self._region("signature")
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
+        # how long the memory is busy after an operation: the Function holding this
+        # engine passes it on (Function.busy), and the transport holds the next transfer
+        self.busy: Callable[[float], object] = lambda seconds: None
         self.writer = SessionWriter(memory)
         self.address = 0  # CurrAddress: a byte address
         self.page_buffer: dict[int, int] = {}  # 'c'/'C' fills: byte offset -> value
@@ -242,7 +246,7 @@ class Avr109Engine:
         if b1 == ISP_WRITE and b2 & ISP_WRITE_LOCK_MASK == ISP_WRITE_LOCK_MASK and self.lock is not None:
             # the new lock byte, 0 = programmed; SPM reaches only BLB0x/BLB1x (bits 5..2)
             old = self.memory.read(LOCK_BASE, 1)[0]
-            self.memory.program(LOCK_BASE, bytes([old & (b4 | ~0x3C) & 0xFF]))
+            self.busy(self.memory.program(LOCK_BASE, bytes([old & (b4 | ~0x3C) & 0xFF])))
             return b"\x00"
         if b1 == ISP_WRITE and b2 in (0xA0, 0xA8, 0xA4):
             self.log.append(f"universal: fuse write 0x{b2:02X} ignored (a bootloader cannot write fuses)")
@@ -293,7 +297,7 @@ class Avr109Engine:
         if self.lock is None:
             return UNKNOWN
         old = self.memory.read(LOCK_BASE, 1)[0]
-        self.memory.program(LOCK_BASE, bytes([old & ~(f[1] & 0x3C) & 0xFF]))
+        self.busy(self.memory.program(LOCK_BASE, bytes([old & ~(f[1] & 0x3C) & 0xFF])))
         return CR
 
     # addressing ---------------------------------------------------------
@@ -310,21 +314,21 @@ class Avr109Engine:
     # erase ---------------------------------------------------------------
     def _cmd_chip_erase(self, f):
         # "Clear the application section of flash": pages below BOOT_START_ADDR.
-        self.memory.erase_all()
+        self.busy(self.memory.erase_all())
         self.writer.reset()
         self.page_buffer.clear()
         return CR
 
     def _cmd_exit(self, f):
         try:
-            self.memory.manifest()
+            self.busy(self.memory.manifest())
             started = True
         except MemoryFault as exc:  # blank flash: the board stays in its bootloader
             self.log.append(f"'E': {exc}")
             started = False
         self.exited = True
         self.application_running = started
-        self.signal("leave", "AVR109 'E' (exit bootloader)", 0.5 if self.dialect == "caterina" else 0.0)
+        self.signal(SignalKind.LEAVE, "AVR109 'E' (exit bootloader)", 0.5 if self.dialect == "caterina" else 0.0)
         return CR
 
     # block commands -------------------------------------------------------
@@ -344,7 +348,7 @@ class Avr109Engine:
             # session writer erases each touched page (reset: every block is a
             # new erase, as on the chip).
             self.writer.reset()
-            self.writer.write(start, data)
+            self.busy(self.writer.write(start, data))
             self.address += size
             return CR
         if kind == MEMORY_EEPROM:
@@ -352,7 +356,7 @@ class Avr109Engine:
             if self.eeprom is None or start + size > self.eeprom.size:
                 self.log.append(f"'B' EEPROM 0x{start:X}+{size} refused")
                 return UNKNOWN
-            self.memory.program(EEPROM_BASE + start, data)  # eeprom_update_byte: written in place
+            self.busy(self.memory.program(EEPROM_BASE + start, data))  # eeprom_update_byte: written in place
             self.address += 2 * size
             return CR
         return UNKNOWN
@@ -398,7 +402,7 @@ class Avr109Engine:
         for off, value in self.page_buffer.items():
             data[off] = value
         self.page_buffer.clear()
-        self.memory.program(page, bytes(data))
+        self.busy(self.memory.program(page, bytes(data)))
         return CR
 
     def _cmd_read_word(self, f):
@@ -413,7 +417,7 @@ class Avr109Engine:
         start = self.address >> 1
         if self.eeprom is None or start >= self.eeprom.size:
             return UNKNOWN
-        self.memory.program(EEPROM_BASE + start, f[1:2])
+        self.busy(self.memory.program(EEPROM_BASE + start, f[1:2]))
         self.address += 2
         return CR
 

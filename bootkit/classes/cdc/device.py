@@ -167,6 +167,7 @@ class CdcBootloaderFunction(CdcAcmFunction):
         self.timeout = timeout
         self._left = False
         engine.signal = self._engine_signal
+        engine.busy = self.busy
 
     def _engine_signal(self, kind, reason="", delay=0.0):
         if kind == "leave":

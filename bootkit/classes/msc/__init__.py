@@ -107,6 +107,7 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
     target = ScsiTarget(volume, vendor=vendor, product=product[:16], revision=__version__[:4])
     function = MscFunction(BulkOnlyEngine(target), "bootkit mass storage")
     function_box.append(function)
+    sink.busy = function.busy  # the memory's busy seconds hold the drive's next transfer
     # for tests and logs; MscFunction does not declare these handles (its device.py could)
     function.sink, function.volume, function.target = sink, volume, target  # type: ignore[attr-defined]
     info = DeviceInfo(vid if vid is not None else BOOTKIT_VID, pid if pid is not None else BOOTKIT_MSC_PID,

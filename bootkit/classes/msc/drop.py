@@ -46,6 +46,7 @@ from ...formats.uf2 import (
 )
 from ...memory import MemoryFault
 from ...memory.writer import SessionWriter
+from ...usb.device import SignalKind
 from ..common import ImageRejected, check_ranges
 from .ghostfat import ATTR_DIRECTORY, ATTR_VOLUME_ID, SECTOR, GhostFat
 
@@ -92,6 +93,9 @@ class DropTarget:
         self.accept_no_family = accept_no_family or family is None
         self.leave_delay = leave_delay
         self.signal = signal or (lambda kind, reason="", delay=0.0: None)
+        # how long the memory is busy after a write: the MscFunction passes it on
+        # (Function.busy), and the transport holds the drive's next transfer
+        self.busy: Callable[[float], object] = lambda seconds: None
         self.writer = SessionWriter(memory)
         self.session: Uf2Session | None = None
         # Each block carries at least 4 bytes of the application (or is flagged
@@ -156,7 +160,7 @@ class DropTarget:
             return (target, size) if to_flash else None  # a block written again counts once
         if to_flash:
             try:
-                self.writer.write(target, raw[32:32 + size])
+                self.busy(self.writer.write(target, raw[32:32 + size]))
             except MemoryFault as exc:
                 self._refuse(lba, str(exc))
                 return None
@@ -171,14 +175,14 @@ class DropTarget:
 
     def _finish(self, reason: str) -> None:
         try:
-            self.memory.manifest()
+            self.busy(self.memory.manifest())
         except MemoryFault as exc:
             self.refusals.append(f"manifest: {exc}")
             self.session = None
             return
         self.done = True
         self.events.append(reason)
-        self.signal("leave", reason, self.leave_delay)
+        self.signal(SignalKind.LEAVE, reason, self.leave_delay)
 
     # ------------------------------------------------------------------
     # raw files
@@ -250,7 +254,7 @@ class DropTarget:
         self.session = None
         try:
             for address, chunk in image.segments:
-                self.writer.write(address, chunk)
+                self.busy(self.writer.write(address, chunk))
         except MemoryFault as exc:
             self.refusals.append(f"{name}: {exc}")
             return False

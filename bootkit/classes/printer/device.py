@@ -153,7 +153,7 @@ class PrinterEngine:
         # vector (LUFA's Application_Jump_Check treats 0xFFFF there as "no
         # application"), so any failure from here on leaves it invalid.
         try:
-            self.writer.write(self._vector_page, b"\xff")
+            self.busy(self.writer.write(self._vector_page, b"\xff"))
         except MemoryFault:
             pass
 
@@ -462,11 +462,11 @@ class PrinterEngine:
                 off = vp - page
                 self._vector[:] = run[off:off + psize]
                 if off:
-                    self.writer.write(page, bytes(run[:off]))
+                    self.busy(self.writer.write(page, bytes(run[:off])))
                 if off + psize < full:
-                    self.writer.write(vp + psize, bytes(run[off + psize:full]))
+                    self.busy(self.writer.write(vp + psize, bytes(run[off + psize:full])))
             else:
-                self.writer.write(page, bytes(run[:full]))
+                self.busy(self.writer.write(page, bytes(run[:full])))
             for p in range(page, page + full, psize):
                 self._flushed.add(p)
             del self._run[:full]
@@ -479,7 +479,7 @@ class PrinterEngine:
         try:
             self._flush(final=True)
             if self._vector_page in self._flushed:
-                self.writer.write(self._vector_page, bytes(self._vector))
+                self.busy(self.writer.write(self._vector_page, bytes(self._vector)))
             # Pages a failed job wrote that this one did not: erase them, so
             # flash holds exactly this image.
             for page in sorted(self._stale_pages - self.writer.erased):
