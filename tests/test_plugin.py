@@ -2,8 +2,8 @@
 into a temporary venv with pip, and bootkit's own commands handle its personality, "blink",
 with no edit to bootkit/: serve (USB/IP, in a child process), flash, read, choose, demo and
 product check, each judged by what it did (the bytes read back are the image's; the image
-file the server wrote back holds it).  The same commands run by the base interpreter, where
-the plug-in is not installed, do not know the name.
+file the server wrote back holds it).  Once pip uninstalls it, the same commands do not
+know the name.
 
 Every command runs as a child process, `python -m bootkit` with this checkout first on the
 import path (as tests/killutil.py does), so the code under test is this checkout's.  Waits
@@ -129,7 +129,6 @@ def holds(flash: bytes, chip, image) -> bool:
 
 def test_plugin_installed_by_pip_is_served_flashed_read_chosen_demoed_and_checked(plugin_python, tmp_path):
     chip, image, fw = firmware(tmp_path)
-    check_unknown_without_the_plugin(tmp_path, fw)
 
     # --- serve (USB/IP, a child process) -> flash -> read -> Ctrl-C
     server = Serve(plugin_python, "blink", "--chip", CHIP, "--image", "flash.bin", "--transport", "usbip",
@@ -187,11 +186,18 @@ def test_plugin_installed_by_pip_is_served_flashed_read_chosen_demoed_and_checke
                                                                         ["ep0", "atmega32u4"]], demo.stdout
     assert all(r.rstrip("│ ").endswith("yes") for r in rows), demo.stdout
 
+    # --- uninstalled, the name is unknown again to the same interpreter
+    r = subprocess.run([str(plugin_python), "-m", "pip", "uninstall", "--yes", "bootkit-plugin-blink"],
+                       env=K.env(), capture_output=True, text=True, timeout=K.hang_limit())
+    assert r.returncode == 0, r.stderr
+    check_unknown_without_the_plugin(plugin_python, tmp_path, fw)
 
-def check_unknown_without_the_plugin(tmp_path: Path, fw: Path) -> None:
-    """The base interpreter, where the plug-in is not installed: the same commands refuse the
-    name (exit 2, one line naming it) or do not show it."""
-    python = Path(sys.executable)
+
+def check_unknown_without_the_plugin(python: Path, tmp_path: Path, fw: Path) -> None:
+    """``python`` without the plug-in installed: the same commands refuse the name (exit 2,
+    one line naming it) or do not show it.  (The venv's own interpreter once the plug-in is
+    uninstalled, rather than the base interpreter: a developer may well have installed the
+    example there, as its README says.)"""
     for args in (["serve", "blink", "--chip", CHIP],
                  ["flash", fw.name, "--via", "blink", "--emulate", CHIP],
                  ["read", "back.hex", "--via", "blink", "--emulate", CHIP],
