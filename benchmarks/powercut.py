@@ -120,7 +120,7 @@ def cases_for(personality: str, dialect: str, seed: int) -> list[Case]:
 
 def _adapted_chip(case: Case):
     """The chip as the device sees it (HalfKay sizes its own bootloader region)."""
-    from bootkit.emulator import resolve_chip
+    from bootkit.registry import resolve_chip
 
     chip = resolve_chip(case.chip)
     adapt = getattr(personality_module(case.personality), "chip_for", None)

@@ -20,8 +20,8 @@ from .memory.faults import FaultPlan
 from .usb.device import Device, Signal, Target
 
 
-# -- transitional: what emulator.py offered before bootkit.registry; each is a registry call
-# now, and goes once its last importer (cli, product) has moved to bootkit.registry.
+# -- transitional: what emulator.py offered before bootkit.registry, as registry calls, until
+# their last importers move (cli/catalog.py's `bootkit list`, benchmarks/powercut.py).
 
 
 def personality_module(name: str) -> ModuleType:
@@ -36,19 +36,6 @@ def available_personalities() -> list[str]:
 
     return personality_names()
 
-
-def resolve_chip(name: str) -> Chip:
-    from .registry import resolve_chip as resolve
-
-    return resolve(name)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PERSONALITIES":
-        from .registry import personality_names
-
-        return tuple(personality_names())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass

@@ -101,7 +101,7 @@ def find_chip(name):
         return get_chip(name)
     except KeyError:
         pass
-    from ..emulator import resolve_chip  # only then: it imports the USB device model
+    from ..registry import resolve_chip  # only then: it loads the personalities
 
     try:
         return resolve_chip(name)

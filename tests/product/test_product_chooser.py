@@ -9,7 +9,7 @@ import pytest
 from bootkit import chooser
 from bootkit.classes.common import OSES, DialectFacts
 from bootkit.chooser import all_facts, choose, cli_choose, render_table, write_profile
-from bootkit.emulator import PERSONALITIES
+from bootkit.api import PERSONALITIES
 from bootkit.product import load_product
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bootkit.emulator import PERSONALITIES
+from bootkit.api import PERSONALITIES
 from bootkit.product import ProductError, check, load_product
 from bootkit.samples import sample_image
 from bootkit.transports.virtual import VirtualBus, get_backend
