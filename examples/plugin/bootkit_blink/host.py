@@ -174,6 +174,7 @@ def open_device(backend=None, *, vid: int | None = None, pid: int | None = None,
     the client's ``detached`` says so."""
     deadline = time.monotonic() + (wait or 0.0)
     detached = False
+    detach_wait = 0.0
     while True:
         found = _find(backend, P.INTERFACE_SUBCLASS, vid, pid, serial)
         if found is not None:
@@ -190,15 +191,18 @@ def open_device(backend=None, *, vid: int | None = None, pid: int | None = None,
                 if not gone(exc):  # a device that resets as it answers did what it was asked
                     raise HostError(f"DETACH: {exc}") from None
             detached = True
-            deadline = max(deadline, time.monotonic() + (LEAVE_WAIT_IN_PROCESS if in_process(backend)
-                                                         else LEAVE_WAIT))
+            detach_wait = LEAVE_WAIT_IN_PROCESS if in_process(backend) else LEAVE_WAIT
+            deadline = max(deadline, time.monotonic() + detach_wait)
         if time.monotonic() >= deadline:
             break
         time.sleep(0.05)
     which = f" matching {vid:04x}:{pid:04x}" if vid is not None and pid is not None else ""
     which += f" with serial {serial!r}" if serial else ""
     if detached:
-        raise HostError(f"the blink application{which} was sent DETACH but no blink bootloader appeared")
+        # a board enters its bootloader on its application's request only when its entry policy
+        # honours that request (bootkit.memory.entry: the "magic" trigger)
+        raise HostError(f"the blink application{which} was sent DETACH but no blink bootloader appeared "
+                        f"within {detach_wait:g} s")
     raise HostError(f"no blink device found{which}")
 
 
