@@ -108,3 +108,24 @@ def test_real_time_busy_seconds_reach_the_function(personality):
         assert fn.take_busy() == pytest.approx(2 * erase)
         midi_ask(fn.engine, *M.write(0, bytes(64)))
     assert fn.take_busy() == pytest.approx(chip.timing.program_ms / 1000)
+
+
+def test_real_time_busy_seconds_of_a_played_file_reach_the_function():
+    """The one-way file's pages erase their sector on first touch (SessionWriter) and program:
+    those seconds reach Function.busy too, and END's manifest."""
+    from bootkit.classes.midi import bootloader_device, midifile
+    from bootkit.formats.image import Image
+
+    chip = get_chip("atmega32u4")
+    memory = SimulatedFlash(chip, realtime=True)
+    (fn,) = bootloader_device(memory, chip).functions
+    image = Image([(0, bytes(range(256)))])
+    for ev in midifile.file_events(image, chip):
+        fn.engine.receive(ev.data)
+    assert memory.app_valid
+    flash = memory.layout.flash
+    sectors = {flash.sector_at(a) for a in range(0, 256, chip.page_size)}
+    erase_ms = sum(chip.timing.erase_time(size, flash.smallest_sector) for _, size in sectors)
+    pages = 256 // chip.page_size
+    expected = (erase_ms + pages * chip.timing.program_ms + chip.timing.manifest_ms) / 1000
+    assert fn.take_busy() == pytest.approx(expected)

@@ -352,7 +352,7 @@ class MidiBootEngine:
                     raise NativeFault(f"page {seq} repeated with other data", Refusal.NOT_ERASED)
                 return  # a repeat: already there
             try:
-                s.writer.write(address, data)
+                self.busy(s.writer.write(address, data))
             except MemoryFault as exc:
                 s.failed = f"page {seq}: {exc}"
                 raise NativeFault(s.failed, refusal_for(exc)) from None
