@@ -42,7 +42,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from bootkit.emulator import Emulator, personality_module
+from bootkit import registry
+from bootkit.emulator import Emulator
 from bootkit.formats.image import Image
 from bootkit.memory import Board, SimulatedFlash
 from bootkit.memory.faults import FILE_STEPS, MEMORY_STEPS, FaultPlan, PowerCut
@@ -99,12 +100,10 @@ class Case:
 
 
 def all_dialects() -> list[tuple[str, str]]:
-    """Every (personality, dialect) the personalities declare (DIALECTS), in their order."""
-    from bootkit.emulator import available_personalities
-
+    """Every (personality, dialect) the registered personalities declare, in their order."""
     out = []
-    for name in available_personalities():
-        for dialect in personality_module(name).DIALECTS:
+    for name in registry.personality_names():
+        for dialect in registry.personality(name).dialects:
             if (name, dialect) not in CASES:
                 raise SystemExit(f"powercut: no campaign case for {name}/{dialect}: add it to CASES")
             out.append((name, dialect))
@@ -123,8 +122,7 @@ def _adapted_chip(case: Case):
     from bootkit.registry import resolve_chip
 
     chip = resolve_chip(case.chip)
-    adapt = getattr(personality_module(case.personality), "chip_for", None)
-    return adapt(chip, case.dialect) if adapt is not None else chip
+    return registry.personality(case.personality).chip_for(chip, case.dialect)
 
 
 def make_image(chip, size: int, rng: random.Random) -> Image:
