@@ -130,8 +130,8 @@ def holds(flash: bytes, chip, image) -> bool:
 def test_plugin_installed_by_pip_is_served_flashed_read_chosen_demoed_and_checked(plugin_python, tmp_path):
     chip, image, fw = firmware(tmp_path)
 
-    # --- serve (USB/IP, a child process) -> flash -> read -> Ctrl-C
-    server = Serve(plugin_python, "blink", "--chip", CHIP, "--image", "flash.bin", "--transport", "usbip",
+    # --- serve the product (USB/IP, a child process) -> flash -> read -> Ctrl-C
+    server = Serve(plugin_python, "--product", PRODUCT, "--image", "flash.bin", "--transport", "usbip",
                    "--listen", "127.0.0.1:0", cwd=tmp_path, ready=K.USBIP_READY)
     try:
         usbip = f"127.0.0.1:{server.address}"
@@ -143,8 +143,8 @@ def test_plugin_installed_by_pip_is_served_flashed_read_chosen_demoed_and_checke
         assert "application started (came back as 1209:0001)" in done.stdout, done.stdout
 
         # the host sends the application DETACH, then reads the bootloader
-        back = run(plugin_python, "read", "back.hex", "--via", "blink", "--usbip", usbip, "--chip", CHIP,
-                   cwd=tmp_path)
+        back = run(plugin_python, "read", "back.hex", "--via", "blink", "--usbip", usbip, "--serial", "BLINK-0001",
+                   "--chip", CHIP, cwd=tmp_path)
         assert back.returncode == 0, back.stderr
         read = load(tmp_path / "back.hex")
         for start, data in image.segments:
