@@ -9,6 +9,7 @@ from bootkit.classes.midi.stream import StreamParser
 from bootkit.classes.midi.sysex import from_u7, pack7, unpack7
 from bootkit.emulator import Emulator
 from bootkit.formats.image import Image
+from bootkit.memory import get_chip
 from bootkit.samples import sample_image
 from bootkit.transports.virtual import VirtualBus, get_backend
 
@@ -309,3 +310,22 @@ def test_an_option_the_host_does_not_take_is_an_error(board):
     with pytest.raises(TypeError, match="transfer_size"):
         host.read(backend, progress=False, transfer_size=64)
     assert em.memory.read(em.memory.layout.flash.start, em.memory.layout.flash.size) == before
+
+
+def test_the_file_dialect_takes_its_pacing(board):
+    """encoding, margin and slack_ms pace the one-way file (a product's [midi] settings); the
+    two-way dialect has no pacing and refuses them rather than drop them."""
+    image = sample_image(get_chip("atmega32u4"), 1024, 0x800, 16)
+    played = {}
+    for encoding in ("sysex", "notes"):
+        em, backend = board()
+        result = host.flash(image, backend, dialect="file", chip=em.chip, realtime=False, progress=False,
+                            encoding=encoding, margin=0.5, slack_ms=1.0)
+        assert em.memory.app_valid
+        played[encoding] = int(result.steps[0].split()[1])  # "played N messages (...)"
+    assert played["notes"] > 10 * played["sysex"]  # one Note On per 7-bit byte
+    em, backend = board()
+    with pytest.raises(ImageRejected, match="encoding pace the one-way file"):
+        host.flash(image, backend, chip=em.chip, progress=False, encoding="notes")
+    with pytest.raises(ImageRejected, match="unknown encoding 'morse'"):
+        host.flash(image, backend, dialect="file", chip=em.chip, realtime=False, progress=False, encoding="morse")

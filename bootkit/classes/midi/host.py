@@ -540,21 +540,28 @@ def watch_port_leave(name: str, wait: float, *, sleep=time.sleep, clock=time.mon
 def flash(image: Image, backend=None, *, port=None, vid=None, pid=None, serial=None, dialect=None, chip=None,
           progress=None, verify: bool = True, leave: bool = True, memory: str = "flash",
           realtime: bool = True, retries: int = 3, force: bool = False,
-          leave_wait: float | None = None) -> FlashResult:
+          leave_wait: float | None = None, encoding: str | None = None, margin: float | None = None,
+          slack_ms: float | None = None) -> FlashResult:
     """Flash ``image``: two-way SysEx (``dialect`` None or "sysex"), or play the one-way file ("file").
 
     ``force`` lifts what common.preflight lets it lift (a UF2 of another family); ``leave_wait``:
-    how long to watch for the device after it leaves (default 5 s, 0.5 s on the in-process bus)."""
+    how long to watch for the device after it leaves (default 5 s, 0.5 s on the in-process bus).
+    ``encoding``, ``margin`` and ``slack_ms`` pace the one-way file (midifile.file_events; None:
+    its defaults); the two-way dialect has no pacing, so giving them there is refused."""
     if memory != "flash":
         raise ImageRejected("the MIDI bootloader carries flash only")
     if not image:
         raise ImageRejected("the image is empty")
     wait = _default_wait(backend) if leave_wait is None else leave_wait
+    pacing = {k: v for k, v in (("encoding", encoding), ("margin", margin), ("slack_ms", slack_ms))
+              if v is not None}
     if dialect == "file":
         return _flash_file(image, backend, port=port, vid=vid, pid=pid, serial=serial, chip=chip,
-                           realtime=realtime, force=force, wait=wait)
+                           realtime=realtime, force=force, wait=wait, pacing=pacing)
     if dialect not in (None, "sysex"):
         raise ImageRejected(f"unknown MIDI dialect {dialect!r} (choose from sysex, file)")
+    if pacing:
+        raise ImageRejected(f"{', '.join(pacing)} pace the one-way file: the sysex dialect takes no pacing")
     t0 = time.perf_counter()
     link = open_link(backend, port=port, vid=vid, pid=pid, serial=serial)
     steps = []
@@ -720,7 +727,8 @@ def _load_midi(path):
         raise ImageRejected(f"{path}: not a MIDI file ({exc})") from None
 
 
-def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force=False, wait=LEAVE_WAIT) -> FlashResult:
+def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force=False, wait=LEAVE_WAIT,
+                pacing: dict | None = None) -> FlashResult:
     """Play the one-way file's messages into the device, then watch what it does: nothing is
     verified by read-back, but the device's own END check (every page, CRC-32 of the span) is
     observed when the link lets us see it (it leaves, or it stays and IDENTIFY says why)."""
@@ -730,7 +738,10 @@ def _flash_file(image, backend, *, port, vid, pid, serial, chip, realtime, force
         from ...memory import get_chip
 
         chip = get_chip(chip)
-    events = file_events(image, chip, force=force)  # validates the image against the chip first
+    try:  # validates the image against the chip first
+        events = file_events(image, chip, force=force, **(pacing or {}))
+    except ValueError as exc:  # an unknown encoding (ImageRejected is a ValueError too)
+        raise ImageRejected(str(exc)) from None
     t0 = time.perf_counter()
     target = None
     sink: Callable[[bytes], None]
