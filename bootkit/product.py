@@ -4,8 +4,8 @@
 [product]
 name = "Arduino Leonardo"
 chip = "atmega32u4"          # from the chip database; or a [chip] table (as in a --chip-file)
-personality = "cdc"          # a registered personality (`bootkit choose` lists them)
-dialect = "caterina"         # default: the personality's choice for the chip
+personality = "..."          # a registered personality (`bootkit choose` ranks them)
+dialect = "..."              # default: the personality's choice for the chip
 description = "..."          # optional
 
 [usb]                        # all optional: the dialect's own ids and strings by default
@@ -26,10 +26,10 @@ bootloader_size = "4K"       # the protected bootloader region (default: the chi
 read_protected = false       # read-out protection (the dialects that model it)
 accept = ["uf2"]             # a drive: the image formats it accepts
 
-[cdc]                        # settings of the chosen personality only (one table, named after it)
-software_id = "CATERIN"
-timeout = 8.0                # or false: never leave by itself
+[...]                        # the chosen personality's settings: one table, named after it
 ```
+
+(examples/products/ holds one profile per personality.)
 
 The personality's table and its keys are not listed here: they are the fields of its
 dialects' options dataclasses (:mod:`bootkit.contracts`), whose metadata says the range,
@@ -49,7 +49,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 from .emulator import Emulator
 from .memory import Chip, ChipFileError, EntryPolicy, load_chip_file
@@ -264,7 +264,7 @@ class _Checker:
     def __init__(self, path: Path):
         self.path = path
 
-    def fail(self, key: str, problem: str, allowed: str | None = None):
+    def fail(self, key: str, problem: str, allowed: str | None = None) -> NoReturn:
         raise ProductError(f"{self.path}: key {key}: {problem}" + (f" (allowed: {allowed})" if allowed else ""))
 
     def int_(self, table, name, key, lo, hi, *, hexa=True) -> int | None:

@@ -512,3 +512,76 @@ def test_a_plain_dfu_suffix_file_goes_to_the_application_start(tmp_path, capsys)
     flash_bin = tmp_path / "flash.bin"
     assert main(["flash", str(tmp_path / "fw.dfu"), "--emulate", "stm32f103c8", "--image", str(flash_bin)]) == 0
     assert flash_bin.read_bytes() == reference(get_chip("stm32f103c8"), Image([(0x08002000, data)]))
+
+
+# --------------------------------------------------------------------------
+# personalities from the registry: their flags, their examples, their transports (#18 item 3)
+
+
+def _flash_sample(*extra):
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "examples" / "firmware" / "sample-atmega32u4.hex"
+    return main(["flash", str(sample), "--emulate", "atmega32u4", "--no-progress", *extra])
+
+
+def test_a_flag_of_another_personality_is_one_line_naming_what_applies(capsys):
+    assert _flash_sample("--via", "dfu", "--mcu", "atmega32u4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bootkit: error: --mcu does not apply to --via dfu (its options: --transfer-size, --alt)"], err
+
+
+def test_a_flag_of_another_dialect_is_one_line(capsys):
+    assert _flash_sample("--via", "hid", "--dialect", "native", "--mcu", "atmega32u4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bootkit: error: --mcu: option 'mcu' does not apply to hid/native"), err
+
+
+def test_a_device_flag_needs_an_emulated_device(capsys):
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "examples" / "firmware" / "sample-atmega32u4.hex"
+    assert main(["flash", str(sample), "--via", "msc", "--accept", "uf2,hex"]) == 2
+    assert capsys.readouterr().err.strip() == "bootkit: error: --accept configures an emulated device: it needs --emulate"
+
+
+def test_a_personality_flag_reaches_its_host_side(capsys):
+    assert _flash_sample("--via", "dfu", "--transfer-size", "256") == 0
+    assert "via dfu/flip" in capsys.readouterr().out
+
+
+def test_unknown_via_names_the_registered_personalities(capsys):
+    from bootkit import registry
+
+    assert _flash_sample("--via", "bluetooth") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"bootkit: error: --via: unknown personality 'bluetooth' (choose from "
+                   f"{', '.join(registry.personality_names())})"), err
+
+
+def test_help_examples_come_from_every_personality(capsys):
+    from bootkit import registry
+
+    with pytest.raises(SystemExit):
+        main(["flash", "--help"])
+    out = capsys.readouterr().out
+    for p in registry.personalities():
+        for line in p.cli_examples.get("flash", ()):
+            assert line in out
+
+
+def test_serve_refuses_a_setting_its_transport_does_not_take(tmp_path, capsys):
+    image = tmp_path / "flash.bin"
+    assert main(["serve", "dfu", "--chip", "stm32f411", "--transport", "pty", "--listen", ":3240",
+                 "--image", str(image)]) == 2
+    assert capsys.readouterr().err.strip() == "bootkit: error: --listen does not apply to --transport pty"
+    assert not image.exists()
+
+
+def test_serve_unknown_transport_names_the_registered_ones(capsys):
+    from bootkit import registry
+
+    assert main(["serve", "dfu", "--chip", "stm32f411", "--transport", "carrier-pigeon"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "bootkit: error: --transport: unknown transport 'carrier-pigeon' (choose from "
+        f"{', '.join(registry.transport_names())})")

@@ -44,7 +44,7 @@ def add_commands(sub, argv=()) -> None:
 
     pr = sub.add_parser("product", formatter_class=FMT, help="product profiles (TOML)",
                         description="Check a product profile: chip, personality, USB ids, protection, settings.",
-                        epilog="example:\n  bootkit product check examples/products/lufa-dfu-atmega32u4.toml")
+                        epilog="example:\n  bootkit product check examples/products/arduino-leonardo.toml")
     psub = pr.add_subparsers(dest="product_command", metavar="ACTION")
     s = psub.add_parser("check", formatter_class=FMT, help="validate a profile and summarise it",
                         epilog="example:\n  bootkit product check examples/products/teensy2-halfkay.toml")

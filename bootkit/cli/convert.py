@@ -6,7 +6,7 @@ import argparse
 
 from .errors import EXIT_OK, BadInput
 from .arguments import input_formats, parse_int
-from .images import load_image
+from .images import ADDRESSED, load_image
 
 FMT = argparse.RawDescriptionHelpFormatter
 
@@ -15,18 +15,18 @@ def add_commands(sub, argv=()) -> None:
     INPUT_FORMATS = input_formats()
     s = sub.add_parser("convert", formatter_class=FMT, help="convert between firmware formats",
                        description="Convert IN to OUT; formats come from the content (IN) and extension (OUT): "
-                                   "hex, bin, uf2, dfu (binary + DFU suffix), dfuse, srec, elf (read only).",
+                                   + ", ".join(INPUT_FORMATS) + " (elf: read only; the DFU suffix format is a "
+                                   "binary with a DFU 1.1 suffix).",
                        epilog="examples:\n  bootkit convert fw.hex fw.uf2 --family rp2040\n"
                               "  bootkit convert fw.bin fw.hex --base 0x08000000\n"
-                              "  bootkit convert fw.hex fw.dfu                 # DfuSe when fw.hex has addresses\n"
                               "  bootkit convert fw.img fw.hex --from bin --base 0x08000000")
     s.add_argument("input", metavar="IN")
     s.add_argument("output", metavar="OUT")
     s.add_argument("--base", type=parse_int, help="load address of a binary input")
     s.add_argument("--family", help="UF2 family: a name (rp2040, nrf52840, ...) or 0x... id")
     s.add_argument("--format", dest="fmt", metavar="FORMAT",
-                   help="OUT's format, when the extension does not say (dfu: a plain suffix file even when IN "
-                        "has addresses; a .dfu name picks DfuSe for an image with addresses)")
+                   help="OUT's format, when the extension does not say (the DFU suffix format: a plain suffix "
+                        "file even when IN has addresses; its extension picks DfuSe for an image with addresses)")
     s.add_argument("--from", dest="from_fmt", choices=INPUT_FORMATS, metavar="FORMAT",
                    help="IN's format (" + ", ".join(INPUT_FORMATS) + "); default: from its content and extension")
     s.set_defaults(func=cmd_convert)
@@ -49,12 +49,13 @@ def cmd_convert(args) -> int:
         raise BadInput("UF2 output needs --family (e.g. rp2040, nrf52840, or 0xe48bff56)")
     addressed = image.start != 0 or len(image.segments) > 1
     note = ""
-    if fmt == "dfu" and addressed and args.fmt is None:
+    suffix = fmt not in ADDRESSED and fmt != "bin"  # a plain DFU-suffix file: a binary with a suffix
+    if suffix and addressed and args.fmt is None:
         # a plain DFU 1.1 suffix file has no addresses (DFU 1.1 appendix B); DfuSe's elements
-        # carry one each (UM0391), which is what dfu-util -D needs for an STM32 target
-        fmt, note = "dfuse", "; written as DfuSe to keep its addresses (--format dfu: a plain suffix file)"
-    elif fmt in ("dfu", "bin") and addressed:
-        note = (f"; the address is dropped: a {'plain DFU suffix' if fmt == 'dfu' else 'binary'} file holds "
+        # carry one each (UM0391), which is what an STM32's DfuSe download needs
+        fmt, note = "dfuse", f"; written as DfuSe to keep its addresses (--format {fmt}: a plain suffix file)"
+    elif fmt not in ADDRESSED and addressed:
+        note = (f"; the address is dropped: a {'plain DFU suffix' if suffix else 'binary'} file holds "
                 f"bytes from 0x{image.start:X} on, gaps filled with 0xFF (flash it with --address 0x{image.start:X})")
     try:
         save(image, args.output, fmt, family=args.family)

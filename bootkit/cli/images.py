@@ -9,7 +9,7 @@ from ..classes.common import ImageRejected
 from .errors import BadInput
 
 # formats whose records place their data; a binary (or a plain DFU-suffix file) has no address
-_ADDRESSED = ("hex", "uf2", "dfuse", "srec", "elf")
+ADDRESSED = ("hex", "uf2", "dfuse", "srec", "elf")
 
 
 def read_input(path: str) -> bytes:
@@ -68,7 +68,7 @@ def input_image(args, chip, *, memory: str = "flash"):
         fmt = identify(data, path, fmt)
     except FormatError as exc:
         raise BadInput(str(exc)) from None
-    if fmt not in _ADDRESSED and not data.startswith(b"DfuSe") and base is None:
+    if fmt not in ADDRESSED and not data.startswith(b"DfuSe") and base is None:
         if memory != "flash":
             base = 0  # EEPROM images are offsets from the EEPROM's first byte
         elif chip is not None:

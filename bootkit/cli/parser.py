@@ -2,7 +2,7 @@
 
 Each command group is a module with ``add_commands(subparsers)`` (as httpx and python-can
 pick a transport or an interface by name with a lazy import); a personality adds its own
-commands (``print``, ``drop``, ``midi``) through ``Personality.add_commands``.
+commands (sending a print job, dropping a file on a drive) through ``Personality.add_commands``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ and how a host client's failures become one line and an exit status."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any
 from pathlib import Path
 
 from ..classes.common import HostError, ImageRejected
@@ -26,7 +27,8 @@ class Session:
     (a drop's ``--accept``)."""
 
     def __init__(self, args, personality, device_options: dict | None = None):
-        self.emulator = None
+        self.emulator: Any = None
+        self.backend: Any = None
         self.port = getattr(args, "port", None)
         self._pty = None
         if args.emulate and args.usbip:
@@ -106,7 +108,8 @@ def talking(what: str, session: "Session | None" = None):
         state = interrupted_state()
         emulator = session.emulator if session is not None else None
         if session is not None:
-            session, closing = None, session
+            closing: Session = session
+            session = None
             closing.close()  # the emulated device's image is written back before we say so
         if emulator is not None and emulator.image:
             valid = "valid" if emulator.memory.app_valid else "not valid"
