@@ -83,7 +83,7 @@ def cmd_chips(args) -> int:
 
 def cmd_list(args) -> int:
     from ..classes.dfu import host as dfu_host
-    from ..emulator import available_personalities
+    from ..registry import personality_names
     from ..transports.virtual import get_backend
     from .session import real_backend
 
@@ -98,7 +98,7 @@ def cmd_list(args) -> int:
         try:
             for item in dfu_host.find_interfaces(backend):
                 rows.append((where, "dfu", item.describe()))
-            if "hid" in available_personalities():
+            if "hid" in personality_names():
                 from ..classes.hid import host as hid_host
 
                 for line in hid_host.list_devices(backend):
