@@ -94,7 +94,7 @@ def load_image(path: str | os.PathLike, *, chip=None, address: int | None = None
     ('0x0', 9520)
     """
     from .classes.common import app_first_address, preflight
-    from .formats import FormatError, identify, load
+    from .formats import ADDRESSED, FormatError, identify, load
 
     chip = _chip_or_none(chip)
     try:
@@ -107,7 +107,7 @@ def load_image(path: str | os.PathLike, *, chip=None, address: int | None = None
     try:
         fmt = identify(data, source, fmt)
         base = address
-        if fmt in ("bin", "dfu") and not data.startswith(b"DfuSe") and base is None:
+        if fmt not in ADDRESSED and not data.startswith(b"DfuSe") and base is None:
             if memory != "flash":
                 base = 0  # EEPROM images are offsets from the EEPROM's first byte
             elif chip is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .classes.common import DialectFacts, FlashResult, HostError, ImageRejected
 
@@ -281,6 +281,12 @@ class Personality(ABC):
     @abstractmethod
     def host(self) -> HostSide:
         """The host side (imported on first use: a device-only user does not pay for it)."""
+
+    def list_devices(self, backend: Any) -> list[str]:
+        """One line per device of this personality that ``backend`` (a pyusb backend) sees,
+        for ``bootkit list``; default: none (a personality whose devices are not USB
+        devices a bus listing can recognise: a serial port, a drive)."""
+        return []
 
     def run_demo_row(self, dialect: str, chip: Chip, image: Image) -> dict[str, Any] | None:
         """One ``bootkit demo`` row run the personality's own way (a pty, a file played),

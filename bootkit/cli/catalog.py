@@ -82,12 +82,11 @@ def cmd_chips(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from ..classes.dfu import host as dfu_host
-    from ..registry import personality_names
+    from ..registry import personalities
     from ..transports.virtual import get_backend
     from .session import real_backend
 
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     backends = [("emulated", get_backend())]
     real = real_backend()
     if real is None:
@@ -95,20 +94,15 @@ def cmd_list(args) -> int:
     else:
         backends.append(("usb", real))
     for where, backend in backends:
-        try:
-            for item in dfu_host.find_interfaces(backend):
-                rows.append((where, "dfu", item.describe()))
-            if "hid" in personality_names():
-                from ..classes.hid import host as hid_host
-
-                for line in hid_host.list_devices(backend):
-                    rows.append((where, "hid", line))
-        except Exception as exc:  # a bus we cannot read is reported, not fatal
-            print(f"{where}: cannot enumerate ({exc})")
+        for personality in personalities():
+            try:
+                rows.extend((where, personality.name, line) for line in personality.list_devices(backend))
+            except Exception as exc:  # a bus we cannot read is reported, not fatal
+                print(f"{where}: cannot enumerate {personality.name} devices ({exc})")
     if not rows:
         print("no devices found")
-    for where, personality, text in rows:
-        print(f"{where:9s} {personality:8s} {text}")
+    for where, personality_name, text in rows:
+        print(f"{where:9s} {personality_name:8s} {text}")
     return EXIT_OK
 
 

@@ -6,7 +6,8 @@ import argparse
 
 from .errors import EXIT_OK, BadInput
 from .arguments import input_formats, parse_int
-from .images import ADDRESSED, load_image
+from ..formats import ADDRESSED
+from .images import load_image
 
 FMT = argparse.RawDescriptionHelpFormatter
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..classes.common import ImageRejected
+from ..formats import ADDRESSED
 from .errors import BadInput
-
-# formats whose records place their data; a binary (or a plain DFU-suffix file) has no address
-ADDRESSED = ("hex", "uf2", "dfuse", "srec", "elf")
 
 
 def read_input(path: str) -> bytes:

@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 FORMATS = ("hex", "bin", "uf2", "dfu", "dfuse", "srec", "elf")
+#: formats whose files carry their load addresses; the others (a binary, a plain DFU-suffix
+#: file) need one from the user or the chip
+ADDRESSED = ("hex", "uf2", "dfuse", "srec", "elf")
 
 _EXTENSIONS = {
     ".bin": "bin", ".hex": "hex", ".ihx": "hex", ".ihex": "hex",

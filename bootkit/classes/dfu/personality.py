@@ -120,6 +120,11 @@ class Dfu(Personality):
     def host(self) -> DfuHost:
         return DfuHost()
 
+    def list_devices(self, backend: Any) -> list[str]:
+        from .finder import find_interfaces
+
+        return [item.describe() for item in find_interfaces(backend)]
+
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS
 

@@ -119,6 +119,11 @@ class Hid(Personality):
     def host(self) -> HidHost:
         return HidHost()
 
+    def list_devices(self, backend: Any) -> list[str]:
+        from .host import list_devices
+
+        return list_devices(backend)
+
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS
 

@@ -101,6 +101,11 @@ class Midi(Personality):
     def host(self) -> MidiHost:
         return MidiHost()
 
+    def list_devices(self, backend: Any) -> list[str]:
+        from .host import list_devices
+
+        return list_devices(backend)
+
     def run_demo_row(self, dialect: str, chip: Chip, image: Image) -> dict[str, Any] | None:
         """Two-way through the host client, or the one-way file replayed at full speed."""
         from . import run_demo_row
