@@ -8,6 +8,7 @@ import dataclasses
 import importlib.metadata
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +276,18 @@ def test_a_midi_files_pacing_is_not_dropped_by_a_host_that_cannot_apply_it():
     paced = midi.make_options("file", slack_ms=1.0)
     with pytest.raises(OptionError, match=r"cannot pace a flash by slack_ms"):
         midi.host().flash(Image([(0, b"\x0c\x94" * 8)]), Link(port="synth"), dialect="file", options=paced)
+
+
+def test_a_broken_plugin_is_one_line_from_the_cli_and_a_command_that_names_another_runs(monkeypatch, capsys,
+                                                                                        tmp_path):
+    from bootkit.cli import main
+
+    _with_plugins(monkeypatch, ("broken", "bootkit_no_such_module:PERSONALITY"))
+    assert main(["choose"]) == 1  # lists every personality: the broken one is reported
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bootkit: failed: bootkit.personalities entry point 'broken")
+    # flash --via dfu loads dfu only (its help examples are gathered only for --help)
+    sample = Path(__file__).resolve().parents[1] / "examples" / "firmware" / "sample-atmega32u4.hex"
+    image = tmp_path / "flash.bin"
+    assert main(["flash", str(sample), "--via", "dfu", "--emulate", "atmega32u4", "--image", str(image)]) == 0
+    assert "verified" in capsys.readouterr().out

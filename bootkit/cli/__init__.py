@@ -24,7 +24,19 @@ def _terminated(signum, frame):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except Exception as exc:
+        from ..registry import PluginError
+
+        if not isinstance(exc, PluginError):
+            raise
+        # an installed plug-in that does not load: say which, in one line (registry.PluginError)
+        print(f"bootkit: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(command_in(argv), argv)
     args, extra = parser.parse_known_args(argv)
     if extra:

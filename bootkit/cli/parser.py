@@ -67,10 +67,22 @@ def _personality_commands(sub, command: str | None = None) -> None:
             personality.add_commands(sub)
 
 
+class LazyEpilog:
+    """A command's help epilog, built only when the help is shown: gathering the
+    personalities' examples loads every registered personality (plug-ins included), which
+    a command that only runs must not pay for, nor fail on."""
+
+    def __init__(self, build):
+        self.build = build
+
+
 class _Parser(argparse.ArgumentParser):
     """The top-level parser: its examples are gathered only when its help is shown."""
 
     def format_help(self) -> str:
+        lazy: object = self.epilog  # argparse declares a str; a LazyEpilog stands in for one
+        if isinstance(lazy, LazyEpilog):
+            self.epilog = lazy.build()
         if self.epilog is None:
             from .transfer import first_example
 

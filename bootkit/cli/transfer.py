@@ -149,8 +149,11 @@ def first_example(command: str) -> str:
     return examples(command)[0]
 
 
-def _epilog(command: str, tail: str = "") -> str:
-    return "examples:\n" + "".join(f"  {line}\n" for line in examples(command)).rstrip("\n") + tail
+def _epilog(command: str, tail: str = ""):
+    from .parser import LazyEpilog
+
+    return LazyEpilog(lambda: "examples:\n" + "".join(f"  {line}\n" for line in examples(command)).rstrip("\n")
+                      + tail)
 
 
 def _personality(name: str):
