@@ -8,34 +8,14 @@ application (with its run-time interface, where the personality has one).
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from .contracts import DeviceOptions, Personality
 from .memory import Board, Chip, EntryPolicy, SimulatedFlash
 from .memory.faults import FaultPlan
 from .usb.device import Device, Signal, Target
-
-
-# -- transitional: what emulator.py offered before bootkit.registry, as registry calls, until
-# their last importers move (cli/catalog.py's `bootkit list`, benchmarks/powercut.py).
-
-
-def personality_module(name: str) -> ModuleType:
-    """The package of the personality registered as ``name`` (ValueError when none is)."""
-    from .registry import personality
-
-    return importlib.import_module(type(personality(name)).__module__.rsplit(".", 1)[0])
-
-
-def available_personalities() -> list[str]:
-    from .registry import personality_names
-
-    return personality_names()
-
 
 
 @dataclass
