@@ -269,13 +269,19 @@ def test_the_emulator_takes_a_dialects_options_dataclass():
         Emulator("atmega32u4", "hid", options=HalfKayOptions(), dialect="lufa")
 
 
-def test_a_midi_files_pacing_is_not_dropped_by_a_host_that_cannot_apply_it():
+def test_a_midi_files_pacing_reaches_the_host_and_only_for_the_file(monkeypatch):
+    from bootkit.classes.midi import host
     from bootkit.formats.image import Image
 
+    seen = []
+    monkeypatch.setattr(host, "flash", lambda image, backend, **kw: seen.append(kw))
     midi = registry.personality("midi")
-    paced = midi.make_options("file", slack_ms=1.0)
-    with pytest.raises(OptionError, match=r"cannot pace a flash by slack_ms"):
-        midi.host().flash(Image([(0, b"\x0c\x94" * 8)]), Link(port="synth"), dialect="file", options=paced)
+    image = Image([(0, b"\x0c\x94" * 8)])
+    midi.host().flash(image, Link(port="synth"), dialect="file",
+                      options=midi.make_options("file", encoding="notes", margin=2.0, slack_ms=1.0))
+    assert (seen[0]["encoding"], seen[0]["margin"], seen[0]["slack_ms"]) == ("notes", 2.0, 1.0)
+    midi.host().flash(image, Link(port="synth"), dialect="sysex", options=midi.make_options("sysex"))
+    assert (seen[1]["encoding"], seen[1]["margin"], seen[1]["slack_ms"]) == (None, None, None)  # two-way: no pacing
 
 
 def test_a_broken_plugin_is_one_line_from_the_cli_and_a_command_that_names_another_runs(monkeypatch, capsys,

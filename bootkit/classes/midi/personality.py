@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import DEMO, DIALECTS, NAME
-from ...contracts import DeviceOptions, Link, OptionError, Personality, option
+from ...contracts import DeviceOptions, Link, Personality, option
 
 if TYPE_CHECKING:
     from ...formats.image import Image
@@ -36,16 +36,6 @@ class MidiOptions(DeviceOptions):
                                       min=0.0, max=3600.0, host_only=True, product=False)
 
 
-def _file_pacing(dialect: str | None, options: MidiOptions) -> None:
-    # bootkit.classes.midi.host.flash paces the one-way file with file_events' defaults and
-    # takes no pacing of its own yet: a product's pacing must not be dropped without a word.
-    # (A two-way flash has no pacing to apply: the settings describe the file only.)
-    given = [n for n in ("encoding", "margin", "slack_ms") if getattr(options, n) is not None]
-    if dialect == "file" and given:
-        raise OptionError(f"the midi host side cannot pace a flash by {', '.join(given)} yet: "
-                          f"use `bootkit midi encode` for a paced file")
-
-
 class MidiHost:
     """bootkit.classes.midi.host behind the one HostSide signature (``link.port``: a MIDI port name)."""
 
@@ -57,10 +47,14 @@ class MidiHost:
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
         o = PERSONALITY.options_or_default(dialect, options)
         assert isinstance(o, MidiOptions)
-        _file_pacing(dialect, o)
+        # the one-way file's pacing (a product's [midi] table) applies to the file dialect only;
+        # the host refuses pacing for two-way SysEx, so none is passed there
+        file = dialect == "file"
         return host.flash(image, link.backend, port=link.port, vid=link.vid, pid=link.pid, serial=link.serial,
                           dialect=dialect, chip=chip, progress=progress, verify=verify, leave=leave, memory=memory,
-                          realtime=o.realtime, retries=o.retries, force=force, leave_wait=o.leave_wait)
+                          realtime=o.realtime, retries=o.retries, force=force, leave_wait=o.leave_wait,
+                          encoding=o.encoding if file else None, margin=o.margin if file else None,
+                          slack_ms=o.slack_ms if file else None)
 
     def read(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
              options: DeviceOptions | None = None, start: int | None = None, length: int | None = None,
