@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import usb.core
 
 from ...progress import progress_bar
-from ..common import HostError
+from ..common import HostError, ImageRejected
 from ..usbhost import STAYED, gone, stalled, take_interfaces
 from . import download
 from .download import IN_CLASS_INTF, OUT_CLASS_INTF
@@ -46,8 +46,16 @@ class DfuClient:
         self.functional = target.functional
         # dfu-util -t: the user knows better (a device whose descriptor is missing)
         self.transfer_size = transfer_size or target.functional.wTransferSize or 1024
-        if transfer_size:
-            target.described = True  # the size is known now: sequential blocks are safe
+        # DfuSe places block N at (N - 2) x the DEVICE's wTransferSize + the address pointer
+        # (AN3156; ST's usbd_dfu.c multiplies by its own USBD_DFU_XFER_SIZE, not wLength), so a
+        # run of sequential blocks from one pointer is right only when our chunk is that size:
+        # a described device's own, or the size the user gives for an undescribed one.
+        # Otherwise the pointer is set again for every chunk, as dfu-util always does.
+        if target.described:
+            self.check_transfer_size()
+            self.sequential_blocks = self.transfer_size == target.functional.wTransferSize
+        else:
+            self.sequential_blocks = bool(transfer_size)
         take_interfaces(self.dev)
         if alt is not None and len(target.alts) > 1:
             self.dev.set_interface_altsetting(interface=self.intf, alternate_setting=alt)
@@ -55,6 +63,13 @@ class DfuClient:
         # a backend that can send several control transfers in one round trip
         # (bootkit's USB/IP client): DNLOAD and its GETSTATUS then go together
         self.pipelined = getattr(self.dev.backend, "ctrl_transfers", None)
+
+    def check_transfer_size(self) -> None:
+        """DFU 1.1 (4.1.3, 6.1.1): wTransferSize is the most a device takes in one request;
+        a larger size asked for (``transfer_size``) is refused before anything is erased."""
+        if self.transfer_size > self.target.functional.wTransferSize:
+            raise ImageRejected(f"a transfer size of {self.transfer_size} bytes is more than the device "
+                                f"takes (its wTransferSize is {self.target.functional.wTransferSize})")
 
     # --- requests
     def _out(self, request, value=0, data=None):

@@ -181,8 +181,8 @@ class DfuSe(Dialect):
                     # so one pointer serves a run of sequential blocks (dfu-util
                     # resets the pointer for every chunk: twice the transfers).
                     address = seg_start + off
-                    if block is None or block > 0xFFFF or not c.target.described:
-                        # without a functional descriptor wTransferSize is a guess:
+                    if block is None or block > 0xFFFF or not c.sequential_blocks:
+                        # wTransferSize unknown or not ours (DfuClient.sequential_blocks):
                         # block 2 from a fresh pointer is right whatever the device uses
                         self.set_address(address)
                         block = 2
@@ -202,12 +202,12 @@ class DfuSe(Dialect):
         start = region.start if start is None else start
         length = (region.end - start) if length is None else length
         out: bytes | bytearray
-        if c.target.described:
+        if c.sequential_blocks:
             self.set_address(start)
             c.abort()  # dfu-util: ABORT to dfuIDLE, then UPLOAD from block 2
             out = c.upload_all(2, length, self.progress)
         else:
-            # wTransferSize unknown: block 2 from a fresh pointer for every chunk
+            # wTransferSize unknown or not ours: block 2 from a fresh pointer for every chunk
             out = bytearray()
             with progress_bar("upload", length, self.progress) as bar:
                 while len(out) < length:
