@@ -165,8 +165,7 @@ class SimulatedFlash:
         if self._closed:
             raise RuntimeError(f"{self.image_path}: changes after close() are not saved")
         # a view, not a copy (2 MiB on an RP2040): nothing changes the memory while it is saved
-        # (ImageStore.save writes any bytes-like object; its annotation says bytes)
-        self._store.save(memoryview(self._flash), self._state())  # type: ignore[arg-type]
+        self._store.save(memoryview(self._flash), self._state())
         self._dirty_since = None
         for flags in self._dirty_blocks.values():
             flags[:] = bytes(len(flags))

@@ -54,7 +54,7 @@ class ImageBusy(OSError):
     """
 
 
-def image_hash(data: bytes) -> str:
+def image_hash(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -184,7 +184,7 @@ class ImageStore:
     # ------------------------------------------------------------------
     # save
 
-    def save(self, image: bytes, state: dict) -> None:
+    def save(self, image: bytes | bytearray | memoryview, state: dict) -> None:
         """Write image and state so that a cut at any step leaves the old pair or the new pair."""
         if self.readonly:
             raise RuntimeError(f"{self.path} is open read-only")
@@ -207,7 +207,7 @@ class ImageStore:
             self._dirsync()
             self.disk_hash = digest
 
-    def _write_synced(self, path: Path, data: bytes) -> None:
+    def _write_synced(self, path: Path, data: bytes | bytearray | memoryview) -> None:
         def tear():  # the power went while the bytes were on their way: half of them arrived
             with open(path, "wb") as f:
                 f.write(data[:len(data) // 2])

@@ -296,6 +296,7 @@ class SysexClient:
                 cmd, payload, what = requests[index]
                 self.retried += 1
                 results[index] = self.request(cmd, payload, what=what)
+        # every slot is filled by now: an ACK above, or request(), which raises when it gets none
         return results  # type: ignore[return-value]
 
     def _replies(self, data: bytes) -> list[tuple[int, int, bytes]]:
