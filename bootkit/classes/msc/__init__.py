@@ -108,8 +108,7 @@ def bootloader_device(memory, chip: Chip, *, dialect: str | None = None, accept=
     function = MscFunction(BulkOnlyEngine(target), "bootkit mass storage")
     function_box.append(function)
     sink.busy = function.busy  # the memory's busy seconds hold the drive's next transfer
-    # for tests and logs; MscFunction does not declare these handles (its device.py could)
-    function.sink, function.volume, function.target = sink, volume, target  # type: ignore[attr-defined]
+    function.sink, function.volume, function.target = sink, volume, target  # for tests and logs
     info = DeviceInfo(vid if vid is not None else BOOTKIT_VID, pid if pid is not None else BOOTKIT_MSC_PID,
                       bcd_device if bcd_device is not None else 0x0100, manufacturer=manufacturer or "bootkit",
                       product=product,

@@ -10,7 +10,7 @@ BOT 1.0 section 6.7 and the STALL-until-Reset-Recovery rule of 6.6.1.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ...usb.descriptors import Endpoint, Interface
 from ...usb.device import RECIP_INTERFACE, TYPE_CLASS, Function, SetupPacket, Stall
@@ -59,6 +59,9 @@ from .protocol import (
     read_capacity_data,
     sense_data,
 )
+
+if TYPE_CHECKING:
+    from .drop import DropTarget
 
 
 class Command:
@@ -416,6 +419,10 @@ class MscFunction(Function):
     """One mass-storage interface: class 0x08, SCSI transparent (0x06), Bulk-Only (0x50)."""
 
     name = "msc"
+    # the drive's parts, set by the package's function builder for tests and logs
+    sink: DropTarget
+    volume: GhostFat
+    target: ScsiTarget
 
     def __init__(self, engine: BulkOnlyEngine, interface_name: str | None = None):
         super().__init__()
