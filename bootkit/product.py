@@ -362,12 +362,12 @@ class _Checker:
 def _boot_size(ck: "_Checker", value: Any) -> int:
     """protection.bootloader_size: the rule a chip's boot_size follows (memory.chips, a [chip] table
     in this same file or a --chip-file), plus "ROM" for no flash reserved."""
-    from .memory.chips import _size  # the chip file's size rule (memory/chips.py), not a second one
+    from .memory.chips import parse_size  # the chip file's size rule, not a second one
 
     if isinstance(value, str) and value.strip().upper() == "ROM":
         return 0
     try:
-        return _size(value, ck.path, "protection.bootloader_size")
+        return parse_size(value, ck.path, "protection.bootloader_size")
     except ChipFileError:
         ck.fail("protection.bootloader_size", f"expected a size, got {value!r}",
                 "4096, \"4K\", \"512 B\", \"0x1000\"")

@@ -288,7 +288,9 @@ class ChipFileError(ValueError):
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KIB": 1024, "M": 1024 * 1024, "MIB": 1024 * 1024}
 
 
-def _size(value, path, key, *, positive: bool = False) -> int:
+def parse_size(value, path, key, *, positive: bool = False) -> int:
+    """A size in a chip file or a product profile: an int, '32K', '4 KiB', '1M' or '0x8000'
+    (ChipFileError naming the file and key otherwise)."""
     size = None
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
@@ -374,18 +376,18 @@ def load_chip_file(path: str | Path, *, register: bool = True) -> Chip:
     family = table["family"]
     if family not in ("avr", "xmega", "stm32", "rp2040", "nrf52"):
         raise ChipFileError(f"{path}: chip.family must be one of avr, xmega, stm32, rp2040, nrf52, got {family!r}")
-    page = _size(table["page_size"], path, "chip.page_size", positive=True)
+    page = parse_size(table["page_size"], path, "chip.page_size", positive=True)
     if "flash_sectors" in table:
-        sectors = tuple((int(n), _size(s, path, "chip.flash_sectors", positive=True)) for n, s in table["flash_sectors"])
+        sectors = tuple((int(n), parse_size(s, path, "chip.flash_sectors", positive=True)) for n, s in table["flash_sectors"])
     elif "flash" in table:
-        flash = _size(table["flash"], path, "chip.flash", positive=True)
+        flash = parse_size(table["flash"], path, "chip.flash", positive=True)
         if flash % page:
             raise ChipFileError(f"{path}: chip.flash ({flash}) is not a multiple of chip.page_size ({page})")
         sectors = ((flash // page, page),)
     else:
         raise ChipFileError(f"{path}: needs chip.flash or chip.flash_sectors")
-    start = _size(table.get("flash_start", 0), path, "chip.flash_start")
-    boot = _size(table.get("boot_size", 0), path, "chip.boot_size")
+    start = parse_size(table.get("flash_start", 0), path, "chip.flash_start")
+    boot = parse_size(table.get("boot_size", 0), path, "chip.boot_size")
     flash_size = sum(n * s for n, s in sectors)
     if boot > flash_size:
         raise ChipFileError(f"{path}: chip.boot_size ({boot}) is larger than the flash ({flash_size})")
@@ -402,7 +404,7 @@ def load_chip_file(path: str | Path, *, register: bool = True) -> Chip:
         page_size=page,
         boot_start=start + flash_size - boot if at == "top" else start,
         boot_size=boot,
-        eeprom_size=_size(table.get("eeprom", 0), path, "chip.eeprom"),
+        eeprom_size=parse_size(table.get("eeprom", 0), path, "chip.eeprom"),
         eeprom_page=int(table.get("eeprom_page", 4 if table.get("eeprom") else 0)),
         signature=bytes(sig),
         fuses=fuses,

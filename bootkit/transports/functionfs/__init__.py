@@ -42,9 +42,6 @@ import threading
 from typing import Any, Callable
 
 from ..base import DeviceTransport, target_of
-# TransportUnavailable lives in transports.base; named here only until the CLI imports it
-# from there (bootkit serve --transport functionfs catches it by this name today)
-from ..base import TransportUnavailable  # noqa: F401
 from .layout import function_layout
 from .prerequisites import available_udcs, check_prerequisites
 from .server import FunctionFsServer, stop_on_signal
