@@ -93,9 +93,6 @@ def load_image(path: str | os.PathLike, *, chip=None, address: int | None = None
     >>> hex(image.start), image.size
     ('0x0', 9520)
     """
-    from .classes.common import app_first_address, preflight
-    from .formats import ADDRESSED, FormatError, identify, load
-
     chip = _chip_or_none(chip)
     try:
         data = Path(path).read_bytes()
@@ -103,36 +100,10 @@ def load_image(path: str | os.PathLike, *, chip=None, address: int | None = None
         raise ImageRejected(f"{path}: no such file") from None
     except OSError as exc:
         raise ImageRejected(f"{path}: cannot read: {exc.strerror or exc}") from None
-    source = os.fspath(path)
-    try:
-        fmt = identify(data, source, fmt)
-        base = address
-        if fmt not in ADDRESSED and not data.startswith(b"DfuSe") and base is None:
-            if memory != "flash":
-                base = 0  # EEPROM images are offsets from the EEPROM's first byte
-            elif chip is not None:
-                base = app_first_address(chip)
-            else:
-                raise ImageRejected(f"{path}: a binary file has no load address: give address= or chip=")
-        family = None
-        if fmt == "uf2" and chip is not None and chip.uf2_family is not None:
-            origin = load(data, fmt=fmt, source=source).origin
-            if origin is not None and chip.uf2_family in origin.uf2_families:
-                family = chip.uf2_family  # a multi-family file: keep this chip's blocks
-        image = load(data, fmt=fmt, base=base, family=family, source=source, memory=memory)
-    except FormatError as exc:
-        raise ImageRejected(str(exc)) from exc
-    except ValueError as exc:  # ImageRejected itself, or e.g. an unknown UF2 family
-        if isinstance(exc, ImageRejected):
-            raise
-        raise ImageRejected(f"{path}: {exc}") from exc
-    if not image:
-        raise ImageRejected(f"{path}: no {'EEPROM ' if memory == 'eeprom' else ''}data")
-    try:
-        preflight(image, chip, force=force, memory=memory)
-    except ImageRejected as exc:
-        raise ImageRejected(f"{path}: {exc}") from None
-    return image
+    from .classes.common import firmware_image
+
+    return firmware_image(data, os.fspath(path), chip=chip, address=address, fmt=fmt, memory=memory, force=force,
+                          give="give address= or chip=")
 
 
 def _libusb_backend():

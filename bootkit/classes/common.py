@@ -133,3 +133,45 @@ class DialectFacts:
     families: tuple = ()  # chip families it fits ("avr", "xmega", "stm32", "rp2040", "nrf52"); () = any
     quirks: tuple = ()  # (quirk, how bootkit handles it)
     benchmark: str = ""  # the benchmarks/ script that measures its throughput
+
+
+def firmware_image(data: bytes, source: str, *, chip=None, address: int | None = None, fmt: str | None = None,
+                   memory: str = "flash", force: bool = False, give: str = "give an address"):
+    """The Image of a firmware file's ``data``, placed and checked against ``chip`` before
+    any device is touched (bootkit.load_image and the command line's FILE; ``give`` says how
+    to supply a missing load address).  Raises :class:`ImageRejected`, one line starting
+    with ``source``."""
+    from ..formats import ADDRESSED, FormatError, identify, load
+
+    try:
+        fmt = identify(data, source, fmt)
+        base = address
+        if fmt not in ADDRESSED and not data.startswith(b"DfuSe") and base is None:
+            if memory != "flash":
+                base = 0  # EEPROM images are offsets from the EEPROM's first byte
+            elif chip is not None:
+                base = app_first_address(chip)
+            else:
+                raise ImageRejected(f"{source}: a {'binary' if fmt == 'bin' else 'DFU suffix'} file has no load "
+                                    f"address: {give}")
+        family = None
+        if fmt == "uf2" and chip is not None and chip.uf2_family is not None:
+            origin = load(data, fmt=fmt, source=source).origin
+            if origin is not None and chip.uf2_family in origin.uf2_families:
+                family = chip.uf2_family  # a multi-family file: keep this chip's blocks
+        image = load(data, fmt=fmt, base=base, family=family, source=source, memory=memory)
+    except FormatError as exc:
+        raise ImageRejected(str(exc)) from exc
+    except ValueError as exc:  # ImageRejected itself, or e.g. an unknown UF2 family
+        if isinstance(exc, ImageRejected):
+            raise
+        raise ImageRejected(f"{source}: {exc}") from exc
+    if not image:
+        raise ImageRejected(f"{source}: no {'EEPROM ' if memory == 'eeprom' else ''}data"
+                            + (" (an ELF file's EEPROM is its .eeprom section)" if fmt == "elf" and memory == "eeprom"
+                               else ""))
+    try:
+        preflight(image, chip, force=force, memory=memory)
+    except ImageRejected as exc:
+        raise ImageRejected(f"{source}: {exc}") from None
+    return image

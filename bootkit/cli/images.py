@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..classes.common import ImageRejected
-from ..formats import ADDRESSED
 from .errors import BadInput
 
 
@@ -55,39 +54,15 @@ def input_image(args, chip, *, memory: str = "flash"):
       of another familyID); a file with none of them, or blocks without a familyID, is
       refused by common.preflight, naming both families, unless --force.
     """
-    from ..classes.common import app_first_address, preflight
-    from ..formats import FormatError, identify
+    from ..classes.common import firmware_image
 
-    path, force = args.file, getattr(args, "force", False)
-    base = getattr(args, "address", None)
-    fmt = getattr(args, "fmt", None)
-    data = read_input(path)
+    path = args.file
     try:
-        fmt = identify(data, path, fmt)
-    except FormatError as exc:
-        raise BadInput(str(exc)) from None
-    if fmt not in ADDRESSED and not data.startswith(b"DfuSe") and base is None:
-        if memory != "flash":
-            base = 0  # EEPROM images are offsets from the EEPROM's first byte
-        elif chip is not None:
-            base = app_first_address(chip)
-        else:
-            raise BadInput(f"{path}: a {'binary' if fmt == 'bin' else 'DFU suffix'} file has no load address: "
-                           "give --address, or --chip so it goes to the application start")
-    family = None
-    if fmt == "uf2" and chip is not None and chip.uf2_family is not None:
-        if chip.uf2_family in load_image(path, fmt=fmt).origin.uf2_families:
-            family = chip.uf2_family
-    image = load_image(path, base=base, family=family, fmt=fmt, memory=memory)
-    if not image:
-        raise BadInput(f"{path}: no {'EEPROM ' if memory == 'eeprom' else ''}data"
-                       + (" (an ELF file's EEPROM is its .eeprom section)" if fmt == "elf" and memory == "eeprom"
-                          else ""))
-    try:
-        preflight(image, chip, force=force, memory=memory)
+        return firmware_image(read_input(path), path, chip=chip, address=getattr(args, "address", None),
+                              fmt=getattr(args, "fmt", None), memory=memory, force=getattr(args, "force", False),
+                              give="give --address, or --chip so it goes to the application start")
     except ImageRejected as exc:
-        raise BadInput(f"{path}: {exc}") from None
-    return image
+        raise BadInput(str(exc)) from None
 
 
 def find_chip(name):
