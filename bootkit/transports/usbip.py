@@ -1172,8 +1172,13 @@ def serve(targets, listen: tuple[str, int] = ("127.0.0.1", USBIP_PORT), allow: I
     """
     server = UsbipServer(targets, listen, allow=allow, log=log, max_connections=max_connections,
                          header_timeout=header_timeout, urb_timeout=urb_timeout)
+    _run(server, ready)
 
-    async def main():
+
+def _run(server: "UsbipServer", ready) -> None:
+    """Run ``server`` in this thread until it stops; in the main thread SIGINT and SIGTERM stop it."""
+
+    async def main() -> None:
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1224,20 +1229,7 @@ class UsbipTransport(DeviceTransport):
             if ready is not None:
                 ready(format_address(address))
 
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    try:
-                        loop.add_signal_handler(sig, server.stop)
-                    except (NotImplementedError, RuntimeError):  # Windows
-                        pass
-            await server.serve(listening)
-
-        try:
-            asyncio.run(main())
-        except KeyboardInterrupt:
-            pass
+        _run(server, listening)
 
     def stop(self) -> None:
         self._stopped = True
