@@ -48,16 +48,7 @@ def test_avr109_busy_seconds_reach_the_transport():
     sums = {"memory": 0.0, "target": 0.0}
     bus = VirtualBus()
     with Emulator("atmega32u4", "cdc", realtime=True, options={"dialect": "lufa"}) as em:
-        _count_memory(em.memory, sums)
-        target = em.attach(bus)
-        take = target.device.take_busy
-
-        def counted():
-            busy = take()
-            sums["target"] += busy
-            return busy
-
-        target.device.take_busy = counted
+        _count(em, bus, sums)
         dev = usb.core.find(backend=get_backend(bus))
         dev.set_configuration()
         data = next(i for i in dev.get_active_configuration() if i.bInterfaceClass == 0x0A)
@@ -75,6 +66,20 @@ def test_avr109_busy_seconds_reach_the_transport():
     assert sums["target"] == pytest.approx(sums["memory"])
 
 
+def _count(em, bus, sums):
+    """Attach ``em`` to ``bus``, adding up what its memory returns and what its Target takes."""
+    _count_memory(em.memory, sums)
+    target = em.attach(bus)
+    take = target.device.take_busy
+
+    def counted():
+        busy = take()
+        sums["target"] += busy
+        return busy
+
+    target.device.take_busy = counted
+
+
 @pytest.mark.parametrize("personality,dialect,chip", CASES, ids=[f"{p}-{d}" for p, d, _ in CASES])
 def test_busy_seconds_reach_the_transport(personality, dialect, chip):
     if dialect not in registry.personality(personality).dialects:
@@ -82,16 +87,7 @@ def test_busy_seconds_reach_the_transport(personality, dialect, chip):
     sums = {"memory": 0.0, "target": 0.0}
     bus = VirtualBus()
     with Emulator(chip, personality, realtime=True, options={"dialect": dialect}) as em:
-        _count_memory(em.memory, sums)
-        target = em.attach(bus)
-        take = target.device.take_busy
-
-        def counted():
-            busy = take()
-            sums["target"] += busy
-            return busy
-
-        target.device.take_busy = counted
+        _count(em, bus, sums)
         start = em.chip.application_ranges[0][0]
         image = Image()
         image.add(start, bytes(range(256)) * 2)  # two AVR pages, one UF2 block's worth and more
