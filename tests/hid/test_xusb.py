@@ -416,3 +416,31 @@ def _engine(em) -> XusbEngine:
         if isinstance(b.function.engine, XusbEngine):
             return b.function.engine
     raise AssertionError("no xusb engine")
+
+
+def test_product_profile_entry_triggers(tmp_path):
+    from pathlib import Path
+
+    from bootkit.product import ProductError, load_product
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "products" / "xmega-xusb-boot.toml"
+    product = load_product(example)
+    assert (product.dialect, product.chip.name) == ("xusb", "atxmega128a4u")
+    assert product.policy.triggers == XUSB_TRIGGERS
+    # the optional triggers need a personality that declares them, and are never a default
+    other = tmp_path / "cdc.toml"
+    other.write_text('[product]\nname = "x"\nchip = "atmega32u4"\npersonality = "cdc"\n'
+                     '[entry]\ntriggers = ["blank", "watchdog"]\n')
+    with pytest.raises(ProductError) as info:
+        load_product(other)
+    assert "'watchdog' needs personality hid" in str(info.value)
+    plain = tmp_path / "native.toml"
+    plain.write_text('[product]\nname = "x"\nchip = "atxmega32a4u"\npersonality = "hid"\ndialect = "native"\n')
+    assert not {"reset-button", "watchdog"} & load_product(plain).policy.triggers
+
+
+def test_emulator_without_profile_has_the_dialects_triggers():
+    em, _ = board("atxmega32a4u")
+    assert em.policy.triggers == XUSB_TRIGGERS
+    native = Emulator("atxmega32a4u", "hid", options={"dialect": "native"})
+    assert native.policy == EntryPolicy()
