@@ -423,10 +423,8 @@ class XusbEngine(HidEngine):
     QUEUE = 2  # the armed IN endpoint buffer and g_vendor_report_in: a third answer replaces the second
 
     def __init__(self, memory, chip: Chip, *, mcu: str | None = None, watchdog: float | None = 2.0,
-                 clock: Callable[[], float] | None = None, **kw):
+                 **kw):
         super().__init__(memory, chip, **kw)
-        import time
-
         self.page_size = chip.page_size
         self.report_descriptor = xusb_report_descriptor()
         # MCU_STRING: the avr-gcc -mmcu name the bootloader was built for (lower case)
@@ -435,10 +433,11 @@ class XusbEngine(HidEngine):
         self.queue: deque[bytes] = deque()
         self._in_data = bytearray(XUSB_REPORT_SIZE)  # g_vendor_report_in.data
         self._out_data = bytearray(XUSB_REPORT_SIZE)  # g_vendor_report_out.data
-        self.clock = clock or time.monotonic
-        # wdt_init(): without an SOF from a host within the period, the watchdog resets the chip
+        # wdt_init(): without an SOF from a host within the period, the watchdog resets the chip.
+        # Its period starts at the transport's first poll (the device is then on a bus), not
+        # when the engine is built: serving over FunctionFS takes a while to bind the gadget.
         self.watchdog = watchdog
-        self.started = self.clock()
+        self.started: float | None = None
         self.host_seen = False
         self.flash_has_been_erased = False  # s_flash_has_been_erased: since this bootloader started
         self.flash_empty = False  # s_flash_empty: ERASE skips the erase when nothing was written since
@@ -555,6 +554,8 @@ class XusbEngine(HidEngine):
 
     def tick(self, now: float) -> None:
         """The watchdog: no SOF within its period resets the chip (the entry policy decides)."""
+        if self.started is None:
+            self.started = now
         if self.watchdog is not None and not self.host_seen and now - self.started >= self.watchdog:
             self.host_seen = True  # one reset; the next bootloader (if any) starts its own watchdog
             self.signal(SignalKind.WATCHDOG, f"no SOF within {self.watchdog:g} s")
