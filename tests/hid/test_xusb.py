@@ -16,7 +16,6 @@ import struct
 
 import pytest
 
-from bootkit.classes import hid
 from bootkit.classes.hid import host
 from bootkit.classes.hid.device import XusbEngine
 from bootkit.classes.hid.protocol import (
