@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 from .harness import GuestVM
-from .served import cli_serving, hex_on_ff, ihex, rand, require_tools, run_tool, wait_for
+from .served import cli_serving, hex_on_ff, ihex, rand, require_tools, run_tool, wait_for, wait_until
 
 pytestmark = pytest.mark.vm
 
@@ -44,10 +44,11 @@ def _hidraw(guest: GuestVM) -> bool:
 
 
 def _firmware(size: int, seed: int) -> bytes:
-    # xusbboot writes up to ceil(maxaddr / page) * page: a last address on a page
-    # boundary would lose its byte (see the report), so sizes here avoid size % page == 1
-    fw = b"\x0c\x94" + rand(size - 2, seed)
-    return fw
+    # xusbboot writes up to ceil(maxaddr / page) * page, maxaddr being the last address: a
+    # HEX whose last byte starts a page loses that page (its CRC check then fails, exit 5),
+    # so no size here is one more than a page multiple
+    assert size % 256 != 1
+    return b"\x0c\x94" + rand(size - 2, seed)
 
 
 @pytest.mark.parametrize("chip,size", [
@@ -61,8 +62,7 @@ def test_xusbboot_lists_and_flashes(xusb_guest, chip, size):
     name = f"xusb-{chip}"
     (g.xfer_dir / f"{name}.hex").write_text(fw_hex)
     with cli_serving(g, "hid", chip, f"{name}.bin", XUSB_ID, dialect="xusb") as s:
-        wait_for(g, XUSB_ID, daemon=s.daemon)
-        assert _hidraw(g), "usbhid did not give the xusb interface a hidraw node"
+        wait_until(g, lambda: _hidraw(g), "a hidraw node for the xusb interface", daemon=s.daemon)
         r = run_tool(g, "xusbboot-cli -l", served=s)
         out = r.stdout
         assert "Found device 1209:bb01  Xusb - Xusb-boot" in out, r.describe()
@@ -81,6 +81,7 @@ def test_xusbboot_erase(xusb_guest):
     flash, app, _page = CHIPS["atxmega32a4u"]
     initial = b"\x0c\x94" + rand(app - 2, 201) + b"\xff" * (flash - app)
     with cli_serving(g, "hid", "atxmega32a4u", "xusb-erase.bin", XUSB_ID, dialect="xusb", initial=initial) as s:
+        wait_until(g, lambda: _hidraw(g), "a hidraw node for the xusb interface", daemon=s.daemon)
         r = run_tool(g, "xusbboot-cli -e -d 1209:bb01", served=s)
         assert "Erasing device..." in r.stdout and "Done." in r.stdout, r.describe()
         wait_for(g, XUSB_ID, daemon=s.daemon)  # erasing does not reset: still the bootloader
@@ -93,6 +94,7 @@ def test_xusbboot_refuses_a_hex_larger_than_the_application(xusb_guest):
     initial = b"\x0c\x94" + rand(4000, 202) + b"\xff" * (flash - 4002)
     (g.xfer_dir / "xusb-big.hex").write_text(ihex(_firmware(app + 300, 203)))
     with cli_serving(g, "hid", "atxmega32a4u", "xusb-big.bin", XUSB_ID, dialect="xusb", initial=initial) as s:
+        wait_until(g, lambda: _hidraw(g), "a hidraw node for the xusb interface", daemon=s.daemon)
         r = run_tool(g, "xusbboot-cli -f xusb-big.hex", ok=False)
         assert r.rc != 0, r.describe()
         assert "Hex file to large for flash size" in r.stderr, r.describe()
@@ -111,6 +113,8 @@ def test_bootkit_list_and_flash_xusb(xusb_guest):
         r = run_tool(g, "bootkit list", served=s)
         assert "[1209:bb01] xusb " in r.stdout, r.describe()
         assert f'mcu="atxmega128a3u" version=1.0 flash={app} page=512' in r.stdout, r.describe()
+        # libusb detached usbhid for the exchange; bootkit list gave it back: hidraw comes back
+        wait_until(g, lambda: _hidraw(g), "the hidraw node back after bootkit list", daemon=s.daemon)
         r = run_tool(g, "xusbboot-cli -l", served=s)
         assert "MCU:  atxmega128a3u" in r.stdout, r.describe()
         r = run_tool(g, "bootkit flash bk-xusb.hex --via hid --dialect xusb --no-progress", served=s, timeout=300)
