@@ -129,7 +129,7 @@ def test_bootkit_list_and_flash_xusb(xusb_guest):
 def test_bootkit_refuses_the_boot_section(xusb_guest):
     g = xusb_guest
     flash, app, _page = CHIPS["atxmega32a4u"]
-    (g.xfer_dir / "bk-xusb-big.hex").write_text(ihex(_firmware(app + 1, 205)))
+    (g.xfer_dir / "bk-xusb-big.hex").write_text(ihex(_firmware(app + 2, 205)))  # 2 bytes into the boot section
     with cli_serving(g, "hid", "atxmega32a4u", "bk-xusb-big.bin", XUSB_ID, dialect="xusb") as s:
         r = run_tool(g, "bootkit flash bk-xusb-big.hex --via hid --dialect xusb --no-progress", ok=False)
         assert r.rc == 2 and r.stdout == "", r.describe()
