@@ -61,6 +61,7 @@ CASES: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {
     ("hid", "halfkay"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
     ("hid", "lufa"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
     ("hid", "native"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
+    ("hid", "xusb"): (("atxmega32a4u", SMALL), ("atxmega128a3u", LARGE)),
     ("cdc", "lufa"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
     ("cdc", "caterina"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
     ("printer", "lufa"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),

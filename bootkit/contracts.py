@@ -238,6 +238,11 @@ class Personality(ABC):
         """A chip only this personality defines (HalfKay's Teensy parts), None when unknown."""
         return None
 
+    def entry_triggers(self, dialect: str) -> frozenset[str] | None:
+        """The entry triggers (memory.entry) the dialect's bootloader documents, for an emulated
+        board with no product profile; None: the common ones."""
+        return None
+
     def options_for(self, dialect: str) -> type[DeviceOptions]:
         self.check_dialect(dialect)
         return self.options[dialect]

@@ -15,7 +15,7 @@ from typing import Any
 from .contracts import DeviceOptions, Personality
 from .memory import Board, Chip, EntryPolicy, SimulatedFlash
 from .memory.faults import FaultPlan
-from .usb.device import Device, Signal, Target
+from .usb.device import Device, Signal, SignalKind, Target
 
 
 @dataclass
@@ -33,7 +33,8 @@ class Emulator:
     image: str | os.PathLike[str] | None = None
     realtime: bool = False
     options: dict[str, Any] | DeviceOptions = field(default_factory=dict)
-    policy: EntryPolicy = field(default_factory=EntryPolicy)
+    #: None: the dialect's own entry triggers (Personality.entry_triggers), else the common ones
+    policy: EntryPolicy | None = None
     read_protected: bool = False
     #: open the image with a shared lock and never write it (a `read` of an emulated board)
     readonly: bool = False
@@ -63,6 +64,9 @@ class Emulator:
         # A personality's bootloader may occupy another boot region than the
         # chip's default (HalfKay keeps 512 B at the top of an ATmega32U4).
         self.chip = chip = self.definition.chip_for(chip, self.dialect)
+        if self.policy is None:
+            own = self.definition.entry_triggers(self.dialect)
+            self.policy = EntryPolicy(triggers=own) if own is not None else EntryPolicy()
         self.memory = SimulatedFlash(chip, self.image, realtime=self.realtime,
                                      read_protected=self.read_protected, readonly=self.readonly,
                                      faults=self.faults)
@@ -98,6 +102,10 @@ class Emulator:
             self.board.leave()
         elif sig.kind == "disconnect":
             return None
+        elif sig.kind == "watchdog":  # the bootloader's own watchdog (xusb-boot: no SOF in time)
+            self.board.watchdog()
+        elif sig.kind == "reset-button":
+            self.board.reset_button()
         else:
             self.board.reset()
         return self._device_for_mode()
@@ -109,6 +117,18 @@ class Emulator:
         self.target.device = self._device_for_mode()
         self.target.generation += 1
         return self.board.mode
+
+    def press(self, event: str) -> None:
+        """An event from outside the USB bus, acted on at the transport's next poll (safe from a
+        signal handler or another thread): ``reset-button``, or ``magic`` (the application
+        leaves the magic word in no-init RAM and resets; only an application can)."""
+        if event == "reset-button":
+            sig = Signal(SignalKind.RESET_BUTTON, "reset button pressed")
+        elif event == "magic":
+            sig = Signal(SignalKind.ENTER_BOOTLOADER, "application: magic word and software reset")
+        else:
+            raise ValueError(f"unknown board event {event!r} (reset-button, magic)")
+        self.target.inject(sig)
 
     @property
     def mode(self) -> str:

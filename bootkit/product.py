@@ -54,7 +54,7 @@ from typing import Any, NoReturn
 from .emulator import Emulator
 from .memory import Chip, ChipFileError, EntryPolicy, load_chip_file
 from .memory.chips import read_toml
-from .memory.entry import TRIGGERS
+from .memory.entry import ALL_TRIGGERS, TRIGGERS
 
 
 class ProductError(ValueError):
@@ -228,7 +228,7 @@ class Product:
             ids.append(f"bcdDevice 0x{self.usb['bcd_device']:04X}")
         ids += [f"{k}={self.usb[k]!r}" for k in ("manufacturer", "product", "serial") if k in self.usb]
         lines.append("usb: " + (", ".join(ids) if ids else "the dialect's own ids and strings"))
-        t = sorted(self.policy.triggers, key=TRIGGERS.index)
+        t = sorted(self.policy.triggers, key=ALL_TRIGGERS.index)
         extra = f" (leaves after {self.policy.timeout:g} s without host activity)" if "timeout" in t else ""
         lines.append(f"entry: {', '.join(t) or 'none (boot button only)'}{extra}")
         prot = ["read-out protected" if self.read_protected else "readable"]
@@ -532,17 +532,19 @@ def load_product(path: str | Path) -> Product:
     special = {t: [p.name for p in registry.personalities() if t in p.triggers]
                for p in registry.personalities() for t in p.triggers}
     supported = tuple(t for t in TRIGGERS if t not in special or t in definition.triggers)
+    # the optional triggers (memory.entry: xusb-boot's reset-button and watchdog) only when listed
+    listable = supported + tuple(t for t in ALL_TRIGGERS if t not in TRIGGERS and t in definition.triggers)
     triggers = None
     if "triggers" in entry_t:
         v = entry_t["triggers"]
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            ck.fail("entry.triggers", f"expected a list of trigger names, got {v!r}", ", ".join(TRIGGERS))
+            ck.fail("entry.triggers", f"expected a list of trigger names, got {v!r}", ", ".join(ALL_TRIGGERS))
         for x in v:
-            if x not in TRIGGERS:
-                ck.fail("entry.triggers", f"unknown trigger {x!r}", ", ".join(TRIGGERS))
-            if x not in supported:
+            if x not in ALL_TRIGGERS:
+                ck.fail("entry.triggers", f"unknown trigger {x!r}", ", ".join(ALL_TRIGGERS))
+            if x not in listable:
                 ck.fail("entry.triggers", f"{x!r} needs personality {', '.join(special[x])}; it conflicts with "
-                                          f"personality {personality!r}", ", ".join(supported))
+                                          f"personality {personality!r}", ", ".join(listable))
         triggers = frozenset(v)
     else:
         triggers = frozenset(supported)

@@ -21,7 +21,9 @@ def _transport_names() -> list[str]:
 def add_commands(sub, argv=()) -> None:
     s = sub.add_parser("serve", formatter_class=FMT, help="run an emulated bootloader on a transport",
                        description="Run the device side of a personality, emulating CHIP, on a transport, until "
-                                   "Ctrl-C.  The flash image is written back to --image when it stops.",
+                                   "Ctrl-C.  The flash image is written back to --image when it stops.  Board "
+                                   "events: SIGUSR1 presses the reset button, SIGUSR2 is the application "
+                                   "leaving the magic word and resetting (the entry policy decides what runs).",
                        epilog=_epilog("serve"))
     s.add_argument("personality", metavar="PERSONALITY", nargs="?")
     s.add_argument("--chip")
@@ -111,6 +113,9 @@ def cmd_serve(args) -> int:
         print(f"serving {args.personality} ({chip.name}){ids} on {where}. Ctrl-C to stop.", flush=True)
 
     signal.signal(signal.SIGTERM, on_signal)
+    # events from outside the bus, acted on at the transport's next poll (Emulator.press)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: emulator.press("reset-button"))
+    signal.signal(signal.SIGUSR2, lambda signum, frame: emulator.press("magic"))
     try:
         if "log" in inspect.signature(cls.__init__).parameters:
             settings["log"] = lambda m: print(m, flush=True)

@@ -166,6 +166,26 @@ def _avr(name, *, flash, page, eeprom, eeprom_page, sig, boot, fuses, lock_mask=
     )
 
 
+def _xmega(name, *, app, boot, page, eeprom, sig, flag=0x802700, aliases=(), description=""):
+    """An ATxmega: application section from 0, the fixed boot section right after it.
+    ``flag``: where xusb-boot's no-init magic word lives (its README: 0x802400 on the
+    ATxmega32A4U, 0x802700 on the others)."""
+    return Chip(
+        name=name, family="xmega", flash_start=0,
+        flash_sectors=(((app + boot) // page, page),), page_size=page, boot_start=app, boot_size=boot,
+        eeprom_size=eeprom, eeprom_page=32, signature=bytes(sig),
+        fuses=(Fuse("fuse0", 0xFF, 0xFF), Fuse("fuse1", 0xFF, 0xFF), Fuse("fuse2", 0xFF, 0x63),
+               Fuse("fuse4", 0xFE, 0x1F), Fuse("fuse5", 0xFF, 0x3F)),
+        lock=Fuse("lock", 0xFF, 0xFF), aliases=aliases,
+        # tFLASH page erase+write ~4 ms; the application-section erase as the ATxmega32A4U figure
+        # bootkit had, scaled by size (an estimate: the datasheets give no per-size figure)
+        timing=Timing(program_ms=4.0, erase_ms=4.0, full_erase_ms=50.0 * app / (32 * KiB)),
+        description=description,
+        boot_note=f"separate {boot // KiB} KiB boot section at 0x{app:X}",
+        meta={"boot_flag_address": flag},
+    )
+
+
 # UF2 family ids: microsoft/uf2 utils/uf2families.json
 UF2_ATMEGA32 = 0x16573617
 UF2_RP2040 = 0xE48BFF56
@@ -196,18 +216,20 @@ BUILTIN: tuple[Chip, ...] = (
          lock_mask=0x03, usb=False, aliases=("t85",),
          description="Digispark (V-USB, no hardware boot section)",
          boot_note="no boot section: micronucleus keeps ~2 KiB at the top by convention"),
-    Chip(
-        name="atxmega32a4u", family="xmega", flash_start=0,
-        # 32 KiB application + 4 KiB boot section, 256-byte pages.
-        flash_sectors=((144, 256),), page_size=256, boot_start=0x8000, boot_size=4 * KiB,
-        eeprom_size=1024, eeprom_page=32, signature=bytes((0x1E, 0x95, 0x41)),
-        fuses=(Fuse("fuse0", 0xFF, 0xFF), Fuse("fuse1", 0xFF, 0xFF), Fuse("fuse2", 0xFF, 0x63),
-               Fuse("fuse4", 0xFE, 0x1F), Fuse("fuse5", 0xFF, 0x3F)),
-        lock=Fuse("lock", 0xFF, 0xFF), aliases=("x32a4u",),
-        timing=Timing(program_ms=4.0, erase_ms=4.0, full_erase_ms=50.0),
-        description="xmega with USB; the raw-HID bootloader's home",
-        boot_note="separate 4 KiB boot section at 0x8000",
-    ),
+    # The xmega parts xusb-boot builds for (its boards and ld-scripts); figures from the
+    # XMEGA AU datasheets and avrdude.conf (signature, page sizes).  The boot section is a
+    # separate section after the application section; the application-table section is
+    # part of the application here, as xusb-boot's APP_SECTION_SIZE counts it.
+    _xmega("atxmega32a4u", app=32 * KiB, boot=4 * KiB, page=256, eeprom=1024, sig=(0x1E, 0x95, 0x41),
+           flag=0x802400, aliases=("x32a4u",), description="xmega with USB; the raw-HID bootloader's home"),
+    _xmega("atxmega64a4u", app=64 * KiB, boot=4 * KiB, page=256, eeprom=2048, sig=(0x1E, 0x96, 0x46),
+           aliases=("x64a4u",), description="xmega with USB (alpha_split keyboards)"),
+    _xmega("atxmega128a4u", app=128 * KiB, boot=8 * KiB, page=256, eeprom=2048, sig=(0x1E, 0x97, 0x46),
+           aliases=("x128a4u",), description="xmega with USB, 44 pins"),
+    _xmega("atxmega128a3u", app=128 * KiB, boot=8 * KiB, page=512, eeprom=2048, sig=(0x1E, 0x97, 0x42),
+           aliases=("x128a3u",), description="xmega with USB, 64 pins"),
+    _xmega("atxmega256a3u", app=256 * KiB, boot=8 * KiB, page=512, eeprom=4096, sig=(0x1E, 0x98, 0x42),
+           aliases=("x256a3u",), description="xmega with USB, 64 pins, 256 KiB"),
     Chip(
         name="stm32f103c8", family="stm32", flash_start=0x08000000,
         flash_sectors=((64, 1 * KiB),), page_size=1 * KiB,

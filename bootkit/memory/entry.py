@@ -12,6 +12,18 @@ Triggers come from the xmega raw-HID bootloader and Arduino's Caterina:
   (Arduino's "1200-baud touch");
 - ``timeout``: a bootloader entered for any soft reason leaves for a valid
   application after ``timeout`` s without host activity (Caterina: 8 s).
+
+Two more, only where a profile or a dialect asks for them (the xmega raw-HID
+bootloader, xusb-boot, README "Ways to enter the bootloader" and main.c
+pre_main_boot_check):
+
+- ``reset-button``: the reset button toggles: pressed while the application
+  runs (with USB plugged in) it enters the bootloader, pressed while the
+  bootloader runs it starts the application (when there is one);
+- ``watchdog``: the bootloader's watchdog resets the chip when no host has
+  sent an SOF within its period (2 s): a present application starts, blank
+  flash brings the bootloader back ("keeps resetting until it can establish
+  a USB connection").
 """
 
 from __future__ import annotations
@@ -22,6 +34,10 @@ from typing import Callable, Protocol
 
 MAGIC_WORD = 0x97E1E28E
 TRIGGERS = ("blank", "invalid", "magic", "double-reset", "baud1200", "timeout")
+# named only where wanted: they change what the reset button does
+OPTIONAL_TRIGGERS = ("reset-button", "watchdog")
+ALL_TRIGGERS = TRIGGERS + OPTIONAL_TRIGGERS
+XUSB_TRIGGERS = frozenset(("blank", "magic", "reset-button", "watchdog"))  # xusb-boot's, as its README lists them
 
 
 @dataclass
@@ -31,9 +47,9 @@ class EntryPolicy:
     timeout: float = 8.0
 
     def __post_init__(self):
-        unknown = set(self.triggers) - set(TRIGGERS)
+        unknown = set(self.triggers) - set(ALL_TRIGGERS)
         if unknown:
-            raise ValueError(f"unknown entry trigger(s) {sorted(unknown)}; allowed: {', '.join(TRIGGERS)}")
+            raise ValueError(f"unknown entry trigger(s) {sorted(unknown)}; allowed: {', '.join(ALL_TRIGGERS)}")
 
 
 class BootState(Protocol):
@@ -101,7 +117,24 @@ class Board:
         return self.mode
 
     def reset_button(self) -> str:
-        return self.reset()
+        """The reset button.  With ``reset-button`` (xusb-boot) it toggles: from the
+        bootloader to the application (when the flash holds one), from the application
+        to the bootloader; without, it is a plain reset (twice quickly: ``double-reset``)."""
+        if "reset-button" not in self.policy.triggers:
+            return self.reset()
+        self._last_reset = self.clock()
+        # main.c: an external reset while the bootloader ran (boot_magic holds its own
+        # value) goes to the application; one while the application ran, to the bootloader
+        self._decide(None if self.mode == "bootloader" else "reset-button")
+        return self.mode
+
+    def watchdog(self) -> str:
+        """The bootloader's watchdog fired (no SOF within its period): with ``watchdog``
+        the chip resets, so a present application starts; without, nothing changes."""
+        if "watchdog" in self.policy.triggers and self.mode == "bootloader":
+            self._last_reset = None
+            self._decide(None)
+        return self.mode
 
     def application_requests_bootloader(self) -> str:
         """The application writes the magic word to no-init RAM and resets."""

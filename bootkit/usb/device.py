@@ -89,6 +89,8 @@ class SignalKind(str, Enum):
     TOUCH_1200 = "touch-1200"  # Arduino's 1200-baud touch on an application's serial port
     REENUMERATE = "reenumerate"  # reset and enumerate again as whatever the board is now
     DISCONNECT = "disconnect"  # gone from the bus, nothing comes back
+    WATCHDOG = "watchdog"  # the bootloader's watchdog reset the chip (xusb-boot: no SOF within 2 s)
+    RESET_BUTTON = "reset-button"  # the board's reset button (an event from outside: bootkit serve)
 
     def __str__(self) -> str:  # "leave", in messages and history, as before
         return self.value
@@ -540,6 +542,11 @@ class Target:
         self.busy_until = 0.0
         self.bus: Any = None  # the in-process bus and port it is plugged into, if any
         self.port: int | None = None
+
+    def inject(self, sig: Signal) -> None:
+        """A signal from outside the device (the board's reset button): acted on at the next
+        :meth:`poll`, as a personality's own signal is."""
+        self._pending = (self.clock(), sig)
 
     def busy_left(self) -> float:
         """Seconds until the device may take its next transfer (0.0: now)."""

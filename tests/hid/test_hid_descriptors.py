@@ -16,6 +16,7 @@ EXPECTED = {
     "halfkay": (0x16C0, 0x0478, 0xFF9C, 0x1B, 130, 0, {"in"}),
     "lufa": (0x03EB, 0x2067, 0xFFDC, 0xFB, 130, 0, {"in"}),
     "native": (0x1209, 0xB00F, 0xFFB0, 0x01, 64, 64, {"in", "out"}),
+    "xusb": (0x1209, 0xBB01, 0xFF00, 0x80, 64, 64, {"in", "out"}),  # xusb-boot descriptors.c
 }
 
 
@@ -49,6 +50,9 @@ def test_descriptors_through_pyusb(dialect):
     assert kinds == eps
     if dialect == "lufa":
         assert dev.bMaxPacketSize0 == 8 and dev.bcdUSB == 0x0110  # LUFA Descriptors.c
+    if dialect == "xusb":  # xusb-boot descriptors.c: USB 1.1, EP0 64, bcdDevice 0, 500 mA, its strings
+        assert (dev.bMaxPacketSize0, dev.bcdUSB, dev.bcdDevice, cfg.bMaxPower) == (64, 0x0110, 0, 250)
+        assert (dev.manufacturer, dev.product) == ("Xusb", "Xusb-boot")
 
 
 def test_hid_class_requests_linux_sends_at_probe():

@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bootkit.classes import hid
-from bootkit.classes.hid.protocol import REPORT_SIZE, Command, native_command
+from bootkit.classes.hid.protocol import REPORT_SIZE, Command, XusbCommand, native_command, xusb_command
 from bootkit.memory import SimulatedFlash
 from bootkit.usb.device import SetupPacket, Stall
 
@@ -102,3 +102,32 @@ def test_report_descriptor_parser_never_crashes(data):
     from bootkit.classes.hid.protocol import parse_report_descriptor
 
     parse_report_descriptor(data)
+
+
+def xusb_reports(page, top):
+    raw = st.binary(max_size=80)
+    cmd = st.builds(lambda c, a, n: xusb_command(c, a, n), st.sampled_from(list(XusbCommand) + [0x05, 0x7F]),
+                    addresses(page, top), st.sampled_from([0, page, 2 * page, 3, top]))
+    erase = st.just(xusb_command(XusbCommand.ERASE))
+    return st.lists(st.one_of(raw, cmd, erase, st.just(b"\x0c" * REPORT_SIZE)), max_size=20)
+
+
+@SETTINGS
+@given(data=st.data(), chip=st.sampled_from(["atxmega32a4u", "atxmega128a3u"]))
+def test_xusb_random_reports(data, chip):
+    """SET_REPORT stalls, every OUT report is a command or data: nothing reaches the boot section."""
+    device, mem, protected = make("xusb", chip)
+    c = hid.chip_for(chip, "xusb")
+    reports = data.draw(xusb_reports(c.page_size, c.boot_start))
+    feed(device, mem, protected, reports, control=False)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=200))
+def test_boot_info_unpack_never_crashes(data):
+    from bootkit.classes.hid.protocol import unpack_boot_info
+
+    try:
+        unpack_boot_info(data)
+    except ValueError:
+        pass

@@ -64,6 +64,15 @@ from .protocol import (
     pack_info,
     status_for,
     vendor_report_descriptor,
+    XUSB_REPORT_SIZE,
+    XUSB_VERSION,
+    XusbBootInfo,
+    XusbCommand,
+    XusbPacket,
+    XusbStatus,
+    nvm_crc,
+    pack_boot_info,
+    xusb_report_descriptor,
 )
 
 
@@ -130,6 +139,12 @@ class HidEngine:
 
     def bus_reset(self) -> None:
         pass
+
+    def host_activity(self) -> None:
+        """A request from a host (the SOFs that come with it): only xusb's watchdog cares."""
+
+    def tick(self, now: float) -> None:
+        """Timers (xusb's watchdog); the transport calls it between transactions."""
 
 
 class HalfKayEngine(HidEngine):
@@ -375,6 +390,182 @@ class NativeEngine(HidEngine):
         self._reset_state()
 
 
+class XusbEngine(HidEngine):
+    """xusb-boot 1.0, the xmega raw-HID bootloader (ahtn/xusb-boot src/boot_protocol.c).
+
+    Two states, as bootloader_task() has them.  STATE_WAIT: an output report
+    is a command (GET_BOOT_INFO, ERASE, WRITE, CRC, RESET; any other byte is
+    ignored, no answer).  STATE_WRITE, after an accepted WRITE: every output
+    report, whatever its first byte, is 64 bytes of data for the page buffer,
+    answered OKAY; a full buffer programs a page, and the last page of the
+    span returns to STATE_WAIT.  WRITE and CRC need an ERASE since the
+    bootloader started (ERROR_NOT_ERASED); WRITE needs start and size to be
+    page multiples (ERROR_MISALIGNED).  RESET answers nothing: the device
+    detaches and resets 50 ms later.
+
+    Where bootkit is stricter than the C (which checks no range, relying on
+    the NVM controller's application-section commands): a WRITE whose span
+    leaves the application section, and a page the memory refuses (written
+    twice without an erase), are answered ERROR and written nowhere; a WRITE
+    of size 0 is OKAY and expects no data (the C would wait for data and
+    count the size down through zero).  CMD_TEST (0x05, a RAM dump
+    xusbboot never sends) is not modelled: ignored like an unknown command.
+
+    The C keeps one input report buffer and copies only the answer's length
+    into it (send_response: 2 bytes, the CRC: 9), so the rest of a 64-byte
+    report repeats the previous answer's bytes; so does this engine.  A
+    data report shorter than 64 bytes likewise leaves the previous report's
+    tail in the output buffer, which is what the page buffer receives.
+    """
+
+    dialect = "xusb"
+    uses_out_endpoint = True
+    QUEUE = 2  # the armed IN endpoint buffer and g_vendor_report_in: a third answer replaces the second
+
+    def __init__(self, memory, chip: Chip, *, mcu: str | None = None, watchdog: float | None = 2.0,
+                 **kw):
+        super().__init__(memory, chip, **kw)
+        self.page_size = chip.page_size
+        self.report_descriptor = xusb_report_descriptor()
+        # MCU_STRING: the avr-gcc -mmcu name the bootloader was built for (lower case)
+        self.boot_info = XusbBootInfo(XUSB_VERSION, mcu or chip.name.lower(),
+                                      self.app_end - self.app_start, self.page_size)
+        self.queue: deque[bytes] = deque()
+        self._in_data = bytearray(XUSB_REPORT_SIZE)  # g_vendor_report_in.data
+        self._out_data = bytearray(XUSB_REPORT_SIZE)  # g_vendor_report_out.data
+        # wdt_init(): without an SOF from a host within the period, the watchdog resets the chip.
+        # Its period starts at the transport's first poll (the device is then on a bus), not
+        # when the engine is built: serving over FunctionFS takes a while to bind the gadget.
+        self.watchdog = watchdog
+        self.started: float | None = None
+        self.host_seen = False
+        self.flash_has_been_erased = False  # s_flash_has_been_erased: since this bootloader started
+        self.flash_empty = False  # s_flash_empty: ERASE skips the erase when nothing was written since
+        self._wait()
+
+    def _wait(self) -> None:
+        self.writing = False  # STATE_WRITE
+        self.current = self.remaining = self.page_position = 0
+        self.page_buffer = bytearray(self.page_size)
+
+    # --- answers
+    def _answer(self, data: bytes) -> None:
+        self._in_data[:len(data)] = data
+        if len(self.queue) >= self.QUEUE:
+            self.queue.pop()  # g_vendor_report_in is overwritten before it was sent
+        self.queue.append(bytes(self._in_data))
+
+    def _status(self, status: XusbStatus) -> None:
+        self._answer(bytes((XusbPacket.ERROR_STATUS, status)))
+
+    def _refuse(self, why: str, status: XusbStatus) -> None:
+        self.refusals.append(why)
+        self._status(status)
+
+    # --- events
+    def set_report(self, data: bytes) -> None:
+        # descriptors.c usb_cb_control_setup: SET_REPORT is stalled; reports come on interrupt OUT
+        raise HidFault("xusb-boot takes output reports on its interrupt OUT endpoint only")
+
+    def out_report(self, data: bytes) -> None:
+        self.host_seen = True
+        if not data:
+            return  # read_vendor_report() returned 0: nothing to do
+        self._out_data[:len(data)] = data[:XUSB_REPORT_SIZE]
+        if self.writing:
+            self._data(bytes(self._out_data))
+        else:
+            self._command(bytes(self._out_data))
+
+    def _command(self, report: bytes) -> None:
+        cmd = report[0]
+        if cmd == XusbCommand.GET_BOOT_INFO:
+            self._answer(pack_boot_info(self.boot_info))
+        elif cmd == XusbCommand.ERASE:
+            if not self.flash_empty:
+                try:
+                    self.native.erase_application()
+                except MemoryFault as exc:
+                    self._refuse(str(exc), XusbStatus.ERROR)
+                    return
+                self.flash_empty = True
+                self.flash_has_been_erased = True
+            self._status(XusbStatus.OKAY)
+        elif cmd == XusbCommand.WRITE:
+            start = int.from_bytes(report[1:5], "little")
+            size = int.from_bytes(report[5:9], "little")
+            if not self.flash_has_been_erased:
+                self._refuse("WRITE before an ERASE since the bootloader started", XusbStatus.ERROR_NOT_ERASED)
+            elif start % self.page_size or size % self.page_size:
+                self._refuse(f"WRITE of {size} bytes at 0x{start:X}: not multiples of the {self.page_size}-byte "
+                             "page", XusbStatus.ERROR_MISALIGNED)
+            elif start < self.app_start or start + size > self.app_end:
+                self._refuse(f"WRITE of {size} bytes at 0x{start:X} leaves the application section "
+                             f"0x{self.app_start:X}..0x{self.app_end:X}", XusbStatus.ERROR)
+            else:
+                self._wait()
+                self.current, self.remaining = start, size
+                self.writing = size > 0
+                self.flash_empty = False
+                self._status(XusbStatus.OKAY)
+        elif cmd == XusbCommand.CRC:
+            if not self.flash_has_been_erased:
+                self._refuse("CRC before an ERASE since the bootloader started", XusbStatus.ERROR_NOT_ERASED)
+                return
+            app = nvm_crc(self.memory.read(self.app_start, self.app_end - self.app_start))
+            boot = nvm_crc(self.memory.read(self.chip.boot_start, self.chip.boot_size)) if self.chip.boot_size else 0
+            self._answer(bytes((XusbPacket.CRC,)) + app.to_bytes(4, "little") + boot.to_bytes(4, "little"))
+        elif cmd == XusbCommand.RESET:
+            # usb_detach(); _delay_ms(50); software_reset(): no answer
+            self._leave("xusb RESET", 0.05)
+        else:
+            self.refusals.append(f"command 0x{cmd:02X} ignored (no answer), as boot_protocol.c's switch does")
+
+    def _data(self, report: bytes) -> None:
+        at = self.page_position
+        self.page_buffer[at:at + XUSB_REPORT_SIZE] = report
+        self.page_position += XUSB_REPORT_SIZE
+        if self.page_position == self.page_size:
+            try:
+                self.busy(self.memory.program(self.current, bytes(self.page_buffer)))
+            except MemoryFault as exc:
+                self._wait()
+                self._refuse(str(exc), XusbStatus.ERROR)
+                return
+            self.page_position = 0
+            self.page_buffer = bytearray(self.page_size)
+            self.current += self.page_size
+            self.remaining -= self.page_size
+            if self.remaining == 0:
+                self._wait()
+        self._status(XusbStatus.OKAY)
+
+    def in_report(self, max_length: int) -> bytes | None:
+        self.host_seen = True
+        return self.queue.popleft() if self.queue else None
+
+    def get_report(self) -> bytes:
+        # usb_cb_control_setup: GET_REPORT copies the IN endpoint's buffer, whatever it holds
+        return bytes(self._in_data)
+
+    def host_activity(self) -> None:
+        """An SOF: a host drives the bus (the bootloader's main loop kicks the watchdog)."""
+        self.host_seen = True
+
+    def tick(self, now: float) -> None:
+        """The watchdog: no SOF within its period resets the chip (the entry policy decides)."""
+        if self.started is None:
+            self.started = now
+        if self.watchdog is not None and not self.host_seen and now - self.started >= self.watchdog:
+            self.host_seen = True  # one reset; the next bootloader (if any) starts its own watchdog
+            self.signal(SignalKind.WATCHDOG, f"no SOF within {self.watchdog:g} s")
+
+    def bus_reset(self) -> None:
+        # a bus reset comes from a host: the SOFs follow
+        self.host_seen = True
+        self.queue.clear()
+
+
 class HidFunction(Function):
     """One HID interface: vendor report descriptor, interrupt IN (and OUT)."""
 
@@ -398,6 +589,7 @@ class HidFunction(Function):
         return hid_descriptor(len(self.engine.report_descriptor))
 
     def setup(self, req: SetupPacket, data: bytes):
+        self.engine.host_activity()
         if req.recipient != RECIP_INTERFACE:
             raise Stall
         if req.type == TYPE_STANDARD and req.bRequest == GET_DESCRIPTOR and req.is_in:
@@ -442,8 +634,15 @@ class HidFunction(Function):
     def ep_in(self, ep, max_length):
         return self.engine.in_report(max_length)
 
+    def tick(self, now):
+        self.engine.tick(now)
+
+    def configured(self, active):
+        if active:  # SET_CONFIGURATION: a host enumerated the device and sends SOFs
+            self.engine.host_activity()
+
     def bus_reset(self):
         self.engine.bus_reset()
 
 
-__all__ = ["HidFault", "HidEngine", "HalfKayEngine", "LufaEngine", "NativeEngine", "HidFunction"]
+__all__ = ["HidFault", "HidEngine", "HalfKayEngine", "LufaEngine", "NativeEngine", "XusbEngine", "HidFunction"]

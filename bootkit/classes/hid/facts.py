@@ -65,4 +65,24 @@ FACTS = (
         quirks=_QUIRKS,
         benchmark=_BENCH,
     ),
+    DialectFacts(
+        personality="hid", dialect="xusb",
+        summary="xusb-boot, the xmega raw-HID bootloader: page writes with a status each, NVM CRC check",
+        driver=dict(_DRIVERS),
+        host_software="xusbboot-cli (PyPI xusbboot) or bootkit",
+        eeprom=False, readback=False, verify="CRC",
+        feedback="a status after every report (ERROR_MISALIGNED, ERROR_NOT_ERASED) and the 24-bit NVM CRC",
+        unattended=True,  # the application writes 0x97e1e28e to its flag address and resets
+        bootloader_size="4 KiB, 8 KiB on the 128/256 KiB parts",
+        families=("xmega",),
+        quirks=_QUIRKS + (
+            ("no read command: the check is the NVM controller's 24-bit application CRC",
+             "bootkit compares it with the image placed on erased flash and names both CRCs when they differ"),
+            ("WRITE needs whole pages and an ERASE since the bootloader started",
+             "the host erases first and writes each run of pages the image touches, 0xFF-padded"),
+            ("the watchdog resets into the application when no host sends SOFs within 2 s",
+             "modelled: bootkit serve's board resets unless a host is on the bus"),
+        ),
+        benchmark=_BENCH,
+    ),
 )

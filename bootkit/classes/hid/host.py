@@ -74,12 +74,26 @@ from .protocol import (
     native_command,
     parse_report_descriptor,
     unpack_info,
+    XUSB_PID,
+    XUSB_PROTOTYPE_PID,
+    XUSB_PROTOTYPE_VID,
+    XUSB_REPORT_SIZE,
+    XUSB_VID,
+    XusbBootInfo,
+    XusbCommand,
+    XusbPacket,
+    XusbStatus,
+    nvm_crc,
+    unpack_boot_info,
+    xusb_command,
 )
 
 KNOWN_IDS = {
     (TEENSY_VID, HALFKAY_PID): "halfkay",
     (LUFA_VID, LUFA_HID_PID): "lufa",
     (BOOTKIT_VID, NATIVE_HID_PID): "native",
+    (XUSB_VID, XUSB_PID): "xusb",  # xusbboot's DEFAULT_USB_IDS
+    (XUSB_PROTOTYPE_VID, XUSB_PROTOTYPE_PID): "xusb",
 }
 # How the end of a flash is reported (issue 16 item 3: only what was observed).
 ERASED_FIRST_WORD = "first word of flash is erased: the bootloader kept control"
@@ -149,8 +163,37 @@ def find_devices(backend=None, *, vid=None, pid=None, serial=None, dialect=None)
 
 
 def list_devices(backend=None) -> list[str]:
-    """One line per HID bootloader on the bus (teensy_loader_cli / dfu-util -l style)."""
-    return [t.describe() for t in find_devices(backend)]
+    """One line per HID bootloader on the bus (teensy_loader_cli / dfu-util -l style); an
+    xusb-boot device adds its boot info (xusbboot-cli -l asks GET_BOOT_INFO too)."""
+    lines = []
+    for t in find_devices(backend):
+        line = t.describe()
+        if t.dialect == "xusb":
+            line += _boot_info_line(t)
+        lines.append(line)
+    return lines
+
+
+def _boot_info_line(t: HidTarget) -> str:
+    """GET_BOOT_INFO for a listing; usbhid, detached for the exchange, is given the interface
+    back (a listing must not leave hidraw gone for the next tool)."""
+    try:
+        bound = bool(t.device.is_kernel_driver_active(t.interface))
+    except (usb.core.USBError, NotImplementedError):
+        bound = False
+    try:
+        info = XusbHost.boot_info_of(HidClient(t, timeout=1000))
+        return (f" mcu=\"{info.mcu}\" version={info.version[0]}.{info.version[1]} "
+                f"flash={info.flash_size} page={info.page_size}")
+    except (HidError, usb.core.USBError) as exc:
+        return f" boot info unreadable ({exc})"
+    finally:
+        usb.util.dispose_resources(t.device)
+        if bound:
+            try:
+                t.device.attach_kernel_driver(t.interface)
+            except (usb.core.USBError, NotImplementedError):
+                pass
 
 
 def wait_for_device(backend=None, *, vid=None, pid=None, serial=None, dialect=None,
@@ -209,10 +252,14 @@ def _refused(what: str, exc: usb.core.USBError) -> HidError:
 # --------------------------------------------------------------------------
 class _Dialect:
     """What every dialect's client offers :func:`flash`: a new dialect (a subclass here, a row in
-    DIALECT_CLASSES) gives app_range, write and leave, and reads or not (``can_read``)."""
+    DIALECT_CLASSES) gives app_range, write and leave, and reads or not (``can_read``), verifies
+    or not (``can_verify``: a read-back or a CRC compared with the image), and erases the
+    application itself before writing (``erases_first``)."""
 
     name = "hid"
     can_read = False
+    can_verify = False
+    erases_first = False
     leave_command = "boot command"
 
     def __init__(self, client: HidClient, chip: Chip | None, progress=None):
@@ -409,6 +456,8 @@ class NativeHost(_Dialect):
 
     name = "native"
     can_read = True
+    can_verify = True
+    erases_first = True
     leave_command = "RESET"
 
     def __init__(self, client, chip, progress=None):
@@ -543,7 +592,135 @@ class NativeHost(_Dialect):
             raise HidError(f"{STAYED}: {exc}") from None
 
 
-DIALECT_CLASSES = {"halfkay": HalfKayHost, "lufa": LufaHost, "native": NativeHost}
+class XusbHost(_Dialect):
+    """xusb-boot 1.0 (the xmega raw-HID bootloader), as its xusbboot tool drives it:
+    GET_BOOT_INFO, ERASE, WRITE runs of whole pages, CRC compared with the image, RESET.
+
+    Unlike xusbboot (one WRITE from 0 to the image's last page), each run of pages the
+    image touches is one WRITE, so gaps stay erased and cost nothing.  The check is the
+    application section's NVM CRC against the image placed on erased flash: the device
+    cannot be read back, so that CRC is the comparison behind "verified"."""
+
+    name = "xusb"
+    can_verify = True
+    erases_first = True
+    leave_command = "RESET"
+
+    def __init__(self, client, chip, progress=None):
+        super().__init__(client, chip, progress)
+        self.info = self.boot_info_of(client)
+        if self.info.page_size <= 0 or self.info.page_size % XUSB_REPORT_SIZE:
+            raise HidError(f"GET_BOOT_INFO: page size {self.info.page_size} is not a multiple of "
+                           f"{XUSB_REPORT_SIZE} bytes")
+
+    @staticmethod
+    def boot_info_of(client: HidClient) -> XusbBootInfo:
+        try:
+            client.write(xusb_command(XusbCommand.GET_BOOT_INFO))
+            reply = client.read()
+        except usb.core.USBError as exc:
+            raise _refused("GET_BOOT_INFO", exc) from None
+        try:
+            return unpack_boot_info(reply)
+        except ValueError as exc:
+            raise HidError(f"GET_BOOT_INFO: unreadable answer ({exc})") from None
+
+    # --- exchanges
+    def _status(self, report: bytes, what: str) -> None:
+        if len(report) < 2 or report[0] != XusbPacket.ERROR_STATUS:
+            raise HidError(f"{what}: unexpected answer {bytes(report[:9]).hex()}")
+        if report[1] != XusbStatus.OKAY:
+            try:
+                status = XusbStatus(report[1]).name
+            except ValueError:
+                status = f"status 0x{report[1]:02X}"
+            raise HidError(f"{what}: device reports {status}")
+
+    def _exchange(self, report: bytes, what: str) -> bytes:
+        try:
+            self.client.write(report)
+            return self.client.read()
+        except usb.core.USBError as exc:
+            raise _refused(what, exc) from None
+
+    def app_range(self):
+        return 0, self.info.flash_size
+
+    def target_chip(self):
+        """The chip the boot info's MCU string names, when the database knows it; else the one given."""
+        try:
+            return chip_named(self.info.mcu) if self.info.mcu else self.chip
+        except KeyError:
+            return self.chip
+
+    def protected(self):
+        chip = self.target_chip()
+        return chip.layout().protected if chip else ()
+
+    def describe_target(self):
+        return self.info.mcu or "the device"
+
+    def erase(self) -> None:
+        self._status(self._exchange(xusb_command(XusbCommand.ERASE), "ERASE"), "ERASE")
+        self.steps.append("application section erased")
+
+    def runs(self, image: Image):
+        """Consecutive pages of the image as (start, bytes) runs: one WRITE each."""
+        run_start, run = None, bytearray()
+        for address, data in image.pages(self.info.page_size, align=0):
+            if run_start is not None and address == run_start + len(run):
+                run += data
+                continue
+            if run_start is not None:
+                yield run_start, bytes(run)
+            run_start, run = address, bytearray(data)
+        if run_start is not None:
+            yield run_start, bytes(run)
+
+    def write(self, image: Image) -> int:
+        total = 0
+        with progress_bar("program", image.size, self.progress) as bar:
+            for start, data in self.runs(image):
+                what = f"WRITE of {len(data)} bytes at 0x{start:X}"
+                self._status(self._exchange(xusb_command(XusbCommand.WRITE, start, len(data)), what), what)
+                for off in range(0, len(data), XUSB_REPORT_SIZE):
+                    at = f"data at 0x{start + off:X}"
+                    self._status(self._exchange(data[off:off + XUSB_REPORT_SIZE], at), at)
+                    total += XUSB_REPORT_SIZE
+                    bar(XUSB_REPORT_SIZE)
+        self.steps.append(f"wrote {total} bytes in pages of {self.info.page_size}")
+        return total
+
+    def crc(self) -> tuple[int, int]:
+        """(application CRC, boot CRC): the NVM controller's 24-bit CRCs."""
+        reply = self._exchange(xusb_command(XusbCommand.CRC), "CRC")
+        if reply and reply[0] == XusbPacket.ERROR_STATUS:
+            self._status(reply, "CRC")
+        if len(reply) < 9 or reply[0] != XusbPacket.CRC:
+            raise HidError(f"CRC: unexpected answer {bytes(reply[:9]).hex()}")
+        app, boot = struct.unpack_from("<II", reply, 1)
+        return app & 0xFFFFFF, boot & 0xFFFFFF
+
+    def verify(self, image: Image) -> None:
+        start, end = self.app_range()
+        expected = nvm_crc(image.tobytes(start, end))
+        got, _boot = self.crc()
+        if got != expected:
+            raise HidError(f"verify failed: the application CRC the device computed, 0x{got:06X}, differs "
+                           f"from the image's on erased flash, 0x{expected:06X} (xmega NVM CRC)")
+        self.steps.append(f"application CRC 0x{got:06X} equals the image's")
+
+    def leave(self) -> None:
+        """RESET: xusb-boot answers nothing; it detaches and resets 50 ms later, and
+        :func:`observe_leave` watches what it became."""
+        try:
+            self.client.write(xusb_command(XusbCommand.RESET), 250)
+        except usb.core.USBError as exc:
+            if not (gone(exc) or isinstance(exc, usb.core.USBTimeoutError)):
+                raise _refused_leave("RESET", exc) from None
+
+
+DIALECT_CLASSES = {"halfkay": HalfKayHost, "lufa": LufaHost, "native": NativeHost, "xusb": XusbHost}
 
 
 def open_dialect(backend=None, *, vid=None, pid=None, serial=None, dialect=None, chip=None, mcu=None,
@@ -631,11 +808,12 @@ def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialec
                      progress=progress, wait=wait)
     d.validate(image, memory)
     preflight(image, d.target_chip(), force=force, memory=memory)
-    if isinstance(d, NativeHost):
+    if d.erases_first:
+        assert isinstance(d, (NativeHost, XusbHost))
         d.erase()
     n = d.write(image)
     verified = False
-    if verify and d.can_read:
+    if verify and d.can_verify:
         d.verify(image)  # HidError on the first difference: never "verified" unless it compared equal
         verified = True
         d.steps.append("verified")

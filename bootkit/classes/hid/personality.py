@@ -47,6 +47,20 @@ class LufaHidOptions(HidOptions):
     interrupt_out: bool = option(False, help="add an interrupt OUT endpoint to the interface", device_only=True)
 
 
+@dataclass(frozen=True)
+class XusbOptions(HidOptions):
+    """xusb-boot: the prototype's USB ids, the MCU string, the watchdog period."""
+
+    prototype_ids: bool = option(False, help="enumerate as the prototype 6666:B007 instead of 1209:BB01",
+                                 device_only=True)
+    mcu_string: str | None = option(help="the boot info's MCU string (default: the chip's name)", max_len=31,
+                                    device_only=True)
+    watchdog: float | None = option(2.0, help="seconds without an SOF before the bootloader's watchdog "
+                                              "resets the chip (WATCH_DOG_PERIOD; false: never)",
+                                    min=0.1, max=60.0, kind="number", none=False,
+                                    device_only=True)
+
+
 class HidHost:
     """bootkit.classes.hid.host behind the one HostSide signature."""
 
@@ -80,15 +94,18 @@ def _mcu(options: DeviceOptions) -> str | None:
 class Hid(Personality):
     name = NAME
     order = 20
-    summary = "HID bootloaders: PJRC HalfKay (Teensy), LUFA's HID bootloader, bootkit's raw HID; no driver"
+    summary = ("HID bootloaders: PJRC HalfKay (Teensy), LUFA's HID bootloader, bootkit's raw HID, "
+               "xusb-boot (xmega); no driver")
     dialects = DIALECTS
-    options = {"halfkay": HalfKayOptions, "lufa": LufaHidOptions, "native": HidOptions}
+    options = {"halfkay": HalfKayOptions, "lufa": LufaHidOptions, "native": HidOptions, "xusb": XusbOptions}
+    triggers = frozenset({"reset-button", "watchdog"})  # xusb-boot's (memory.entry)
     demo = DEMO
     link_fields = ("wait",)
     cli_examples = {
         "flash": ["bootkit flash fw.hex --via hid --mcu atmega32u4 --wait 10"],
         "read": ["bootkit read back.hex --via hid --dialect native --emulate atmega32u4"],
-        "serve": ["bootkit serve hid --chip atmega32u4 --dialect halfkay --transport usbip"],
+        "serve": ["bootkit serve hid --chip atmega32u4 --dialect halfkay --transport usbip",
+                  "bootkit serve hid --chip atxmega128a4u --dialect xusb --transport functionfs"],
     }
 
     def default_dialect(self, chip: Chip) -> str:
@@ -112,9 +129,19 @@ class Hid(Personality):
     def bootloader_device(self, memory: MemoryIO, chip: Chip, dialect: str, options: DeviceOptions) -> Device:
         from . import bootloader_device
 
+        if isinstance(options, XusbOptions):
+            return bootloader_device(memory, chip, dialect=dialect, mcu=options.mcu_string,
+                                     prototype_ids=options.prototype_ids, watchdog=options.watchdog,
+                                     **options.usb_ids())
         return bootloader_device(memory, chip, dialect=dialect, mcu=_mcu(options),
                                  interrupt_out=options.interrupt_out if isinstance(options, LufaHidOptions)
                                  else False, **options.usb_ids())
+
+    def entry_triggers(self, dialect: str) -> frozenset[str] | None:
+        """xusb-boot enters as its README says (blank flash, magic word, reset button, watchdog)."""
+        from ...memory.entry import XUSB_TRIGGERS
+
+        return XUSB_TRIGGERS if dialect == "xusb" else None
 
     def host(self) -> HidHost:
         return HidHost()

@@ -379,3 +379,105 @@ def halfkay_mcu_for(chip: Chip | str) -> HalfKayMcu:
     except KeyError:
         raise KeyError(f"HalfKay knows no MCU {name!r} (teensy_loader_cli's list: "
                        f"{', '.join(HALFKAY_MCUS)})") from None
+
+
+# --------------------------------------------------------------------------
+# xusb-boot (ahtn/xusb-boot), the xmega raw-HID bootloader, wire format 1.0:
+# src/boot_protocol.h, src/descriptors.c, scripts/xusbboot/constants.py.
+XUSB_VID, XUSB_PID = 0x1209, 0xBB01  # "Keyplus xusb-boot ID" (config.h)
+XUSB_PROTOTYPE_VID, XUSB_PROTOTYPE_PID = 0x6666, 0xB007  # the prototype id config.h keeps commented out
+XUSB_MANUFACTURER, XUSB_PRODUCT = "Xusb", "Xusb-boot"  # usb_string_desc_1, usb_string_desc_2
+XUSB_USAGE_PAGE = 0xFF00  # HID_USAGE_PAGE_VENDOR_START
+XUSB_USAGE = 0x80  # HID_USAGE_VENDOR_0
+XUSB_VERSION = (1, 0)  # the wire format xusbboot 0.0.2 speaks (constants.py VERSION_MAJOR/MINOR)
+XUSB_REPORT_SIZE = 64  # EP_SIZE_VENDOR: every report, both directions
+
+
+class XusbCommand(IntEnum):
+    """The first byte of an output report in STATE_WAIT (boot_protocol.h)."""
+
+    GET_BOOT_INFO = 0x00
+    WRITE = 0x01  # u32 start, u32 size: both multiples of the page size; then raw data reports
+    CRC = 0x02
+    RESET = 0x03  # no answer: usb_detach(), 50 ms, software reset
+    ERASE = 0x04  # the application section
+
+
+class XusbPacket(IntEnum):
+    """The first byte of an input report that is not the boot info."""
+
+    ERROR_STATUS = 0x00  # [0x00, status]
+    CRC = 0x01  # [0x01, u32 application CRC, u32 boot CRC]
+
+
+class XusbStatus(IntEnum):
+    OKAY = 0x00
+    ERROR = 0x01
+    ERROR_MISALIGNED = 0x02
+    ERROR_NOT_ERASED = 0x03
+
+
+XUSB_BOOT_INFO = struct.Struct("<BB32sIH24x")  # boot_info_t, packed: 64 bytes
+
+
+@dataclass(frozen=True)
+class XusbBootInfo:
+    """boot_info_t: version, the MCU string, the application section size, the page size."""
+
+    version: tuple[int, int]
+    mcu: str
+    flash_size: int  # FLASH_SIZE = APP_SECTION_SIZE: what the host may write, from address 0
+    page_size: int
+
+
+def pack_boot_info(info: XusbBootInfo) -> bytes:
+    return XUSB_BOOT_INFO.pack(info.version[0], info.version[1], info.mcu.encode("ascii", "replace")[:31],
+                               info.flash_size, info.page_size)
+
+
+def unpack_boot_info(report: bytes) -> XusbBootInfo:
+    """ValueError when the report is shorter than boot_info_t's used fields."""
+    if len(report) < XUSB_BOOT_INFO.size - 24:
+        raise ValueError(f"boot info of {len(report)} bytes, boot_info_t needs {XUSB_BOOT_INFO.size - 24}")
+    major, minor, mcu, flash_size, page_size = XUSB_BOOT_INFO.unpack(bytes(report[:XUSB_BOOT_INFO.size]).ljust(
+        XUSB_BOOT_INFO.size, b"\x00"))
+    return XusbBootInfo((major, minor), mcu.split(b"\x00")[0].decode("ascii", "replace"), flash_size, page_size)
+
+
+def xusb_command(cmd: int, start: int | None = None, size: int | None = None) -> bytes:
+    """A 64-byte command report; WRITE carries start and size (u32 each) from byte 1."""
+    body = bytes([cmd])
+    if start is not None:
+        body += struct.pack("<II", start & 0xFFFFFFFF, (size or 0) & 0xFFFFFFFF)
+    return body.ljust(XUSB_REPORT_SIZE, b"\x00")
+
+
+# The xmega NVM controller's CRC of a flash section (XMEGA AU manual, NVM "APP_CRC"/"BOOT_CRC"
+# commands; scripts/xusbboot/crc.py computes the same for the host): 24 bits, polynomial
+# 0x80001B, initial value 0, one 16-bit little-endian flash word shifted in per step.
+NVM_CRC_POLY = 0x80001B
+
+
+def nvm_crc(data: bytes, crc: int = 0) -> int:
+    """The 24-bit NVM CRC of ``data`` (an even number of bytes: flash words)."""
+    if len(data) % 2:
+        raise ValueError(f"the NVM CRC runs over 16-bit words: {len(data)} bytes is odd")
+    for (word,) in struct.iter_unpack("<H", data):
+        crc <<= 1
+        if crc & 0x1000000:
+            crc ^= NVM_CRC_POLY | 0x1000000
+        crc ^= word
+    return crc
+
+
+def xusb_report_descriptor() -> bytes:
+    """descriptors.c hid_desc_vendor: one 64-byte input and one 64-byte output report."""
+    out = _item(0x04, XUSB_USAGE_PAGE, 2)            # Usage Page (0xFF00)
+    out += _item(0x08, XUSB_USAGE, 1)                # Usage (0x80)
+    out += _item(0xA0, 0x80, 1)                      # Collection (vendor 0x80)
+    for usage, main in ((XUSB_USAGE + 1, 0x80), (XUSB_USAGE + 2, 0x90)):  # Input, then Output
+        out += _item(0x14, 0x00, 1) + _item(0x24, 0x00FF, 2)  # Logical Minimum 0, Maximum 255
+        out += _item(0x74, 8, 1) + _item(0x94, XUSB_REPORT_SIZE, 1)  # Report Size 8, Count 64
+        out += _item(0x08, usage, 1) + _item(main, 0x02, 1)  # Usage, Input/Output (Data,Var,Abs)
+    out += _item(0xC0, 0, 0)                         # End Collection
+    return out
