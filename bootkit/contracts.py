@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Personality", "HostSide", "Link", "DeviceOptions", "option", "OptionError",
-    "FlashResult", "HostError", "ImageRejected", "DialectFacts",
+    "FlashResult", "HostError", "ImageRejected", "DialectFacts", "FuseAccess",
 ]
 
 
@@ -158,6 +158,34 @@ class HostSide(Protocol):
     def read(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
              options: DeviceOptions | None = None, start: int | None = None, length: int | None = None,
              memory: str = "flash", progress: bool | None = None) -> Image: ...
+
+
+@runtime_checkable
+class FuseAccess(Protocol):
+    """What a :class:`HostSide` MAY also implement: the target's signature and fuses, for
+    ``bootkit signature`` and ``bootkit fuses`` (``isinstance(host, FuseAccess)`` says whether it does).
+
+    Fuse names are avrdude's (``lfuse``, ``hfuse``, ``efuse``; ``lock`` for the lock byte).
+    ``signature`` returns the target's 3 signature bytes.  ``read_fuses`` returns every fuse
+    the target has, ``lock`` too, as the target reads them (unimplemented bits as 1).
+    ``write_fuses`` checks every value of ``values`` against ``chip``'s fuse masks BEFORE
+    anything is written (a name the chip lacks, or a value with bits outside the mask, is a
+    ``ValueError`` -- ``bootkit.isp.errors.IspInputError`` for instance -- of one line naming
+    the fuse, the value and the mask: bad input, exit 2), then writes them and returns what it
+    reads back afterwards.  A bootloader that cannot do one of these raises :class:`HostError`
+    saying so ("FLIP cannot write fuses: use an ISP programmer"); the device or the exchange
+    failing is a HostError too.
+    ``link``, ``dialect``, ``chip`` and ``options`` are as for :meth:`HostSide.flash`.
+    """
+
+    def signature(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+                  options: DeviceOptions | None = None) -> bytes: ...
+
+    def read_fuses(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+                   options: DeviceOptions | None = None) -> dict[str, int]: ...
+
+    def write_fuses(self, link: Link, values: dict[str, int], *, dialect: str | None = None,
+                    chip: Chip | None = None, options: DeviceOptions | None = None) -> dict[str, int]: ...
 
 
 class Personality(ABC):
