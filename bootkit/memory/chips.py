@@ -303,6 +303,20 @@ def get_chip(name: str) -> Chip:
     return CHIPS.get(name)
 
 
+def chips_by_signature(sig: bytes) -> list[Chip]:
+    """Every chip whose device signature is ``sig`` (the three bytes an AVR or
+    ATxmega answers to "read signature"), in database order.
+
+    Several parts share a signature (avrdude.conf gives the AT90USB1286 and
+    AT90USB1287 the same 1E 97 82): the caller picks, or asks the user, when
+    the list holds more than one.  Chips added with ``--chip-file`` are
+    searched too.  An empty ``sig`` matches nothing."""
+    sig = bytes(sig)
+    if not sig:
+        return []
+    return [chip for chip in CHIPS if chip.signature == sig]
+
+
 class ChipFileError(ValueError):
     pass
 
