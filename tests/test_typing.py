@@ -25,7 +25,8 @@ def test_mypy_is_clean_on_bootkit(request: pytest.FixtureRequest) -> None:
         pytest.skip("mypy is not installed (pip install -e '.[test]')")
     # The cache lives in pytest's own cache folder (already ignored by git) so that a second run
     # only rechecks the files that changed: about 10 s instead of a minute.
-    cache = request.config.cache.mkdir("mypy") if request.config.cache else None
+    # (no cache at all under -p no:cacheprovider)
+    cache = request.config.cache.mkdir("mypy") if getattr(request.config, "cache", None) else None
     args = [sys.executable, "-m", "mypy", "--no-color-output"]
     if cache is not None:
         args += ["--cache-dir", str(cache)]
