@@ -198,4 +198,79 @@ class FrameParser:
         return out
 
 
-__all__ = [name for name in dir() if name.isupper()] + ["checksum", "encode_frame", "FrameParser"]
+
+# -- command bodies (AVR068 §5; the fields avrdude's stk500v2.c fills) --------------------------
+
+
+def sign_on() -> bytes:
+    return bytes((CMD_SIGN_ON,))
+
+
+def get_parameter(param: int) -> bytes:
+    return bytes((CMD_GET_PARAMETER, param))
+
+
+def set_parameter(param: int, value: int) -> bytes:
+    return bytes((CMD_SET_PARAMETER, param, value))
+
+
+def load_address(address: int, *, extended: bool = False) -> bytes:
+    """CMD_LOAD_ADDRESS: a word address for flash, a byte address for EEPROM; ``extended``
+    sets bit 31 (the programmer sends Load Extended Address before flash accesses)."""
+    value = (address & 0x7FFFFFFF) | (LOAD_EXTENDED_ADDRESS if extended else 0)
+    return bytes((CMD_LOAD_ADDRESS,)) + value.to_bytes(4, "big")
+
+
+def enter_progmode_isp(cmd: bytes = b"\xAC\x53\x00\x00", *, timeout: int = 200, stab_delay: int = 100,
+                       cmdexe_delay: int = 25, synch_loops: int = 32, byte_delay: int = 0,
+                       poll_value: int = 0x53, poll_index: int = 3) -> bytes:
+    """CMD_ENTER_PROGMODE_ISP (AVR068 §5.3.1), avrdude.conf's ATmega328P values by default:
+    pollIndex is 1-based (3: the third byte shifted out echoes 0x53)."""
+    return bytes((CMD_ENTER_PROGMODE_ISP, timeout, stab_delay, cmdexe_delay, synch_loops, byte_delay,
+                  poll_value, poll_index)) + bytes(cmd)
+
+
+def leave_progmode_isp(pre_delay: int = 1, post_delay: int = 1) -> bytes:
+    return bytes((CMD_LEAVE_PROGMODE_ISP, pre_delay, post_delay))
+
+
+def chip_erase_isp(cmd: bytes = b"\xAC\x80\x00\x00", *, erase_delay: int = 9, poll_method: int = 0) -> bytes:
+    """CMD_CHIP_ERASE_ISP: ``poll_method`` 0 waits ``erase_delay`` ms, 1 polls RDY/BSY."""
+    return bytes((CMD_CHIP_ERASE_ISP, erase_delay, poll_method)) + bytes(cmd)
+
+
+def program_isp(memory: str, data: bytes, *, mode: int, delay: int, cmd1: int, cmd2: int, cmd3: int,
+                poll1: int = 0xFF, poll2: int = 0xFF) -> bytes:
+    """CMD_PROGRAM_FLASH_ISP / CMD_PROGRAM_EEPROM_ISP (AVR068 §5.3.3/§5.3.5): NumBytes, mode,
+    delay, cmd1 (load page / write), cmd2 (write page), cmd3 (read, for value polling),
+    poll1, poll2, then the data."""
+    cmd = CMD_PROGRAM_FLASH_ISP if memory == "flash" else CMD_PROGRAM_EEPROM_ISP
+    return bytes((cmd, len(data) >> 8, len(data) & 0xFF, mode, delay, cmd1, cmd2, cmd3, poll1, poll2)) + bytes(data)
+
+
+def read_isp(memory: str, length: int, cmd1: int) -> bytes:
+    """CMD_READ_FLASH_ISP / CMD_READ_EEPROM_ISP: NumBytes and the read instruction."""
+    cmd = CMD_READ_FLASH_ISP if memory == "flash" else CMD_READ_EEPROM_ISP
+    return bytes((cmd, length >> 8, length & 0xFF, cmd1))
+
+
+def read_isp_byte(command: int, instruction: bytes, ret_addr: int = 4) -> bytes:
+    """CMD_READ_FUSE_ISP / LOCK / SIGNATURE / OSCCAL: RetAddr (1-based: which byte shifted out
+    is the answer) and the 4-byte instruction."""
+    return bytes((command, ret_addr)) + bytes(instruction)
+
+
+def program_isp_byte(command: int, instruction: bytes) -> bytes:
+    """CMD_PROGRAM_FUSE_ISP / CMD_PROGRAM_LOCK_ISP: the 4-byte instruction."""
+    return bytes((command,)) + bytes(instruction)
+
+
+def spi_multi(tx: bytes, rx_count: int, rx_start: int = 0) -> bytes:
+    """CMD_SPI_MULTI (AVR068 §5.3.14): NumTx, NumRx, RxStartAddr, TxData."""
+    return bytes((CMD_SPI_MULTI, len(tx), rx_count, rx_start)) + bytes(tx)
+
+
+__all__ = [name for name in dir() if name.isupper()] + [
+    "checksum", "encode_frame", "FrameParser", "sign_on", "get_parameter", "set_parameter", "load_address",
+    "enter_progmode_isp", "leave_progmode_isp", "chip_erase_isp", "program_isp", "read_isp", "read_isp_byte",
+    "program_isp_byte", "spi_multi"]
