@@ -75,6 +75,30 @@ class DfuHost:
                          chip=chip, memory=memory, start=start, length=length, progress=progress,
                          transfer_size=o.transfer_size)
 
+    # -- bootkit.contracts.FuseAccess: FLIP reads the signature; no DFU dialect has fuses (dfu/fuses.py)
+
+    def signature(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+                  options: DeviceOptions | None = None) -> bytes:
+        from . import fuses
+
+        link.check(PERSONALITY.name)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, DfuOptions)
+        return fuses.signature(link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect,
+                               alt=o.alt, chip=chip, transfer_size=o.transfer_size)
+
+    def read_fuses(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+                   options: DeviceOptions | None = None) -> dict[str, int]:
+        from . import fuses
+
+        return fuses.read_fuses(dialect)
+
+    def write_fuses(self, link: Link, values: dict[str, int], *, dialect: str | None = None,
+                    chip: Chip | None = None, options: DeviceOptions | None = None) -> dict[str, int]:
+        from . import fuses
+
+        return fuses.write_fuses(values, dialect)
+
 
 class Dfu(Personality):
     name = NAME
