@@ -15,6 +15,14 @@ its command.h).  The same framing carries the Mega 2560 "wiring" bootloader
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+from ..memory.chips import Chip
+from . import protocol as P
+from .errors import IspError, IspInputError
+from .link import MEMORIES, IspLink
+
 # -- message constants (AVR068 §2.3)
 MESSAGE_START = 0x1B  # ESC
 TOKEN = 0x0E
@@ -270,7 +278,285 @@ def spi_multi(tx: bytes, rx_count: int, rx_start: int = 0) -> bytes:
     return bytes((CMD_SPI_MULTI, len(tx), rx_count, rx_start)) + bytes(tx)
 
 
+
+# -- the host's link ------------------------------------------------------------------------
+
+#: avrdude's stk500v2.c: SERIAL_TIMEOUT (2 s for one answer) and RETRIES (5)
+ANSWER_TIMEOUT = 2.0
+RETRIES = 5
+#: CMD_READ_FLASH_ISP / CMD_READ_EEPROM_ISP: avrdude reads 256 bytes per command
+#: (avrdude.conf readsize), which keeps the answer inside the 275-byte buffer
+READ_BLOCK = 256
+#: the page-mode byte avrdude.conf gives every paged memory of these parts: page mode,
+#: RDY/BSY polling of the page, write the page (bit 7)
+PAGE_MODE_RDY_BSY = MODE_PAGE | MODE_PAGE_RDYBSY | MODE_WRITE_PAGE
+#: byte-by-byte EEPROM (a part without an EEPROM page): word mode, RDY/BSY polling
+WORD_MODE_RDY_BSY = MODE_WORD_RDYBSY | MODE_WRITE_PAGE
+
+
+class Stk500v2Link(IspLink):
+    """An STK500 v2 / AVRISP-class programmer on a serial port (pyserial): ``port`` (a
+    device path, or anything ``serial.serial_for_url`` opens), ``baudrate`` (the STK500's
+    115200).  ``chip``: the target, when known (it decides Load Extended Address and the
+    fuse names).  ``stream``: an already open pyserial-like object instead of ``port``.
+
+    The bulk operations use the programmer's native commands as avrdude's stk500v2.c
+    does (CMD_LOAD_ADDRESS + CMD_PROGRAM_FLASH_ISP / CMD_READ_FLASH_ISP, the EEPROM ones,
+    CMD_READ_SIGNATURE_ISP, CMD_READ_FUSE_ISP, CMD_PROGRAM_FUSE_ISP, the lock ones, chip
+    erase with RDY/BSY polling); :meth:`transact` is CMD_SPI_MULTI (4 in, 4 out).
+    ``programmer`` is the sign-on name ("STK500_2", "AVRISP_2", ...).
+    """
+
+    def __init__(self, port: str | None = None, baudrate: int = 115200, *, chip: Chip | None = None,
+                 stream: Any = None, timeout: float = ANSWER_TIMEOUT):
+        if stream is None:
+            if not port:
+                raise IspInputError("an STK500 v2 programmer needs a serial port (--port)")
+            import serial  # pyserial: a host-side dependency, imported when a link opens
+
+            try:
+                stream = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                raise IspError(f"cannot open serial port {port}: {exc}") from None
+        self.port = port
+        self.stream = stream
+        self.chip = chip
+        self.timeout = timeout
+        self.seq = 1  # avrdude's stk500v2_setup(): the first message has sequence number 1
+        self.parser = FrameParser()
+        self.programmer = ""
+        self._connected = False
+        try:
+            self._drain()
+            self.programmer = self.sign_on()
+        except BaseException:
+            self.stream.close()
+            raise
+
+    # -- the exchange
+
+    def _drain(self) -> None:
+        """Drop whatever the programmer sent before we asked (avrdude's stk500v2_drain)."""
+        reset = getattr(self.stream, "reset_input_buffer", None)
+        if reset is not None:
+            reset()
+        self.parser.reset()
+
+    def _receive(self, seq: int) -> bytes | None:
+        """The answer with sequence number ``seq``; None after :attr:`timeout` s of silence
+        or when the programmer reports a checksum error (the caller resends)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            chunk = self.stream.read(max(1, getattr(self.stream, "in_waiting", 0) or 1))
+            if chunk:
+                for got_seq, body in self.parser.feed(chunk):
+                    if body == CKSUM_ERROR_BODY:
+                        return None  # ours arrived damaged, or theirs did: send again
+                    if got_seq == seq:
+                        return body
+                deadline = time.monotonic() + self.timeout  # bytes flow: the programmer is there
+            elif time.monotonic() > deadline:
+                return None
+
+    def command(self, body: bytes, *, what: str | None = None) -> bytes:
+        """Send one command body, return the answer body (status checked: not OK raises
+        :class:`IspError`); resends up to :data:`RETRIES` times on silence or a damaged
+        message, as avrdude's stk500v2_command() does."""
+        what = what or f"command 0x{body[0]:02X}"
+        for _ in range(RETRIES):
+            seq = self.seq
+            self.seq = (self.seq + 1) & 0xFF
+            self.parser.reset()
+            try:
+                self.stream.write(encode_frame(seq, body))
+            except OSError as exc:
+                raise IspError(f"STK500 v2 programmer on {self.port}: write failed ({exc})") from None
+            answer = self._receive(seq)
+            if answer is None:
+                continue
+            if len(answer) < 2 or answer[0] != body[0]:
+                raise IspError(f"STK500 v2 programmer on {self.port}: {what} answered "
+                               f"{answer[:4].hex(' ') or 'nothing'}")
+            if answer[1] != STATUS_CMD_OK:
+                raise IspError(f"STK500 v2 programmer on {self.port}: {what} failed "
+                               f"({STATUS_NAMES.get(answer[1], f'status 0x{answer[1]:02X}')})")
+            return answer
+        raise IspError(f"no answer from the STK500 v2 programmer on {self.port} to {what} "
+                       f"({RETRIES} tries, {self.timeout:g} s each): check the port and the baud rate")
+
+    def sign_on(self) -> str:
+        answer = self.command(sign_on(), what="CMD_SIGN_ON")
+        if len(answer) < 3 or len(answer) < 3 + answer[2]:
+            raise IspError(f"STK500 v2 programmer on {self.port}: a short sign-on answer")
+        return answer[3:3 + answer[2]].decode("ascii", "replace")
+
+    def get_parameter(self, param: int) -> int:
+        answer = self.command(get_parameter(param), what=f"CMD_GET_PARAMETER 0x{param:02X}")
+        if len(answer) < 3:
+            raise IspError(f"STK500 v2 programmer on {self.port}: a short parameter answer")
+        return answer[2]
+
+    def set_parameter(self, param: int, value: int) -> None:
+        self.command(set_parameter(param, value), what=f"CMD_SET_PARAMETER 0x{param:02X}")
+
+    # -- IspLink
+
+    def connect(self, *, sck_hz: int | None = None) -> None:
+        """CMD_ENTER_PROGMODE_ISP with avrdude.conf's values (32 synch loops, echo 0x53 at
+        byte 3): the programmer holds RESET and retries itself."""
+        if sck_hz is not None:
+            self.set_parameter(PARAM_SCK_DURATION, sck_duration(sck_hz))
+        try:
+            self.command(enter_progmode_isp(P.programming_enable()), what="CMD_ENTER_PROGMODE_ISP")
+        except IspError:
+            raise IspError(f"target does not answer programming enable through the STK500 v2 programmer "
+                           f"on {self.port}: check wiring, power, clock") from None
+        self._connected = True
+
+    def disconnect(self) -> None:
+        if self._connected:
+            self._connected = False
+            self.command(leave_progmode_isp(), what="CMD_LEAVE_PROGMODE_ISP")
+
+    def close(self) -> None:
+        try:
+            self.disconnect()
+        finally:
+            self.stream.close()
+
+    def transact(self, cmd: bytes) -> bytes:
+        if len(cmd) != 4:
+            raise IspInputError(f"an ISP instruction is 4 bytes, got {len(cmd)}")
+        answer = self.command(spi_multi(cmd, 4), what="CMD_SPI_MULTI")
+        if len(answer) < 7:
+            raise IspError(f"STK500 v2 programmer on {self.port}: a short CMD_SPI_MULTI answer")
+        return answer[2:6]
+
+    def _extended(self, address: int) -> bool:
+        """Bit 31 of CMD_LOAD_ADDRESS: the part has a Load Extended Address instruction
+        (more than 128 KiB of flash, as avrdude.conf's load_ext_addr), or the address needs it."""
+        return (self.chip is not None and self.chip.flash_size > 128 * 1024) or address >= 128 * 1024
+
+    def read_memory(self, memory: str, address: int, length: int) -> bytes:
+        if memory not in MEMORIES:
+            raise IspInputError(f"unknown memory {memory!r} (known: {', '.join(MEMORIES)})")
+        flash = memory == "flash"
+        start = address & ~1 if flash else address
+        end = address + length
+        if flash and end & 1:
+            end += 1
+        out = bytearray()
+        position = start
+        while position < end:
+            # one CMD_LOAD_ADDRESS per 64 KiB, as avrdude's stk500v2_paged_load(): the
+            # programmer's counter moves on by itself, and it sends Load Extended Address
+            # again when a 64 K-word boundary is crossed
+            if position == start or (flash and position % 0x10000 == 0):
+                self.command(load_address(position >> 1 if flash else position,
+                                          extended=flash and self._extended(end - 1)),
+                             what="CMD_LOAD_ADDRESS")
+            n = min(READ_BLOCK, end - position, 0x10000 - position % 0x10000)
+            answer = self.command(read_isp(memory, n, P.READ_PROGRAM_LOW if flash else P.READ_EEPROM),
+                                  what=f"CMD_READ_{memory.upper()}_ISP")
+            data = answer[2:2 + n]
+            if len(data) != n:
+                raise IspError(f"STK500 v2 programmer on {self.port}: {len(data)} of {n} bytes of {memory} "
+                               f"at 0x{position:X}")
+            out += data
+            position += n
+        return bytes(out[address - start:address - start + length])
+
+    def write_page(self, memory: str, address: int, data: bytes, *, page_size: int) -> None:
+        if memory not in MEMORIES:
+            raise IspInputError(f"unknown memory {memory!r} (known: {', '.join(MEMORIES)})")
+        if page_size <= 0 or address // page_size != (address + max(len(data), 1) - 1) // page_size:
+            raise IspInputError(f"{memory} 0x{address:X}+{len(data)} crosses a {page_size}-byte page boundary")
+        if not data:
+            return
+        if memory == "flash":
+            start = address & ~1
+            padded = b"\xff" * (address - start) + bytes(data)
+            if len(padded) & 1:
+                padded += b"\xff"
+            self.command(load_address(start >> 1, extended=self._extended(start)), what="CMD_LOAD_ADDRESS")
+            self.command(program_isp("flash", padded, mode=PAGE_MODE_RDY_BSY, delay=10,
+                                     cmd1=P.LOAD_PROGRAM_PAGE_LOW, cmd2=P.WRITE_PROGRAM_PAGE,
+                                     cmd3=P.READ_PROGRAM_LOW), what="CMD_PROGRAM_FLASH_ISP")
+            return
+        self.command(load_address(address), what="CMD_LOAD_ADDRESS")
+        if page_size > 1:
+            body = program_isp("eeprom", data, mode=PAGE_MODE_RDY_BSY, delay=10, cmd1=P.LOAD_EEPROM_PAGE,
+                               cmd2=P.WRITE_EEPROM_PAGE, cmd3=P.READ_EEPROM)
+        else:
+            body = program_isp("eeprom", data, mode=WORD_MODE_RDY_BSY, delay=10, cmd1=P.WRITE_EEPROM,
+                               cmd2=0, cmd3=P.READ_EEPROM)
+        self.command(body, what="CMD_PROGRAM_EEPROM_ISP")
+
+    def chip_erase(self) -> None:
+        # poll method 1: RDY/BSY (avrdude sends 0 and the part's chip_erase_delay, then
+        # sleeps that long itself; polling needs no figure per part)
+        self.command(chip_erase_isp(P.chip_erase(), erase_delay=10, poll_method=1), what="CMD_CHIP_ERASE_ISP")
+
+    def _read_byte(self, command: int, instruction: bytes, what: str) -> int:
+        answer = self.command(read_isp_byte(command, instruction, P.DATA_INDEX + 1), what=what)
+        if len(answer) < 3:
+            raise IspError(f"STK500 v2 programmer on {self.port}: a short {what} answer")
+        return answer[2]
+
+    def read_signature(self) -> bytes:
+        return bytes(self._read_byte(CMD_READ_SIGNATURE_ISP, P.read_signature(i), "CMD_READ_SIGNATURE_ISP")
+                     for i in range(3))
+
+    def read_fuses(self) -> dict[str, int]:
+        out = {name: self._read_byte(CMD_READ_FUSE_ISP, P.read_fuse(name), "CMD_READ_FUSE_ISP")
+               for name in self._fuse_names()}
+        out["lock"] = self._read_byte(CMD_READ_LOCK_ISP, P.read_lock(), "CMD_READ_LOCK_ISP")
+        return out
+
+    def write_fuse(self, name: str, value: int) -> None:
+        if not 0 <= value <= 0xFF:
+            raise IspInputError(f"{name} value {value!r} is not a byte (0x00-0xFF)")
+        if name == "lock":
+            self.command(program_isp_byte(CMD_PROGRAM_LOCK_ISP, P.write_lock(value)), what="CMD_PROGRAM_LOCK_ISP")
+        elif name in P.FUSE_NAMES:
+            self.command(program_isp_byte(CMD_PROGRAM_FUSE_ISP, P.write_fuse(name, value)),
+                         what="CMD_PROGRAM_FUSE_ISP")
+        else:
+            raise IspInputError(f"unknown fuse {name!r} (known: {', '.join(P.FUSE_NAMES)}, lock)")
+        # the programmer does not poll after a fuse write (AVR068): RDY/BSY through SPI_MULTI
+        self.wait_ready()
+
+
+def sck_duration(sck_hz: int) -> int:
+    """PARAM_SCK_DURATION for an SCK frequency, as avrdude's stk500v2_set_sck_period() for
+    an STK500: 0 from 1.8432 MHz, 1 above 460.8 kHz, 2 above 115.2 kHz, 3 above 57.6 kHz,
+    then 1 / (24 * f / XTAL) - 10 / 12 rounded up, at most 254."""
+    if sck_hz <= 0:
+        raise IspInputError(f"SCK frequency {sck_hz} Hz is not positive")
+    f = float(sck_hz)
+    if f >= 1.8432e6:
+        return 0
+    if f > 460.8e3:
+        return 1
+    if f > 115.2e3:
+        return 2
+    if f > 57.6e3:
+        return 3
+    d = -int(-(1 / (24 * f / STK500_XTAL) - 10.0 / 12.0) // 1)
+    return min(max(d, 0), 254)
+
+
+#: the STK500's crystal (avrdude's STK500V2_XTAL)
+STK500_XTAL = 7372800
+
+STATUS_NAMES = {
+    STATUS_CMD_TOUT: "command timed out", STATUS_RDY_BSY_TOUT: "RDY/BSY timed out",
+    STATUS_SET_PARAM_MISSING: "device parameters not set", STATUS_CMD_FAILED: "command failed",
+    STATUS_CKSUM_ERROR: "checksum error", STATUS_CMD_UNKNOWN: "unknown command",
+    STATUS_CMD_ILLEGAL_PARAMETER: "illegal parameter", STATUS_CLOCK_ERROR: "target clock speed error",
+}
+
 __all__ = [name for name in dir() if name.isupper()] + [
     "checksum", "encode_frame", "FrameParser", "sign_on", "get_parameter", "set_parameter", "load_address",
     "enter_progmode_isp", "leave_progmode_isp", "chip_erase_isp", "program_isp", "read_isp", "read_isp_byte",
-    "program_isp_byte", "spi_multi"]
+    "program_isp_byte", "spi_multi", "Stk500v2Link", "sck_duration"]

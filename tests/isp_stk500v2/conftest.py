@@ -100,3 +100,39 @@ class RecordingAvr:
 @pytest.fixture
 def avr():
     return RecordingAvr()
+
+
+class LoopStream:
+    """A pyserial-like stream wired straight to a device engine (feed -> answer bytes);
+    ``damage`` flips a bit in that many of the next answers."""
+
+    def __init__(self, engine, damage=0):
+        self.engine = engine
+        self.pending = bytearray()
+        self.damage = damage
+        self.closed = False
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        answer = bytearray(self.engine.feed(bytes(data)))
+        if answer and self.damage:
+            self.damage -= 1
+            answer[-1] ^= 0x01
+        self.pending += answer
+        return len(data)
+
+    def read(self, n=1):
+        out = bytes(self.pending[:n])
+        del self.pending[:n]
+        return out
+
+    @property
+    def in_waiting(self):
+        return len(self.pending)
+
+    def reset_input_buffer(self):
+        self.pending.clear()
+
+    def close(self):
+        self.closed = True
