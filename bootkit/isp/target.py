@@ -145,6 +145,7 @@ class EmulatedAvr:
         self._eeprom_page_size = max(self.chip.eeprom_page, 1)
         self._eeprom_page: dict[int, int] = {}
         self._fuse_index = {f.name: i for i, f in enumerate(self.chip.fuses)}
+        self._changed = False  # flash written or erased since RESET was last released
 
     # ------------------------------------------------------------------ pins
 
@@ -159,7 +160,14 @@ class EmulatedAvr:
         self._page[:] = b"\xff" * len(self._page)
         self._eeprom_page.clear()
         if not active:
-            # the chip starts its program: everything programmed is in the image file
+            # The chip starts its program.  An AVR has no "valid application" mark: it runs
+            # what its flash holds, so the memory core's app_valid (the entry policy's valid
+            # image) follows the flash after a session that changed it; manifest() also
+            # saves the image file, and persist() does when nothing else is due.
+            if self._changed:
+                self._changed = False
+                if not self.memory.is_blank():
+                    self.memory.manifest()
             self.memory.persist()
 
     @property
@@ -300,6 +308,7 @@ class EmulatedAvr:
         # a cell that was not erased can only lose bits: NOR flash ANDs
         merged = (int.from_bytes(old, "little") & int.from_bytes(self._page, "little")).to_bytes(size, "little")
         self.memory.program(start, merged)
+        self._changed = True
         self._page[:] = b"\xff" * size  # the buffer is cleared after a page write
         self._busy(self.delays.flash)
 
@@ -319,6 +328,7 @@ class EmulatedAvr:
 
     def _chip_erase(self) -> None:
         self.memory.erase_all()
+        self._changed = True
         hfuse = self._fuse("hfuse")
         if self.chip.eeprom_size and not (hfuse is not None and not hfuse & EESAVE):
             self.memory.poke(EEPROM_BASE, b"\xff" * self.chip.eeprom_size)

@@ -263,6 +263,21 @@ def test_releasing_reset_saves_the_image(tmp_path):
     t.close()
 
 
+def test_the_application_is_valid_when_reset_releases_a_programmed_flash():
+    # an AVR runs whatever its flash holds: the memory core's entry policy sees a valid image
+    t = enabled()
+    assert not t.memory.app_valid
+    load_and_write_page(t, 0, b"\x0c\x94" * 32)
+    assert not t.memory.app_valid  # not while the programmer holds RESET
+    t.reset(False)
+    assert t.memory.app_valid
+    t.reset(True)
+    t.spi(P.programming_enable())
+    t.spi(P.chip_erase())
+    t.reset(False)
+    assert not t.memory.app_valid  # erased: nothing to run
+
+
 # ---------------------------------------------------------------- robustness
 
 
