@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import EXIT_BAD_INPUT, EXIT_OK
+from .errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
 
 FMT = argparse.RawDescriptionHelpFormatter
 
@@ -18,8 +18,13 @@ def add_commands(sub, argv=()) -> None:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("chips", formatter_class=FMT, help="list the chip database",
-                       description="Print every chip bootkit knows, with its memories and bootloader region.",
-                       epilog="examples:\n  bootkit chips\n  bootkit --chip-file mychip.toml chips")
+                       description="Print every chip bootkit knows, with its memories and bootloader region "
+                                   "(docs/chips.md says where each figure comes from).",
+                       epilog="examples:\n  bootkit chips\n  bootkit chips --family stm32\n"
+                              "  bootkit chips --family avr,xmega --json\n  bootkit --chip-file mychip.toml chips")
+    s.add_argument("--family", metavar="F[,F]", help="only these families (avr, xmega, stm32, samd, esp32, "
+                                                     "nrf52, rp2040, rp2350)")
+    s.add_argument("--json", action="store_true", help="a JSON array, one object per chip")
     s.set_defaults(func=cmd_chips)
 
     s = sub.add_parser("list", formatter_class=FMT, help="list devices any personality can talk to",
@@ -60,25 +65,65 @@ def cmd_demo(args) -> int:
 
 
 def cmd_chips(args) -> int:
+    from ..memory import CHIPS
+
+    chips = list(CHIPS)
+    families = list(dict.fromkeys(c.family for c in chips))  # in database order
+    if args.family is not None:
+        wanted = [f.strip().lower() for f in args.family.split(",") if f.strip()]
+        unknown = [f for f in wanted if f not in families] or ([] if wanted else [args.family])
+        if unknown:
+            raise BadInput(f"--family {unknown[0]!r}: no such chip family (known: {', '.join(families)})")
+        chips = [c for c in chips if c.family in wanted]
+    # grouped by family (in database order), by name within a family with numbers compared
+    # as numbers: atmega8, atmega16, atmega128
+    import re
+
+    chips = sorted(chips, key=lambda c: (families.index(c.family),
+                                         [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", c.name)]))
+    if args.json:
+        import json
+
+        # one object per line inside the array: valid JSON that still greps
+        print("[\n" + ",\n".join(json.dumps(_chip_json(c)) for c in chips) + "\n]")
+        return EXIT_OK
+
     from rich.console import Console
     from rich.table import Table
-
-    from ..memory import CHIPS
 
     t = Table(title="bootkit chips")
     for col in ("chip", "family", "flash", "page", "EEPROM", "bootloader region", "signature", "UF2 family", "USB"):
         t.add_column(col)
-    for c in CHIPS:
+    for c in chips:
         size = f"{c.flash_size // 1024}K@0x{c.flash_start:X}"
-        page = (f"{c.page_size}" if len(c.flash_sectors) == 1 and c.flash_sectors[0][1] == c.page_size
-                else ",".join(f"{n}x{s // 1024}K" for n, s in c.flash_sectors))
-        boot = f"0x{c.boot_start:X}-0x{c.boot_end - 1:X}" if c.boot_size else "none (ROM)"
+        page = (_size(c.page_size) if len(c.flash_sectors) == 1 and c.flash_sectors[0][1] == c.page_size
+                else ",".join(f"{n}x{_size(s)}" for n, s in c.flash_sectors))
+        # no region: a ROM bootloader, or an AVR without a boot section (programmed over ISP)
+        boot = (f"0x{c.boot_start:X}-0x{c.boot_end - 1:X}" if c.boot_size
+                else "none (ISP)" if c.family == "avr" else "none (ROM)")
         t.add_row(c.name, c.family, size, page, str(c.eeprom_size or "-"), boot,
                   c.signature.hex() or "-", f"0x{c.uf2_family:08x}" if c.uf2_family else "-",
                   "yes" if c.usb else "no")
     # piped output keeps full rows instead of wrapping to 80 columns
     Console(width=None if sys.stdout.isatty() else 160).print(t)
     return EXIT_OK
+
+
+def _size(n: int) -> str:
+    """A sector size as the table shows it: 256, 2K."""
+    return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def _chip_json(c) -> dict:
+    return {
+        "name": c.name, "family": c.family, "flash_start": c.flash_start, "flash": c.flash_size,
+        "page": c.page_size, "sectors": [list(g) for g in c.flash_sectors],
+        "eeprom": c.eeprom_size, "eeprom_page": c.eeprom_page,
+        "boot_region": {"start": c.boot_start, "size": c.boot_size} if c.boot_size else None,
+        "signature": c.signature.hex() or None,
+        "uf2_family": f"0x{c.uf2_family:08x}" if c.uf2_family is not None else None,
+        "usb": c.usb, "aliases": list(c.aliases), "description": c.description,
+    }
 
 
 def cmd_list(args) -> int:

@@ -279,3 +279,63 @@ def test_stm32_rom_dfuse_layouts(name):
 def test_every_stm32_with_a_rom_dfu_bootloader_has_its_layout_checked():
     rom = {c.name for c in BUILTIN if c.family == "stm32" and c.boot_size == 0}
     assert rom == set(DFUSE_LAYOUTS)
+
+
+# ---------------------------------------------------------------------------
+# bootkit chips --family / --json
+
+
+def test_chips_family_lists_only_that_family(capsys):
+    from bootkit.cli import main
+
+    assert main(["chips", "--family", "stm32"]) == 0
+    out = capsys.readouterr().out
+    for chip in BUILTIN:
+        assert (chip.name in out) == (chip.family == "stm32"), chip.name
+    assert "none (ROM)" in out and "4x16K,1x64K,3x128K" in out
+
+
+def test_chips_json_is_one_object_per_chip(capsys):
+    from bootkit.cli import main
+    import json
+
+    assert main(["chips", "--json"]) == 0
+    out = capsys.readouterr().out
+    chips = json.loads(out)
+    assert sorted(c["name"] for c in chips) == sorted(c.name for c in CHIPS)
+    assert len(out.splitlines()) == len(chips) + 2  # "[", one line per chip, "]"
+    m32u4 = next(c for c in chips if c["name"] == "atmega32u4")
+    assert m32u4 == {
+        "name": "atmega32u4", "family": "avr", "flash_start": 0, "flash": 32768, "page": 128,
+        "sectors": [[256, 128]], "eeprom": 1024, "eeprom_page": 4,
+        "boot_region": {"start": 0x7000, "size": 4096}, "signature": "1e9587", "uf2_family": "0x16573617",
+        "usb": True, "aliases": ["m32u4"], "description": "Arduino Leonardo, Teensy 2.0, many LUFA boards",
+    }
+    f411 = next(c for c in chips if c["name"] == "stm32f411")
+    assert f411["boot_region"] is None and f411["signature"] is None
+    assert f411["sectors"] == [[4, 16384], [1, 65536], [3, 131072]]
+
+
+def test_chips_family_takes_a_list_and_json(capsys):
+    from bootkit.cli import main
+    import json
+
+    assert main(["chips", "--family", "avr,XMEGA", "--json"]) == 0
+    chips = json.loads(capsys.readouterr().out)
+    assert {c["family"] for c in chips} == {"avr", "xmega"}
+    assert len(chips) == sum(1 for c in CHIPS if c.family in ("avr", "xmega"))
+    # grouped by family, numbers in names compared as numbers
+    names = [c["name"] for c in chips if c["name"].startswith("atmega") and c["name"][6:].isdigit()]
+    assert names == ["atmega8", "atmega16", "atmega32", "atmega88", "atmega128", "atmega168", "atmega328",
+                     "atmega1280", "atmega2560"]
+
+
+@pytest.mark.parametrize("value", ["z80", "avr,z80", ""])
+def test_chips_unknown_family_is_one_line_exit_2(value, capsys):
+    from bootkit.cli import main
+
+    assert main(["chips", "--family", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    bad = value.split(",")[-1]
+    assert err == [f"bootkit: error: --family {bad!r}: no such chip family "
+                   "(known: avr, xmega, stm32, rp2040, nrf52, samd, esp32, rp2350)"]
