@@ -276,3 +276,15 @@ def test_write_fuses_sends_nothing_for_no_values():
     AVRprog(link).write_fuses(T85)
     assert link.sent == 0
     assert P.write_fuse("lfuse", 0)  # the codec the calls use
+
+
+def test_progress_bar_on_request(fw, capsys):
+    from bootkit import progress
+
+    image, path = fw
+    progress.reset_phases()
+    prog = AVRprog(EmulatedTarget("attiny85"), progress=True)  # a rich bar, even off a terminal
+    assert prog.program_file("attiny85", path) is True
+    assert prog.read_flash("attiny85", path.with_name("back.bin"))[:image.end] == image.tobytes(0, image.end)
+    # the phases an interrupted command reports (bootkit.progress.interrupted_state)
+    assert progress.phases == ["program flash", "read flash"]

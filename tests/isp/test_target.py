@@ -291,3 +291,19 @@ def test_random_frames_never_crash(frames, chip):
     # whatever came in, the signature is intact and programming still works
     t.spi(P.programming_enable())
     assert bytes(data(t, P.read_signature(i)) for i in range(3)) == t.chip.signature
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=4, max_size=4), max_size=30), st.booleans())
+def test_without_programming_enable_random_frames_change_nothing(frames, reset_held):
+    t = EmulatedAvr("atmega328p")
+    t.reset(reset_held)
+    before = (t.memory.flash_bytes(), t.memory.region_bytes("eeprom"), t.fuses())
+    for frame in frames:
+        if frame[:2] == b"\xac\x53":
+            continue  # Programming Enable itself
+        answer = t.spi(frame)
+        if not reset_held:
+            assert answer == b"\xff\xff\xff\xff"
+    assert (t.memory.flash_bytes(), t.memory.region_bytes("eeprom"), t.fuses()) == before
+    assert not t.programming
