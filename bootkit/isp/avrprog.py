@@ -191,6 +191,9 @@ class AVRprog:
 
     def erase_chip(self) -> None:
         """Chip erase: flash, EEPROM (unless EESAVE is programmed) and lock bits."""
+        from ..progress import phase
+
+        phase("erase chip")  # what an interrupted command reports: the device is being changed
         self.begin(clock=_SLOW_CLOCK)
         try:
             self.link.chip_erase()

@@ -287,4 +287,4 @@ def test_progress_bar_on_request(fw, capsys):
     assert prog.program_file("attiny85", path) is True
     assert prog.read_flash("attiny85", path.with_name("back.bin"))[:image.end] == image.tobytes(0, image.end)
     # the phases an interrupted command reports (bootkit.progress.interrupted_state)
-    assert progress.phases == ["program flash", "read flash"]
+    assert progress.phases == ["erase chip", "program flash", "read flash"]
