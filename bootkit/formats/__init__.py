@@ -13,14 +13,14 @@ from pathlib import Path
 from .binary import parse_bin, write_bin
 from .dfu import DfuSuffix, add_suffix, parse_dfuse, parse_dfuse_targets, split_suffix, write_dfuse
 from .elf import parse_elf
-from .ihex import HexRecord, HexStream, parse_hex, write_hex
+from .ihex import HexRecord, HexStream, iter_hex, parse_hex, write_hex
 from .image import FileOrigin, FormatError, Image
 from .srec import parse_srec, write_srec
 from .uf2 import FAMILIES, UF2Block, family_id, is_uf2_block, parse_uf2, write_uf2
 
 __all__ = [
     "FORMATS", "FileOrigin", "FormatError", "Image", "detect_format", "identify", "format_from_name", "load", "dump", "save", "convert",
-    "parse_hex", "write_hex", "HexStream", "HexRecord", "parse_bin", "write_bin",
+    "parse_hex", "write_hex", "iter_hex", "HexStream", "HexRecord", "parse_bin", "write_bin",
     "parse_uf2", "write_uf2", "UF2Block", "is_uf2_block", "FAMILIES", "family_id",
     "DfuSuffix", "add_suffix", "split_suffix", "parse_dfuse", "parse_dfuse_targets", "write_dfuse",
     "parse_srec", "write_srec", "parse_elf",
@@ -248,7 +248,7 @@ def dump(
     suffix (default 0xFFFF "any" for ``dfu``, ST's 0483:DF11 for ``dfuse``).
     """
     if fmt == "hex":
-        return write_hex(image).encode("ascii")
+        return b"".join(iter_hex(image))
     if fmt in ("bin", "dfu"):
         start = image.start if base is None else base
         if image and image.start < start:
@@ -274,6 +274,14 @@ def save(image: Image, path: str | os.PathLike, fmt: str | None = None, **kw) ->
         fmt = format_from_name(path)
         if fmt is None:
             raise ValueError(f"cannot tell the format from {os.fspath(path)!r}; pass fmt= one of {', '.join(FORMATS)}")
+    if fmt == "hex":  # dump's other options (family, base, ids) do not apply to HEX
+        pieces = iter_hex(image)
+        first = next(pieces)  # errors (an address above 4 GiB) before the file is opened
+        with open(path, "wb") as f:  # a piece at a time: a 16 MiB image's 46 MB of text is never held
+            f.write(first)
+            for piece in pieces:
+                f.write(piece)
+        return
     Path(path).write_bytes(dump(image, fmt, **kw))
 
 

@@ -6,8 +6,9 @@ from .image import Image
 
 
 def parse_bin(data: bytes, base: int = 0) -> Image:
-    """``data`` as one segment at ``base`` (an empty file is an empty image)."""
-    return Image([(base, bytes(data))])
+    """``data`` as one segment at ``base`` (an empty file is an empty image).  The image
+    holds ``data`` itself when it is ``bytes`` (immutable): a large binary is not copied."""
+    return Image._adopt(base, bytes(data))
 
 
 def write_bin(image: Image, fill: int = 0xFF) -> bytes:

@@ -3,7 +3,10 @@
 An :class:`Image` is a sorted list of non-overlapping, non-adjacent
 segments (adjacent ones are merged), each one ``bytearray``.  A 1 MiB image
 read from a HEX file is therefore a handful of byte strings, never a dict
-per byte as in the ``intelhex`` library.
+per byte as in the ``intelhex`` library.  A segment may also be the
+immutable ``bytes`` a binary file was read into (:meth:`Image._adopt`), so
+that a 16 MiB binary is not held twice; it becomes a ``bytearray`` the
+first time it is written to.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class Image:
         start_address_kind: str | None = None,
     ):
         self._starts: list[int] = []
-        self._chunks: list[bytearray] = []
+        self._chunks: list[bytearray | bytes] = []  # bytes: adopted, copied on first write
         # What the file said about its target, filled in by formats.load: see FileOrigin.
         self.origin: FileOrigin | None = None
         self.start_address = start_address
@@ -117,6 +120,8 @@ class Image:
             s = starts[i]
             buf = chunks[i]
             if address <= s + len(buf) and (i + 1 == len(starts) or end < starts[i + 1]):
+                if not isinstance(buf, bytearray):  # adopted bytes: copy before the first write
+                    buf = chunks[i] = bytearray(buf)
                 off = address - s
                 if off == len(buf):
                     buf += data
@@ -142,14 +147,27 @@ class Image:
             if not overwrite:
                 lo, hi = max(s, address), min(s + len(buf), end)
                 if lo < hi:
-                    old = buf[lo - s:hi - s]
+                    there = buf[lo - s:hi - s]
                     new = data[lo - address:hi - address]
-                    if old != new:
-                        self._overlap_error(lo, old, new)
+                    if there != new:
+                        self._overlap_error(lo, there, new)
             merged[s - new_start:s - new_start + len(buf)] = buf
         merged[address - new_start:end - new_start] = data
         starts[j:k] = [new_start]
         chunks[j:k] = [merged]
+
+    @classmethod
+    def _adopt(cls, address: int, data: bytes) -> "Image":
+        """An image of one segment that is ``data`` itself, not a copy (``bytes`` are
+        immutable, so the image cannot change under the caller, nor the caller's under the
+        image): a raw binary read from a file is then held once, not twice."""
+        if address < 0:
+            raise ValueError(f"negative address {address}")
+        image = cls()
+        if data:
+            image._starts.append(address)
+            image._chunks.append(data)
+        return image
 
     @staticmethod
     def _overlap_error(address: int, old: bytes | bytearray, new: bytes | bytearray) -> None:
@@ -172,7 +190,7 @@ class Image:
     def copy(self) -> "Image":
         new = Image(start_address=self.start_address, start_address_kind=self.start_address_kind)
         new._starts = list(self._starts)
-        new._chunks = [bytearray(c) for c in self._chunks]
+        new._chunks = [c if isinstance(c, bytes) else bytearray(c) for c in self._chunks]  # bytes: immutable, shared
         new.origin = self.origin
         return new
 
@@ -200,11 +218,12 @@ class Image:
 
     # -- reading ----------------------------------------------------------
 
-    def _iter_chunks(self) -> Iterator[tuple[int, bytearray]]:
+    def _iter_chunks(self) -> Iterator[tuple[int, bytearray | bytes]]:
+        """(start, live buffer) of every segment: read them, do not write them."""
         return zip(self._starts, self._chunks)
 
-    def _iter_range(self, start: int, end: int) -> Iterator[tuple[int, bytearray]]:
-        """Segments (live buffers) that intersect ``[start, end)``."""
+    def _iter_range(self, start: int, end: int) -> Iterator[tuple[int, bytearray | bytes]]:
+        """Segments (live buffers, read only) that intersect ``[start, end)``."""
         starts, chunks = self._starts, self._chunks
         i = max(bisect_right(starts, start) - 1, 0)
         while i < len(starts) and starts[i] < end:

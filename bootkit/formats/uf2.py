@@ -10,6 +10,8 @@ flags, targetAddr, payloadSize, blockNo, numBlocks, fileSize-or-familyID),
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from dataclasses import dataclass
 
 from .image import FileOrigin, FormatError, Image
@@ -27,6 +29,7 @@ UF2_FLAG_MD5_CHECKSUM_PRESENT = 0x00004000
 UF2_FLAG_EXTENSION_TAGS_PRESENT = 0x00008000
 
 _HEADER = struct.Struct("<8I")
+_U32 = "I" if array("I").itemsize == 4 else "L"  # the array typecode of a 32-bit unsigned int
 _END = struct.Struct("<I")
 
 # A subset of utils/uf2families.json in microsoft/uf2 (short_name lowercased).
@@ -217,14 +220,65 @@ def write_uf2(image: Image, *, family: str | int | None = None, payload_size: in
     targetAddr; only chunks holding data are emitted, and gaps inside a
     chunk are 0xFF (erased flash), so a sparse or odd-length image comes
     back padded to whole chunks.
+
+    Written by hand for speed (UF2Block.pack per block was 3.5-4.2x a plain
+    struct.pack_into writer; issue 22): one buffer of identical blocks (magic numbers,
+    flags, payloadSize, numBlocks, familyID, magicEnd), the targetAddr and blockNo columns
+    set for all blocks at once by strided slice assignment, and one slice copy per block
+    for its payload.
     """
     if not 0 < payload_size <= UF2_DATA_SIZE:
         raise ValueError(f"payload_size must be 1..{UF2_DATA_SIZE}")
     fam = None if family is None else family_id(family)
     flags = 0 if fam is None else UF2_FLAG_FAMILY_ID_PRESENT
-    pages = list(image.pages(payload_size, 0xFF))
-    if pages and pages[-1][0] + payload_size > 0x1_0000_0000:
+    size = payload_size
+    # the chunks holding data, in address order: (first address, chunks, segment view, its
+    # start) for a run of whole chunks inside one segment, (address, 1, bytes, None) for a
+    # chunk the segment covers only in part (the neighbours' bytes or 0xFF fill the rest)
+    plan: list[tuple[int, int, memoryview | bytes, int | None]] = []
+    last = -1  # the last chunk planned
+    for start, chunk in image._iter_chunks():
+        end = start + len(chunk)
+        page = start - start % size
+        if page == last:  # shared with the segment before: already planned with both
+            page += size
+        if page < start and page < end:
+            plan.append((page, 1, image.tobytes(page, page + size, 0xFF), None))
+            last = page
+            page += size
+        whole = max(0, (end - page) // size)
+        if whole:
+            plan.append((page, whole, memoryview(chunk), start))
+            last = page + (whole - 1) * size
+            page += whole * size
+        if page < end:
+            plan.append((page, 1, image.tobytes(page, page + size, 0xFF), None))
+            last = page
+    if plan and plan[-1][0] + plan[-1][1] * size > 0x1_0000_0000:
         raise FormatError("address above 4 GiB cannot be expressed in UF2")
-    return b"".join(
-        UF2Block(flags, address, n, len(pages), fam or 0, chunk).pack() for n, (address, chunk) in enumerate(pages)
-    )
+    count = sum(n for _, n, _, _ in plan)
+    block = bytearray(UF2_BLOCK_SIZE)
+    _HEADER.pack_into(block, 0, UF2_MAGIC_START0, UF2_MAGIC_START1, flags, 0, size, 0, count, fam or 0)
+    _END.pack_into(block, UF2_BLOCK_SIZE - 4, UF2_MAGIC_END)
+    out = block * count
+    addresses = array(_U32)
+    offset = 32  # the payload of block 0
+    for address, n, data, first in plan:
+        addresses.extend(range(address, address + n * size, size))
+        if first is None:
+            out[offset:offset + size] = data
+            offset += UF2_BLOCK_SIZE
+            continue
+        i = address - first
+        for _ in range(n):
+            out[offset:offset + size] = data[i:i + size]
+            offset += UF2_BLOCK_SIZE
+            i += size
+    numbers = array(_U32, range(count))
+    if sys.byteorder == "big":  # UF2 is little-endian
+        addresses.byteswap()
+        numbers.byteswap()
+    for field, column in ((12, addresses.tobytes()), (20, numbers.tobytes())):  # targetAddr, blockNo
+        for b in range(4):
+            out[field + b::UF2_BLOCK_SIZE] = column[b::4]
+    return bytes(out)
