@@ -122,14 +122,26 @@ class EmulatedAvr:
     """An AVR target: ``spi(frame)`` in, 4 bytes out; ``reset(True)`` holds RESET low."""
 
     def __init__(self, chip: Chip | str, *, image: str | os.PathLike | None = None, realtime: bool = False,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, memory: SimulatedFlash | None = None):
+        """``memory``: a SimulatedFlash someone else built for this chip (an emulator's, with
+        its own image file), used instead of one of our own; its flash must have no protected
+        region, since ISP programs all of it (IspInputError otherwise)."""
         base = get_chip(chip) if isinstance(chip, str) else chip
         if base.family != "avr":
             raise IspInputError(f"{base.name} is not a classic AVR (family {base.family}): "
                                 "the serial programming instructions are the AVR family's")
         # ISP reaches all of flash: no bootloader protection
         self.chip: Chip = base.with_boot(0)
-        self.memory: SimulatedFlash = _AvrMemory(self.chip, Path(image) if image is not None else None)
+        self.memory: SimulatedFlash
+        if memory is not None:
+            if image is not None:
+                raise IspInputError("give an image file or a memory, not both")
+            if memory.layout.protected or memory.layout.flash.size != self.chip.flash_size:
+                raise IspInputError(f"the memory given for {self.chip.name} must be its whole flash with no "
+                                    "protected region (chip.with_boot(0)): ISP programs all of it")
+            self.memory = memory
+        else:
+            self.memory = _AvrMemory(self.chip, Path(image) if image is not None else None)
         self.realtime = realtime
         self.clock = clock
         self.delays = WAIT_DELAYS.get(self.chip.name, DEFAULT_WAIT_DELAYS)

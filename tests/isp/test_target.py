@@ -89,6 +89,22 @@ def test_a_non_avr_chip_is_refused():
         enabled().spi(b"\xac\x53\x00")
 
 
+def test_a_memory_built_elsewhere_is_driven_if_isp_can_reach_all_of_it():
+    from bootkit.memory import SimulatedFlash, get_chip
+
+    chip = get_chip("atmega328p")
+    memory = SimulatedFlash(chip.with_boot(0))
+    t = EmulatedAvr(chip, memory=memory)
+    t.reset(True)
+    t.spi(P.programming_enable())
+    load_and_write_page(t, 32768 - 128, b"\x01" * 128)  # the boot section's place
+    assert memory.peek(32768 - 128, 2) == b"\x01\x01"
+    with pytest.raises(IspInputError, match="no protected region"):
+        EmulatedAvr(chip, memory=SimulatedFlash(chip))  # a 4 KiB boot section ISP would fail to write
+    with pytest.raises(IspInputError, match="not both"):
+        EmulatedAvr(chip, memory=memory, image="x.bin")
+
+
 # ---------------------------------------------------------------- flash
 
 
