@@ -1,9 +1,9 @@
 """The AVR serial programming instruction set: 4-byte SPI frames.
 
 From the datasheets' "Serial Programming Instruction Set" tables, which agree
-on the encoding for every part bootkit knows: ATtiny25/45/85 §20.6 (Table
-20-12), ATmega328P §28.8 (Table 28-19), ATmega2560 §30.8 (Table 30-17),
-ATmega32U4 §27.8.  Every instruction is four bytes; the target shifts one
+on the encoding for every part bootkit knows: ATtiny25/45/85 §20.5 (Table
+20-12, rev. 2586Q), ATmega328P §28.8 (Table 28-19), ATmega2560 §30.8 (Table
+30-17), ATmega32U4 §28.8.  Every instruction is four bytes; the target shifts one
 byte out while it shifts one in, so byte k of the answer is what the target
 sends during byte k of the instruction:
 

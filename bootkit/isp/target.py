@@ -31,7 +31,8 @@
 - Real-time mode: after a write or erase the chip is busy for the datasheet's
   minimum wait delay (:data:`WAIT_DELAYS`): Poll RDY/BSY answers busy, and
   every other instruction is ignored, as a chip that is still programming
-  does not take the next one.  Fast mode (the default) is never busy.
+  does not take the next one (reads of flash and EEPROM answer 0xFF, the
+  datasheets' "Data Polling").  Fast mode (the default) is never busy.
 
 The image file (``image=``) is the flash, as ``SimulatedFlash`` keeps it;
 EEPROM, fuses and lock bits live in its state companion (FILE.bin.state.json).
@@ -63,9 +64,10 @@ class WaitDelays:
     erase: float
 
 
-#: tWD_FUSE, tWD_FLASH, tWD_EEPROM, tWD_ERASE per chip: ATtiny25/45/85 Table 20-14,
-#: ATmega328P Table 28-18, ATmega2560 Table 30-16, ATmega32U4 Table 28-16,
-#: AT90USB1286 Table 28-16 (the AT90USB64/128 datasheet's).
+#: tWD_FUSE, tWD_FLASH, tWD_EEPROM, tWD_ERASE per chip: ATtiny25/45/85 Table 20-11
+#: (rev. 2586Q; older revisions gave tWD_ERASE 4.0 ms), ATmega328P Table 28-18,
+#: ATmega2560 Table 30-16, ATmega32U4 Table 28-16, AT90USB1286 Table 28-16 (the
+#: AT90USB64/128 datasheet's).
 WAIT_DELAYS = {
     "attiny85": WaitDelays(fuse=4.5, flash=4.5, eeprom=4.0, erase=9.0),
     "atmega328p": WaitDelays(fuse=4.5, flash=4.5, eeprom=3.6, erase=9.0),
@@ -223,7 +225,12 @@ class EmulatedAvr:
             out[3] = 0x00 if self.rdy() else P.BUSY_BIT
             return bytes(out)
         if not self.rdy():
-            return bytes(out)  # still programming: the instruction is lost
+            # still programming: the instruction is lost; a read of flash or EEPROM answers
+            # 0xFF ("Data Polling", ATmega328P §28.8.2: the location being programmed reads
+            # 0xFF until it is done), so a programmer polling by value waits
+            if b0 in (P.READ_PROGRAM_LOW, P.READ_PROGRAM_HIGH, P.READ_EEPROM):
+                out[3] = 0xFF
+            return bytes(out)
         data = self._execute(b0, b1, b2, b3)
         if data is not None:
             out[3] = data

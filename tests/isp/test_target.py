@@ -233,6 +233,8 @@ def test_realtime_busy_for_the_datasheet_delays(chip):
     t.spi(P.write_eeprom(0, 0x00))
     clock.now += delays.flash / 1000 * 0.99
     assert data(t, P.poll_rdy()) & 1 == 1
+    # data polling: the flash reads 0xFF until the page is written (the echo would say 0x00)
+    assert data(t, P.read_program(0, False)) == 0xFF and data(t, P.read_eeprom(0)) == 0xFF
     clock.now += delays.flash / 1000 * 0.02
     assert data(t, P.poll_rdy()) & 1 == 0
     assert data(t, P.read_eeprom(0)) == 0xFF
