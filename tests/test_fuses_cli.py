@@ -366,3 +366,13 @@ def test_flip_fuses_write_checks_masks_first(capsys):
     code, _, err = run(capsys, "fuses", "write", "hfuse=0x99", "efuse=0x10", "--via", "dfu",
                        "--emulate", "atmega32u4")
     assert code == 2 and "efuse=0x10 is outside its mask 0x0F on atmega32u4" in err
+
+
+def test_flip_auto_on_a_signature_two_chips_share(capsys):
+    """The AT90USB1286 and AT90USB1287 both answer 1E 97 82 (avrdude.conf): --chip auto lists them."""
+    code, out, err = run(capsys, "signature", "--via", "dfu", "--emulate", "at90usb1287")
+    assert (code, out) == (0, "1E 97 82: at90usb1286, at90usb1287\n")
+    code, out, err = run(capsys, "fuses", "read", "--via", "dfu", "--emulate", "at90usb1287", "--chip", "auto")
+    assert (code, out) == (2, "")
+    assert err == ("bootkit: error: signature 1E 97 82 is that of several chips: at90usb1286, at90usb1287 "
+                   "(give --chip NAME)\n")
