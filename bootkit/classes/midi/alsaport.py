@@ -34,7 +34,7 @@ def check_available(seq_device: str = SEQ_DEVICE) -> None:
     try:
         import rtmidi  # noqa: F401
     except ImportError:
-        raise TransportUnavailable("midiport: python-rtmidi is not installed (pip install python-rtmidi)") from None
+        raise TransportUnavailable("midiport: python-rtmidi is not installed (pip install 'bootkit[midi]')") from None
 
 
 def midi_function(device: Device | None) -> Function | None:

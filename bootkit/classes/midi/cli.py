@@ -38,7 +38,7 @@ def add_commands(sub) -> None:
     add_input_options(s)
     s.set_defaults(func=cmd_midi_encode)
     s = msub.add_parser("play", formatter_class=FMT, help="play a .mid into a MIDI port, honouring its timing",
-                        description="Play FILE into a MIDI output port (mido + python-rtmidi).",
+                        description="Play FILE into a MIDI output port (mido + python-rtmidi: pip install 'bootkit[midi]').",
                         epilog="example:\n  bootkit midi play fw.mid --port 'bootkit MIDI'")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--port", help="output port name (default: the first one)")

@@ -169,14 +169,36 @@ def _usb_error(what: str, exc: usb.core.USBError) -> MidiError:
     return MidiError(f"{what}: {exc}")
 
 
+# pip's name for the optional dependencies of MIDI ports (pyproject.toml [project.optional-dependencies])
+PORTS_EXTRA = "pip install 'bootkit[midi]'"
+
+
+def port_backend():
+    """mido, once its port backend is importable; MidiError (one line: what to install) if not.
+
+    mido itself is pure Python and always installed (``.mid`` files need only it); its default port
+    backend, python-rtmidi, is a compiled extension without wheels on every platform (musl, 32-bit
+    ARM, the newest Pythons), so it is the ``[midi]`` extra.  A user who picked another mido backend
+    with MIDO_BACKEND gets that backend's own import error instead.
+    """
+    import os
+
+    import mido
+
+    backend = os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi")
+    if backend.split("/")[0] == "mido.backends.rtmidi":
+        try:
+            import rtmidi  # noqa: F401
+        except ImportError:
+            raise MidiError(f"MIDI ports need python-rtmidi, which is not installed ({PORTS_EXTRA})") from None
+    return mido
+
+
 class PortLink:
     """A MIDI port by name through mido + python-rtmidi (ALSA sequencer, CoreMIDI, WinMM)."""
 
     def __init__(self, name: str | None, *, output_only: bool = False):
-        try:
-            import mido
-        except ImportError:
-            raise MidiError("MIDI ports need mido and python-rtmidi (pip install mido python-rtmidi)") from None
+        mido = port_backend()
         self._mido = mido
         try:
             self.out = mido.open_output(name)
@@ -513,7 +535,7 @@ def watch_leave(backend, target: MidiTarget, wait: float, *, before: dict | None
 def watch_port_leave(name: str, wait: float, *, sleep=time.sleep, clock=time.monotonic) -> str:
     """:func:`watch_leave` for a MIDI port: a port cannot tell what replaced it, so the outcomes are
     "left the bootloader (not seen again within N s)" or MidiError (it stayed, or came back)."""
-    import mido
+    mido = port_backend()
 
     def look() -> Look:
         # the port gone, then a port of the same name back: the bootloader again
