@@ -22,8 +22,8 @@ def add_commands(sub, argv=()) -> None:
                                    "(docs/chips.md says where each figure comes from).",
                        epilog="examples:\n  bootkit chips\n  bootkit chips --family stm32\n"
                               "  bootkit chips --family avr,xmega --json\n  bootkit --chip-file mychip.toml chips")
-    s.add_argument("--family", metavar="F[,F]", help="only these families (avr, xmega, stm32, samd, esp32, "
-                                                     "nrf52, rp2040, rp2350)")
+    s.add_argument("--family", metavar="F[,F]", help="only these families: avr, xmega, stm32, samd, esp32, "
+                                                     "nrf52, rp2040, rp2350")
     s.add_argument("--json", action="store_true", help="a JSON array, one object per chip")
     s.set_defaults(func=cmd_chips)
 
@@ -66,16 +66,17 @@ def cmd_demo(args) -> int:
 
 def cmd_chips(args) -> int:
     from ..memory import CHIPS
+    from ..memory.chips import FAMILIES
 
     chips = list(CHIPS)
-    families = list(dict.fromkeys(c.family for c in chips))  # in database order
+    families = list(FAMILIES)
     if args.family is not None:
         wanted = [f.strip().lower() for f in args.family.split(",") if f.strip()]
         unknown = [f for f in wanted if f not in families] or ([] if wanted else [args.family])
         if unknown:
             raise BadInput(f"--family {unknown[0]!r}: no such chip family (known: {', '.join(families)})")
         chips = [c for c in chips if c.family in wanted]
-    # grouped by family (in database order), by name within a family with numbers compared
+    # grouped by family (in FAMILIES' order), by name within a family with numbers compared
     # as numbers: atmega8, atmega16, atmega128
     import re
 

@@ -25,6 +25,10 @@ SIGNATURE_BASE = 0x840000
 
 KiB = 1024
 
+# The chip families (Chip.family): what `bootkit chips --family` filters on and a chip
+# file may name
+FAMILIES = ("avr", "xmega", "stm32", "samd", "esp32", "nrf52", "rp2040", "rp2350")
+
 
 @dataclass(frozen=True)
 class Fuse:
@@ -36,7 +40,7 @@ class Fuse:
 @dataclass(frozen=True)
 class Chip:
     name: str
-    family: str  # avr, xmega, stm32, rp2040, nrf52
+    family: str  # avr, xmega, stm32, samd, esp32, nrf52, rp2040, rp2350 (FAMILIES)
     flash_start: int
     flash_sectors: tuple[tuple[int, int], ...]
     page_size: int  # programming page (AVR SPM page, flash program page)
@@ -618,8 +622,14 @@ class ChipDatabase:
         for chip in self._chips.values():
             if key in (a.lower() for a in chip.aliases):
                 return chip
-        known = ", ".join(sorted(self._chips))
-        raise KeyError(f"unknown chip {name!r} (known: {known}; add one with --chip-file FILE.toml)")
+        # Eighty names do not fit one line: name the nearest ones and where the rest are
+        import difflib  # only on this error path
+
+        names = [*self._chips, *(a.lower() for c in self._chips.values() for a in c.aliases)]
+        near = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(near[:-1]) + ' or ' if near[1:] else ''}{near[-1]}? " if near else ""
+        raise KeyError(f"unknown chip {name!r} ({hint}`bootkit chips` lists all {len(self._chips)}; "
+                       "add one with --chip-file FILE.toml)")
 
 
 CHIPS = ChipDatabase()
@@ -710,7 +720,7 @@ def load_chip_file(path: str | Path, *, register: bool = True) -> Chip:
     ```toml
     [chip]
     name = "atmega16u2"
-    family = "avr"               # avr, xmega, stm32, rp2040, nrf52
+    family = "avr"               # one of FAMILIES: avr, xmega, stm32, samd, esp32, ...
     flash = "16K"                # or flash_sectors = [[4, "16K"], [1, "64K"]]
     flash_start = 0
     page_size = 128
@@ -736,8 +746,8 @@ def load_chip_file(path: str | Path, *, register: bool = True) -> Chip:
         if key not in table:
             raise ChipFileError(f"{path}: missing key chip.{key}")
     family = table["family"]
-    if family not in ("avr", "xmega", "stm32", "rp2040", "nrf52"):
-        raise ChipFileError(f"{path}: chip.family must be one of avr, xmega, stm32, rp2040, nrf52, got {family!r}")
+    if family not in FAMILIES:
+        raise ChipFileError(f"{path}: chip.family must be one of {', '.join(FAMILIES)}, got {family!r}")
     page = parse_size(table["page_size"], path, "chip.page_size", positive=True)
     if "flash_sectors" in table:
         sectors = tuple((int(n), parse_size(s, path, "chip.flash_sectors", positive=True)) for n, s in table["flash_sectors"])

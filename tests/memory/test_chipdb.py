@@ -338,4 +338,15 @@ def test_chips_unknown_family_is_one_line_exit_2(value, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     bad = value.split(",")[-1]
     assert err == [f"bootkit: error: --family {bad!r}: no such chip family "
-                   "(known: avr, xmega, stm32, rp2040, nrf52, samd, esp32, rp2350)"]
+                   "(known: avr, xmega, stm32, samd, esp32, nrf52, rp2040, rp2350)"]
+
+
+@pytest.mark.parametrize("family", ["samd", "esp32", "rp2350"])
+def test_a_chip_file_may_name_the_new_families(tmp_path, family):
+    from bootkit.memory import load_chip_file
+
+    path = tmp_path / "c.toml"
+    path.write_text(f'[chip]\nname = "my{family}"\nfamily = "{family}"\nflash = "64K"\npage_size = 256\n')
+    chip = load_chip_file(path, register=False)
+    assert chip.family == family
+    assert (chip.boot_start, chip.boot_size) == (0, 0)
