@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime
 import errno
 import io
+import pkgutil
+import sys
+import types
 
 import usb.core
 
@@ -131,8 +134,54 @@ class BlockFile(io.RawIOBase):
             super().close()
 
 
+class _NamespaceShim(types.ModuleType):
+    """Stands in for setuptools' ``pkg_resources`` while ``fs`` is first imported.
+
+    fs 2.4.16 (pyfatfs's base; its last release) begins fs/__init__.py and
+    fs/opener/__init__.py with ``pkg_resources.declare_namespace(__name__)``, and
+    fs/opener/registry.py imports pkg_resources for its openers' entry points
+    (PyFilesystem/pyfilesystem2#577).  Importing pkg_resources took 84 ms of `bootkit drop`'s
+    192 ms of imports (issue 22; 230 ms on a loaded machine), warns that it is deprecated,
+    and fails outright under setuptools >= 82, which no longer ships it.  The shim answers
+    those two calls the way the fix proposed upstream does (pyfilesystem2#590): the namespace
+    through ``pkgutil.extend_path``, the entry points from ``importlib.metadata``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("pkg_resources", "bootkit's stand-in while fs is imported (msc/fatfs.py)")
+
+    @staticmethod
+    def declare_namespace(name: str) -> None:
+        package = sys.modules[name]
+        package.__path__ = pkgutil.extend_path(package.__path__, name)
+
+    @staticmethod
+    def iter_entry_points(group: str, name: str | None = None):
+        from importlib.metadata import entry_points
+
+        return (ep for ep in entry_points(group=group) if name is None or ep.name == name)
+
+
+def _import_fs() -> None:
+    """Import ``fs`` (for pyfatfs) without importing pkg_resources (see _NamespaceShim).
+
+    The shim is in ``sys.modules`` only during this import, so anything importing
+    pkg_resources later gets the real one; fs.opener.registry keeps the shim, whose
+    iter_entry_points serves it (bootkit never opens a file system by URL).  If fs or
+    pkg_resources is already imported there is nothing to save."""
+    if "fs" in sys.modules or "pkg_resources" in sys.modules:
+        import fs  # noqa: F401
+        return
+    sys.modules["pkg_resources"] = _NamespaceShim()
+    try:
+        import fs  # noqa: F401  (fs.opener.registry binds the shim here)
+    finally:
+        del sys.modules["pkg_resources"]
+
+
 def ScsiFatFS(block: BlockFile, *, read_only: bool = False):
     """pyfatfs's PyFatFS on a :class:`BlockFile` (PyFatFS itself only opens file names)."""
+    _import_fs()
     import fs.base
     from pyfatfs.PyFat import PyFat
     from pyfatfs.PyFatFS import PyFatFS
