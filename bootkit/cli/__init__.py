@@ -11,6 +11,7 @@ Exit status: 0 success, 1 the device or tool failed, 2 bad input (file, argument
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -91,7 +92,12 @@ def _run(args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except OSError as exc:  # includes pyusb's USBError: a device or connection that failed
-        print(f"bootkit: failed: {exc}", file=sys.stderr)
+        hint = ""
+        if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+            # libusb's LIBUSB_ERROR_ACCESS, a /dev/ttyACM* or /dev/hidraw* the user may not open
+            hint = ("; install the udev rules: packaging/60-bootkit.rules "
+                    "(python -m bootkit.udev; see docs/install.md)")
+        print(f"bootkit: failed: {exc}{hint}", file=sys.stderr)
         return EXIT_FAILED
 
 
