@@ -12,13 +12,15 @@ This is what the Linux ``cdc_acm`` driver binds to (it needs the Union
 descriptor to find the data interface).  :class:`CdcBootloaderFunction`
 feeds the bulk OUT bytes to an :class:`~.avr109.Avr109Engine`;
 :class:`CdcApplicationFunction` is the application's serial port that
-honours the Arduino 1200-baud touch.
+honours the Arduino 1200-baud touch; :class:`SerialBridgeFunction` is the
+USB-serial bridge of an Arduino Uno or Mega 2560 (its ATmega16U2) in front of
+an AVR running Optiboot or the wiring bootloader on its UART.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from ...usb.descriptors import Endpoint, Interface
 from ...usb.device import RECIP_INTERFACE, TYPE_CLASS, Function, SetupPacket, SignalKind, Stall
@@ -203,6 +205,62 @@ class CdcBootloaderFunction(CdcAcmFunction):
             self.signal(SignalKind.LEAVE, f"bootloader timeout ({self.timeout:g} s without host activity)")
 
 
+class SerialBootloader(Protocol):
+    """What :class:`SerialBridgeFunction` needs of a UART bootloader engine (Optiboot, wiring)."""
+
+    application_running: bool
+    busy: Callable[[float], object]
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def disconnect(self) -> None: ...
+
+    def reset(self, now: float | None = None) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+
+class SerialBridgeFunction(CdcAcmFunction):
+    """The USB-serial bridge of an Arduino Uno or Mega 2560 (the ATmega16U2 running
+    Arduino's usbserial firmware) with the target AVR on its UART.
+
+    The bridge never re-enumerates: the AVR behind it runs its bootloader or its
+    application.  DTR going active (the port opened) pulls the AVR's RESET low
+    through the board's 100 nF capacitor (the auto-reset avrdude's arduino_open
+    and wiring_open rely on), so the bootloader runs afresh; it leaves for the
+    application on its own (the engine's watchdog or leave command).  ``tick``
+    runs the engine's watchdog.
+    """
+
+    name = "cdc-serial-bridge"
+
+    def __init__(self, engine: SerialBootloader, **kw):
+        super().__init__(**kw)
+        self.engine = engine
+        engine.busy = self.busy
+
+    def byte_stream(self) -> SerialBootloader:
+        return self.engine
+
+    def received(self, data: bytes) -> None:
+        reply = self.engine.feed(data)
+        if reply:
+            self.send(reply)
+
+    def control_line_state_changed(self, old: int) -> None:
+        if not old & CONTROL_DTR and self.dtr:
+            self.engine.reset(self.clock())  # auto-reset: the bootloader starts
+        elif old & CONTROL_DTR and not self.dtr:
+            self.engine.disconnect()  # the host closed the port: a partial command is abandoned
+
+    def bus_reset(self):
+        super().bus_reset()
+        self.engine.disconnect()
+
+    def tick(self, now: float) -> None:
+        self.engine.tick(now)
+
+
 class CdcApplicationFunction(CdcAcmFunction):
     """An application's serial port (an Arduino sketch, LUFA's VirtualSerial).
 
@@ -239,4 +297,5 @@ class CdcApplicationFunction(CdcAcmFunction):
             self.send(data)
 
 
-__all__ = ["CdcAcmFunction", "CdcBootloaderFunction", "CdcApplicationFunction"]
+__all__ = ["CdcAcmFunction", "CdcBootloaderFunction", "CdcApplicationFunction", "SerialBridgeFunction",
+           "SerialBootloader"]

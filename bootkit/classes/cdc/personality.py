@@ -1,5 +1,5 @@
-"""The CDC personality as the registry sees it: a CDC-ACM serial port speaking AVR109
-(LUFA's CDC bootloader, Arduino's Caterina)."""
+"""The CDC personality as the registry sees it: a serial port speaking AVR109 (LUFA's CDC
+bootloader, Arduino's Caterina), STK500 v1 (Optiboot) or STK500 v2 (the wiring bootloader)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ...formats.image import Image
     from ...memory import Chip, MemoryIO
     from ...usb.device import Device
-    from ..common import DialectFacts, FlashResult
+    from ..common import DialectFacts, FlashResult, HostError
 
 _LEAVE_HELP = "seconds without host traffic before leaving for a valid application (false: never)"
 
@@ -43,6 +43,49 @@ class CaterinaOptions(CdcOptions):
                                    device_only=True)
 
 
+@dataclass(frozen=True)
+class UartBootloaderOptions(DeviceOptions):
+    """A bootloader on the UART of an AVR without USB, behind the board's USB-serial bridge."""
+
+    timeout: float | None = option(1.0, help="seconds without a byte before the bootloader starts a present "
+                                            "application (false: never)", min=0.01, max=3600.0, kind="number",
+                                   none=False, device_only=True)
+    baudrate: int = option(115200, help="the serial port's baud rate (the board's bootloader: 115200)", min=300,
+                           max=4_000_000, host_only=True, product=False)
+
+
+@dataclass(frozen=True)
+class OptibootOptions(UartBootloaderOptions):
+    """Optiboot (Arduino Uno): its watchdog starts the sketch 1 s after the last byte."""
+
+
+@dataclass(frozen=True)
+class WiringOptions(UartBootloaderOptions):
+    """The Mega 2560's stk500v2 bootloader: it starts the sketch about 1 s after the last byte."""
+
+
+def _uart_dialect(dialect: str | None, chip: Chip | None, options: DeviceOptions | None) -> str | None:
+    """The UART dialect a host call is for: given, said by its options' class, or the chip's usual
+    one; None: an AVR109 device (it names its own dialect)."""
+    from . import UART_DIALECTS, default_dialect
+
+    if dialect is not None:
+        return dialect if dialect in UART_DIALECTS else None
+    if isinstance(options, OptibootOptions):
+        return "optiboot"
+    if isinstance(options, WiringOptions):
+        return "wiring"
+    if chip is not None and default_dialect(chip) in UART_DIALECTS:
+        return default_dialect(chip)
+    return None
+
+
+def _no_fuse_write(dialect: str) -> HostError:
+    from ..common import HostError
+
+    return HostError(f"the {dialect} bootloader cannot write fuses: use an ISP programmer (bootkit serve isp)")
+
+
 class CdcHost:
     """bootkit.classes.cdc.host behind the one HostSide signature (a serial port, or found by VID:PID)."""
 
@@ -52,6 +95,12 @@ class CdcHost:
         from . import host
 
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        uart = _uart_dialect(dialect, chip, options)
+        if uart is not None:
+            u = PERSONALITY.options_or_default(uart, options)
+            assert isinstance(u, UartBootloaderOptions)
+            return host.uart_flash(image, link.backend, port=link.port, dialect=uart, chip=chip, memory=memory,
+                                   verify=verify, leave=leave, progress=progress, baudrate=u.baudrate, force=force)
         o = PERSONALITY.options_or_default(dialect, options)
         assert isinstance(o, CdcOptions)
         return host.flash(image, link.backend, port=link.port, vid=link.vid, pid=link.pid, serial=link.serial,
@@ -64,19 +113,85 @@ class CdcHost:
         from . import host
 
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        uart = _uart_dialect(dialect, chip, options)
+        if uart is not None:
+            u = PERSONALITY.options_or_default(uart, options)
+            assert isinstance(u, UartBootloaderOptions)
+            return host.uart_read(link.backend, port=link.port, dialect=uart, chip=chip, memory=memory, start=start,
+                                  length=length, progress=progress, baudrate=u.baudrate)
         o = PERSONALITY.options_or_default(dialect, options)
         assert isinstance(o, CdcOptions)
         return host.read(link.backend, port=link.port, vid=link.vid, pid=link.pid, serial=link.serial,
                          dialect=dialect, chip=chip, memory=memory, start=start, length=length, progress=progress,
                          baudrate=o.baudrate, touch=o.touch)
 
+    # --- contracts.FuseAccess: what each bootloader can read of itself
+
+    def signature(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+                  options: DeviceOptions | None = None) -> bytes:
+        """AVR109 's' (LUFA sends it reversed), Optiboot STK_READ_SIGN, wiring CMD_READ_SIGNATURE_ISP."""
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        uart = _uart_dialect(dialect, chip, options)
+        if uart is not None:
+            u = PERSONALITY.options_or_default(uart, options)
+            assert isinstance(u, UartBootloaderOptions)
+            return host.uart_identify(link.backend, port=link.port, dialect=uart, chip=chip, baudrate=u.baudrate)[0]
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, CdcOptions)
+        s = host._Session(link.backend, link.port, link.vid, link.pid, link.serial, dialect, chip, False, o.baudrate,
+                          o.touch)
+        try:
+            return s.client.signature
+        finally:
+            s.close()
+
+    def read_fuses(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+                   options: DeviceOptions | None = None) -> dict[str, int]:
+        """AVR109 'F', 'N', 'Q', 'r' (the fuses the chip has, and the lock byte); wiring
+        CMD_READ_FUSE_ISP and CMD_READ_LOCK_ISP.  Optiboot reads none (STK_UNIVERSAL answers 0x00)."""
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        uart = _uart_dialect(dialect, chip, options)
+        if uart == "optiboot":
+            from ..common import HostError
+
+            raise HostError("the optiboot bootloader cannot read fuses (it answers 0x00 to every universal "
+                            "command): use an ISP programmer (bootkit serve isp)")
+        if uart is not None:
+            u = PERSONALITY.options_or_default(uart, options)
+            assert isinstance(u, UartBootloaderOptions)
+            return host.uart_identify(link.backend, port=link.port, dialect=uart, chip=chip, baudrate=u.baudrate,
+                                      fuses=True)[1]
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, CdcOptions)
+        s = host._Session(link.backend, link.port, link.vid, link.pid, link.serial, dialect, chip, False, o.baudrate,
+                          o.touch)
+        try:
+            values = s.client.fuses()
+            target = s.client.target
+        finally:
+            s.close()
+        names = {f.name for f in target.fuses} | {"lock"} if target.fuses else set(values)
+        return {k: v for k, v in values.items() if k in names}
+
+    def write_fuses(self, link: Link, values: dict[str, int], *, dialect: str | None = None,
+                    chip: Chip | None = None, options: DeviceOptions | None = None) -> dict[str, int]:
+        """No serial bootloader can write fuses (SPM reaches only the boot lock bits)."""
+        uart = _uart_dialect(dialect, chip, options)
+        raise _no_fuse_write(uart or dialect or "AVR109")
+
 
 class Cdc(Personality):
     name = NAME
     order = 30
-    summary = "a CDC-ACM serial port speaking AVR109: LUFA's CDC bootloader, Arduino's Caterina; avrdude"
+    summary = ("a serial port: AVR109 (LUFA's CDC bootloader, Arduino's Caterina), Optiboot (STK500 v1) and the "
+               "Mega's wiring bootloader (STK500 v2); avrdude")
     dialects = DIALECTS
-    options = {"lufa": CdcOptions, "caterina": CaterinaOptions}
+    options = {"lufa": CdcOptions, "caterina": CaterinaOptions, "optiboot": OptibootOptions,
+               "wiring": WiringOptions}
     demo = DEMO
     triggers = frozenset({"baud1200"})  # Arduino's 1200-baud touch needs a serial port
     link_fields = ("port",)
@@ -85,7 +200,8 @@ class Cdc(Personality):
         "flash": ["bootkit flash fw.elf --memory eeprom --via cdc --emulate atmega32u4 --image flash.bin",
                   "bootkit flash fw.hex --via cdc --port /dev/ttyACM0 --chip atmega32u4"],
         "read": ["bootkit read back.hex --via cdc --port /dev/ttyACM0 --chip atmega32u4"],
-        "serve": ["bootkit serve cdc --chip atmega32u4 --transport pty"],
+        "serve": ["bootkit serve cdc --chip atmega32u4 --transport pty",
+                  "bootkit serve cdc --chip atmega328p --dialect optiboot --transport pty"],
     }
 
     def default_dialect(self, chip: Chip) -> str:
@@ -93,9 +209,17 @@ class Cdc(Personality):
 
         return default_dialect(chip)
 
+    def chip_for(self, chip: Chip, dialect: str | None) -> Chip:
+        """Optiboot keeps 512 B at the top (1 KiB above 64 KiB of flash)."""
+        from . import chip_for
+
+        return chip_for(chip, dialect)
+
     def bootloader_device(self, memory: MemoryIO, chip: Chip, dialect: str, options: DeviceOptions) -> Device:
         from . import bootloader_device
 
+        if isinstance(options, UartBootloaderOptions):
+            return bootloader_device(memory, chip, dialect=dialect, timeout=options.timeout, **options.usb_ids())
         assert isinstance(options, CdcOptions)
         return bootloader_device(memory, chip, dialect=dialect, software_id=options.software_id,
                                  timeout=options.timeout, **options.usb_ids())
@@ -104,6 +228,9 @@ class Cdc(Personality):
                            options: DeviceOptions) -> Device | None:
         from . import application_device
 
+        if isinstance(options, UartBootloaderOptions):
+            return application_device(memory, chip, dialect=dialect, vid=options.vid, pid=options.pid,
+                                      serial=options.serial, timeout=options.timeout)
         return application_device(memory, chip, dialect=dialect, vid=options.vid, pid=options.pid,
                                   serial=options.serial)
 
