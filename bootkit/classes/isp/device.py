@@ -170,6 +170,7 @@ class Stk500v2Programmer:
 
     def _leave_progmode(self, body: bytes) -> bytes:
         self.target.reset(False)
+        self._runs()
         self.in_progmode = False
         self.parameters[S.PARAM_STATUS] = 0x00
         return bytes((body[0], S.STATUS_CMD_OK))
@@ -299,6 +300,14 @@ class Stk500v2Programmer:
         stream = tx + bytes(clocked - num_tx)  # bytes clocked after TxData shift out 0x00
         shifted = b"".join(self._spi(stream[i:i + 4]) for i in range(0, clocked, 4))
         return bytes((body[0], S.STATUS_CMD_OK)) + shifted[rx_start:rx_start + num_rx] + bytes((S.STATUS_CMD_OK,))
+
+    def _runs(self) -> None:
+        """RESET released: the chip runs what its flash holds.  The emulated board records
+        that its flash holds an application (the memory core's manifest, refused for an
+        erased first word), as a bootloader records a complete image."""
+        memory = getattr(self.target, "memory", None)
+        if memory is not None and not memory.is_blank():
+            memory.manifest()
 
     # -- the wires and the waits
 

@@ -8,6 +8,7 @@ personality needs: its USB identity, its sign-on names and its parameter table.
 
 from __future__ import annotations
 
+from . import SIGN_ON_NAMES
 from ...isp.stk500v2 import (
     PARAM_CONTROLLER_INIT,
     PARAM_HW_VER,
@@ -23,10 +24,6 @@ from ...isp.stk500v2 import (
     PARAM_VTARGET,
 )
 
-# CMD_SIGN_ON's answer: avrdude's stk500v2_getsync() treats "STK500_2" as an STK500 (it
-# then reads the top card, Vtarget, Varef, oscillator and SCK parameters) and "AVRISP_2"
-# as an AVRISP (AVR068 programmers without the STK500's board: HW/SW version, Vtarget).
-SIGN_ON_NAMES = ("STK500_2", "AVRISP_2")
 
 # The STK500's parameters as GET/SET_PARAMETER see them (AVR068 §7), with the values a
 # board with firmware 2.10 and a 5 V target reports.  PARAM_STATUS bit 6 is "in
