@@ -15,7 +15,7 @@ import pytest
 from bootkit import registry
 from bootkit.contracts import DeviceOptions, Link, OptionError, Personality
 
-BUILTINS = ["dfu", "hid", "cdc", "printer", "msc", "midi"]
+BUILTINS = ["dfu", "hid", "cdc", "printer", "msc", "midi", "isp"]
 GROUP = "bootkit.personalities"
 
 
@@ -93,14 +93,14 @@ def test_a_builtin_is_found_without_scanning_every_distribution(monkeypatch):
 def test_unknown_personality_is_one_line_naming_the_known_ones():
     with pytest.raises(ValueError) as info:
         registry.personality("floppy")
-    assert str(info.value) == "unknown personality 'floppy' (choose from dfu, hid, cdc, printer, msc, midi)"
+    assert str(info.value) == "unknown personality 'floppy' (choose from dfu, hid, cdc, printer, msc, midi, isp)"
 
 
 def test_a_plugin_registers_like_a_builtin(monkeypatch):
     _with_plugins(monkeypatch, ("tiny", "bootkit_test_plugin:TINY"), module=_plugin_module(TINY=_Tiny()))
     assert registry.personality_names() == BUILTINS + ["tiny"]  # order 100: after the built-ins
     assert registry.personality("tiny").summary.startswith("a plug-in")
-    with pytest.raises(ValueError, match=r"\(choose from dfu, hid, cdc, printer, msc, midi, tiny\)"):
+    with pytest.raises(ValueError, match=r"\(choose from dfu, hid, cdc, printer, msc, midi, isp, tiny\)"):
         registry.personality("floppy")
 
 
@@ -216,6 +216,7 @@ HOST_SETTINGS = {
     "printer": ("lufa", {"record_size": 32, "leave_wait": (0.25, 0.125)}, Link(path="/dev/usb/lp9")),
     "msc": ("bin", {"fmt": "hex", "leave_wait": 0.25, "again": 0.125}, Link(path="/media/DRIVE")),
     "midi": ("file", {"realtime": False, "retries": 5, "leave_wait": 0.25}, Link(port="synth")),
+    "isp": ("stk500v2", {"sck_hz": 125000, "baudrate": 57600}, Link(port="/dev/null")),
 }
 
 
@@ -251,7 +252,7 @@ def test_a_host_side_passes_every_setting_by_name(monkeypatch, name, call):
             return
     host_values = set(map(repr, seen.values()))
     for field, value in settings.items():
-        used_by_read = field in ("alt", "transfer_size", "mcu", "baudrate", "touch", "retries")
+        used_by_read = field in ("alt", "transfer_size", "mcu", "baudrate", "touch", "retries", "sck_hz")
         if call == "flash" or used_by_read:
             assert repr(value) in host_values, f"{name}: {field}={value!r} did not reach host.{call}: {seen}"
     for field in link.given():
