@@ -170,7 +170,7 @@ class FuseAccess(Protocol):
     the target has, ``lock`` too, as the target reads them (unimplemented bits as 1).
     ``write_fuses`` checks every value of ``values`` against ``chip``'s fuse masks BEFORE
     anything is written (a name the chip lacks, or a value with bits outside the mask, is a
-    ``ValueError`` -- ``bootkit.isp.errors.IspInputError`` for instance -- of one line naming
+    ``ValueError`` (an ISP programmer's ``IspInputError`` for instance) of one line naming
     the fuse, the value and the mask: bad input, exit 2), then writes them and returns what it
     reads back afterwards.  A bootloader that cannot do one of these raises :class:`HostError`
     saying so ("FLIP cannot write fuses: use an ISP programmer"); the device or the exchange
