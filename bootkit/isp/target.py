@@ -40,7 +40,6 @@ EEPROM, fuses and lock bits live in its state companion (FILE.bin.state.json).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -87,39 +86,6 @@ LB1, LB2 = 0x01, 0x02
 CALIBRATION = 0x80
 
 
-class _AvrMemory(SimulatedFlash):
-    """SimulatedFlash that also keeps fuses and lock bits in the state companion
-    (SimulatedFlash keeps EEPROM there; a real chip keeps all three through a power cycle)."""
-
-    def _state(self) -> dict:
-        state = super()._state()
-        for kind in ("fuses", "lock"):
-            try:
-                state[kind] = self.region_bytes(kind).hex()
-            except KeyError:
-                pass
-        return state
-
-    def _load(self) -> None:
-        super()._load()
-        path = self.state_path
-        try:
-            state = json.loads(path.read_text()) if path is not None else {}
-        except (OSError, ValueError, UnicodeDecodeError):
-            return
-        if not isinstance(state, dict):
-            return
-        for kind in ("fuses", "lock"):
-            text = state.get(kind)
-            try:
-                region = self.layout.region(kind)
-                data = bytes.fromhex(text) if isinstance(text, str) else b""
-            except (KeyError, ValueError):
-                continue
-            if len(data) == region.size:
-                self._mem[region.name][:] = data
-
-
 class EmulatedAvr:
     """An AVR target: ``spi(frame)`` in, 4 bytes out; ``reset(True)`` holds RESET low."""
 
@@ -143,7 +109,7 @@ class EmulatedAvr:
                                     "protected region (chip.with_boot(0)): ISP programs all of it")
             self.memory = memory
         else:
-            self.memory = _AvrMemory(self.chip, Path(image) if image is not None else None)
+            self.memory = SimulatedFlash(self.chip, Path(image) if image is not None else None)
         self.realtime = realtime
         self.clock = clock
         self.delays = WAIT_DELAYS.get(self.chip.name, DEFAULT_WAIT_DELAYS)

@@ -146,6 +146,15 @@ class SimulatedFlash:
                 data = b""
             if len(data) == len(self._mem["EEPROM"]):
                 self._mem["EEPROM"][:] = data
+        # fuses and lock bits survive a power cycle on the chip (an ISP programmer writes them)
+        for region in self.layout.regions:
+            text = state.get(region.kind) if region.kind in ("fuses", "lock") else None
+            try:
+                data = bytes.fromhex(text) if isinstance(text, str) else b""
+            except ValueError:
+                data = b""
+            if len(data) == region.size:
+                self._mem[region.name][:] = data
 
     def _state(self) -> dict:
         state = {
@@ -156,6 +165,10 @@ class SimulatedFlash:
         }
         if "EEPROM" in self._mem and any(b != 0xFF for b in self._mem["EEPROM"]):
             state["eeprom"] = self._mem["EEPROM"].hex()
+        initial = self.chip.initial_contents()
+        for region in self.layout.regions:
+            if region.kind in ("fuses", "lock") and bytes(self._mem[region.name]) != initial.get(region.start):
+                state[region.kind] = self._mem[region.name].hex()
         return state
 
     def persist(self) -> None:

@@ -640,3 +640,21 @@ def test_random_operations_never_write_the_bootloader(scenario):
     # read-only regions (signature, fuses) never change either
     for region_name, data in other.items():
         assert flash.region_bytes(region_name) == data
+
+
+def test_fuses_and_lock_bits_survive_a_power_cycle(tmp_path):
+    """An ISP programmer writes fuses and lock bits (bootkit.isp): like EEPROM, they are in the
+    state companion, only when they differ from the chip's defaults."""
+    from bootkit.memory.chips import FUSE_BASE, LOCK_BASE
+
+    chip = get_chip("attiny85")
+    image = tmp_path / "t85.bin"
+    flash = SimulatedFlash(chip, image)
+    flash.save()
+    assert not {"fuses", "lock"} & set(json.loads(flash.state_path.read_text()))
+    flash.poke(FUSE_BASE, b"\xe2")
+    flash.poke(LOCK_BASE, b"\xfc")
+    flash.close()
+    again = SimulatedFlash(chip, image)
+    assert again.region_bytes("fuses")[0] == 0xE2 and again.region_bytes("lock") == b"\xfc"
+    again.close()
