@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 BOOTKIT = Path(__file__).resolve().parents[1] / "bootkit"
-NAMES = ("dfu", "hid", "cdc", "printer", "msc", "midi")
+NAMES = ("dfu", "hid", "cdc", "printer", "msc", "midi", "isp")
 # grep -w: a word is letters, digits and underscores
 WORD = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(NAMES) + r")(?![A-Za-z0-9_])")
 
