@@ -68,13 +68,14 @@ def _main(argv: list[str]) -> int:
 
 def _run(args) -> int:
     try:
-        from ..memory import ChipFileError, load_chip_file
+        if args.chip_file:  # only then: the memory package is not every command's (convert needs none of it)
+            from ..memory import ChipFileError, load_chip_file
 
-        for f in args.chip_file:
-            try:
-                load_chip_file(f)
-            except ChipFileError as exc:
-                raise BadInput(str(exc)) from None
+            for f in args.chip_file:
+                try:
+                    load_chip_file(f)
+                except ChipFileError as exc:
+                    raise BadInput(str(exc)) from None
         return args.func(args)
     except BadInput as exc:
         print(f"bootkit: error: {exc}", file=sys.stderr)

@@ -6,17 +6,47 @@ the file's content (``detect_format``) or by its extension.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .binary import parse_bin, write_bin
-from .dfu import DfuSuffix, add_suffix, parse_dfuse, parse_dfuse_targets, split_suffix, write_dfuse
-from .elf import parse_elf
-from .ihex import HexRecord, HexStream, iter_hex, parse_hex, write_hex
 from .image import FileOrigin, FormatError, Image
-from .srec import parse_srec, write_srec
-from .uf2 import FAMILIES, UF2Block, family_id, is_uf2_block, parse_uf2, write_uf2
+
+if TYPE_CHECKING:
+    from .binary import parse_bin, write_bin
+    from .dfu import DfuSuffix, add_suffix, parse_dfuse, parse_dfuse_targets, split_suffix, write_dfuse
+    from .elf import parse_elf
+    from .ihex import HexRecord, HexStream, iter_hex, parse_hex, write_hex
+    from .srec import parse_srec, write_srec
+    from .uf2 import FAMILIES, UF2Block, family_id, is_uf2_block, parse_uf2, write_uf2
+
+# name -> the format module that defines it, imported on first use (PEP 562): every command's
+# argument parser reads FORMATS, and needs none of the six format modules for that
+_LAZY = {
+    "parse_bin": "binary", "write_bin": "binary",
+    "DfuSuffix": "dfu", "add_suffix": "dfu", "parse_dfuse": "dfu", "parse_dfuse_targets": "dfu",
+    "split_suffix": "dfu", "write_dfuse": "dfu",
+    "parse_elf": "elf",
+    "HexRecord": "ihex", "HexStream": "ihex", "iter_hex": "ihex", "parse_hex": "ihex", "write_hex": "ihex",
+    "parse_srec": "srec", "write_srec": "srec",
+    "FAMILIES": "uf2", "UF2Block": "uf2", "family_id": "uf2", "is_uf2_block": "uf2", "parse_uf2": "uf2",
+    "write_uf2": "uf2",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once: later lookups do not come back here
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "FORMATS", "FileOrigin", "FormatError", "Image", "detect_format", "identify", "format_from_name", "load", "dump", "save", "convert",
@@ -47,7 +77,7 @@ def format_from_name(name: str | os.PathLike | None) -> str | None:
 
 def detect_format(data: bytes, name: str | os.PathLike | None = None) -> str:
     """Guess a file's format from its content first, then its name; "bin" if nothing fits."""
-    from .uf2 import UF2_BLOCK_SIZE
+    from .uf2 import UF2_BLOCK_SIZE, is_uf2_block
 
     data = bytes(data)
     if len(data) >= UF2_BLOCK_SIZE and is_uf2_block(data[:UF2_BLOCK_SIZE]):
@@ -192,6 +222,8 @@ def load(
     if fmt is None:
         fmt = detect_format(data, path)
     if fmt == "elf":
+        from .elf import parse_elf
+
         image = parse_elf(data, source=source, memory=memory)
     else:
         image = _parse(data, fmt, 0 if base is None else base, family, source)
@@ -203,6 +235,8 @@ def load(
 
 def _suffix_ids(data: bytes) -> tuple[int, int] | None:
     """The (idVendor, idProduct) of a DFU suffix, or None when there is none."""
+    from .dfu import split_suffix
+
     try:
         _payload, suffix = split_suffix(data)
     except FormatError:
@@ -211,11 +245,18 @@ def _suffix_ids(data: bytes) -> tuple[int, int] | None:
 
 
 def _parse(data: bytes, fmt: str, base: int, family, source) -> Image:
+    from .binary import parse_bin
+    from .dfu import parse_dfuse, split_suffix
+
     if fmt == "hex":
+        from .ihex import parse_hex
+
         return parse_hex(data, source=source)
     if fmt == "bin":
         return parse_bin(data, base)
     if fmt == "uf2":
+        from .uf2 import parse_uf2
+
         return parse_uf2(data, family=family, source=source)
     if fmt == "dfu":
         # ".dfu" covers both a raw binary with a DFU 1.1 suffix and DfuSe.
@@ -226,8 +267,12 @@ def _parse(data: bytes, fmt: str, base: int, family, source) -> Image:
     if fmt == "dfuse":
         return parse_dfuse(data, source=source)
     if fmt == "srec":
+        from .srec import parse_srec
+
         return parse_srec(data, source=source)
     if fmt == "elf":
+        from .elf import parse_elf
+
         return parse_elf(data, source=source)
     raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
@@ -248,6 +293,8 @@ def dump(
     suffix (default 0xFFFF "any" for ``dfu``, ST's 0483:DF11 for ``dfuse``).
     """
     if fmt == "hex":
+        from .ihex import iter_hex
+
         return b"".join(iter_hex(image))
     if fmt in ("bin", "dfu"):
         start = image.start if base is None else base
@@ -256,12 +303,20 @@ def dump(
         payload = image.tobytes(start, image.end) if image else b""
         if fmt == "bin":
             return payload
+        from .dfu import add_suffix
+
         return add_suffix(payload, vid=0xFFFF if vid is None else vid, pid=0xFFFF if pid is None else pid)
     if fmt == "uf2":
+        from .uf2 import write_uf2
+
         return write_uf2(image, family=family)
     if fmt == "dfuse":
+        from .dfu import write_dfuse
+
         return write_dfuse(image, vid=0x0483 if vid is None else vid, pid=0xDF11 if pid is None else pid)
     if fmt == "srec":
+        from .srec import write_srec
+
         return write_srec(image).encode("ascii")
     if fmt == "elf":
         raise ValueError("writing ELF is not supported")
@@ -275,6 +330,8 @@ def save(image: Image, path: str | os.PathLike, fmt: str | None = None, **kw) ->
         if fmt is None:
             raise ValueError(f"cannot tell the format from {os.fspath(path)!r}; pass fmt= one of {', '.join(FORMATS)}")
     if fmt == "hex":  # dump's other options (family, base, ids) do not apply to HEX
+        from .ihex import iter_hex
+
         pieces = iter_hex(image)
         first = next(pieces)  # errors (an address above 4 GiB) before the file is opened
         with open(path, "wb") as f:  # a piece at a time: a 16 MiB image's 46 MB of text is never held

@@ -87,3 +87,25 @@ def test_fs_still_works_after_the_import_without_pkg_resources(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr[-800:]
     assert r.stdout.split() == ["module", "True"]
+
+
+def test_help_loads_no_format_module(tmp_path):
+    """The argument parser reads formats.FORMATS: the six format modules load on first use."""
+    names, r = imported(["flash", "--via", "dfu", "--help"], tmp_path)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert "bootkit.formats" in names
+    loaded = sorted(n for n in names if n.startswith("bootkit.formats.") and n != "bootkit.formats.image")
+    assert loaded == []
+
+
+def test_convert_loads_no_chip_database(tmp_path):
+    """A conversion needs no chip: the memory package (chip database, simulated flash and its
+    image store) is loaded only for --chip-file."""
+    out = tmp_path / "out.uf2"
+    names, r = imported(["convert", str(ROOT / "examples" / "firmware" / "sample-atmega32u4.hex"), str(out),
+                         "--family", "atmega32"], tmp_path)
+    assert r.returncode == 0, r.stderr[-500:]
+    size = out.stat().st_size
+    assert size % 512 == 0 and size // 512 * 256 >= 9520  # the sample's 9520 bytes, 256 a block
+    assert not {n for n in names if n == "bootkit.memory" or n.startswith("bootkit.memory.")}
+    assert not top_level(names) & set(HEAVY)
