@@ -326,6 +326,7 @@ class Stk500v2Link(IspLink):
         self.parser = FrameParser()
         self.programmer = ""
         self._connected = False
+        self._extended_seen = False
         try:
             self._drain()
             self.programmer = self.sign_on()
@@ -434,8 +435,14 @@ class Stk500v2Link(IspLink):
 
     def _extended(self, address: int) -> bool:
         """Bit 31 of CMD_LOAD_ADDRESS: the part has a Load Extended Address instruction
-        (more than 128 KiB of flash, as avrdude.conf's load_ext_addr), or the address needs it."""
-        return (self.chip is not None and self.chip.flash_size > 128 * 1024) or address >= 128 * 1024
+        (more than 128 KiB of flash, as avrdude.conf's load_ext_addr).  Without a chip: from
+        the first address that needs it on, since the target keeps the extended byte (a later
+        access below 128 KiB must load 0 again)."""
+        if self.chip is not None:
+            return self.chip.flash_size > 128 * 1024
+        if address >= 128 * 1024:
+            self._extended_seen = True
+        return self._extended_seen
 
     def read_memory(self, memory: str, address: int, length: int) -> bytes:
         if memory not in MEMORIES:

@@ -155,6 +155,19 @@ def test_rdy_bsy_timeout_is_reported():
     assert run(e, S.chip_erase_isp(poll_method=1)) == bytes((S.CMD_CHIP_ERASE_ISP, S.STATUS_RDY_BSY_TOUT))
 
 
+def test_a_value_poll_that_never_matches_times_out_at_the_first_byte():
+    ticks = iter(range(10**9))
+    avr = RecordingAvr()
+    e = Stk500v2Programmer(avr, clock=lambda: next(ticks) / 100, sleep=lambda s: None)
+    enter(e)
+    run(e, S.load_address(0))
+    avr.frames.clear()
+    # word mode with value polling, but cmd1 only loads the page buffer: nothing reads back
+    answer = run(e, S.program_isp("flash", b"\x12\x34\x56", mode=0x04, delay=5, cmd1=0x40, cmd2=0, cmd3=0x20))
+    assert answer == bytes((S.CMD_PROGRAM_FLASH_ISP, S.STATUS_CMD_TOUT))
+    assert [f for f in avr.frames if f[0] in (0x40, 0x48)] == [b"\x40\x00\x00\x12"]  # then it gave up
+
+
 def test_spi_multi(avr):
     e = Stk500v2Programmer(avr)
     enter(e)
@@ -189,3 +202,43 @@ def test_random_commands_never_crash(bodies):
     for i, body in enumerate(bodies):
         answer = run(e, body, seq=i & 0xFF)
         assert answer[0] == body[0] and len(answer) >= 2
+
+
+def _command_bodies():
+    """Well-formed commands with random fields, and noise."""
+    addr = st.integers(0, 0x3FFFF)
+    data = st.binary(min_size=0, max_size=256)
+    instr = st.binary(min_size=4, max_size=4)
+    return st.one_of(
+        st.builds(lambda a, e: S.load_address(a, extended=e), addr, st.booleans()),
+        st.builds(lambda d, m: S.program_isp("flash", d, mode=m, delay=1, cmd1=0x40, cmd2=0x4C, cmd3=0x20),
+                  data, st.integers(0, 255)),
+        st.builds(lambda d, m: S.program_isp("eeprom", d, mode=m, delay=1, cmd1=0xC1, cmd2=0xC2, cmd3=0xA0),
+                  data, st.integers(0, 255)),
+        st.builds(lambda n: S.read_isp("flash", n, 0x20), st.integers(0, 300)),
+        st.builds(lambda n: S.read_isp("eeprom", n, 0xA0), st.integers(0, 300)),
+        st.builds(lambda i, r: S.read_isp_byte(S.CMD_READ_FUSE_ISP, i, r), instr, st.integers(0, 6)),
+        st.builds(lambda i: S.program_isp_byte(S.CMD_PROGRAM_FUSE_ISP, i), instr),
+        st.builds(lambda t, n, s: S.spi_multi(t, n, s), st.binary(max_size=12), st.integers(0, 12),
+                  st.integers(0, 12)),
+        st.just(S.chip_erase_isp(poll_method=1)),
+        st.just(S.leave_progmode_isp()),
+        st.just(S.enter_progmode_isp()),
+        st.binary(min_size=1, max_size=40),
+    )
+
+
+@given(st.sampled_from(["attiny85", "atmega2560"]), st.lists(_command_bodies(), max_size=12))
+def test_random_commands_against_the_emulated_avr(chip, bodies):
+    from bootkit.isp.target import EmulatedAvr
+
+    target = EmulatedAvr(chip)
+    ticks = iter(range(10**9))
+    # the programmer's clock moves 10 ms per look: a poll that never succeeds (value polling
+    # of a byte that was never written) times out after 20 looks, not 200 ms of real time
+    e = Stk500v2Programmer(target, clock=lambda: next(ticks) / 100, sleep=lambda s: None)
+    enter(e)
+    for i, body in enumerate(bodies):
+        answer = run(e, body, seq=i & 0xFF)
+        assert answer[0] == body[0] and len(answer) >= 2
+        assert len(S.encode_frame(0, answer)) <= S.MAX_BODY + 6  # every answer fits the STK500's buffer

@@ -107,3 +107,15 @@ def test_sck_duration_is_avrdudes():
     link = Stk500v2Link(stream=LoopStream(Stk500v2Programmer(EmulatedAvr("attiny85"))))
     link.connect(sck_hz=100_000)
     assert link.get_parameter(S.PARAM_SCK_DURATION) == 3
+
+
+def test_without_a_chip_the_extended_address_is_loaded_again_below_128k():
+    target = EmulatedAvr("atmega2560")
+    target.memory.program(0x100, b"\x11\x22")
+    target.memory.program(0x20100, b"\x33\x44")
+    link = Stk500v2Link(stream=LoopStream(Stk500v2Programmer(target)))  # chip unknown
+    link.connect()
+    assert link.read_memory("flash", 0x20100, 2) == b"\x33\x44"
+    assert link.read_memory("flash", 0x100, 2) == b"\x11\x22"  # not 0x20100 again
+    link.write_page("flash", 0x200, b"\x55\x66", page_size=256)
+    assert target.memory.peek(0x200, 2) == b"\x55\x66" and target.memory.peek(0x20200, 2) == b"\xff\xff"

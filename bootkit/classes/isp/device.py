@@ -209,7 +209,9 @@ class Stk500v2Programmer:
         else:
             for i, value in enumerate(data):
                 self._spi(self._instruction(flash, cmd1, i, value))
-                ok = self._poll(mode >> 1, delay, flash, cmd3, data[:i + 1], poll1, poll2, only_last=True) and ok
+                ok = self._poll(mode >> 1, delay, flash, cmd3, data[:i + 1], poll1, poll2, only_last=True)
+                if not ok:  # the programmer gives up on the command at the first timeout
+                    break
         self.address = start + ((count + 1) // 2 if flash else count)
         if not ok:
             return bytes((body[0], S.STATUS_CMD_TOUT))

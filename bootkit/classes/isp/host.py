@@ -353,9 +353,10 @@ def flash(image: Image, backend: Any = None, *, port: str | None = None, vid: in
                                         f"0x{got[i] if i < len(got) else 0:02X}, the image has 0x{data[i]:02X}")
                     advance(len(data))
             steps.append(f"verified {total} bytes by reading back")
-        if leave:
-            phase("leave")
-            steps.append("RESET released: the target runs")
+        # the session's end releases RESET whatever ``leave`` says (avrdude does too): an ISP
+        # target has no bootloader to stay in
+        phase("leave")
+        steps.append("RESET released: the target runs")
     return FlashResult(dialect, image.size, time.perf_counter() - t0, verify, steps)
 
 
