@@ -206,3 +206,34 @@ def test_cli_one_line_errors_and_exit_codes(tmp_path):
     assert run_cli("read", str(back), "--via", "isp", "--emulate", "attiny85", "--image", str(image)).returncode == 0
     sent = gapped("attiny85")
     assert load(str(back)).tobytes(0, sent.end) == sent.tobytes(0, sent.end)
+
+
+def test_over_usbip_through_the_cdc_acm_function():
+    """The userspace USB/IP client in front of serve isp's USB/IP server: the host finds the
+    programmer's CDC-ACM bulk endpoints from the descriptors, as over the in-process bus."""
+    from bootkit.transports import usbip_client
+    from bootkit.transports.usbip import UsbipServer
+
+    em = Emulator("atmega328p", "isp", options={"dialect": "stk500v2"})
+    server = UsbipServer([em.target], ("127.0.0.1", 0), log=None).start()
+    backend = usbip_client.UsbipBackend(port=server.port)
+    try:
+        image = gapped("atmega328p", seed=5)
+        link = Link(backend=backend)
+        assert ISP.host().flash(image, link, chip=get_chip("atmega328p"), progress=False).verified
+        assert ISP.host().signature(link) == b"\x1e\x95\x0f"
+        flash = em.memory.flash_bytes()
+        assert all(flash[s:s + len(d)] == d for s, d in image.segments)
+    finally:
+        backend.close()
+        server.close()
+        em.close()
+
+
+def test_list_devices_names_both_programmers(on_bus):
+    bus = VirtualBus()
+    for chip, dialect in (("attiny85", "stk500v2"), ("atmega328p", "usbasp")):
+        em = Emulator(chip, "isp", options={"dialect": dialect})
+        em.attach(bus)
+    lines = ISP.list_devices(get_backend(bus))
+    assert sorted(lines) == ["1209:b011  isp/stk500v2  ISP programmer", "16c0:05dc  isp/usbasp  ISP programmer"]
