@@ -202,6 +202,10 @@ def test_cli_one_line_errors_and_exit_codes(tmp_path):
     assert wrong.returncode == 1
     assert wrong.stderr.strip().splitlines() == [
         "bootkit: failed: the target's signature is 1E 93 0B (attiny85), not atmega328p's 1E 95 0F: nothing written"]
+    other = run_cli("flash", str(small), "--via", "isp", "--emulate", "stm32f411")
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [
+        "bootkit: error: an ISP programmer programs classic AVRs (family avr): stm32f411 is of family stm32"]
     back = tmp_path / "back.hex"
     assert run_cli("read", str(back), "--via", "isp", "--emulate", "attiny85", "--image", str(image)).returncode == 0
     sent = gapped("attiny85")

@@ -39,7 +39,8 @@ USB_POLL_MS = 50
 def isp_chip(chip: Chip) -> Chip:
     """The chip as an ISP programmer sees it: all of flash writable (no bootloader region)."""
     if chip.family != "avr":
-        raise ValueError(f"an ISP programmer programs classic AVRs: {chip.name} is {chip.family}")
+        raise ValueError(f"an ISP programmer programs classic AVRs (family avr): {chip.name} is of family "
+                         f"{chip.family}")
     return chip.with_boot(0)
 
 
