@@ -241,3 +241,20 @@ def test_list_devices_names_both_programmers(on_bus):
         em.attach(bus)
     lines = ISP.list_devices(get_backend(bus))
     assert sorted(lines) == ["1209:b011  isp/stk500v2  ISP programmer", "16c0:05dc  isp/usbasp  ISP programmer"]
+
+
+def test_a_product_profile_of_an_isp_programmer(tmp_path):
+    from bootkit.product import ProductError, load_product
+
+    text = ('[product]\nname = "ISP"\nchip = "atmega32u4"\npersonality = "isp"\ndialect = "stk500v2"\n\n'
+            '[isp]\nsign_on = "AVRISP_2"\n')
+    good = tmp_path / "isp.toml"
+    good.write_text(text)
+    with load_product(good).emulator() as em:
+        assert em.chip.boot_size == 0  # the target: all of its flash writable
+        assert em.target.device.functions[0].engine.sign_on == b"AVRISP_2"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text + '\n[protection]\nbootloader_size = "4K"\n')
+    with pytest.raises(ProductError, match="key protection.bootloader_size: an ISP programmer writes all of the "
+                                           "target's flash: there is no bootloader region"):
+        load_product(bad)

@@ -144,6 +144,16 @@ class Isp(Personality):
             return {"personality": self.name, "dialect": dialect, "chip": em.chip.name, "bytes": image.size,
                     "seconds": result.seconds, "verified": identical and result.verified}
 
+    def check_product(self, check: Any, product: Any) -> None:
+        """The product's chip is the programmer's TARGET: a classic AVR with no bootloader
+        region (ISP writes all of its flash)."""
+        if product.chip.family != "avr":
+            check.fail("product.chip", f"{product.chip.name} is of family {product.chip.family}: an ISP "
+                                       "programmer's target is a classic AVR", "a chip of family avr")
+        if product.boot_size_given:
+            check.fail("protection.bootloader_size", "an ISP programmer writes all of the target's flash: there is "
+                                                     "no bootloader region", "omit it for isp")
+
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS
 
