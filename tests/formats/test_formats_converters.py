@@ -236,3 +236,23 @@ def test_uf2_writer_makes_no_call_per_block():
     image = Image([(0x1000_0000, random.Random(4).randbytes(1 << 20))])  # 4096 blocks
     calls = _calls_during(lambda: write_uf2(image, family="rp2040"))
     assert calls < 4096 // 4, f"{calls} calls for 4096 blocks"
+
+
+# -- a binary is held once ---------------------------------------------------------------
+
+
+def test_a_binary_is_held_once_and_copied_only_when_written():
+    """load() of a binary keeps the file's bytes as the segment (no second 16 MiB copy for
+    `bootkit convert`); writing into the image copies first, leaving the caller's bytes alone."""
+    from bootkit.formats import load
+
+    data = bytes(range(256)) * 16
+    image = load(data, fmt="bin", base=0x0800_0000)
+    assert image.segments[0][1] is data
+    copy = image.copy()
+    image.add(0x0800_0000 + len(data), b"\x01\x02")  # appends: the segment becomes its own bytearray
+    image.add(0x0800_0000, b"\xaa", overwrite=True)
+    assert data[:2] == b"\x00\x01" and copy.tobytes() == data
+    assert image.tobytes() == b"\xaa" + data[1:] + b"\x01\x02"
+    assert write_uf2(copy) == write_uf2(Image([(0x0800_0000, bytearray(data))]))
+    assert b"".join(iter_hex(copy)) == b"".join(iter_hex(Image([(0x0800_0000, bytearray(data))])))
