@@ -37,7 +37,26 @@ def main(argv=None) -> int:
         return EXIT_FAILED
 
 
+def _asks_version(argv: list[str]) -> bool:
+    """``bootkit [--chip-file F]... --version``: argparse would print the version and exit
+    as soon as it met the option, but building the parser without a command builds every
+    command's, the personalities' too (the registry's scan of installed plug-ins)."""
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--version":
+            return True
+        if argv[i] != "--chip-file" or i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+            return False  # a command, help, or anything argparse should judge
+        i += 2
+    return False
+
+
 def _main(argv: list[str]) -> int:
+    if _asks_version(argv):
+        from .. import __version__
+
+        print(f"bootkit {__version__}")  # argparse's "version" action: stdout, exit 0
+        return EXIT_OK
     parser = build_parser(command_in(argv), argv)
     args, extra = parser.parse_known_args(argv)
     if extra:

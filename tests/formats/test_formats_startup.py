@@ -109,3 +109,15 @@ def test_convert_loads_no_chip_database(tmp_path):
     assert size % 512 == 0 and size // 512 * 256 >= 9520  # the sample's 9520 bytes, 256 a block
     assert not {n for n in names if n == "bootkit.memory" or n.startswith("bootkit.memory.")}
     assert not top_level(names) & set(HEAVY)
+
+
+def test_version_builds_no_command(tmp_path):
+    """`bootkit --version` prints what argparse's version action printed, without building
+    every command's parser (and the personalities' through the registry's plug-in scan)."""
+    import bootkit
+
+    names, r = imported(["--version"], tmp_path)
+    assert (r.returncode, r.stdout) == (0, f"bootkit {bootkit.__version__}\n")
+    assert "importlib.metadata" not in names and "bootkit.registry" not in names
+    assert not {n for n in names if n.startswith("bootkit.cli.") and n not in
+                ("bootkit.cli.errors", "bootkit.cli.parser")}
