@@ -9,6 +9,8 @@ import random
 
 import pytest
 import usb.core
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import usb.util
 
 from bootkit.classes.isp.usbasp_device import UsbaspFunction, usbasp_device
@@ -36,6 +38,7 @@ from bootkit.isp.usbasp import (
 )
 from bootkit.memory.chips import EEPROM_BASE
 from bootkit.transports.virtual import VirtualBus, get_backend
+from bootkit.usb.device import SetupPacket, Stall
 
 
 class Wire:
@@ -336,3 +339,36 @@ def test_realtime_target_pages_and_eeprom_wait_for_ready():
     # three page writes (4.5 ms) and three EEPROM bytes (4.0 ms), each waited for
     assert t.slept == pytest.approx(3 * 0.0045 + 3 * 0.004, abs=1e-3)
     assert fn.gave_up_waiting == 0
+
+
+# --------------------------------------------------------------------------
+# any request sequence: answers or a STALL, never a crash
+
+_requests = st.lists(st.tuples(
+    st.sampled_from([REQUEST_IN, REQUEST_OUT, 0xC1, 0x41, 0xA0]),
+    st.one_of(st.integers(0, 17), st.just(127), st.integers(0, 255)),
+    st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 300), st.binary(max_size=300)),
+    max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_requests, st.sampled_from(["attiny85", "atmega2560"]))
+def test_random_requests_never_crash_the_programmer(requests, chip):
+    target = EmulatedAvr(chip)
+    device = usbasp_device(target)
+    device.set_configuration(1)
+    device.control(SetupPacket(REQUEST_IN, USBASP_FUNC_CONNECT, 0, 0, 4))
+    for bm, func, value, index, length, data in requests:
+        is_in = bool(bm & 0x80)
+        req = SetupPacket(bm, func, value, index, length if is_in else len(data))
+        try:
+            reply = device.control(req, b"" if is_in else data)
+        except Stall:
+            continue
+        if is_in:
+            assert reply is not None and len(reply) <= length
+        else:
+            assert reply is None
+    # the target still answers as an AVR: the programmer kept it in a sane state
+    device.control(SetupPacket(REQUEST_IN, USBASP_FUNC_CONNECT, 0, 0, 4))
+    assert device.control(SetupPacket(REQUEST_IN, USBASP_FUNC_ENABLEPROG, 0, 0, 4)) == b"\x00"

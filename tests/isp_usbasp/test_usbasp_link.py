@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import usb.core
 
 from bootkit.classes.isp.usbasp_device import UsbaspFunction, usbasp_device
 from bootkit.isp.errors import IspError, IspInputError
