@@ -12,6 +12,7 @@ the per-round ratios), against the target of issue 22 (under 2x for chips and
 flash --via dfu --help; the others are shown for reference).
 
 The commands:
+  version     `bootkit --version`
   chips       `bootkit chips` (stdout discarded)
   flash-help  `bootkit flash --via dfu --help`
   flash       `bootkit flash SAMPLE.hex --via dfu --device 0000:0000`: loads the DFU host and
@@ -53,6 +54,7 @@ TARGETED = ("chips", "flash-help")
 def commands(tree: Path) -> dict[str, tuple[list[str], int | None, str | None]]:
     """name -> (arguments after `python -m bootkit`, expected exit status, expected text in stderr)."""
     return {
+        "version": (["--version"], 0, None),
         "chips": (["chips"], 0, None),
         "flash-help": (["flash", "--via", "dfu", "--help"], 0, None),
         "flash": (["flash", str(tree / SAMPLE), "--via", "dfu", "--device", "0000:0000"], 1, "no DFU device found"),
