@@ -376,3 +376,105 @@ def test_flip_auto_on_a_signature_two_chips_share(capsys):
     assert (code, out) == (2, "")
     assert err == ("bootkit: error: signature 1E 97 82 is that of several chips: at90usb1286, at90usb1287 "
                    "(give --chip NAME)\n")
+
+
+# -- end to end: the isp personality (STK500 v2 and USBasp programmers with an emulated AVR on
+#    their header) and the serial bootloaders of the cdc personality
+
+
+@pytest.mark.parametrize("dialect", ["stk500v2", "usbasp"])
+@pytest.mark.parametrize("chip, name, value, back", [
+    ("attiny85", "lfuse", 0xE2, 0xE2),
+    ("attiny85", "hfuse", 0x5F, 0x5F),
+    ("attiny85", "efuse", 0x00, 0xFE),  # one bit (SELFPRGEN); the others read as 1
+    ("attiny85", "lock", 0xFC, 0xFC),
+    ("atmega328p", "efuse", 0xFD, 0xFD),
+    ("atmega2560", "hfuse", 0xD8, 0xD8),
+])
+def test_isp_writes_reads_and_verifies_each_fuse(capsys, tmp_path, dialect, chip, name, value, back):
+    flash = str(tmp_path / "flash.bin")
+    via = ("--via", "isp", "--dialect", dialect, "--emulate", chip, "--image", flash)
+    code, out, err = run(capsys, "fuses", "write", f"{name}=0x{value:02X}", *via)
+    assert (code, err) == (0, "")
+    assert out == f"{chip}: wrote {name}=0x{value:02X}; read back {name}=0x{back:02X}\n"
+    # another command, the same image: the fuses persisted beside it
+    code, out, _ = run(capsys, "fuses", "read", *via, "--json")
+    assert code == 0 and json.loads(out)["fuses"][name] == back
+    code, out, _ = run(capsys, "fuses", "verify", f"{name}=0x{value:02X}", *via)
+    assert (code, out) == (0, f"{chip}: {name}=0x{value:02X} verified\n")
+    defaults = {f.name: f.default | (~f.mask & 0xFF) for f in get_chip(chip).fuses}
+    other = next(n for n in defaults if n != name)
+    code, out, err = run(capsys, "fuses", "verify", f"{other}=0x{defaults[other] ^ 0x01:02X}", *via)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"bootkit: failed: {chip}: {other} reads 0x{defaults[other]:02X}, expected ")
+
+
+@pytest.mark.parametrize("dialect", ["stk500v2", "usbasp"])
+def test_isp_refuses_a_value_outside_its_mask_and_writes_nothing(capsys, tmp_path, dialect):
+    flash = str(tmp_path / "flash.bin")
+    via = ("--via", "isp", "--dialect", dialect, "--emulate", "attiny85", "--image", flash)
+    code, out, err = run(capsys, "fuses", "write", "lfuse=0xE2", "efuse=0x02", *via)
+    assert (code, out) == (2, "")
+    assert err == ("bootkit: error: efuse=0x02 is outside its mask 0x01 on attiny85 (bits 0x02 do not exist: "
+                   "give them all 1 or all 0)\n")
+    code, out, _ = run(capsys, "fuses", "read", *via)
+    assert (code, out) == (0, "attiny85: lfuse=0x62 hfuse=0xDF efuse=0xFF lock=0xFF\n")  # lfuse not written
+
+
+@pytest.mark.parametrize("dialect", ["stk500v2", "usbasp"])
+def test_isp_signature(capsys, dialect):
+    code, out, _ = run(capsys, "signature", "--via", "isp", "--dialect", dialect, "--emulate", "atmega2560")
+    assert (code, out) == (0, "1E 98 01: atmega2560\n")
+    code, out, err = run(capsys, "signature", "--via", "isp", "--dialect", dialect, "--emulate", "attiny85",
+                         "--chip", "atmega328p")
+    assert (code, out) == (1, "")
+    assert "1E 93 0B" in err and "atmega328p" in err and err.count("\n") == 1
+
+
+def test_isp_programmer_on_a_pty_finds_its_target_by_signature(capsys):
+    """A programmer reached through its port (as a real one is), no --chip: the target is found
+    by its signature, then read and written."""
+    from bootkit.emulator import Emulator
+    from bootkit.transports.pty import pty_server
+
+    em = Emulator(get_chip("atmega328p"), "isp", options={"dialect": "stk500v2"})
+    try:
+        with pty_server(em) as srv:
+            port = ("--via", "isp", "--port", srv.slave_path)
+            code, out, err = run(capsys, "fuses", "read", *port)
+            assert (code, out, err) == (0, "atmega328p (signature 1E 95 0F): lfuse=0x62 hfuse=0xD9 efuse=0xFF "
+                                           "lock=0xFF\n", "")
+            code, out, _ = run(capsys, "fuses", "write", "hfuse=0xDE", "lock=0xFC", *port, "--chip", "auto")
+            assert (code, out) == (0, "atmega328p (signature 1E 95 0F): wrote hfuse=0xDE lock=0xFC; read back "
+                                      "hfuse=0xDE lock=0xFC\n")
+            code, out, _ = run(capsys, "fuses", "write", "efuse=0x0D", *port)  # bits 0x08 of 0xF8
+            assert code == 2
+            code, out, _ = run(capsys, "fuses", "verify", "lfuse=0x62", "hfuse=0xDE", "efuse=0x07", "lock=0x3C",
+                               *port)
+            assert (code, out) == (0, "atmega328p (signature 1E 95 0F): lfuse=0x62 hfuse=0xDE efuse=0x07 lock=0x3C "
+                                      "verified\n")
+    finally:
+        em.close()
+
+
+@pytest.mark.parametrize("argv, out", [
+    (["signature", "--via", "cdc", "--emulate", "atmega32u4"], "1E 95 87: atmega32u4\n"),  # AVR109 's'
+    (["fuses", "read", "--via", "cdc", "--emulate", "atmega32u4"],
+     "atmega32u4: lfuse=0x5E hfuse=0x99 efuse=0xF3 lock=0xFF\n"),  # AVR109 'F', 'N', 'Q', 'r'
+    (["fuses", "read", "--via", "cdc", "--dialect", "wiring", "--emulate", "atmega2560", "--chip", "auto"],
+     "atmega2560 (signature 1E 98 01): lfuse=0x62 hfuse=0x99 efuse=0xFF lock=0xFF\n"),
+    (["signature", "--via", "cdc", "--dialect", "optiboot", "--emulate", "atmega328p"], "1E 95 0F: atmega328p\n"),
+])
+def test_serial_bootloaders_read_signature_and_fuses(capsys, argv, out):
+    code, got, err = run(capsys, *argv)
+    assert (code, got, err) == (0, out, "")
+
+
+@pytest.mark.parametrize("argv", [
+    ["fuses", "write", "lfuse=0xFF", "--via", "cdc", "--emulate", "atmega32u4"],
+    ["fuses", "read", "--via", "cdc", "--dialect", "optiboot", "--emulate", "atmega328p"],
+])
+def test_what_a_serial_bootloader_cannot_do_is_one_line_exit_1(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.startswith("bootkit: failed: ") and "cannot" in err and err.count("\n") == 1
