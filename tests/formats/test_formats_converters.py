@@ -256,3 +256,33 @@ def test_a_binary_is_held_once_and_copied_only_when_written():
     assert image.tobytes() == b"\xaa" + data[1:] + b"\x01\x02"
     assert write_uf2(copy) == write_uf2(Image([(0x0800_0000, bytearray(data))]))
     assert b"".join(iter_hex(copy)) == b"".join(iter_hex(Image([(0x0800_0000, bytearray(data))])))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 3), st.sampled_from([b"\n", b"\r\n"]))
+def test_batch_parser_and_line_parser_agree_on_mutated_files(seed, mutations, eol):
+    """A uniform file with a few bytes changed anywhere (digits, ':', line ends, lengths):
+    the batch parser returns the image the line-by-line parser returns, or raises the same
+    error on the same line."""
+    rnd = random.Random(seed)  # the file and its mutations from one drawn seed: large inputs, small examples
+    data = rnd.randbytes(rnd.choice([16 * 40, 16 * 700, 16 * 2100 + 5]))
+    image = Image([(rnd.choice([0, 0x0800_0000, 0xFFF0]) + rnd.randrange(32), data)])
+    lines = intelhex_text(image, rnd.choice([16, 32])).encode().splitlines()
+    text = bytearray(eol.join(lines) + eol)
+    for _ in range(mutations):
+        text[rnd.randrange(len(text))] = rnd.choice(b"0123456789ABCDEFabcdef:G \n")
+    mutated = bytes(text).splitlines()
+    try:
+        want = parse_hex(b"\n\n".join(mutated) + b"\n")  # blank lines between: the batch path never runs
+    except FormatError as exc:
+        line = int(exc.where.split()[1]) if exc.where else None
+        with pytest.raises(FormatError) as got:
+            parse_hex(bytes(text))
+        assert got.value.problem == exc.problem
+        if line is not None and exc.problem.startswith("missing end-of-file"):
+            assert got.value.where == f"line {len(mutated)}"
+        elif line is not None:
+            assert got.value.where == f"line {(line + 1) // 2}"
+    else:
+        ours = parse_hex(bytes(text))
+        assert ours == want and ours.start_address == want.start_address
