@@ -4,7 +4,8 @@ target, reaches all of flash, EEPROM, fuses and lock bits, and needs a programme
 six wires to the target's ISP header.
 
 Throughput: no figure is declared here (nothing is typed as a throughput figure); the
-STK500 v2 path is measured against avrdude on one pty by a benchmarks/ script, side by side.
+STK500 v2 path is measured against avrdude on one pty by benchmarks/bench_avr_serial.py,
+side by side.
 """
 
 from ..common import DialectFacts
@@ -37,7 +38,7 @@ FACTS = (
             ("a real STK500 reads Vtarget and the top card; an AVRISP does not",
              "the sign_on option answers STK500_2 or AVRISP_2, as avrdude tells them apart"),
         ),
-        benchmark="",
+        benchmark="benchmarks/bench_avr_serial.py: bootkit's STK500 v2 path against avrdude on one pty, per KiB",
     ),
     DialectFacts(
         personality="isp", dialect="usbasp",
