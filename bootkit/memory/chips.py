@@ -589,8 +589,9 @@ BUILTIN: tuple[Chip, ...] = (
     _spi_flash("esp32s3", "esp32", start=0, size=8 * 1024 * KiB, boot=64 * KiB, uf2=UF2_ESP32S3,
                aliases=("esp32-s3",), description="ESP32-S3 (8 MiB module flash); ROM loader, tinyuf2",
                boot_note="second-stage bootloader and partition table below 0x10000"),
-    # -- nRF52833: nRF52833 PS v1.x 4.3: 128 pages of 4 KiB; as the nrf52840 above: the Adafruit
-    #    nRF52 bootloader and its settings keep the top 48 KiB (its linker script: 0x74000)
+    # -- nRF52833: nRF52833 PS v1.x 4.3: 128 pages of 4 KiB; as the nrf52840 above, the Adafruit
+    #    nRF52 bootloader keeps the top 48 KiB (its linker/nrf52833.ld: the bootloader at 0x74000,
+    #    the MBR params page at 0x7E000, the bootloader settings at 0x7F000)
     Chip(name="nrf52833", family="nrf52", flash_start=0, flash_sectors=((128, 4 * KiB),), page_size=4 * KiB,
          boot_start=0x74000, boot_size=48 * KiB, uf2_family=UF2_NRF52833,
          timing=Timing(program_ms=42.0, erase_ms=85.0, full_erase_ms=169.0),

@@ -350,3 +350,14 @@ def test_a_chip_file_may_name_the_new_families(tmp_path, family):
     chip = load_chip_file(path, register=False)
     assert chip.family == family
     assert (chip.boot_start, chip.boot_size) == (0, 0)
+
+
+def test_docs_chips_md_names_every_chip_and_the_count():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "chips.md").read_text(encoding="utf-8")
+    assert f"bootkit knows {len(BUILTIN)} chips" in text
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[2] for line in text.splitlines()
+            if line.startswith("| `")}
+    for chip in BUILTIN:
+        assert chip.name in [n.strip() for n in rows[chip.family].split(",")], chip.name
