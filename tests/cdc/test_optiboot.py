@@ -243,6 +243,7 @@ def test_fuse_access_signature_only(uno):
     assert isinstance(host, FuseAccess)
     link = Link(port=srv.slave_path)
     assert host.signature(link, dialect="optiboot") == bytes.fromhex("1e950f")
+    assert host.signature(link) == bytes.fromhex("1e950f")  # the port's board is an Uno (2341:0043): optiboot
     with pytest.raises(HostError, match="optiboot bootloader cannot read fuses"):
         host.read_fuses(link, dialect="optiboot")
     with pytest.raises(HostError, match=r"cannot write fuses: use an ISP programmer \(bootkit serve isp\)"):

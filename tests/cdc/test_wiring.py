@@ -209,6 +209,7 @@ def test_fuse_access_signature_and_fuses(mega):
     assert isinstance(host, FuseAccess)
     link = Link(port=srv.slave_path)
     assert host.signature(link, dialect="wiring") == bytes.fromhex("1e9801")
+    assert host.signature(link) == bytes.fromhex("1e9801")  # the port's board is a Mega 2560 (2341:0042)
     fuses = host.read_fuses(link, dialect="wiring")
     assert fuses == {**{f.name: f.default for f in M2560.fuses}, "lock": 0xFF}
     with pytest.raises(HostError, match=r"the wiring bootloader cannot write fuses: use an ISP programmer"):

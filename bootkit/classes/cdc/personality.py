@@ -64,10 +64,13 @@ class WiringOptions(UartBootloaderOptions):
     """The Mega 2560's stk500v2 bootloader: it starts the sketch about 1 s after the last byte."""
 
 
-def _uart_dialect(dialect: str | None, chip: Chip | None, options: DeviceOptions | None) -> str | None:
-    """The UART dialect a host call is for: given, said by its options' class, or the chip's usual
-    one; None: an AVR109 device (it names its own dialect)."""
-    from . import UART_DIALECTS, default_dialect
+def _uart_dialect(dialect: str | None, chip: Chip | None, options: DeviceOptions | None,
+                  link: Link | None = None) -> str | None:
+    """The UART dialect a host call is for: given, said by its options' class, the chip's usual
+    one, or the board behind the port (an Uno's bridge is 2341:0043, a Mega 2560's 2341:0042:
+    pyserial's port listing, or what this process serves on a pty); None: an AVR109 device (it
+    names its own dialect)."""
+    from . import UART_DIALECTS, default_dialect, default_ids
 
     if dialect is not None:
         return dialect if dialect in UART_DIALECTS else None
@@ -77,7 +80,22 @@ def _uart_dialect(dialect: str | None, chip: Chip | None, options: DeviceOptions
         return "wiring"
     if chip is not None and default_dialect(chip) in UART_DIALECTS:
         return default_dialect(chip)
+    if chip is None and link is not None and link.port is not None:
+        from .host import _port_ids
+
+        ids = _port_ids(link.port)
+        return next((d for d in UART_DIALECTS if ids == default_ids(d)), None)
     return None
+
+
+def _uart_options(uart: str, dialect: str | None, options: DeviceOptions | None) -> UartBootloaderOptions:
+    """The UART dialect's options: those given, or its defaults when the dialect was not named and
+    the options given are another dialect's (the command line's first match, before the chip said)."""
+    if dialect is None and not isinstance(options, UartBootloaderOptions):
+        options = None
+    o = PERSONALITY.options_or_default(uart, options)
+    assert isinstance(o, UartBootloaderOptions)
+    return o
 
 
 def _no_fuse_write(dialect: str) -> HostError:
@@ -95,10 +113,9 @@ class CdcHost:
         from . import host
 
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
-        uart = _uart_dialect(dialect, chip, options)
+        uart = _uart_dialect(dialect, chip, options, link)
         if uart is not None:
-            u = PERSONALITY.options_or_default(uart, options)
-            assert isinstance(u, UartBootloaderOptions)
+            u = _uart_options(uart, dialect, options)
             return host.uart_flash(image, link.backend, port=link.port, dialect=uart, chip=chip, memory=memory,
                                    verify=verify, leave=leave, progress=progress, baudrate=u.baudrate, force=force)
         o = PERSONALITY.options_or_default(dialect, options)
@@ -113,10 +130,9 @@ class CdcHost:
         from . import host
 
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
-        uart = _uart_dialect(dialect, chip, options)
+        uart = _uart_dialect(dialect, chip, options, link)
         if uart is not None:
-            u = PERSONALITY.options_or_default(uart, options)
-            assert isinstance(u, UartBootloaderOptions)
+            u = _uart_options(uart, dialect, options)
             return host.uart_read(link.backend, port=link.port, dialect=uart, chip=chip, memory=memory, start=start,
                                   length=length, progress=progress, baudrate=u.baudrate)
         o = PERSONALITY.options_or_default(dialect, options)
@@ -133,10 +149,9 @@ class CdcHost:
         from . import host
 
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
-        uart = _uart_dialect(dialect, chip, options)
+        uart = _uart_dialect(dialect, chip, options, link)
         if uart is not None:
-            u = PERSONALITY.options_or_default(uart, options)
-            assert isinstance(u, UartBootloaderOptions)
+            u = _uart_options(uart, dialect, options)
             return host.uart_identify(link.backend, port=link.port, dialect=uart, chip=chip, baudrate=u.baudrate)[0]
         o = PERSONALITY.options_or_default(dialect, options)
         assert isinstance(o, CdcOptions)
@@ -154,15 +169,14 @@ class CdcHost:
         from . import host
 
         link.check(PERSONALITY.name, PERSONALITY.link_fields)
-        uart = _uart_dialect(dialect, chip, options)
+        uart = _uart_dialect(dialect, chip, options, link)
         if uart == "optiboot":
             from ..common import HostError
 
             raise HostError("the optiboot bootloader cannot read fuses (it answers 0x00 to every universal "
                             "command): use an ISP programmer (bootkit serve isp)")
         if uart is not None:
-            u = PERSONALITY.options_or_default(uart, options)
-            assert isinstance(u, UartBootloaderOptions)
+            u = _uart_options(uart, dialect, options)
             return host.uart_identify(link.backend, port=link.port, dialect=uart, chip=chip, baudrate=u.baudrate,
                                       fuses=True)[1]
         o = PERSONALITY.options_or_default(dialect, options)
@@ -180,7 +194,7 @@ class CdcHost:
     def write_fuses(self, link: Link, values: dict[str, int], *, dialect: str | None = None,
                     chip: Chip | None = None, options: DeviceOptions | None = None) -> dict[str, int]:
         """No serial bootloader can write fuses (SPM reaches only the boot lock bits)."""
-        uart = _uart_dialect(dialect, chip, options)
+        uart = _uart_dialect(dialect, chip, options, link)
         raise _no_fuse_write(uart or dialect or "AVR109")
 
 
