@@ -248,3 +248,18 @@ def test_fuse_access_signature_only(uno):
         host.read_fuses(link, dialect="optiboot")
     with pytest.raises(HostError, match=r"cannot write fuses: use an ISP programmer \(bootkit serve isp\)"):
         host.write_fuses(link, {"lfuse": 0xFF}, dialect="optiboot")
+
+
+def test_the_command_line_flashes_an_emulated_uno_and_refuses_optiboots_region(tmp_path, capsys):
+    from bootkit.cli import main
+    from bootkit.formats import save
+
+    good, bad = tmp_path / "fw.hex", tmp_path / "boot.hex"
+    save(Image([(0, b"\x0c\x94" * 100 + b"\x01")]), good)
+    save(Image([(0, b"\x0c\x94"), (0x7E00, b"\x00\x00")]), bad)
+    assert main(["flash", str(good), "--via", "cdc", "--emulate", "atmega328p"]) == 0  # optiboot: the chip's
+    assert "via cdc/optiboot" in capsys.readouterr().out
+    assert main(["flash", str(bad), "--via", "cdc", "--emulate", "atmega328p"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"bootkit: error: {bad}: image data at 0x7E00 reaches into the bootloader region 0x7E00-0x7FFF "
+                   "of atmega328p (optiboot)")
