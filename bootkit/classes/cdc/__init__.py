@@ -30,6 +30,9 @@ NAME = "cdc"
 DIALECTS = ("lufa", "caterina", "optiboot", "wiring")
 # the dialects of a UART bootloader behind a USB-serial bridge
 UART_DIALECTS = ("optiboot", "wiring")
+# their boards' USB-serial bridge (the ATmega16U2's usbserial firmware), one device in both modes:
+# boards.txt uno.vid.0/uno.pid.0 and mega.vid.0/mega.pid.0 (the Mega 2560 R3)
+BRIDGE_IDS = {"optiboot": (0x2341, 0x0043), "wiring": (0x2341, 0x0042)}
 # bootkit demo: (dialect, sample image in examples/firmware)
 DEMO = (("lufa", "sample-atmega32u4"),)
 
@@ -73,11 +76,8 @@ def _check(dialect: str | None) -> str:
 
 
 def default_ids(dialect: str, application: bool = False) -> tuple[int, int]:
-    if dialect in UART_DIALECTS:
-        from .optiboot import UNO_IDS
-        from .wiring import MEGA2560_IDS
-
-        return UNO_IDS if dialect == "optiboot" else MEGA2560_IDS  # the bridge: one device in both modes
+    if dialect in BRIDGE_IDS:
+        return BRIDGE_IDS[dialect]
     return IDS[dialect][1 if application else 0]
 
 

@@ -1047,10 +1047,9 @@ def _uart_session(backend, port: str | None, dialect: str, chip, progress, baudr
         client.connect(chip)
         return client, False
     if port is None:
-        from .optiboot import UNO_IDS
-        from .wiring import MEGA2560_IDS
+        from . import BRIDGE_IDS
 
-        ids = [UNO_IDS if dialect == "optiboot" else MEGA2560_IDS]
+        ids = [BRIDGE_IDS[dialect]]
         found = list_ports(ids)
         if not found:
             raise UartBootloaderError(f"no {dialect} board found ({ids[0][0]:04x}:{ids[0][1]:04x}); pass --port")

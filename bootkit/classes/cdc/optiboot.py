@@ -86,8 +86,6 @@ LOAD_EXTENDED_ADDRESS = 0x4D
 OPTIBOOT_VERSION = (8, 0)
 GENERIC_PARAMETER = 0x03  # "GET PARAMETER returns a generic 0x03 reply for other parameters"
 WATCHDOG_TIMEOUT = 1.0  # WDTPERIOD: WATCHDOG_1S, the default of the Makefile
-# the Arduino Uno's USB-serial bridge (ATmega16U2): boards.txt uno.vid.0/uno.pid.0
-UNO_IDS = (0x2341, 0x0043)
 
 # bytes between the command and CRC_EOP, fixed per command (optiboot.c: getNch(20), getNch(5), ...);
 # every command not listed has none.  STK_SET_PARAMETER takes two (AVR061), where Optiboot reads none.
@@ -310,4 +308,4 @@ class OptibootEngine:
         return data
 
 
-__all__ = ["OptibootEngine", "boot_size", "UNO_IDS", "OPTIBOOT_VERSION", "WATCHDOG_TIMEOUT"]
+__all__ = ["OptibootEngine", "boot_size", "OPTIBOOT_VERSION", "WATCHDOG_TIMEOUT"]

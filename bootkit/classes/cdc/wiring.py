@@ -84,8 +84,6 @@ SIGN_ON = b"AVRISP_2"
 PARAMETERS = {PARAM_BUILD_NUMBER_LOW: 0, PARAM_BUILD_NUMBER_HIGH: 0, PARAM_HW_VER: 0x0F, PARAM_SW_MAJOR: 2,
               PARAM_SW_MINOR: 0x0A}
 BOOT_TIMEOUT = 1.0  # the Mega build's wait for a first byte ("should be about 1 second")
-# the Arduino Mega 2560's USB-serial bridge (ATmega16U2): boards.txt mega.vid.0/mega.pid.0
-MEGA2560_IDS = (0x2341, 0x0042)
 # AVR serial programming instructions the bootloader recognises in CMD_SPI_MULTI / CMD_READ_FUSE_ISP
 _READ_SIGNATURE, _READ_LOW_FUSE, _READ_HIGH_FUSE = 0x30, 0x50, 0x58
 
@@ -308,4 +306,4 @@ class WiringEngine:
         return self.memory.read(EEPROM_BASE + start, size)
 
 
-__all__ = ["WiringEngine", "MEGA2560_IDS", "SIGN_ON", "BOOT_TIMEOUT"]
+__all__ = ["WiringEngine", "SIGN_ON", "BOOT_TIMEOUT"]
