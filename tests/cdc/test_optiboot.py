@@ -263,3 +263,38 @@ def test_the_command_line_flashes_an_emulated_uno_and_refuses_optiboots_region(t
     err = capsys.readouterr().err.strip()
     assert err == (f"bootkit: error: {bad}: image data at 0x7E00 reaches into the bootloader region 0x7E00-0x7FFF "
                    "of atmega328p (optiboot)")
+
+
+def test_the_uno_bridge_resets_on_dtr_and_its_watchdog_starts_the_sketch():
+    """The bridge as the USB host sees it: SET_CONTROL_LINE_STATE with DTR is the auto-reset, the
+    1-s watchdog runs from the device's tick (Target.poll), the bridge never re-enumerates."""
+    from bootkit.classes.cdc import bridge_device
+    from bootkit.usb.device import SetupPacket
+
+    clock = Clock()
+    mem = SimulatedFlash(M328P)
+    mem.poke(0, b"\x0c\x94" * 64)  # a sketch
+    dev = bridge_device(mem, M328P, dialect="optiboot", timeout=1.0, running=True, clock=clock)
+    assert (dev.info.idVendor, dev.info.idProduct) == (0x2341, 0x0043)
+    fn = dev.functions[0]
+
+    def dtr(on):
+        dev.control(SetupPacket(0x21, 0x22, 1 if on else 0, 0, 0))
+
+    def talk(data):
+        fn.ep_out(fn.data_out, data)
+        return fn.ep_in(fn.data_in, 64) or b""
+
+    assert talk(cmd(0x30)) == b""  # the sketch runs: the bootloader does not answer
+    dtr(True)  # the port opens: RESET pulled low, Optiboot starts
+    assert talk(cmd(0x30)) == OK
+    clock.now += 0.5
+    dev.tick(clock.now)
+    assert talk(cmd(0x75)) == bytes((STK_INSYNC, 0x1E, 0x95, 0x0F, STK_OK))  # within the second: still there
+    clock.now += 1.0
+    dev.tick(clock.now)
+    assert fn.engine.application_running  # 1 s without a byte: the watchdog reset into the sketch
+    assert talk(cmd(0x30)) == b""
+    dtr(False)
+    dtr(True)
+    assert talk(cmd(0x30)) == OK

@@ -100,10 +100,13 @@ def uart_engine(dialect: str, memory, *, timeout: float | None = None, clock=Non
 def bridge_device(memory, chip: Chip, *, dialect: str, timeout: float | None = None, running: bool = False,
                   vid: int | None = None, pid: int | None = None, serial: str | None = None,
                   manufacturer: str | None = None, product: str | None = None,
-                  bcd_device: int | None = None) -> Device:
+                  bcd_device: int | None = None, clock=None) -> Device:
     """An Arduino Uno / Mega 2560 as it enumerates: its USB-serial bridge (one CDC-ACM
     function, 2341:0043 / 2341:0042) with the AVR and its UART bootloader behind it.
-    ``running``: the AVR runs its application (until the port's DTR resets it)."""
+    ``running``: the AVR runs its application (until the port's DTR resets it); ``clock``: the
+    bridge's and the engine's (injectable for tests; default time.monotonic)."""
+    import time
+
     from ...usb.descriptors import DeviceInfo
     from ...usb.device import Device
     from .device import SerialBridgeFunction
@@ -113,7 +116,9 @@ def bridge_device(memory, chip: Chip, *, dialect: str, timeout: float | None = N
         if persist is not None:
             persist()
 
-    function = SerialBridgeFunction(uart_engine(dialect, memory, timeout=timeout, started=started))
+    clock = clock or time.monotonic
+    function = SerialBridgeFunction(uart_engine(dialect, memory, timeout=timeout, clock=clock, started=started),
+                                    clock=clock)
     function.engine.application_running = running
     dvid, dpid = default_ids(dialect)
     man, prod, _, _ = _STRINGS[dialect]
