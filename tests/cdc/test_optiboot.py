@@ -298,3 +298,38 @@ def test_the_uno_bridge_resets_on_dtr_and_its_watchdog_starts_the_sketch():
     dtr(False)
     dtr(True)
     assert talk(cmd(0x30)) == OK
+
+
+class LatePort:
+    """A serial-like object in front of an engine whose first answer comes late (after the host
+    already sent its next sync), as a board still flashing its LED at start-up answers."""
+
+    def __init__(self, engine):
+        self.engine, self.timeout, self.inbox, self.held, self.writes = engine, 1.0, bytearray(), b"", 0
+
+    def write(self, data):
+        self.writes += 1
+        answer = self.engine.feed(bytes(data))
+        if self.writes == 1:
+            self.held = answer  # the first answer is still on the wire
+        else:
+            self.inbox += self.held + answer
+            self.held = b""
+        return len(data)
+
+    def read(self, n=1):
+        out = bytes(self.inbox[:n])
+        del self.inbox[:n]
+        return out
+
+    def reset_input_buffer(self):
+        self.inbox.clear()
+
+
+def test_a_late_sync_answer_does_not_put_the_host_a_reply_behind():
+    from bootkit.classes.cdc import host
+
+    mem, e = engine()
+    client, _ = host._uart_session(LatePort(e), None, "optiboot", None, False, host.UART_BAUD)
+    assert client.signature == bytes.fromhex("1e950f")
+    assert client.read_range(0, 4) == b"\xff" * 4

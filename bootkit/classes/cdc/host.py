@@ -811,6 +811,10 @@ class OptibootClient(_UartClient):
                 break
         else:
             raise UartBootloaderError("no Optiboot (STK500 v1) bootloader answers on this port")
+        # an earlier attempt's late answer may still be on its way: let it come, drop it, sync once more
+        time.sleep(0.05)
+        self.port.reset_input_buffer()
+        self.command(bytes((STK_GET_SYNC,)), 0, "sync")
         major = self.command(bytes((0x41, STK_SW_MAJOR)), 1, "software version")[0]
         minor = self.command(bytes((0x41, STK_SW_MINOR)), 1, "software version")[0]
         self.signature = self.command(bytes((STK_READ_SIGN,)), 3, "signature")
