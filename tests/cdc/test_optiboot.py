@@ -54,7 +54,7 @@ def read(kind, n):
     return cmd(0x74, n >> 8, n & 0xFF, kind)
 
 
-def test_the_boot_region_is_optibootss_512_bytes_and_the_chips_get_their_dialects():
+def test_the_boot_region_is_optiboots_512_bytes_and_the_chips_get_their_dialects():
     assert (M328P.boot_start, M328P.boot_size) == (0x7E00, 512)
     assert M2560.boot_size == 1024  # BIGBOOT on parts over 64 KiB
     assert default_dialect(get_chip("atmega328p")) == "optiboot"
