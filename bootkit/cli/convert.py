@@ -31,6 +31,20 @@ def add_commands(sub, argv=()) -> None:
     s.add_argument("--from", dest="from_fmt", choices=INPUT_FORMATS, metavar="FORMAT",
                    help="IN's format (" + ", ".join(INPUT_FORMATS) + "); default: from its content and extension")
     s.set_defaults(func=cmd_convert)
+    s = sub.add_parser("sample", formatter_class=FMT, help="write a sample firmware file for a chip",
+                       description="Write a deterministic sample firmware for CHIP (any chip of `bootkit chips`) "
+                                   "to OUT, in the format OUT's extension names (.hex, .bin, .uf2, .srec ...): "
+                                   "pseudo-random code from the chip's application start, a gap, a data block "
+                                   "and an odd final length, the shape real images have. The same CHIP and "
+                                   "--seed always give the same bytes.",
+                       epilog="examples:\n  bootkit sample atmega32u4 -o avr.hex\n"
+                              "  bootkit sample rp2040 -o pico.uf2\n"
+                              "  bootkit sample stm32f411 -o f411.bin --size 40000")
+    s.add_argument("chip", metavar="CHIP")
+    s.add_argument("-o", "--output", required=True, metavar="OUT")
+    s.add_argument("--size", type=parse_int, help="bytes of code (default: about 8 KiB, less on small chips)")
+    s.add_argument("--seed", type=int, default=1, help="another seed, other bytes (default 1)")
+    s.set_defaults(func=cmd_sample)
 
 
 def cmd_convert(args) -> int:
@@ -64,4 +78,38 @@ def cmd_convert(args) -> int:
         raise BadInput(str(exc)) from None
     print(f"{args.input} -> {args.output}: {image.size} bytes in {len(image.segments)} segment(s), "
           f"0x{image.start:X}-0x{image.end - 1:X}" + note)
+    return EXIT_OK
+
+
+def cmd_sample(args) -> int:
+    from ..formats import FORMATS, FormatError, format_from_name, save
+    from ..memory import get_chip
+    from ..samples import sample_image
+
+    try:
+        chip = get_chip(args.chip)
+    except KeyError as exc:
+        raise BadInput(str(exc).strip("'\"")) from None
+    fmt = format_from_name(args.output)
+    if fmt is None or fmt not in FORMATS or fmt == "elf":
+        raise BadInput(f"{args.output}: cannot tell the format from the name "
+                       f"({', '.join(f for f in FORMATS if f != 'elf')})")
+    start, end = chip.application_ranges[0]
+    room = end - start
+    size = args.size if args.size is not None else min(8 * 1024 + 3, room // 2)
+    data_size = min(301, room // 8)
+    data_offset = -(-(size + 256) // 256) * 256
+    if size <= 0 or data_offset + data_size > room:
+        raise BadInput(f"--size {size}: {chip.name}'s application holds {room} bytes "
+                       f"(0x{start:X}-0x{end - 1:X}) and the sample adds a data block after a gap")
+    image = sample_image(chip, size, data_offset, data_size, seed=args.seed)
+    family = f"0x{chip.uf2_family:08x}" if chip.uf2_family is not None else None
+    if fmt == "uf2" and family is None:
+        raise BadInput(f"{chip.name} has no UF2 family id: write .hex or .bin")
+    try:
+        save(image, args.output, fmt, family=family)
+    except (FormatError, ValueError) as exc:
+        raise BadInput(str(exc)) from None
+    print(f"{args.output}: a sample for {chip.name}, {image.size} bytes in {len(image.segments)} segments "
+          f"from 0x{image.start:X}" + (" (gaps filled with 0xFF)" if fmt not in ADDRESSED else ""))
     return EXIT_OK

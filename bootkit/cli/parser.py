@@ -16,7 +16,7 @@ from .. import __version__
 GROUPS = {
     "demo": "catalog", "chips": "catalog", "convert": "convert", "list": "catalog",
     "flash": "transfer", "read": "transfer", "choose": "catalog", "product": "catalog", "serve": "serve",
-    "fuses": "fuses", "signature": "fuses",
+    "fuses": "fuses", "signature": "fuses", "sample": "convert",
 }
 COMMANDS = tuple(GROUPS)
 
