@@ -64,12 +64,16 @@ CASES: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {
     ("hid", "xusb"): (("atxmega32a4u", SMALL), ("atxmega128a3u", LARGE)),
     ("cdc", "lufa"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
     ("cdc", "caterina"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
+    ("cdc", "optiboot"): (("atmega328p", SMALL), ("atmega1284p", LARGE)),
+    ("cdc", "wiring"): (("atmega2560", SMALL), ("atmega2560", LARGE)),
     ("printer", "lufa"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
     ("msc", "uf2"): (("stm32f103c8", SMALL), ("stm32f411", LARGE)),
     ("msc", "bin"): (("stm32f103c8", SMALL), ("stm32f411", LARGE)),
     ("msc", "hex"): (("stm32f103c8", SMALL), ("stm32f411", LARGE)),
     ("midi", "sysex"): (("atmega32u4", SMALL), ("stm32f411", LARGE)),
     ("midi", "file"): (("atmega32u4", SMALL), ("at90usb1286", LARGE)),
+    ("isp", "stk500v2"): (("attiny85", SMALL), ("atmega2560", LARGE)),
+    ("isp", "usbasp"): (("attiny85", SMALL), ("atmega2560", LARGE)),
 }
 
 # Device options: leave soon after the last block or job (the demo's own choice for MSC) so a

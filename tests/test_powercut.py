@@ -54,7 +54,7 @@ def rows():
 
 
 def test_every_dialect_is_in_the_campaign():
-    declared = {(name, dialect) for name in ("dfu", "hid", "cdc", "printer", "msc", "midi")
+    declared = {(name, dialect) for name in ("dfu", "hid", "cdc", "printer", "msc", "midi", "isp")
                 for dialect in importlib.import_module(f"bootkit.classes.{name}").DIALECTS}
     assert set(DIALECTS) == declared
 
