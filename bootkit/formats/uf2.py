@@ -62,6 +62,9 @@ FAMILIES: dict[str, int] = {
     "esp32s3": 0xC47E5767,
     "esp32c3": 0xD42BA06C,
     "rp2040": 0xE48BFF56,
+    "rp2350": 0xE48BFF59,  # uf2families.json rp2350_arm_s: the RP2350's ARM secure image
+    "rp2350riscv": 0xE48BFF5A,
+    "rp2xxxabsolute": 0xE48BFF57,
     "mimxrt10xx": 0x4FB2D5BD,
     "lpc55": 0x2ABC77EC,
     "gd32f350": 0x31D228C6,

@@ -133,6 +133,13 @@ FLIP_PIDS = {
     "atmega32u2": 0x2FF0,
     "atmega16u2": 0x2FEF,
     "atxmega32a4u": 0x2FE4,
+    # dfu-programmer's target table (src/arguments.c), as bootkit/memory/chips.py lists the parts
+    "atmega8u2": 0x2FEE, "at90usb82": 0x2FF7, "at90usb647": 0x2FF9,
+    "atxmega64a1u": 0x2FE8, "atxmega128a1u": 0x2FED, "atxmega64a3u": 0x2FE5, "atxmega128a3u": 0x2FE6,
+    "atxmega192a3u": 0x2FE7, "atxmega256a3u": 0x2FEC, "atxmega16a4u": 0x2FE3, "atxmega64a4u": 0x2FDD,
+    "atxmega128a4u": 0x2FDE, "atxmega256a3bu": 0x2FE2, "atxmega64b1": 0x2FE1, "atxmega128b1": 0x2FEA,
+    "atxmega64b3": 0x2FDF, "atxmega128b3": 0x2FE0, "atxmega64c3": 0x2FD6, "atxmega128c3": 0x2FD7,
+    "atxmega256c3": 0x2FDA, "atxmega384c3": 0x2FDB, "atxmega16c4": 0x2FD8,
 }
 ST_VID, DFUSE_PID = 0x0483, 0xDF11
 # pid.codes test PID for bootkit's own plain-DFU devices

@@ -37,7 +37,7 @@ FACTS: tuple[DialectFacts, ...] = (
         driver=dict(_DRIVERS), host_software="none", eeprom=False, readback=True,
         verify="device checks",  # every block counted; manifest and reset only when all arrived
         feedback="none on the drive: a refused file simply leaves the drive mounted (INFO_UF2.TXT says what it takes)",
-        unattended=True, bootloader_size="16 KiB", families=("stm32", "rp2040", "nrf52", "avr"),
+        unattended=True, bootloader_size="16 KiB", families=("stm32", "rp2040", "rp2350", "nrf52", "samd", "esp32", "avr"),
         quirks=_QUIRKS, benchmark="benchmarks/bench_msc.py"),
     DialectFacts(
         personality="msc", dialect="bin",
