@@ -321,6 +321,11 @@ class Personality(ABC):
         devices a bus listing can recognise: a serial port, a drive)."""
         return []
 
+    def tool_hint(self, dialect: str, chip: Chip, where: str) -> str | None:
+        """One example command line of the real tool that talks to this personality's device
+        served at ``where`` (a pty's path), shown by ``bootkit serve``; None: no hint."""
+        return None
+
     def run_demo_row(self, dialect: str, chip: Chip, image: Image) -> dict[str, Any] | None:
         """One ``bootkit demo`` row run the personality's own way (a pty, a file played),
         or None: the demo flashes through :meth:`host` on an in-process bus."""

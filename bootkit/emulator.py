@@ -83,6 +83,11 @@ class Emulator:
             raise
         self.events: list[str] = []
 
+    def tool_hint(self, where: str) -> str | None:
+        """An example command line for the real tool that talks to this device at ``where``."""
+        assert isinstance(self.chip, Chip)
+        return self.definition.tool_hint(self.dialect or "", self.chip, where)
+
     def _device_for_mode(self) -> Device | None:
         assert isinstance(self.chip, Chip)
         if self.board.mode == "bootloader":

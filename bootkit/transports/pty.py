@@ -395,7 +395,9 @@ class PtyTransport(DeviceTransport):
         server = self.server = PtyServer(emulator, log=self.log)
         if self.log:
             self.log(f"serving {server.stream.describe()} on {server.slave_path}")
-            self.log(f"  e.g. avrdude -c avr109 -p m32u4 -P {server.slave_path} -b 57600 -U flash:w:FILE.hex:i")
+            hint = emulator.tool_hint(server.slave_path) if hasattr(emulator, "tool_hint") else None
+            if hint:
+                self.log(f"  e.g. {hint}")
         if ready is not None:
             ready(server.slave_path)
         server.serve(self._stop)

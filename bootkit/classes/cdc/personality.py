@@ -216,7 +216,19 @@ class Cdc(Personality):
         "read": ["bootkit read back.hex --via cdc --port /dev/ttyACM0 --chip atmega32u4"],
         "serve": ["bootkit serve cdc --chip atmega32u4 --transport pty",
                   "bootkit serve cdc --chip atmega328p --dialect optiboot --transport pty"],
+        "signature": ["bootkit signature --via cdc --emulate atmega32u4",
+                      "bootkit signature --via cdc --port /dev/ttyACM0"],
+        "fuses": ["bootkit fuses read --via cdc --emulate atmega32u4",
+                  "bootkit fuses read --via cdc --dialect wiring --port /dev/ttyACM0 --chip atmega2560"],
     }
+
+    def tool_hint(self, dialect: str, chip: Chip, where: str) -> str | None:
+        part = chip.aliases[0] if chip.aliases else chip.name  # avrdude's -p id (avrdude.conf)
+        if dialect == "optiboot":  # avrdude -c arduino: STK500 v1 at the Uno's 115200 baud
+            return f"avrdude -c arduino -p {part} -P {where} -b 115200 -U flash:w:FILE.hex:i"
+        if dialect == "wiring":  # -D: the Mega's bootloader answers chip erase with FAILED
+            return f"avrdude -c wiring -p {part} -P {where} -b 115200 -D -U flash:w:FILE.hex:i"
+        return f"avrdude -c avr109 -p {part} -P {where} -b 57600 -U flash:w:FILE.hex:i"
 
     def default_dialect(self, chip: Chip) -> str:
         from . import default_dialect

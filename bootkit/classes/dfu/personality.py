@@ -117,6 +117,8 @@ class Dfu(Personality):
                  "bootkit read back.bin --via dfu --device 0483:df11 --start 0x08000000 --length 65536"],
         "serve": ["bootkit serve dfu --chip stm32f411 --image flash.bin --transport functionfs",
                   "bootkit serve dfu --chip atmega32u4 --dialect flip --transport usbip"],
+        "signature": ["bootkit signature --via dfu --emulate atmega32u4",
+                      "bootkit signature --via dfu --dialect flip --device 03eb:2ff4"],
     }
 
     def default_dialect(self, chip: Chip) -> str:

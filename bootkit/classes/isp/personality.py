@@ -67,7 +67,16 @@ class Isp(Personality):
         "read": ["bootkit read back.hex --via isp --port /dev/ttyACM0 --chip atmega328p"],
         "serve": ["bootkit serve isp --dialect stk500v2 --chip attiny85 --transport pty",
                   "bootkit serve isp --dialect usbasp --chip atmega328p --transport usbip"],
+        "fuses": ["bootkit fuses read --via isp --emulate attiny85",
+                  "bootkit fuses write lfuse=0xE2 --via isp --chip attiny85 --port /dev/ttyACM0"],
+        "signature": ["bootkit signature --via isp --port /dev/ttyACM0"],
     }
+
+    def tool_hint(self, dialect: str, chip: Chip, where: str) -> str | None:
+        if dialect != "stk500v2":
+            return None  # a USBasp is a USB device, not a serial port
+        part = chip.aliases[0] if chip.aliases else chip.name  # avrdude's -p id (avrdude.conf)
+        return f"avrdude -c stk500v2 -p {part} -P {where} -U flash:w:FILE.hex:i"
 
     def default_dialect(self, chip: Chip) -> str:
         return "stk500v2"
