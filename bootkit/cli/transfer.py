@@ -116,7 +116,7 @@ def add_commands(sub, argv=()) -> None:
                                    "reading back, and start the application.",
                        epilog=_epilog("flash", "\n\nFILE's format comes from its content and extension together "
                                       "(--format overrides);\na binary goes to --address, else to the application "
-                                      "start of --chip/--emulate."))
+                                      "start of --chip/--emulate.", argv))
     s.add_argument("file", metavar="FILE")
     selection(s)
     s.add_argument("--address", type=parse_int, help="load address of a binary file (default: the application start "
@@ -129,7 +129,7 @@ def add_commands(sub, argv=()) -> None:
     s = sub.add_parser("read", formatter_class=FMT, help="read a device's memory into a file",
                        description="Read the application flash (or EEPROM) back into OUT (format from its "
                                    "extension: .hex, .bin, .uf2, .srec, or a DFU suffix file).",
-                       epilog=_epilog("read"))
+                       epilog=_epilog("read", argv=argv))
     s.add_argument("output", metavar="OUT")
     selection(s, reading=True)
     s.add_argument("--start", type=parse_int, help="first address to read")
@@ -137,10 +137,17 @@ def add_commands(sub, argv=()) -> None:
     s.set_defaults(func=cmd_read, unknown_arguments=unknown_arguments)
 
 
-def examples(command: str) -> list[str]:
-    """Every personality's example lines for ``command`` (``Personality.cli_examples``)."""
+def examples(command: str, via: str | None = None) -> list[str]:
+    """Every personality's example lines for ``command`` (``Personality.cli_examples``); with
+    ``via``, that personality's only (loading one personality, not every registered one: #22
+    item 3, `bootkit flash --via dfu --help`).  An unknown ``via`` falls back to every one's."""
     from .. import registry
 
+    if via:
+        try:
+            return list(registry.personality(via).cli_examples.get(command, ()))
+        except ValueError:
+            pass
     return [line for p in registry.personalities() for line in p.cli_examples.get(command, ())]
 
 
@@ -149,11 +156,13 @@ def first_example(command: str) -> str:
     return examples(command)[0]
 
 
-def _epilog(command: str, tail: str = ""):
+def _epilog(command: str, tail: str = "", argv=()):
+    """The examples of ``command``'s help, built when shown: only ``--via``'s when argv names one."""
     from .parser import LazyEpilog
 
-    return LazyEpilog(lambda: "examples:\n" + "".join(f"  {line}\n" for line in examples(command)).rstrip("\n")
-                      + tail)
+    via = _via_in(argv)
+    return LazyEpilog(lambda: "examples:\n" + "".join(f"  {line}\n" for line in examples(command, via))
+                      .rstrip("\n") + tail)
 
 
 def _personality(name: str):
