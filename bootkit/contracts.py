@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Personality", "HostSide", "Link", "DeviceOptions", "option", "OptionError",
-    "FlashResult", "HostError", "ImageRejected", "DialectFacts", "FuseAccess",
+    "FlashResult", "HostError", "ImageRejected", "DialectFacts", "FuseAccess", "Found",
 ]
 
 
@@ -133,6 +133,47 @@ class Link:
             if name not in ("vid", "pid", "serial") + tuple(uses):
                 raise OptionError(f"the {personality} host side takes no {name} (it takes: "
                                   f"{', '.join(('vid', 'pid', 'serial') + tuple(uses))})")
+
+
+@dataclass(frozen=True)
+class Found:
+    """One device a personality's host side can talk to, as ``bootkit list`` shows it and
+    ``flash`` without ``--via`` picks it (:meth:`Personality.find_devices`).
+
+    ``personality``/``dialect``: who talks to it (dialect None: the device does not say);
+    ``link``: what to hand the host side (:class:`Link`) to reach exactly this device;
+    ``where``: one human line saying where it is ("USB 03eb:2ff4 (bus 1 dev 5)",
+    "/dev/ttyACM0 (2341:0036)", "/media/RPI-RP2 (UF2 drive)", "/dev/usb/lp0",
+    "MIDI port 'x'"); ``vid``/``pid``/``serial``: its USB ids when known; ``chip``: the
+    chip's name when the device says it (a UF2 drive's board, a HalfKay's MCU);
+    ``details``: what else was read on the way (boot info, INFO_UF2.TXT fields, the
+    IEEE 1284 device ID, the USB bus and address), JSON-serialisable values only.
+    """
+
+    personality: str
+    dialect: str | None
+    link: Link
+    where: str
+    vid: int | None = None
+    pid: int | None = None
+    serial: str | None = None
+    chip: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """``personality/dialect`` (the personality alone when the dialect is unknown)."""
+        return f"{self.personality}/{self.dialect}" if self.dialect else self.personality
+
+    def to_json(self) -> dict[str, Any]:
+        """The object ``bootkit list --json`` prints for it (ids as "03eb" hex strings)."""
+        return {
+            "personality": self.personality, "dialect": self.dialect, "where": self.where,
+            "vid": f"{self.vid:04x}" if self.vid is not None else None,
+            "pid": f"{self.pid:04x}" if self.pid is not None else None,
+            "serial": self.serial, "chip": self.chip,
+            "port": self.link.port, "path": self.link.path, "details": dict(self.details),
+        }
 
 
 @runtime_checkable
@@ -319,6 +360,17 @@ class Personality(ABC):
         """One line per device of this personality that ``backend`` (a pyusb backend) sees,
         for ``bootkit list``; default: none (a personality whose devices are not USB
         devices a bus listing can recognise: a serial port, a drive)."""
+        return []
+
+    def find_devices(self, backend: Any = None, *, local: bool = True) -> list[Found]:
+        """Every device of this personality that can be reached, one :class:`Found` each, for
+        ``bootkit list`` and ``flash`` without ``--via``.  ``backend``: a pyusb backend whose
+        bus to look on (bootkit's in-process bus, its USB/IP client, libusb), None: no USB bus;
+        ``local``: also look at what this machine has outside a pyusb bus (serial ports,
+        mounted drives, device nodes, MIDI ports).  A device it cannot recognise is left out,
+        never guessed; a bus or listing it cannot read raises (the caller says so on one
+        line and lists the other personalities' devices).  Default: none (a plug-in adds its own).
+        """
         return []
 
     def tool_hint(self, dialect: str, chip: Chip, where: str) -> str | None:
