@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Personality", "HostSide", "Link", "DeviceOptions", "option", "OptionError",
-    "FlashResult", "HostError", "ImageRejected", "DialectFacts", "FuseAccess", "Found",
+    "FlashResult", "HostError", "ImageRejected", "DialectFacts", "FuseAccess", "Found", "Verbs",
 ]
 
 
@@ -227,6 +227,35 @@ class FuseAccess(Protocol):
 
     def write_fuses(self, link: Link, values: dict[str, int], *, dialect: str | None = None,
                     chip: Chip | None = None, options: DeviceOptions | None = None) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class Verbs(Protocol):
+    """What a :class:`HostSide` MAY also implement: the verbs ``bootkit erase``, ``bootkit verify``
+    and ``bootkit reset`` (``isinstance(host, Verbs)`` says whether it does).
+
+    ``erase`` erases the application region (never the bootloader region) and returns one line
+    saying what was erased.  ``verify`` compares ``image`` with what ``memory`` holds: a read-back
+    of every byte of the image, or the device's own CRC of the region where that is all it has
+    (xusb-boot); it returns one line saying what was compared and raises :class:`HostError`
+    naming the first differing address (or the CRCs that differ) otherwise: "verified" only
+    after a comparison that could fail.  ``reset`` leaves the bootloader (the dialect's leave
+    request) and returns what was then seen on the bus, as ``flash`` reports it ("application
+    started (came back as VVVV:PPPP)" only when seen).  A dialect that cannot do one of these
+    alone raises :class:`OptionError` saying so (bad input, exit 2: "plain DFU 1.1 has no erase
+    command: flash erases as it downloads"); a device or exchange failing is a HostError.
+    ``link``, ``dialect``, ``chip``, ``options`` and ``progress`` are as for :meth:`HostSide.flash`.
+    """
+
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str: ...
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None,
+               memory: str = "flash") -> str: ...
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str: ...
 
 
 class Personality(ABC):
