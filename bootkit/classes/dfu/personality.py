@@ -99,6 +99,76 @@ class DfuHost:
 
         return fuses.write_fuses(values, dialect)
 
+    # -- bootkit.contracts.Verbs: bootkit erase / verify / reset
+
+    def _open(self, link: Link, dialect: str | None, chip: Chip | None, options: DeviceOptions | None,
+              progress: bool | None = None) -> Any:
+        from . import host
+
+        link.check(PERSONALITY.name)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, DfuOptions)
+        return host.open_dialect(link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect,
+                                 alt=o.alt, chip=chip, progress=progress, transfer_size=o.transfer_size)
+
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str:
+        import struct
+
+        from ...contracts import OptionError
+        from ...progress import progress_bar
+        from .dialects import DfuSe, Flip
+        from .protocol import DFUSE_ERASE
+
+        d = self._open(link, dialect, chip, options, progress)
+        if isinstance(d, Flip):
+            d.erase()  # FLIP 04 00 FF: LUFA erases the application section only (BootloaderDFU.c)
+            return f"application section of {d.chip.name} erased (FLIP chip erase)"
+        if not isinstance(d, DfuSe):
+            raise OptionError("plain DFU 1.1 has no erase command (the device erases as it downloads): "
+                              "use --dialect dfuse or flip, or flash")
+        # every erasable sector of the alternate setting's layout outside the bootloader region,
+        # one DfuSe ERASE (0x41 + address) each, as dfu-util erases the sectors it writes
+        protected = d.chip.layout().protected if d.chip is not None else ()
+        sectors = [start for region in d.regions if region.erasable for start, size in region.sector_bounds()
+                   if not any(p0 < start + size and start < p1 for p0, p1 in protected)]
+        d.client.make_idle()
+        with progress_bar("erase", len(sectors), progress) as bar:
+            for start in sectors:
+                d._command(struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")
+                bar(1)
+        return f"{len(sectors)} sectors of \"{d.mem_name}\" erased"
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
+        from ..native import first_difference
+        from .client import DfuError
+
+        back = self.read(link, dialect=dialect, chip=chip, options=options, start=image.start,
+                         length=image.end - image.start, memory=memory, progress=progress)
+        for seg_start, data in image.segments:
+            got = back.crop(seg_start, seg_start + len(data))
+            if got.size != len(data):  # what was not read back is not verified (no 0xFF filling in)
+                raise DfuError(f"verify failed at 0x{seg_start + got.size:X}: the device returned {got.size} "
+                               f"of the {len(data)} bytes from 0x{seg_start:X}")
+            differs = first_difference(seg_start, data, got.tobytes(seg_start, seg_start + len(data)))
+            if differs:
+                raise DfuError(differs)
+        return f"{image.size} bytes equal to a read-back of 0x{image.start:X}-0x{image.end - 1:X}"
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str:
+        from ...formats.image import Image as _Image
+        from ..usbhost import bus_snapshot
+        from . import host
+
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, DfuOptions)
+        d = self._open(link, dialect, chip, options, False)
+        before = bus_snapshot(link.backend)
+        d.leave()  # DfuSe: jump to the first region's start (dfu-util -s ADDR:leave), FLIP: launch, DFU: reset
+        return host.observe_leave(d, before, _Image(), o.leave_timeout)
+
 
 class Dfu(Personality):
     name = NAME
