@@ -86,6 +86,56 @@ class HidHost:
         return host.read(link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect, chip=chip,
                          mcu=_mcu(o), memory=memory, start=start, length=length, progress=progress, wait=link.wait)
 
+    # -- bootkit.contracts.Verbs: bootkit erase / verify / reset
+
+    def _open(self, link: Link, dialect: str | None, chip: Chip | None, options: DeviceOptions | None,
+              progress: bool | None = None) -> Any:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        o = PERSONALITY.options_or_default(dialect, options)
+        return host.open_dialect(link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect,
+                                 chip=chip, mcu=_mcu(o), progress=progress, wait=link.wait)
+
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str:
+        from ...contracts import OptionError
+        from .host import NativeHost, XusbHost
+
+        d = self._open(link, dialect, chip, options, progress)
+        if not isinstance(d, (NativeHost, XusbHost)):
+            # HalfKay erases the chip on the first block it is sent, LUFA's HID bootloader page by page
+            raise OptionError(f"the {d.name} bootloader has no erase command (it erases as it is written): "
+                              "flash erases what it needs")
+        d.erase()  # native ERASE / xusb-boot ERASE: the application section only
+        return d.steps[-1]
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
+        from ...contracts import OptionError
+        from .host import NativeHost, XusbHost
+
+        d = self._open(link, dialect, chip, options, progress)
+        if not d.can_verify:
+            raise OptionError(f"the {d.name} bootloader has no read or CRC command: nothing to compare with")
+        d.validate(image, memory)
+        d.verify(image)  # HidError naming the first difference (native) or the CRCs (xusb)
+        if isinstance(d, XusbHost):
+            return d.steps[-1] + " (xusb-boot cannot be read back: its NVM CRC is the comparison)"
+        assert isinstance(d, NativeHost)
+        return (f"{image.size} bytes equal to a read-back of 0x{image.start:X}-0x{image.end - 1:X}, "
+                "and the application CRC-32 to the image's on erased flash")
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, HidOptions)
+        return host.boot(link.backend, vid=link.vid, pid=link.pid, serial=link.serial, dialect=dialect, chip=chip,
+                         mcu=_mcu(o), wait=link.wait, leave_wait=o.leave_wait)
+
 
 def _mcu(options: DeviceOptions) -> str | None:
     return options.mcu if isinstance(options, HalfKayOptions) else None
