@@ -202,6 +202,65 @@ def render_ranking(ranked: list[Ranked]) -> str:
     return "\n".join(lines)
 
 
+#: The default view's limits (#21 item 6): it fits a terminal without scrolling sideways or far.
+BRIEF_LINES = 40
+BRIEF_COLUMNS = 100
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 3)].rstrip() + "..."
+
+
+def _marks(r: Ranked) -> str:
+    """A dialect's verdict per need in a few characters each: "+eeprom -readback"."""
+    marks = []
+    for w in r.why:
+        sign, _, rest = w.partition(" ")
+        if sign in "+-~":
+            marks.append(sign + rest.split(":", 1)[0])
+    return " ".join(marks)
+
+
+def render_brief(ranked: list[Ranked], needs=(), width: int = BRIEF_COLUMNS,
+                 max_lines: int = BRIEF_LINES) -> str:
+    """What ``bootkit choose`` prints by default: one line per dialect (score and its verdict per
+    need, or its summary), the reasons of the top choice, and where the rest is (--details).
+    At most ``max_lines`` lines, none longer than ``width``."""
+    width = max(40, width)
+    best = next((r for r in ranked if r.works), None)
+    reasons = []
+    if best is not None and best.why:
+        reasons = [f"why {best.name}:"] + [f"  {w}" for w in best.why]
+    footer = ["--details: every reason and the comparison table", "--write P.toml: a starter profile for the top choice"]
+    if best is None:
+        footer.insert(0, "nothing works for these OSes and this chip.")
+    room = max_lines - (len(reasons) + 1 if reasons else 0) - 1 - len(footer)
+    if room < 3 and reasons:  # many needs: the reasons give way to the ranking
+        keep = max(2, len(reasons) - (3 - room))
+        reasons = reasons[:keep - 1] + ["  ... (--details)"]
+        room = max_lines - len(reasons) - 1 - 1 - len(footer)
+    name_w = max((len(r.name) for r in ranked), default=0)
+    lines: list[str] = []
+    shown = ranked if len(ranked) <= room else ranked[:room - 1]
+    for i, r in enumerate(shown, 1):
+        if r.works:
+            status = f"{r.score:+g}"
+            tail = _marks(r) if needs else r.facts.summary
+        else:
+            status = "excl."
+            tail = next((w[2:] for w in r.why if w.startswith("x ")), "excluded")
+        # "1. name" as the long view starts; the columns after it aligned whatever i's digits
+        lines.append(_clip(f"{i}. {r.name:<{name_w + 2 - len(str(i))}} {status:>5}  {tail}", width))
+    if len(shown) < len(ranked):
+        lines.append(f"    ... {len(ranked) - len(shown)} more (--details)")
+    if reasons:
+        lines.append("")
+        lines += [_clip(line, width) for line in reasons]
+    lines.append("")
+    lines += [_clip(line, width) for line in footer]
+    return "\n".join(lines)
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -390,24 +449,26 @@ def generate_docs() -> str:
 # command line
 
 
-def cli_choose(oses=(), needs=(), chip=None, write=None, out=None) -> int:
-    """``bootkit choose [--os A,B] [--needs X,Y] [--chip C] [--write P.toml]``.
+def cli_choose(oses=(), needs=(), chip=None, write=None, out=None, details: bool = False) -> int:
+    """``bootkit choose [--os A,B] [--needs X,Y] [--chip C] [--details] [--write P.toml]``.
 
     ``oses`` and ``needs``: lists or comma-separated strings.  Prints the
-    ranking and the table; with ``write``, writes a starter profile for the
-    top choice that works.  Returns 0, or 2 (bad input) with the error on stderr.
+    short ranking (:func:`render_brief`), or with ``details`` every reason and
+    the comparison table; with ``write``, writes a starter profile for the
+    top choice that works, before anything is printed (so ``| head`` closing
+    the pipe early cannot stop it).  Returns 0, or 2 (bad input) with the
+    error on stderr.
     """
+    import shutil
+
     out = out or sys.stdout
     try:
         ranked = choose(oses or (), needs or (), chip)
     except ValueError as exc:
         print(f"bootkit: error: {exc}", file=sys.stderr)
         return 2
-    print(render_ranking(ranked), file=out)
-    print(file=out)
-    print(render_table(ranked), file=out)
+    best = next((r for r in ranked if r.works), None)
     if write:
-        best = next((r for r in ranked if r.works), None)
         if best is None:
             print("bootkit: error: no personality works for these OSes and this chip: nothing written",
                   file=sys.stderr)
@@ -417,6 +478,15 @@ def cli_choose(oses=(), needs=(), chip=None, write=None, out=None) -> int:
         except (ValueError, OSError) as exc:
             print(f"bootkit: error: {write}: {exc}", file=sys.stderr)
             return 2
+    if details:
+        print(render_ranking(ranked), file=out)
+        print(file=out)
+        print(render_table(ranked), file=out)
+    else:
+        # the terminal's width (COLUMNS, else the tty's), never more than BRIEF_COLUMNS
+        columns = min(shutil.get_terminal_size((BRIEF_COLUMNS, 24)).columns, BRIEF_COLUMNS)
+        print(render_brief(ranked, _check_words(needs or (), tuple(NEEDS), "need"), width=columns), file=out)
+    if write and best is not None:
         print(f"\n{write}: starter profile for {best.name} (check it with `bootkit product check {write}`)",
               file=out)
     return 0
@@ -428,13 +498,14 @@ def main(argv=None) -> int:
     ap.add_argument("--needs", default="", help=f"comma-separated: {', '.join(NEEDS)}")
     ap.add_argument("--chip")
     ap.add_argument("--write", metavar="P.toml", help="write a starter profile for the top choice")
+    ap.add_argument("--details", action="store_true", help="every reason and the comparison table")
     ap.add_argument("--write-docs", metavar="FILE.md", help="regenerate docs/choosing.md and exit")
     args = ap.parse_args(argv)
     if args.write_docs:
         Path(args.write_docs).write_text(generate_docs())
         print(args.write_docs)
         return 0
-    return cli_choose(args.os, args.needs, args.chip, args.write)
+    return cli_choose(args.os, args.needs, args.chip, args.write, details=args.details)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def add_commands(sub, argv=()) -> None:
     s.add_argument("--needs", default="", metavar="X,Y", help="what the update must do")
     s.add_argument("--chip", help="the product's chip (rules out what cannot run on it)")
     s.add_argument("--write", metavar="P.toml", help="write a starter product profile for the top choice")
+    s.add_argument("--details", action="store_true",
+                   help="every reason of every dialect and the comparison table (default: a short ranking)")
     s.set_defaults(func=cmd_choose)
 
     pr = sub.add_parser("product", formatter_class=FMT, help="product profiles (TOML)",
@@ -155,7 +157,7 @@ def cmd_list(args) -> int:
 def cmd_choose(args) -> int:
     from ..chooser import cli_choose
 
-    return cli_choose(args.os, args.needs, args.chip, args.write)
+    return cli_choose(args.os, args.needs, args.chip, args.write, details=args.details)
 
 
 def cmd_product_check(args) -> int:
