@@ -17,6 +17,7 @@ GROUPS = {
     "demo": "catalog", "chips": "catalog", "convert": "convert", "list": "catalog",
     "flash": "transfer", "read": "transfer", "choose": "catalog", "product": "catalog", "serve": "serve",
     "fuses": "fuses", "signature": "fuses", "sample": "convert",
+    "erase": "verbs", "verify": "verbs", "reset": "verbs", "info": "verbs",
 }
 COMMANDS = tuple(GROUPS)
 

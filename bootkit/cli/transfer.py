@@ -83,33 +83,38 @@ def _add_personality_flags(sp, argv) -> None:
                                    help=f"{p.name}: {f.metadata.get('help', '')}")
 
 
+def add_selection(sp, argv=()) -> None:
+    """The options every host command shares: which personality, which device, where it is."""
+    sp.add_argument("--via", metavar="PERSONALITY",
+                    help="personality to talk to (default: the product's, else the first registered; "
+                         "see `bootkit choose`)")
+    sp.add_argument("--dialect", help="protocol dialect of the personality; default from the device")
+    sp.add_argument("--device", type=parse_vidpid, metavar="VID:PID", help="select the device by USB ids")
+    sp.add_argument("--serial", help="select the device by serial number")
+    sp.add_argument("--chip", help="the target chip (validates the image against it)")
+    sp.add_argument("--memory", choices=("flash", "eeprom"), default="flash")
+    sp.add_argument("--emulate", metavar="CHIP",
+                    help="run the device side in this process on the in-process bus, emulating CHIP")
+    sp.add_argument("--image", metavar="FILE.bin",
+                    help="with --emulate: the chip's whole flash, created erased if absent, written back")
+    sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar (default: on a terminal only)")
+    sp.add_argument("--product", metavar="P.toml",
+                    help="a product profile: the personality, dialect, ids and chip come from it")
+    sp.add_argument("--port", help="a serial port or MIDI port, for a personality reached through one "
+                                   "(default: found by VID:PID)")
+    sp.add_argument("--usbip", metavar="HOST[:PORT]",
+                    help="talk to a device served by `bootkit serve --transport usbip` (no kernel needed)")
+    sp.add_argument("--drive", metavar="PATH",
+                    help="a mounted bootloader drive or a device node, for a personality reached through one")
+    sp.add_argument("--wait", type=float, metavar="SECONDS",
+                    help="wait this long for the device to appear (personalities that can wait)")
+    _add_personality_flags(sp, argv)
+
+
 def add_commands(sub, argv=()) -> None:
     def selection(sp, reading=False):
-        sp.add_argument("--via", metavar="PERSONALITY",
-                        help="personality to talk to (default: the product's, else the first registered; "
-                             "see `bootkit choose`)")
-        sp.add_argument("--dialect", help="protocol dialect of the personality; default from the device")
-        sp.add_argument("--device", type=parse_vidpid, metavar="VID:PID", help="select the device by USB ids")
-        sp.add_argument("--serial", help="select the device by serial number")
-        sp.add_argument("--chip", help="the target chip (validates the image against it)")
-        sp.add_argument("--memory", choices=("flash", "eeprom"), default="flash")
-        sp.add_argument("--emulate", metavar="CHIP",
-                        help="run the device side in this process on the in-process bus, emulating CHIP")
-        sp.add_argument("--image", metavar="FILE.bin",
-                        help="with --emulate: the chip's whole flash, created erased if absent, written back")
-        sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar (default: on a terminal only)")
-        sp.add_argument("--product", metavar="P.toml",
-                        help="a product profile: the personality, dialect, ids and chip come from it")
-        sp.add_argument("--port", help="a serial port or MIDI port, for a personality reached through one "
-                                       "(default: found by VID:PID)")
-        sp.add_argument("--usbip", metavar="HOST[:PORT]",
-                        help="talk to a device served by `bootkit serve --transport usbip` (no kernel needed)")
-        sp.add_argument("--drive", metavar="PATH",
-                        help="a mounted bootloader drive or a device node, for a personality reached through one")
-        sp.add_argument("--wait", type=float, metavar="SECONDS",
-                        help="wait this long for the device to appear (personalities that can wait)")
-        _add_personality_flags(sp, argv)
+        add_selection(sp, argv)
 
     s = sub.add_parser("flash", formatter_class=FMT, help="flash a firmware file into a device",
                        description="Validate FILE against the target, erase what it needs, program, verify by "
