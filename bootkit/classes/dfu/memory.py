@@ -1,0 +1,295 @@
+"""A DfuSe device as a memory back-end: our own DFU host client behind the MemoryIO
+contract, so any personality can front an STM32's DfuSe ROM (issue 23).
+
+Registered as the ``usb.dfu`` adapter of the ``bootkit.memories`` group; a
+``--target usb:VID:PID`` or ``usbip://HOST:PORT`` that selects a DfuSe device gets one.
+
+How each MemoryIO operation maps onto DfuSe (ST AN3156):
+
+- ``layout``: the device's own DfuSe layout string (its alternate setting's name), not
+  our chip database; the front chip's bootloader ranges are added as protected, and
+  the device refuses its own (system memory is ROM).
+- ``erase``: the Erase command on the sector holding the address.
+- ``program``: buffered and sent one wTransferSize block per DNLOAD, at the address
+  pointer (one Set Address per run of sequential blocks, as the host client does).  At
+  most one transfer is held (bounded memory whatever the image's size); it is sent
+  before any other operation, so the order the front asked for is the order on the bus.
+- ``read``: Set Address + UPLOAD; one transfer read ahead and kept until the next
+  change (a UF2 drive reads CURRENT.UF2 256 bytes at a time).
+- ``manifest``: the DfuSe leave (zero-length DNLOAD and the GETSTATUS that runs it).
+  ``app_valid`` is set only when the device answered that GETSTATUS with OK; the
+  device then resets, and the next operation finds it again (detaching its run-time
+  self, as dfu-util does).
+
+Every failure of the device or the exchange becomes a :class:`BackendFault` (write,
+erase or plain), which the front maps to its own protocol's error.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import TYPE_CHECKING
+
+import usb.core
+import usb.util
+
+from ...memory.backends import BackendEraseFault, BackendFault, BackendWriteFault, UsbSelection
+from ...memory.core import AddressFault, FirmwareFault, Layout, ProtectedFault, Region, Timing, WriteFault
+from ..common import HostError
+from .client import DfuError
+from .dialects import DfuSe
+from .protocol import DFUSE_ERASE, DNLOAD, State, Status
+
+if TYPE_CHECKING:
+    from ...memory.chips import Chip
+
+#: seconds to wait for the device to come back after its leave (ST's ROM resets into the
+#: application, our emulator re-enumerates at once); generous: it is a deadline, not a delay
+REOPEN_WAIT = 10.0
+
+
+def usb_memory(backend, sel: UsbSelection, chip: Chip | None = None) -> DfuseMemory | None:
+    """The ``usb.dfu`` adapter: a DfuseMemory when the selected device speaks DfuSe (in DFU
+    mode, or a run-time interface that detaches into it), None when it has no DFU interface."""
+    from .finder import find_interfaces
+
+    try:
+        items = find_interfaces(backend, vid=sel.vid, pid=sel.pid, serial=sel.serial)
+    except usb.core.USBError as exc:
+        raise OSError(f"cannot list the devices: {exc}") from None
+    if not items:
+        return None
+    return DfuseMemory(backend, sel, chip)
+
+
+class DfuseMemory:
+    """MemoryIO over a DfuSe device reached through ``backend`` (pyusb)."""
+
+    def __init__(self, backend, sel: UsbSelection, chip: Chip | None = None):
+        self.backend = backend
+        self.sel = sel
+        self.chip = chip
+        self.timing = Timing()  # the device waits itself: every call returns when it is done
+        self.read_protected = False
+        #: the application is valid only once this memory's own manifest was confirmed
+        self.app_valid = False
+        self._d: DfuSe | None = None
+        self._d = self._open()
+        regions = []
+        for i, r in enumerate(self._d.regions):
+            # the first region is the flash; others (option bytes) keep their flags
+            regions.append(Region(r.name, r.start, r.sectors, kind="flash" if i == 0 else "option",
+                                  readable=r.readable, erasable=r.erasable, writable=r.writable))
+        protected = chip.layout().protected if chip is not None else ()
+        self.layout = Layout(tuple(regions), protected)
+        if chip is not None:
+            flash = self.layout.flash
+            if not (flash.start <= chip.flash_start and chip.flash_end <= flash.end):
+                raise ValueError(f"{chip.name}'s flash 0x{chip.flash_start:X}-0x{chip.flash_end - 1:X} is not "
+                                 f"within the device's \"{flash.name}\" 0x{flash.start:X}-0x{flash.end - 1:X}")
+        self.transfer_size = self._d.client.transfer_size
+        self._pending = bytearray()  # programmed, not yet sent: at most one transfer
+        self._pending_at = 0
+        self._last: tuple[int, bytes] = (0, b"")  # the last block the device accepted
+        self._cache: tuple[int, bytes] = (0, b"")  # read ahead, until the next change
+        self._next: tuple[int, int] | None = None  # (address, block) a sequential DNLOAD continues at
+
+    # ------------------------------------------------------------------
+    def _open(self) -> DfuSe:
+        from .host import open_dialect
+
+        try:
+            d = open_dialect(self.backend, vid=self.sel.vid, pid=self.sel.pid, serial=self.sel.serial,
+                             dialect="dfuse", chip=None, progress=False)
+        except (HostError, usb.core.USBError) as exc:
+            raise BackendFault(f"DfuSe target: {exc}") from None
+        assert isinstance(d, DfuSe)
+        return d
+
+    def _device(self) -> DfuSe:
+        if self._d is None:
+            # after the leave: the device resets (into its application, or its ROM again)
+            deadline = time.monotonic() + REOPEN_WAIT
+            while True:
+                try:
+                    self._d = self._open()
+                    break
+                except BackendFault:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            self._next = None
+        return self._d
+
+    def _lost(self, exc: Exception, what: str, fault: type[BackendFault] = BackendFault) -> BackendFault:
+        """The device failed: forget it (the next operation finds it again) and say what."""
+        self._forget()
+        self.app_valid = False
+        return fault(f"DfuSe target: {what}: {exc}")
+
+    def _forget(self) -> None:
+        d, self._d = self._d, None
+        self._next = None
+        if d is not None:
+            try:
+                usb.util.dispose_resources(d.client.dev)
+            except (usb.core.USBError, OSError, ValueError):
+                pass
+
+    # ------------------------------------------------------------------
+    # MemoryIO
+    def is_blank(self) -> bool:
+        start = self.layout.application_ranges()[0][0]
+        return self.read(start, 2) == b"\xff\xff"
+
+    def read(self, address: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        region = self._region(address, length)
+        if not region.readable:
+            raise WriteFault(f"{region.name} is not readable", address)
+        self.flush()
+        at, cached = self._cache
+        if at <= address and address + length <= at + len(cached):
+            return cached[address - at:address - at + length]
+        want = min(max(length, self.transfer_size), region.end - address)
+        d = self._device()
+        try:
+            got = d.read(address, want)
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, f"read at 0x{address:X}") from None
+        data = got.tobytes(address, address + want) if got.size == want else b""
+        if len(data) < length:
+            raise BackendFault(f"DfuSe target: read at 0x{address:X}: {got.size} of {want} bytes came back",
+                               address)
+        self._cache = (address, data)
+        self._next = None  # the upload moved the address pointer
+        return data[:length]
+
+    def peek(self, address: int, length: int) -> bytes:
+        """What the device was last given at ``address`` when that is still at hand (the
+        pending transfer, or the last one it accepted with status OK), else a read.  A UF2
+        drive checks every block it programmed: an UPLOAD per 256 bytes would double the
+        traffic for nothing the host sees."""
+        for at, data in ((self._pending_at, bytes(self._pending)), self._last):
+            if at <= address and address + length <= at + len(data):
+                return data[address - at:address - at + length]
+        return self.read(address, length)
+
+    def erase(self, address: int) -> float:
+        region = self._region(address, 1)
+        start, size = region.sector_at(address)
+        if self.layout.is_protected(start, start + size):
+            raise ProtectedFault(f"sector 0x{start:X} holds the bootloader", address)
+        self.flush()
+        self._changed()
+        d = self._device()
+        try:
+            d._command(struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, f"erase 0x{start:X}", BackendEraseFault) from None
+        self._next = None
+        return 0.0
+
+    def erase_all(self) -> float:
+        """Every sector of the flash outside the protected ranges, one Erase each (never
+        DfuSe's mass erase: it would not spare a bootloader kept in flash)."""
+        region = self.layout.flash
+        for start, end in self.layout.application_ranges():
+            for s, size in region.sector_bounds():
+                if start <= s and s + size <= end:
+                    self.erase(s)
+        self.read_protected = False
+        return 0.0
+
+    def program(self, address: int, data: bytes) -> float:
+        if not data:
+            return 0.0
+        region = self._region(address, len(data))
+        if not region.writable:
+            raise WriteFault(f"{region.name} is read-only", address)
+        if self.layout.is_protected(address, address + len(data)):
+            raise ProtectedFault(f"0x{address:X}+{len(data)} reaches into the bootloader region", address)
+        self._changed()
+        if self._pending and address != self._pending_at + len(self._pending):
+            self.flush()
+        if not self._pending:
+            self._pending_at = address
+        view = memoryview(data)
+        while view:
+            room = self.transfer_size - len(self._pending)
+            self._pending += view[:room]
+            view = view[room:]
+            if len(self._pending) == self.transfer_size:
+                self.flush()
+                self._pending_at = address + len(data) - len(view)
+        return 0.0
+
+    def flush(self) -> None:
+        """Send the pending transfer (DNLOAD, then GETSTATUS until the device is done)."""
+        if not self._pending:
+            return
+        at, block_data = self._pending_at, bytes(self._pending)
+        self._pending.clear()
+        d = self._device()
+        c = d.client
+        try:
+            # AN3156: block N lands at (N - 2) x wTransferSize + the pointer: one Set
+            # Address serves a run of full sequential blocks (DfuClient.sequential_blocks)
+            if self._next is not None and self._next[0] == at and self._next[1] <= 0xFFFF and c.sequential_blocks:
+                block = self._next[1]
+            else:
+                d.set_address(at)
+                block = 2
+            c.dnload_and_wait(block, block_data, f"write at 0x{at:X}")
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, f"write at 0x{at:X}", BackendWriteFault) from None
+        self._next = (at + len(block_data), block + 1) if len(block_data) == self.transfer_size else None
+        self._last = (at, block_data)
+
+    def manifest(self) -> float:
+        """The DfuSe leave; the application is valid only when the device confirmed it."""
+        self.flush()
+        if self.is_blank():
+            raise FirmwareFault("no application: the first word of flash is erased")
+        d = self._device()
+        c = d.client
+        try:
+            c.make_idle()
+            d.set_address(self.layout.application_ranges()[0][0])
+            c._out(DNLOAD, 2)  # zero-length DNLOAD, block 2 (dfu-util dfuse_dnload_done)
+            st = c.get_status()  # the device answers dfuMANIFEST, then resets
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, "leave (manifest)", BackendFault) from None
+        if st.bStatus != Status.OK or st.bState == State.dfuERROR:
+            self._forget()
+            raise FirmwareFault(f"DfuSe target refused to leave: {st.describe()}")
+        self._forget()  # it resets now; the next operation finds it again
+        self._changed()
+        self.app_valid = True
+        return 0.0
+
+    # ------------------------------------------------------------------
+    def _region(self, address: int, length: int) -> Region:
+        region = self.layout.find(address)
+        if address + length > region.end:
+            raise AddressFault(f"0x{address:X}+{length} runs past the end of {region.name} (0x{region.end:X})",
+                               address)
+        return region
+
+    def _changed(self) -> None:
+        self._cache = (0, b"")
+        self.app_valid = False
+
+    def persist(self) -> None:
+        """What the front's host was told is on the device: send what is pending."""
+        self.flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except BackendFault:
+            pass  # the host was never told these bytes were written (no manifest): nothing lost
+        finally:
+            self._forget()
