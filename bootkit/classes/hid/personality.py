@@ -9,6 +9,7 @@ from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
 
 if TYPE_CHECKING:
+    from ...contracts import Found
     from ...formats.image import Image
     from ...memory import Chip, MemoryIO
     from ...usb.device import Device
@@ -113,13 +114,22 @@ class HidHost:
     def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
                options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
         from ...contracts import OptionError
+        from . import host
         from .host import NativeHost, XusbHost
 
         d = self._open(link, dialect, chip, options, progress)
         if not d.can_verify:
             raise OptionError(f"the {d.name} bootloader has no read or CRC command: nothing to compare with")
         d.validate(image, memory)
-        d.verify(image)  # HidError naming the first difference (native) or the CRCs (xusb)
+        try:
+            d.verify(image)  # HidError naming the first difference (native) or the CRCs (xusb)
+        except host.HidError as exc:
+            if isinstance(d, XusbHost) and "ERROR_NOT_ERASED" in str(exc):
+                # boot_protocol.c answers CRC only once an ERASE ran since the bootloader started
+                # (no read-out of an application it did not just write): flash verifies by it
+                raise host.HidError("xusb-boot computes its CRC only after an ERASE since it started "
+                                    "(ERROR_NOT_ERASED): flash verifies by it, a later verify cannot") from None
+            raise
         if isinstance(d, XusbHost):
             return d.steps[-1] + " (xusb-boot cannot be read back: its NVM CRC is the comparison)"
         assert isinstance(d, NativeHost)
@@ -200,6 +210,11 @@ class Hid(Personality):
         from .host import list_devices
 
         return list_devices(backend)
+
+    def find_devices(self, backend: Any = None, *, local: bool = True) -> list[Found]:
+        from .finder import find
+
+        return find(backend, local=local)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS
