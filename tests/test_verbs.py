@@ -28,3 +28,136 @@ def test_flash_help_with_via_loads_no_other_personality():
             " file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stderr.strip() == "['bootkit.classes.dfu.personality']", out.stderr
+
+
+# --------------------------------------------------------------------------
+# erase, verify, reset on emulated devices (the image file keeps the flash between commands)
+
+import json  # noqa: E402
+import zlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+from bootkit.formats import Image, load, save  # noqa: E402
+
+SAMPLE = "examples/firmware/sample-atmega32u4.hex"
+SAMPLE_STM32 = "examples/firmware/sample-stm32f411.hex"
+
+
+def _emulated(via, chip, image, *extra):
+    return ["--via", via, "--emulate", chip, "--image", str(image), *extra]
+
+
+@pytest.mark.parametrize("via,chip,sample,extra,left", [
+    # FLIP: read-back, chip erase; the emulated application enumerates (DFU run-time)
+    ("dfu", "atmega32u4", SAMPLE, (), "application started (came back as 1209:B00E)"),
+    ("dfu", "stm32f411", SAMPLE_STM32, (), "application started (came back as "),  # DfuSe: sector erase
+    # native: read-back + CRC, ERASE; its application shows nothing on the bus, and that is what is said
+    ("hid", "atmega32u4", SAMPLE, ("--dialect", "native"), "left the bootloader (not seen again within"),
+])
+def test_verify_erase_reset(tmp_path, capsys, via, chip, sample, extra, left):
+    flash = tmp_path / "flash.bin"
+    dev = _emulated(via, chip, flash, *extra)
+    assert main(["flash", sample, *dev, "--no-leave"]) == 0
+    capsys.readouterr()
+    assert main(["verify", sample, *dev]) == 0
+    assert "verified" in capsys.readouterr().out
+    # one byte changed in the file: exit 1 naming that address
+    image = load(sample)
+    start, data = image.segments[-1]
+    wrong = Image([(start, data[:5] + bytes([data[5] ^ 0x01]) + data[6:])])
+    bad = tmp_path / "bad.hex"
+    save(wrong, bad)
+    assert main(["verify", str(bad), *dev]) == 1
+    assert f"verify failed at 0x{start + 5:X}" in capsys.readouterr().err
+    assert main(["reset", *dev]) == 0
+    assert left in capsys.readouterr().out
+    from bootkit.memory import get_chip
+
+    c = get_chip(chip)
+    boot = [(ps - c.flash_start, pe - c.flash_start) for ps, pe in c.layout().protected]
+    before = [flash.read_bytes()[a:b] for a, b in boot]
+    assert main(["erase", *dev]) == 0
+    assert "erased" in capsys.readouterr().out
+    assert main(["verify", sample, *dev]) == 1  # erased: the compare fails at the first byte of the file
+    assert f"verify failed at 0x{image.start:X}" in capsys.readouterr().err
+    assert [flash.read_bytes()[a:b] for a, b in boot] == before  # the bootloader region is never erased
+
+
+def test_xusb_verifies_by_its_crc(tmp_path, capsys):
+    # xusb-boot cannot be read back: its NVM CRC is the comparison, and it gives one only after
+    # an ERASE in the same bootloader run (boot_protocol.c), so one emulator serves both calls
+    from bootkit import registry
+    from bootkit.contracts import Link
+    from bootkit.emulator import Emulator
+    from bootkit.memory import get_chip
+    from bootkit.transports.virtual import VirtualBus, get_backend
+
+    chip = get_chip("atxmega128a4u")
+    em = Emulator(chip, "hid", options={"dialect": "xusb"})
+    bus = VirtualBus()
+    em.attach(bus)
+    link = Link(backend=get_backend(bus))
+    host = registry.personality("hid").host()
+    image = Image([(0, b"\x0c\x94" + bytes(range(254)))])
+    try:
+        host.flash(image, link, chip=chip, leave=False)
+        assert "CRC" in host.verify(image, link, chip=chip)
+        with pytest.raises(Exception, match="differs from the image's"):
+            host.verify(Image([(0, b"\x0c\x94" + bytes(range(253)) + b"\x00")]), link, chip=chip)
+    finally:
+        em.close()
+    # a new bootloader run (the image file reopened): no CRC before an ERASE, said in one line, exit 1
+    fw = tmp_path / "fw.hex"
+    save(image, fw)
+    dev = _emulated("hid", chip.name, tmp_path / "flash.bin", "--dialect", "xusb")
+    assert main(["flash", str(fw), *dev, "--no-leave"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(fw), *dev]) == 1
+    assert "only after an ERASE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["erase", "--via", "hid", "--dialect", "lufa"], "the lufa bootloader has no erase command"),
+    (["erase", "--via", "dfu", "--dialect", "dfu"], "plain DFU 1.1 has no erase command"),
+    (["verify", SAMPLE, "--via", "hid", "--dialect", "halfkay", "--mcu", "atmega32u4"], "has no read or CRC"),
+])
+def test_a_dialect_that_cannot_says_so(capsys, argv, says):
+    assert main([*argv, "--emulate", "atmega32u4"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_without_verbs_reads_back(tmp_path, capsys):
+    # the CDC host side has no Verbs: verify compares a read-back through HostSide.read
+    flash = tmp_path / "flash.bin"
+    dev = _emulated("cdc", "atmega32u4", flash)
+    assert main(["flash", SAMPLE, *dev, "--no-leave"]) == 0
+    capsys.readouterr()
+    assert main(["verify", SAMPLE, *dev]) == 0
+    assert "equal to a read-back" in capsys.readouterr().out
+    assert main(["erase", *dev]) == 2
+
+
+def test_info_text_and_json(tmp_path, capsys):
+    image = load(SAMPLE_STM32)
+    uf2 = tmp_path / "fw.uf2"
+    assert main(["convert", SAMPLE_STM32, str(uf2), "--family", "stm32f4"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(uf2), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "uf2" and info["uf2_families"] == ["stm32f4 (0x57755A57)"]
+    back = load(uf2)
+    crc = 0
+    for _s, d in back.segments:
+        crc = zlib.crc32(d, crc)
+    assert info["crc32"] == f"0x{crc:08X}"
+    assert info["segments"][0]["start"] == f"0x{image.start:X}"
+    assert "stm32f411" in info["fits"] and "atmega32u4" not in info["fits"]
+    dfu = tmp_path / "fw.dfu"
+    assert main(["convert", SAMPLE_STM32, str(dfu)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(dfu)]) == 0
+    out = capsys.readouterr().out
+    assert "DFU suffix: 0483:df11" in out and "DfuSe target alt 0" in out and "fits: stm32f411" in out
+    assert main(["info", str(tmp_path / "none.hex")]) == 2

@@ -130,9 +130,15 @@ def _compare(image, back) -> str:
 
 def cmd_verify(args) -> int:
     from ..contracts import Verbs
-    from .images import input_image, target_chip
+    from .images import load_image, target_chip
 
-    image = input_image(args, target_chip(args), memory=args.memory)
+    # not flash's input_image: a file that only compares (a data block without the reset
+    # vector) is fine here; a binary goes to --address, else to the application start
+    base = args.address
+    chip = target_chip(args)
+    if base is None and chip is not None:
+        base = chip.layout().application_ranges("flash")[0][0]
+    image = load_image(args.file, base=base, fmt=args.fmt, memory=args.memory)
     if not image:
         raise BadInput(f"{args.file}: holds no data to compare")
     personality, host, options, session, link = _device(args)
