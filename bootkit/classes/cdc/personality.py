@@ -10,6 +10,7 @@ from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
 
 if TYPE_CHECKING:
+    from ...contracts import Found
     from ...formats.image import Image
     from ...memory import Chip, MemoryIO
     from ...usb.device import Device
@@ -268,6 +269,11 @@ class Cdc(Personality):
         from .host import run_demo_row
 
         return run_demo_row(dialect, chip, image)
+
+    def find_devices(self, backend: Any = None, *, local: bool = True) -> list[Found]:
+        from .finder import find
+
+        return find(backend, local=local)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS

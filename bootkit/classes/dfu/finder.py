@@ -115,3 +115,25 @@ def detach_to_dfu(item: DfuInterface, backend, timeout: float = 5.0) -> DfuInter
         except usb.core.USBError:
             pass  # the device re-enumerated under us: that is the point
     return wait_for(backend, serial=serial, runtime=False, timeout=timeout)
+
+
+def find(backend=None, *, local: bool = True) -> list:
+    """:class:`~bootkit.contracts.Found` for every DFU interface on ``backend``'s bus
+    (run-time ones too: ``details["mode"]`` says which), for ``bootkit list``."""
+    from ..finding import usb_found
+    from .protocol import FLIP_PIDS
+
+    if backend is None:
+        return []
+    out = []
+    for item in find_interfaces(backend):
+        dialect = item.guess_dialect()
+        chip = None
+        if dialect == "flip":  # the product id names the part, when only one part has it
+            parts = [name for name, pid in FLIP_PIDS.items() if pid == item.pid]
+            chip = parts[0] if len(parts) == 1 else None
+        out.append(usb_found("dfu", dialect, item.device, backend, serial=item.serial, chip=chip,
+                             mode="runtime" if item.runtime else "dfu", interface=item.interface,
+                             alternates=[{"alt": a, "name": n} for a, n in item.alts],
+                             transfer_size=item.functional.wTransferSize))
+    return out

@@ -9,6 +9,7 @@ from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, Personality, option
 
 if TYPE_CHECKING:
+    from ...contracts import Found
     from ...formats.image import Image
     from ...memory import Chip, MemoryIO
     from ...usb.device import Device
@@ -220,6 +221,11 @@ class Dfu(Personality):
         from .finder import find_interfaces
 
         return [item.describe() for item in find_interfaces(backend)]
+
+    def find_devices(self, backend: Any = None, *, local: bool = True) -> list[Found]:
+        from .finder import find
+
+        return find(backend, local=local)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS

@@ -10,6 +10,7 @@ from . import DEMO, DIALECTS, NAME, SIGN_ON_NAMES
 from ...contracts import DeviceOptions, Personality, option
 
 if TYPE_CHECKING:
+    from ...contracts import Found
     from ...formats.image import Image
     from ...memory import Chip, MemoryIO
     from ...usb.device import Device
@@ -162,6 +163,11 @@ class Isp(Personality):
         if product.boot_size_given:
             check.fail("protection.bootloader_size", "an ISP programmer writes all of the target's flash: there is "
                                                      "no bootloader region", "omit it for isp")
+
+    def find_devices(self, backend: Any = None, *, local: bool = True) -> list[Found]:
+        from .finder import find
+
+        return find(backend, local=local)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS

@@ -10,6 +10,7 @@ from . import DEMO, DIALECTS, NAME
 from ...contracts import DeviceOptions, Link, OptionError, Personality, option
 
 if TYPE_CHECKING:
+    from ...contracts import Found
     from ...formats.image import Image
     from ...memory import Chip, MemoryIO
     from ...usb.device import Device
@@ -110,6 +111,11 @@ class Printer(Personality):
         from .cli import add_commands
 
         add_commands(subparsers)
+
+    def find_devices(self, backend: Any = None, *, local: bool = True) -> list[Found]:
+        from .finder import find
+
+        return find(backend, local=local)
 
     def facts(self) -> tuple[DialectFacts, ...]:
         from .facts import FACTS
