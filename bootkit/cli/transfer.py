@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
+import time
 from typing import Any
 
-from .errors import EXIT_OK, BadInput
+from .errors import EXIT_FAILED, EXIT_OK, BadInput, Failed
 from .arguments import add_input_options, parse_int, parse_vidpid
 from .images import input_image, target_chip
 from .session import Session, talking
@@ -129,6 +132,9 @@ def add_commands(sub, argv=()) -> None:
     add_input_options(s)
     s.add_argument("--no-verify", dest="verify", action="store_false", help="skip the read-back verification")
     s.add_argument("--no-leave", dest="leave", action="store_false", help="stay in the bootloader afterwards")
+    s.add_argument("--all", action="store_true",
+                   help="flash every device found (--via, --device, --serial filter them) at once, one line each")
+    s.add_argument("--json", action="store_true", help="one JSON object (per device with --all) instead of text")
     s.set_defaults(func=cmd_flash, unknown_arguments=unknown_arguments)
 
     s = sub.add_parser("read", formatter_class=FMT, help="read a device's memory into a file",
@@ -139,6 +145,7 @@ def add_commands(sub, argv=()) -> None:
     selection(s, reading=True)
     s.add_argument("--start", type=parse_int, help="first address to read")
     s.add_argument("--length", type=parse_int, help="number of bytes to read")
+    s.add_argument("--json", action="store_true", help="one JSON object instead of text")
     s.set_defaults(func=cmd_read, unknown_arguments=unknown_arguments)
 
 
@@ -289,7 +296,76 @@ def _prepare(args, settings: dict[str, Any]):
     return personality, options, session, link
 
 
+def _found(args) -> list:
+    """The devices ``flash`` without --via (or with --all) may use: discover() on --usbip's
+    server, else on this machine, filtered by --via, --device and --serial."""
+    from ..discovery import DiscoveryError, discover
+
+    errors: list[tuple[str, str]] = []
+    try:
+        found = discover(usbip=args.usbip, personality=args.via, errors=errors)
+    except DiscoveryError as exc:
+        raise BadInput(str(exc)) from None
+    except ValueError as exc:  # an unknown --via
+        raise BadInput(f"--via: {exc}") from None
+    for name, line in errors:
+        print(f"bootkit: {name}: not searched: {line}", file=sys.stderr)
+    if args.device is not None:
+        found = [f for f in found if (f.vid, f.pid) == tuple(args.device)]
+    if args.serial is not None:
+        found = [f for f in found if f.serial == args.serial]
+    return found
+
+
+def _looked_for(args) -> str:
+    what = f"{args.via} devices" if args.via else "bootloaders of any personality"
+    where = f" on the USB/IP server {args.usbip}" if args.usbip else " (USB, serial ports, drives, printers, MIDI)"
+    sel = "".join(f" {x}" for x in ((f"{args.device[0]:04x}:{args.device[1]:04x}" if args.device else ""),
+                                    (f"serial {args.serial}" if args.serial else "")) if x)
+    return what + (f" matching{sel}" if sel else "") + where
+
+
+def _use_found(args, f) -> None:
+    """Point the command's selection at one found device."""
+    args.via = f.personality
+    args.dialect = args.dialect or f.dialect
+    if f.vid is not None and f.pid is not None:
+        args.device = (f.vid, f.pid)
+    args.serial = args.serial or f.serial
+    if f.link.port and not args.port:
+        args.port = f.link.port
+    if f.link.path and not args.drive:
+        args.drive = f.link.path
+
+
+def _flash_line(path: str, via: str, result, image, memory: str) -> tuple[str, dict[str, Any]]:
+    rate = result.bytes / 1024 / result.seconds if result.seconds else 0
+    left_out = image.origin.eeprom if image.origin is not None and memory == "flash" else 0
+    line = (f"{path}: {result.bytes} bytes via {via}/{result.dialect} in {result.seconds:.2f} s "
+            f"({rate:.0f} KiB/s), {'verified' if result.verified else 'not verified'}; " + ", ".join(result.steps)
+            + (f"; its {left_out} EEPROM bytes (.eeprom) were not written: flash it again with --memory eeprom"
+               if left_out else ""))
+    facts = {"file": path, "ok": True, "personality": via, "dialect": result.dialect, "bytes": result.bytes,
+             "seconds": round(result.seconds, 4), "verified": bool(result.verified), "steps": list(result.steps),
+             "eeprom_not_written": left_out}
+    return line, facts
+
+
 def cmd_flash(args) -> int:
+    if args.all:
+        return _flash_all(args)
+    if not args.via and not getattr(args, "product", None) and not args.emulate:
+        found = _found(args)
+        if not found:
+            raise Failed(f"no device found: looked for {_looked_for(args)}")
+        if len(found) > 1:
+            for f in found:
+                print(f"  {f.name}: {f.where}", file=sys.stderr)
+            raise BadInput(f"{len(found)} devices found (listed above): choose one with --via, --device or "
+                           "--serial, or flash them all with --all")
+        _use_found(args, found[0])
+        if not args.json:
+            print(f"using {found[0].name} at {found[0].where}", file=sys.stderr)
     settings = _apply_product(args)
     # the file first: a bad one is refused before a personality (or a device) is even loaded
     image = input_image(args, target_chip(args), memory=args.memory)
@@ -298,13 +374,73 @@ def cmd_flash(args) -> int:
         result = personality.host().flash(image, link, dialect=args.dialect, chip=session.chip, options=options,
                                           progress=args.progress, memory=args.memory, verify=args.verify,
                                           leave=args.leave, force=args.force)
-    rate = result.bytes / 1024 / result.seconds if result.seconds else 0
-    left_out = image.origin.eeprom if image.origin is not None and args.memory == "flash" else 0
-    print(f"{args.file}: {result.bytes} bytes via {args.via}/{result.dialect} in {result.seconds:.2f} s "
-          f"({rate:.0f} KiB/s), {'verified' if result.verified else 'not verified'}; " + ", ".join(result.steps)
-          + (f"; its {left_out} EEPROM bytes (.eeprom) were not written: flash it again with --memory eeprom"
-             if left_out else ""))
+    line, facts = _flash_line(args.file, args.via, result, image, args.memory)
+    print(json.dumps(facts) if args.json else line)
     return EXIT_OK
+
+
+def _flash_all(args) -> int:
+    """Every matching device at once (one thread each: the devices work in parallel, the host
+    mostly waits on them); one line or JSON object per device as each ends; exit 1 if any failed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    if args.emulate or getattr(args, "product", None):
+        raise BadInput("--all flashes the devices found: it takes neither --emulate nor --product")
+    found = _found(args)
+    if not found:
+        raise Failed(f"no device found: looked for {_looked_for(args)}")
+    image = input_image(args, target_chip(args), memory=args.memory)
+    # every personality's options and session before any device is touched (bad input: exit 2)
+    prepared = {}
+    for f in found:
+        if f.personality not in prepared:
+            personality = _personality(f.personality)
+            one = argparse.Namespace(**vars(args))
+            one.via = f.personality
+            options, _device = _options(one, personality, {})
+            prepared[f.personality] = (personality, options, Session(one, personality))
+    lock = threading.Lock()
+    failed = 0
+    t0 = time.perf_counter()
+
+    def run(f) -> None:
+        nonlocal failed
+        personality, options, session = prepared[f.personality]
+        from ..contracts import Link
+
+        link = Link(backend=session.backend, vid=f.link.vid, pid=f.link.pid, serial=f.link.serial,
+                    port=f.link.port, path=f.link.path)
+        try:
+            with talking(args.file):
+                result = personality.host().flash(image, link, dialect=args.dialect or f.dialect, chip=session.chip,
+                                                  options=options, progress=False, memory=args.memory,
+                                                  verify=args.verify, leave=args.leave, force=args.force)
+            line, facts = _flash_line(f"{args.file} -> {f.where}", f.name, result, image, args.memory)
+            facts.update(file=args.file, device=f.where, serial=f.serial)
+        except (BadInput, Failed) as exc:
+            line = f"{f.where}: failed: {exc}"
+            facts = {"file": args.file, "device": f.where, "serial": f.serial, "personality": f.personality,
+                     "dialect": f.dialect, "ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one device's failure must not hide the others' results
+            line = f"{f.where}: failed: {' '.join(str(exc).split()) or type(exc).__name__}"
+            facts = {"file": args.file, "device": f.where, "serial": f.serial, "personality": f.personality,
+                     "dialect": f.dialect, "ok": False, "error": line.split(": failed: ", 1)[1]}
+        with lock:
+            if not facts["ok"]:
+                failed += 1
+            print(json.dumps(facts) if args.json else line, flush=True)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(found)) as pool:
+            list(pool.map(run, found))
+    finally:
+        for _p, _o, session in prepared.values():
+            session.close()
+    if not args.json:
+        print(f"{len(found) - failed} of {len(found)} devices flashed in {time.perf_counter() - t0:.2f} s",
+              file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _writable_extensions() -> str:
@@ -329,5 +465,9 @@ def cmd_read(args) -> int:
     if fmt == "uf2" and family is None:
         raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
     save(image, args.output, fmt, family=family)
-    print(f"{args.output}: {image.size} bytes from 0x{image.start:X}")
+    if args.json:
+        print(json.dumps({"file": args.output, "format": fmt, "bytes": image.size, "start": f"0x{image.start:X}",
+                          "personality": args.via, "dialect": args.dialect}))
+    else:
+        print(f"{args.output}: {image.size} bytes from 0x{image.start:X}")
     return EXIT_OK
