@@ -352,9 +352,13 @@ def _flash_line(path: str, via: str, result, image, memory: str) -> tuple[str, d
 
 
 def cmd_flash(args) -> int:
+    if args.image and not args.emulate:
+        raise BadInput("--image needs --emulate CHIP")  # bad input before any device is looked for
     if args.all:
         return _flash_all(args)
     if not args.via and not getattr(args, "product", None) and not args.emulate:
+        # the file first: a bad one is refused before any device is looked for
+        input_image(args, target_chip(args), memory=args.memory)
         found = _found(args)
         if not found:
             raise Failed(f"no device found: looked for {_looked_for(args)}")
