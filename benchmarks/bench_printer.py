@@ -7,20 +7,22 @@ and the status line.  "ours" is the wall-clock time of that print path
 (the HEX text prepared beforehand); "wire" is the USB full-speed time of
 the bulk OUT transactions carrying that HEX text (64-byte packets, per
 transaction: token 35 bits + data 8+8+8n+16+3 + handshake 19).  Target:
-ours/wire 0.1 or less.  Throughput is in binary (image) bytes per second.
-The last column adds the image-to-HEX conversion (intelhex) for reference.
+ours/wire 0.1 or less.  Median and spread of --runs runs (at least 5).  The
+wire bound of the counted bulk OUT transactions (image bytes over their wire
+time, 16-byte records) is the printer's throughput figure for ``bootkit
+choose`` (run_all.py).
 
 example:
-  python benchmarks/bench_printer.py --repeat 5
+  python benchmarks/bench_printer.py --runs 5
 """
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from run_all import emit, record, throughput  # noqa: E402
 from usbwire import bulk_bits, seconds  # noqa: E402
 
 from bootkit.classes.printer import host  # noqa: E402
@@ -31,59 +33,58 @@ from bootkit.samples import sample_image  # noqa: E402
 from bootkit.transports.virtual import VirtualBus, get_backend  # noqa: E402
 
 
-def run(chip_name: str, record_size: int, repeat: int):
+def run(chip_name: str, record_size: int):
+    """(our seconds, wire seconds, HEX bytes, image bytes) of one print of the whole application."""
     chip = get_chip(chip_name)
     start, end = chip.layout().application_ranges("flash")[0]
     size = end - start
     image = sample_image(chip, size, 0, 0).crop(start, end)
     job = write_hex(image, record_size=record_size).encode()
-    best = None
-    for _ in range(repeat):
-        bus = VirtualBus()
-        em = Emulator(chip, "printer")
-        em.attach(bus)
-        backend = get_backend(bus)
-        sent = []
-        real = backend.bulk_write
+    bus = VirtualBus()
+    em = Emulator(chip, "printer")
+    em.attach(bus)
+    backend = get_backend(bus)
+    sent = []
+    real = backend.bulk_write
 
-        def counting(h, ep, intf, data, timeout):
-            n = real(h, ep, intf, data, timeout)
-            sent.append(n)
-            return n
+    def counting(h, ep, intf, data, timeout):
+        n = real(h, ep, intf, data, timeout)
+        sent.append(n)
+        return n
 
-        backend.bulk_write = counting
-        t0 = time.perf_counter()
-        result = host.send_job(job, backend, expect=image, progress=False)
-        ours = time.perf_counter() - t0
-        del backend.bulk_write
-        assert result.verified and em.memory.read(start, size) == image.tobytes(start, end)
-        assert sum(sent) == len(job)
-        # the same, including image -> HEX conversion, on a fresh device
-        bus2 = VirtualBus()
-        em2 = Emulator(chip, "printer")
-        em2.attach(bus2)
-        t0 = time.perf_counter()
-        host.flash(image, get_backend(bus2), chip=chip, record_size=record_size, progress=False)
-        total = time.perf_counter() - t0
-        wire = seconds(sum(bulk_bits(n) for n in sent))
-        if best is None or ours < best[0]:
-            best = (ours, wire, total, len(job), size)
-    return best
+    backend.bulk_write = counting
+    result = host.send_job(job, backend, expect=image, progress=False)
+    ours = result.seconds  # the job and its status line; not the watch for the device leaving after it
+    del backend.bulk_write
+    assert result.verified and em.memory.read(start, size) == image.tobytes(start, end)
+    assert sum(sent) == len(job)
+    return ours, seconds(sum(bulk_bits(n) for n in sent)), len(job), size
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per setting; the best is kept")
+    ap.add_argument("--runs", type=int, default=5, help="runs per setting, at least 5 (default 5)")
     ap.add_argument("--chips", default="atmega32u4,at90usb1286", help="comma-separated chips (whole application)")
-    args = ap.parse_args()
-    print(f"Printing the whole application flash as Intel HEX, in-process bus (best of {args.repeat})")
-    print(f"{'chip':>12} {'rec':>3} {'image B':>8} {'HEX B':>8} {'ours s':>8} {'wire s':>8} {'ours/wire':>9} "
-          f"{'KiB/s':>7} {'+convert s':>10}  target")
-    for chip in args.chips.split(","):
+    ap.add_argument("--json", action="store_true", help="last line: the records, for run_all.py")
+    args = ap.parse_args(argv)
+    if args.runs < 5:
+        ap.error("--runs: at least 5 (a median and a spread of fewer say little)")
+    records = []
+    for i, chip in enumerate(args.chips.split(",")):
         for record_size in (16, 32):
-            ours, wire, total, hex_bytes, size = run(chip, record_size, args.repeat)
-            print(f"{chip:>12} {record_size:>3} {size:>8} {hex_bytes:>8} {ours:>8.4f} {wire:>8.4f} {ours / wire:>9.3f} "
-                  f"{size / ours / 1024:>7.0f} {total:>10.4f}  <= 0.1")
+            runs = [run(chip, record_size) for _ in range(args.runs)]
+            _, _, hex_bytes, size = runs[0]
+            extra = {}
+            if i == 0 and record_size == 16:
+                extra["throughput"] = throughput(
+                    ["printer/lufa"], size, [w for _, w, _, _ in runs],
+                    f"full-speed bulk OUT packets of the HEX job ({hex_bytes} bytes of 16-byte records for "
+                    f"{size} image bytes), counted in bench_printer.py")
+            records.append(record(
+                f"printer {chip} {size // 1024} KiB as HEX ({record_size}-byte records): ours / bulk wire time",
+                "send_job into the emulator vs the full-speed bit time of its bulk OUT transactions",
+                [ours / wire for ours, wire, _, _ in runs], target="<= 0.1", **extra))
+    emit(records, args.json)
 
 
 if __name__ == "__main__":
