@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .contracts import DeviceOptions, Personality
-from .memory import Board, Chip, EntryPolicy, SimulatedFlash
+from .memory import Board, Chip, EntryPolicy, MemoryIO, SimulatedFlash
 from .memory.faults import FaultPlan
 from .usb.device import Device, Signal, SignalKind, Target
 
@@ -41,6 +41,10 @@ class Emulator:
     #: cut the power at a chosen program/erase/file step (memory.faults)
     faults: FaultPlan | None = None
     dialect: str | None = None
+    #: the memory behind the personality (``--target``: a real device through a host client,
+    #: bootkit.memory.backends); None: a SimulatedFlash of ``chip`` (with ``image``).  It
+    #: becomes ``memory``, and the emulator closes it.
+    backend: MemoryIO | None = None
 
     def __post_init__(self) -> None:
         from .registry import personality, resolve_chip
@@ -67,9 +71,18 @@ class Emulator:
         if self.policy is None:
             own = self.definition.entry_triggers(self.dialect)
             self.policy = EntryPolicy(triggers=own) if own is not None else EntryPolicy()
-        self.memory = SimulatedFlash(chip, self.image, realtime=self.realtime,
-                                     read_protected=self.read_protected, readonly=self.readonly,
-                                     faults=self.faults)
+        self.memory: SimulatedFlash
+        if self.backend is None:
+            self.memory = SimulatedFlash(chip, self.image, realtime=self.realtime,
+                                         read_protected=self.read_protected, readonly=self.readonly,
+                                         faults=self.faults)
+        elif self.image is not None or self.faults is not None:
+            raise ValueError("image and faults belong to a simulated flash, not to a given back-end")
+        else:
+            # type: the callers that reach past MemoryIO (flash_bytes, peek: the demo, tests)
+            # build emulators on a simulated flash; only `serve --target` gives a back-end,
+            # and the emulator itself uses MemoryIO's members (persist/close looked up)
+            self.memory = self.backend  # type: ignore[assignment]
         try:
             self.board = Board(self.memory, self.policy)
             self.board.power_on()
@@ -79,7 +92,7 @@ class Emulator:
                 self.board.hold_boot_button()
             self.target = Target(self._device_for_mode(), self._on_signal)
         except BaseException:
-            self.memory.close()  # releases the image's lock (nothing changed: nothing written)
+            _close(self.memory)  # releases the image's lock (nothing changed: nothing written)
             raise
         self.events: list[str] = []
 
@@ -98,7 +111,9 @@ class Emulator:
         self.events.append(f"{sig.kind}: {sig.reason}")
         # The end of a session the host can see (HalfKay/AVR109/Printer/MIDI
         # leave or reset, MSC leave, a disconnect): the image file follows.
-        self.memory.persist()
+        persist = getattr(self.memory, "persist", None)  # a back-end without one writes through
+        if persist is not None:
+            persist()
         if sig.kind == "enter-bootloader":
             self.board.application_requests_bootloader()
         elif sig.kind == "touch-1200":  # Arduino's 1200-baud touch on a CDC application
@@ -150,10 +165,16 @@ class Emulator:
         bus = getattr(self, "_bus", None)
         if bus is not None:
             bus.detach(self.target)
-        self.memory.close()
+        _close(self.memory)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _close(memory: Any) -> None:
+    close = getattr(memory, "close", None)  # MemoryIO does not require one
+    if close is not None:
+        close()

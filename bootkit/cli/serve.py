@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from .errors import EXIT_OK, BadInput
+from .errors import EXIT_OK, BadInput, Failed
 from .images import find_chip
 from .transfer import _epilog
 
@@ -27,6 +27,10 @@ def add_commands(sub, argv=()) -> None:
                        epilog=_epilog("serve"))
     s.add_argument("personality", metavar="PERSONALITY", nargs="?")
     s.add_argument("--chip")
+    s.add_argument("--target", metavar="SPEC",
+                   help="the memory behind the personality: sim:CHIP (the default: --chip's simulated flash), "
+                        "usb:VID:PID[,SERIAL], usbip://HOST[:PORT][/BUSID], serial:PORT,DIALECT, or another "
+                        "registered back-end (see docs/bridge.md)")
     s.add_argument("--product", metavar="P.toml", help="serve the device a product profile describes")
     s.add_argument("--dialect")
     s.add_argument("--image", metavar="FILE.bin")
@@ -69,6 +73,38 @@ def _transport(args):
     return cls, given
 
 
+def _target(args):
+    """``--target SPEC``: (the chip name the front describes, the back-end or None for the
+    simulated flash).  Bad input is one line (exit 2); a target that cannot be reached is
+    one line too (exit 1)."""
+    from ..memory.backends import open_target, parse_target
+    from ..memory.core import MemoryFault
+
+    try:
+        spec = parse_target(args.target)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if spec.scheme == "sim":
+        assert spec.chip is not None
+        if args.chip and find_chip(args.chip).name != find_chip(spec.chip).name:
+            raise BadInput(f"--target {spec.text} disagrees with --chip {args.chip}")
+        return spec.chip, None
+    if not args.chip:
+        raise BadInput(f"--target {spec.text} needs --chip CHIP: the chip behind it, as the front describes it "
+                       f"(its boot region, its UF2 family)")
+    if args.image or args.read_protected or args.realtime:
+        flag = "--image" if args.image else "--read-protected" if args.read_protected else "--realtime"
+        raise BadInput(f"{flag} applies to a simulated flash, not to --target {spec.text}")
+    chip = find_chip(args.chip)
+    try:
+        backend = open_target(spec, chip)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    except (OSError, MemoryFault) as exc:  # the target is not there or does not answer: one line
+        raise Failed(f"--target {spec.text}: {exc}") from None
+    return args.chip, backend
+
+
 def cmd_serve(args) -> int:
     import inspect
 
@@ -91,16 +127,24 @@ def cmd_serve(args) -> int:
             emulator = product.emulator(image=args.image, realtime=args.realtime)
             args.personality, chip = product.personality, product.chip
         else:
-            if not args.personality or not args.chip:
+            if not args.personality or not (args.chip or args.target):
                 raise BadInput("serve needs PERSONALITY and --chip, or --product P.toml")
+            backend = None
+            if args.target:
+                args.chip, backend = _target(args)
             chip = find_chip(args.chip)
             options = {}
             if args.dialect:
                 options["dialect"] = args.dialect
             if args.serial:
                 options["serial"] = args.serial
-            emulator = Emulator(chip, args.personality, image=args.image, options=options,
-                                realtime=args.realtime, read_protected=args.read_protected)
+            try:
+                emulator = Emulator(chip, args.personality, image=args.image, options=options,
+                                    realtime=args.realtime, read_protected=args.read_protected, backend=backend)
+            except BaseException:
+                if backend is not None and hasattr(backend, "close"):
+                    backend.close()
+                raise
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
