@@ -26,21 +26,35 @@ class DiscoveryError(ValueError):
     """``usbip`` is not a HOST[:PORT] (bad input)."""
 
 
+class Unreachable(OSError):
+    """The USB/IP server cannot be asked for its devices (the environment failing)."""
+
+
 def usbip_backend(address: str) -> Any:
-    """The USB/IP client backend for ``HOST[:PORT]`` (DiscoveryError when it does not parse)."""
+    """The USB/IP client backend for ``HOST[:PORT]``: DiscoveryError when it does not parse,
+    Unreachable when the server does not answer OP_REQ_DEVLIST (asked once here, so that a
+    server that is not there is one line, not one per personality)."""
     from .transports import usbip_client
 
     try:
-        return usbip_client.get_backend(*usbip_client.parse_address(address))
+        host, port = usbip_client.parse_address(address)
     except ValueError as exc:
         raise DiscoveryError(f"--usbip: {exc}") from None
+    try:
+        usbip_client.list_devices(host, port)
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise Unreachable(f"--usbip {address}: cannot list the USB/IP server's devices ({why})") from None
+    return usbip_client.get_backend(host, port)
 
 
 def discover(*, backend: Any = None, usbip: str | None = None, personality: str | None = None,
-             errors: list[tuple[str, str]] | None = None) -> list[Found]:
+             local: bool | None = None, errors: list[tuple[str, str]] | None = None) -> list[Found]:
     """Every device found, personality by personality in display order.
 
     ``personality``: only that one's (a name the registry knows; ValueError otherwise).
+    ``local``: also look at this machine's serial ports, drives, device nodes and MIDI ports
+    (default: only when neither ``backend`` nor ``usbip`` is given).
     ``errors``: when given, a personality whose finder raised is appended as
     ``(name, one line)`` and the others still run; when None, the first failure raises.
     """
@@ -48,14 +62,12 @@ def discover(*, backend: Any = None, usbip: str | None = None, personality: str 
 
     if backend is not None and usbip is not None:
         raise ValueError("discover: give backend or usbip, not both")
-    local = False
+    if local is None:
+        local = backend is None and usbip is None
     if usbip is not None:
         backend = usbip_backend(usbip)
-    elif backend is None:
-        from .api import _libusb_backend
-
-        backend = _libusb_backend()  # None without libusb: serial ports, drives and the rest only
-        local = True
+    elif backend is None and local:
+        backend = libusb_backend()  # None without libusb: serial ports, drives and the rest only
     chosen = [registry.personality(personality)] if personality is not None else registry.personalities()
     found: list[Found] = []
     for p in chosen:
@@ -68,9 +80,16 @@ def discover(*, backend: Any = None, usbip: str | None = None, personality: str 
     return found
 
 
+def libusb_backend() -> Any:
+    """pyusb's libusb backend, None when libusb cannot be loaded."""
+    from .api import _libusb_backend
+
+    return _libusb_backend()
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-__all__ = ["discover", "usbip_backend", "DiscoveryError"]
+__all__ = ["discover", "libusb_backend", "usbip_backend", "DiscoveryError", "Unreachable"]

@@ -27,9 +27,17 @@ def add_commands(sub, argv=()) -> None:
     s.add_argument("--json", action="store_true", help="a JSON array, one object per chip")
     s.set_defaults(func=cmd_chips)
 
-    s = sub.add_parser("list", formatter_class=FMT, help="list devices any personality can talk to",
-                       description="List emulated devices on the in-process bus and real USB devices that a "
-                                   "bootkit host client can talk to.", epilog="example:\n  bootkit list")
+    s = sub.add_parser("list", formatter_class=FMT, help="list the bootloaders any personality can talk to",
+                       description="List every device a personality's host side can talk to: DFU and HID "
+                                   "interfaces and USBasps on real USB (libusb), CDC bootloaders' serial ports "
+                                   "(LUFA, Caterina, the Uno/Mega bridges), mounted UF2 drives (INFO_UF2.TXT), "
+                                   "/dev/usb/lp* printer bootloaders (IEEE 1284 ID), MIDI bootloader ports (with "
+                                   "the [midi] extra); or, with --usbip, what a USB/IP server exports. "
+                                   "docs/finding.md says how each is recognised.",
+                       epilog="examples:\n  bootkit list\n  bootkit list --json\n"
+                              "  bootkit list --usbip 127.0.0.1:3240")
+    s.add_argument("--json", action="store_true", help="a JSON array, one object per device")
+    s.add_argument("--usbip", metavar="HOST[:PORT]", help="the devices a USB/IP server exports (and nothing else)")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("choose", formatter_class=FMT, help="rank the personalities for your product's needs",
@@ -130,27 +138,38 @@ def _chip_json(c) -> dict:
 
 
 def cmd_list(args) -> int:
-    from ..registry import personalities
-    from ..transports.virtual import get_backend
-    from .session import real_backend
+    from ..discovery import DiscoveryError, Unreachable, discover, libusb_backend, usbip_backend
+    from .errors import Failed
 
-    rows: list[tuple[str, str, str]] = []
-    backends = [("emulated", get_backend())]
-    real = real_backend()
-    if real is None:
-        print("real USB: not available on this machine (libusb not found); emulated devices only")
+    errors: list[tuple[str, str]] = []
+    if args.usbip:
+        try:
+            backend = usbip_backend(args.usbip)
+        except DiscoveryError as exc:
+            raise BadInput(str(exc)) from None
+        except Unreachable as exc:
+            raise Failed(str(exc)) from None
+        found = discover(backend=backend, errors=errors)
     else:
-        backends.append(("usb", real))
-    for where, backend in backends:
-        for personality in personalities():
-            try:
-                rows.extend((where, personality.name, line) for line in personality.list_devices(backend))
-            except Exception as exc:  # a bus we cannot read is reported, not fatal
-                print(f"{where}: cannot enumerate {personality.name} devices ({exc})")
-    if not rows:
-        print("no devices found")
-    for where, personality_name, text in rows:
-        print(f"{where:9s} {personality_name:8s} {text}")
+        backend = libusb_backend()
+        if backend is None:
+            print("real USB: not available (libusb not found): serial ports, drives, printers and MIDI ports "
+                  "only", file=sys.stderr)
+        found = discover(backend=backend, local=True, errors=errors)
+    for name, why in errors:
+        print(f"{name}: cannot look for devices: {why}", file=sys.stderr)
+    if args.json:
+        import json
+
+        # one object per line inside the array: valid JSON that still greps
+        print("[" + ",".join("\n" + json.dumps(f.to_json()) for f in found) + ("\n]" if found else "]"))
+        return EXIT_OK
+    if not found:
+        print("no bootloader found" + (f" on the USB/IP server {args.usbip}" if args.usbip else ""))
+        return EXIT_OK
+    width = max(len(f.name) for f in found)
+    for f in found:
+        print(f"{f.name:<{width}}  {f.where}" + (f"  chip {f.chip}" if f.chip else ""))
     return EXIT_OK
 
 

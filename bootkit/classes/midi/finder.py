@@ -60,6 +60,11 @@ def on_bus(backend: Any) -> list[Found]:
 
 def rtmidi_output_names() -> list[str] | None:
     """The MIDI output ports mido sees, None when python-rtmidi (the [midi] extra) is absent."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not os.path.exists("/dev/snd/seq"):
+        return []  # no ALSA sequencer (no snd-seq, a container): no MIDI port can exist here
     try:
         import rtmidi  # noqa: F401
     except ImportError:

@@ -5,8 +5,8 @@ bootkit's ids, whose INFO_UF2.TXT is read through SCSI and the FAT volume.
 
 The dialect is what the drive takes besides UF2 (INFO_UF2.TXT's ``Accepts``, which
 bootkit's drives write: ``UF2, BIN`` is the bin dialect); the chip is the one the
-drive names (bootkit's ``Board-ID: <chip>-bootkit``) or the only chip of the database
-with the drive's UF2 family.
+drive names (bootkit's ``Board-ID: <chip>-bootkit``, a Board-ID starting with the part's
+name) or the only chip of the database with the drive's UF2 family.
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ def chip_of(info: dict[str, str]) -> str | None:
         name = board[:-len("-bootkit")]
         if name in {c.name for c in CHIPS}:
             return name
+    # uf2-samdx1 and tinyuf2 start the Board-ID with the part ("SAMD21G18A-Feather-v0")
+    key = board.strip().lower()
+    named = [c.name for c in CHIPS if key.startswith(c.name.lower())]
+    if named:
+        return max(named, key=len)
     family, _ = family_of_drive(info)
     if family is None:
         return None
