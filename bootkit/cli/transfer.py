@@ -152,7 +152,7 @@ def add_commands(sub, argv=()) -> None:
 def examples(command: str, via: str | None = None) -> list[str]:
     """Every personality's example lines for ``command`` (``Personality.cli_examples``); with
     ``via``, that personality's only (loading one personality, not every registered one: #22
-    item 3, `bootkit flash --via dfu --help`).  An unknown ``via`` falls back to every one's."""
+    item 3: `bootkit flash --via NAME --help`).  An unknown ``via`` falls back to every one's."""
     from .. import registry
 
     if via:

@@ -28,8 +28,8 @@ def add_commands(sub, argv=()) -> None:
     s = sub.add_parser("erase", formatter_class=FMT, help="erase a device's application region",
                        description="Erase the application region (never the bootloader's). A bootloader that "
                                    "erases only as it is written says so (exit 2).",
-                       epilog="examples:\n  bootkit erase --via dfu --emulate stm32f411\n"
-                              "  bootkit erase --via hid --dialect native --device 1209:b00b" + TAIL)
+                       epilog="examples:\n  bootkit erase --via PERSONALITY --emulate stm32f411\n"
+                              "  bootkit erase --via PERSONALITY --dialect DIALECT --device VID:PID" + TAIL)
     add_selection(s, argv)
     s.set_defaults(func=cmd_erase, unknown_arguments=unknown_arguments)
 
@@ -37,8 +37,9 @@ def add_commands(sub, argv=()) -> None:
                        description="Compare FILE with what the device holds: a read-back of every byte of it, "
                                    "or the device's own CRC where that is all it has (xusb-boot). A difference "
                                    "is exit 1 naming its first address.",
-                       epilog="examples:\n  bootkit verify fw.hex --via dfu --emulate atmega32u4 --image flash.bin\n"
-                              "  bootkit verify fw.hex --via hid --dialect xusb --device 1209:bb01" + TAIL)
+                       epilog="examples:\n  bootkit verify fw.hex --via PERSONALITY --emulate atmega32u4 --image flash.bin\n"
+                              "  bootkit verify fw.hex --via PERSONALITY --device VID:PID --chip atxmega128a4u"
+                              + TAIL)
     s.add_argument("file", metavar="FILE")
     add_selection(s, argv)
     s.add_argument("--address", type=parse_int, help="load address of a binary file")
@@ -48,8 +49,8 @@ def add_commands(sub, argv=()) -> None:
     s = sub.add_parser("reset", formatter_class=FMT, help="leave the bootloader and start the application",
                        description="Send the bootloader's leave request and say what the bus then showed "
                                    "(\"application started (came back as VVVV:PPPP)\" only when seen).",
-                       epilog="examples:\n  bootkit reset --via dfu --device 0483:df11\n"
-                              "  bootkit reset --via hid --dialect halfkay --mcu TEENSY2" + TAIL)
+                       epilog="examples:\n  bootkit reset --via PERSONALITY --device VID:PID\n"
+                              "  bootkit reset --via PERSONALITY --usbip 127.0.0.1" + TAIL)
     add_selection(s, argv)
     s.set_defaults(func=cmd_reset, unknown_arguments=unknown_arguments)
 
@@ -190,13 +191,13 @@ def _fits(image) -> list[str]:
     return names
 
 
-def _file_facts(data: bytes, fmt: str, path: str) -> dict[str, Any]:
+def _file_facts(data: bytes, image, path: str) -> dict[str, Any]:
     """What the container says beyond the bytes: a DFU suffix, DfuSe targets, UF2 families."""
     from ..formats import FormatError
 
     facts: dict[str, Any] = {}
-    if fmt in ("dfu", "dfuse"):
-        from ..formats.dfu import parse_dfuse_targets, split_suffix
+    if image.origin is not None and image.origin.dfu_ids is not None:  # the formats that carry a DFU suffix
+        from ..formats import parse_dfuse_targets, split_suffix
 
         try:
             _payload, suffix = split_suffix(data, source=path)
@@ -226,7 +227,7 @@ def cmd_info(args) -> int:
     except FormatError as exc:
         raise BadInput(str(exc)) from None
     image = load_image(args.file, base=args.address, fmt=fmt)
-    facts = _file_facts(data, fmt, args.file)
+    facts = _file_facts(data, image, args.file)
     families = sorted(f for f in (image.origin.uf2_families if image.origin else ()) if f is not None)
     segments = [{"start": f"0x{s:X}", "end": f"0x{s + len(d) - 1:X}", "bytes": len(d)} for s, d in image.segments]
     # CRC-32 (zlib's, as in a UF2 drive's or HID native bootloader's check) of the image's
