@@ -278,17 +278,14 @@ def test_printers_by_1284_id_and_usb_ids(tmp_path):
     assert found[1].details["device_id"].startswith("MFG:Generic;MDL:Generic_/_Text_Only;")
 
 
-def test_printer_ioctl_is_the_kernels():
-    # include/uapi/linux/usb/... usblp.c: LPIOC_GET_DEVICE_ID(len) = _IOC(_IOC_READ, 'P', IOCNR_GET_DEVICE_ID=1, len)
+def test_printer_ioctl_on_a_plain_file_is_no_id(tmp_path):
+    # drivers/usb/class/usblp.c: LPIOC_GET_DEVICE_ID(len) = _IOC(_IOC_READ, 'P', IOCNR_GET_DEVICE_ID=1, len)
     from bootkit.classes.printer.protocol import LPIOC_GET_DEVICE_ID
 
     assert LPIOC_GET_DEVICE_ID(1024) == 0x84005001
-
-
-def test_printer_ioctl_on_a_plain_file_is_no_id(tmp_path):
     f = tmp_path / "lp0"
     f.write_bytes(b"")
-    assert printer_finder.ioctl_device_id(str(f)) is None
+    assert printer_finder.ioctl_device_id(str(f)) is None  # ENOTTY: not a usblp node
 
 
 # --------------------------------------------------------------------------
@@ -337,3 +334,25 @@ def test_every_builtin_personality_finds_its_own():
 
     for p in registry.personalities():
         assert type(p).find_devices is not Personality.find_devices, p.name
+
+
+# --------------------------------------------------------------------------
+# bootkit chips: a plain table (#22 item 3: rich's Table was most of its start-up)
+
+def test_chips_is_a_plain_aligned_table_without_rich():
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "bootkit", "chips", "--family", "avr"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-500:]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in run.stderr.splitlines()
+                if line.startswith("import time:") and "self [us]" not in line}
+    assert "rich" not in imported
+    lines = run.stdout.splitlines()
+    assert lines[0].split() == ["chip", "family", "flash", "page", "EEPROM", "bootloader", "region", "signature",
+                                "UF2", "family", "USB"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    row = next(line for line in lines if line.startswith("atmega32u4 "))
+    assert row.split() == ["atmega32u4", "avr", "32K@0x0", "128", "1024", "0x7000-0x7FFF", "1e9587", "0x16573617", "yes"]
+    # every column starts where its header does
+    for name in ("family", "flash", "EEPROM", "bootloader region", "signature", "USB"):
+        at = lines[0].index(name)
+        assert row[at - 2:at] == "  " and row[at] != " ", name

@@ -99,12 +99,8 @@ def cmd_chips(args) -> int:
         print("[\n" + ",\n".join(json.dumps(_chip_json(c)) for c in chips) + "\n]")
         return EXIT_OK
 
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="bootkit chips")
-    for col in ("chip", "family", "flash", "page", "EEPROM", "bootloader region", "signature", "UF2 family", "USB"):
-        t.add_column(col)
+    header = ("chip", "family", "flash", "page", "EEPROM", "bootloader region", "signature", "UF2 family", "USB")
+    rows = []
     for c in chips:
         size = f"{c.flash_size // 1024}K@0x{c.flash_start:X}"
         page = (_size(c.page_size) if len(c.flash_sectors) == 1 and c.flash_sectors[0][1] == c.page_size
@@ -112,11 +108,15 @@ def cmd_chips(args) -> int:
         # no region: a ROM bootloader, or an AVR without a boot section (programmed over ISP)
         boot = (f"0x{c.boot_start:X}-0x{c.boot_end - 1:X}" if c.boot_size
                 else "none (ISP)" if c.family == "avr" else "none (ROM)")
-        t.add_row(c.name, c.family, size, page, str(c.eeprom_size or "-"), boot,
-                  c.signature.hex() or "-", f"0x{c.uf2_family:08x}" if c.uf2_family else "-",
-                  "yes" if c.usb else "no")
-    # piped output keeps full rows instead of wrapping to 80 columns
-    Console(width=None if sys.stdout.isatty() else 160).print(t)
+        rows.append((c.name, c.family, size, page, str(c.eeprom_size or "-"), boot,
+                     c.signature.hex() or "-", f"0x{c.uf2_family:08x}" if c.uf2_family else "-",
+                     "yes" if c.usb else "no"))
+    # a plain aligned table, full rows whatever the terminal's width: rich's Table cost more
+    # start-up than the rest of the command (#22 item 3, benchmarks/bench_startup.py)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
+             for r in [header, tuple("-" * w for w in widths), *rows]]
+    sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
