@@ -61,7 +61,7 @@ def find(backend: Any = None, *, local: bool = True,
 def on_ports(comports: Callable[[], Iterable[Any]] | None = None) -> list[Found]:
     out = []
     for port in serial_ports(comports):
-        known = PORT_IDS.get((port.vid, port.pid)) if port.vid is not None else None
+        known = PORT_IDS.get((port.vid, port.pid)) if port.vid is not None and port.pid is not None else None
         if known is not None:
             out.append(port_found(NAME, known[0], port, mode=known[1]))
     return out
