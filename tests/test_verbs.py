@@ -161,3 +161,16 @@ def test_info_text_and_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "DFU suffix: 0483:df11" in out and "DfuSe target alt 0" in out and "fits: stm32f411" in out
     assert main(["info", str(tmp_path / "none.hex")]) == 2
+
+
+def test_flash_and_read_json(tmp_path, capsys):
+    flash = tmp_path / "flash.bin"
+    dev = _emulated("dfu", "atmega32u4", flash)
+    assert main(["flash", SAMPLE, *dev, "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["ok"] and facts["verified"] and facts["bytes"] == load(SAMPLE).size
+    assert facts["personality"] == "dfu" and facts["dialect"] == "flip"
+    back = tmp_path / "back.hex"
+    assert main(["read", str(back), *dev, "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["file"] == str(back) and facts["format"] == "hex" and facts["start"] == "0x0"
