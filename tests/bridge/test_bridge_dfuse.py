@@ -135,3 +135,34 @@ def test_dfu_front_reports_a_killed_back_end_and_a_retry_succeeds(usbip_servers,
     out = again.stop()
     assert "flash written back (application valid)" in out
     assert holds((tmp_path / "back.bin").read_bytes(), image)
+
+
+def test_msc_front_never_reports_success_when_its_back_end_is_killed(usbip_servers, served, firmware, tmp_path,
+                                                                      monkeypatch, capsys):
+    """The same kill behind the UF2 drive: the drop fails (exit 1, one line), never 'verified'."""
+    fw, image = firmware
+    back = served("dfu", "--chip", "stm32f411", "--dialect", "dfuse", "--image", str(tmp_path / "back.bin"),
+                  "--listen", "127.0.0.1:0")
+    memory = open_target(f"usbip://127.0.0.1:{back.port}", CHIP)
+    assert isinstance(memory, DfuseMemory)
+    front = Emulator(CHIP, "msc", backend=memory)
+    s2 = usbip_servers([front.target])
+    real_flush = memory.flush
+    flushes = []
+
+    def flush_then_die():
+        flushes.append(1)
+        if len(flushes) == 2 and back.proc.poll() is None:
+            back.kill()
+        real_flush()
+
+    monkeypatch.setattr(memory, "flush", flush_then_die)
+    try:
+        code = main(["flash", str(fw), "--via", "msc", "--usbip", f"127.0.0.1:{s2.port}", "--no-progress"])
+        captured = capsys.readouterr()
+        print("MSC FAULT:", captured.err.strip())
+        assert code == 1 and len(captured.err.strip().splitlines()) == 1
+        assert "verified" not in captured.out
+        assert not memory.app_valid
+    finally:
+        front.close()

@@ -75,6 +75,7 @@ class DfuseMemory:
         #: the application is valid only once this memory's own manifest was confirmed
         self.app_valid = False
         self._d: DfuSe | None = None
+        self._leaving = False  # the device was told to leave: it will be back
         self._d = self._open()
         regions = []
         for i, r in enumerate(self._d.regions):
@@ -109,11 +110,13 @@ class DfuseMemory:
 
     def _device(self) -> DfuSe:
         if self._d is None:
-            # after the leave: the device resets (into its application, or its ROM again)
-            deadline = time.monotonic() + REOPEN_WAIT
+            # after the leave the device resets (into its application, or its ROM again):
+            # wait for it; after a failure, one attempt (a dead target must not hold the front)
+            deadline = time.monotonic() + (REOPEN_WAIT if self._leaving else 0.0)
             while True:
                 try:
                     self._d = self._open()
+                    self._leaving = False
                     break
                 except BackendFault:
                     if time.monotonic() > deadline:
@@ -266,6 +269,7 @@ class DfuseMemory:
             self._forget()
             raise FirmwareFault(f"DfuSe target refused to leave: {st.describe()}")
         self._forget()  # it resets now; the next operation finds it again
+        self._leaving = True
         self._changed()
         self.app_valid = True
         return 0.0
