@@ -28,12 +28,12 @@ def add_commands(sub, argv=()) -> None:
     s.set_defaults(func=cmd_chips)
 
     s = sub.add_parser("list", formatter_class=FMT, help="list the bootloaders any personality can talk to",
-                       description="List every device a personality's host side can talk to: DFU and HID "
-                                   "interfaces and USBasps on real USB (libusb), CDC bootloaders' serial ports "
-                                   "(LUFA, Caterina, the Uno/Mega bridges), mounted UF2 drives (INFO_UF2.TXT), "
-                                   "/dev/usb/lp* printer bootloaders (IEEE 1284 ID), MIDI bootloader ports (with "
-                                   "the [midi] extra); or, with --usbip, what a USB/IP server exports. "
-                                   "docs/finding.md says how each is recognised.",
+                       description="List every bootloader a personality's host side can talk to, each "
+                                   "personality finding its own: interfaces on real USB (libusb), serial ports "
+                                   "by their USB ids, mounted UF2 drives (INFO_UF2.TXT), /dev/usb/lp* nodes by "
+                                   "their IEEE 1284 ID, MIDI ports by name (with the optional MIDI extra); or, "
+                                   "with --usbip, what a USB/IP server exports. docs/finding.md says how each "
+                                   "is recognised.",
                        epilog="examples:\n  bootkit list\n  bootkit list --json\n"
                               "  bootkit list --usbip 127.0.0.1:3240")
     s.add_argument("--json", action="store_true", help="a JSON array, one object per device")
