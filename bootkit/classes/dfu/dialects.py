@@ -162,7 +162,7 @@ class DfuSe(Dialect):
         c = self.client
         c.make_idle()
         sectors = self.sectors_for(image)
-        with progress_bar("erase", len(sectors), self.progress) as bar:
+        with progress_bar("erase", len(sectors), self.progress, unit="sectors") as bar:
             for start in sectors:
                 self._command(struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")
                 bar(1)
@@ -378,12 +378,14 @@ class Flip(Dialect):
 
     def verify(self, image: Image, memory: str = "flash") -> None:
         phase("verify")
-        for seg_start, data in image.segments:
-            back = self.read_range(seg_start, len(data), memory)
-            if back != data:
-                bad = next(i for i in range(len(data)) if back[i] != data[i])
-                raise DfuError(f"verify failed at 0x{seg_start + bad:X}: wrote 0x{data[bad]:02X}, "
-                               f"read 0x{back[bad]:02X}")
+        with progress_bar("verify", image.size, self.progress) as bar:
+            for seg_start, data in image.segments:
+                back = self.read_range(seg_start, len(data), memory)
+                if back != data:
+                    bad = next(i for i in range(len(data)) if back[i] != data[i])
+                    raise DfuError(f"verify failed at 0x{seg_start + bad:X}: wrote 0x{data[bad]:02X}, "
+                                   f"read 0x{back[bad]:02X}")
+                bar(len(data))
 
     def leave(self) -> None:
         """dfu-programmer's launch: 04 03 00 (start via watchdog), its status, then the

@@ -18,6 +18,7 @@ import usb.core
 
 from ...formats.image import Image
 from ...memory.chips import EEPROM_BASE, get_chip
+from ...progress import phase
 from ..common import FlashResult, ImageRejected, app_first_address, preflight
 from ..usbhost import CAME_BACK, STAYED, LeaveWatch, UsbLook, bus_snapshot
 from .client import DfuClient, DfuError
@@ -149,6 +150,7 @@ def flash(image: Image, backend=None, *, vid=None, pid=None, serial=None, dialec
         if isinstance(d, Flip):
             d.verify(image, memory)
         else:
+            phase("verify")  # the UPLOAD below is the verify bar (bootkit.progress)
             if isinstance(d, DfuSe):
                 back = d.read(image.start, image.end - image.start)
             else:

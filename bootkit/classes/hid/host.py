@@ -25,7 +25,7 @@ import usb.util
 
 from ...formats.image import Image
 from ...memory import Chip
-from ...progress import progress_bar
+from ...progress import phase, progress_bar
 from ..common import FlashResult, HostError, ImageRejected, check_ranges, preflight
 from ..native import NativeInfo, crc32, first_difference
 from ..usbhost import (
@@ -565,6 +565,7 @@ class NativeHost(_Dialect):
         return Image([(start, bytes(out))])
 
     def verify(self, image: Image) -> None:
+        phase("verify")  # the read below is the verify bar (bootkit.progress)
         back = self.read(image.start, image.end - image.start)
         for seg_start, data in image.segments:
             differs = first_difference(seg_start, data, back.tobytes(seg_start, seg_start + len(data)))
