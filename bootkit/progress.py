@@ -144,7 +144,7 @@ class PlainBar:
 
     def _print(self, text: str) -> None:
         out = self.out if self.out is not None else sys.stderr
-        print(f"bootkit: {self.description}: {text}", file=out, flush=True)
+        print(f"{self.description}: {text}", file=out, flush=True)
 
     def advance(self, n: int = 1) -> None:
         self.done += n

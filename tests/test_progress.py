@@ -96,10 +96,10 @@ def test_plain_lines_in_a_captured_log(tmp_path):
                               stdout=subprocess.PIPE, stderr=err, cwd=tmp_path, env=_env(), timeout=RUN_LIMIT)
     lines = log.read_text().splitlines()
     assert proc.returncode == 0, lines
-    assert [line.split(":")[1].strip() for line in lines] == ["erase", "download", "verify"], lines
-    assert re.fullmatch(r"bootkit: erase: 3 sectors in \d+\.\d s", lines[0]), lines
-    assert re.fullmatch(r"bootkit: download: \d+ bytes in \d+\.\d s", lines[1]), lines
-    assert re.fullmatch(r"bootkit: verify: \d+ bytes in \d+\.\d s", lines[2]), lines
+    assert [line.split(":")[0] for line in lines] == ["erase", "download", "verify"], lines
+    assert re.fullmatch(r"erase: 3 sectors in \d+\.\d s", lines[0]), lines
+    assert re.fullmatch(r"download: \d+ bytes in \d+\.\d s", lines[1]), lines
+    assert re.fullmatch(r"verify: \d+ bytes in \d+\.\d s", lines[2]), lines
 
 
 @pytest.mark.parametrize("how", ["--no-progress", "BOOTKIT_QUIET"])
@@ -132,10 +132,10 @@ def test_plain_bar_speaks_every_few_seconds_and_at_the_end():
     bar.finish()
     lines = out.getvalue().splitlines()
     interval = progress.PLAIN_INTERVAL
-    expected = [f"bootkit: program: {n * 1024} of 12288 bytes ({n * 1024 * 100 // 12288}%)"
+    expected = [f"program: {n * 1024} of 12288 bytes ({n * 1024 * 100 // 12288}%)"
                 for n in range(1, 13) if n % int(interval) == 0]
     assert lines[:-1] == expected
-    assert lines[-1] == "bootkit: program: 12288 bytes in 12.0 s"
+    assert lines[-1] == "program: 12288 bytes in 12.0 s"
 
 
 def test_plain_bar_says_when_a_phase_ended_short():
@@ -145,7 +145,7 @@ def test_plain_bar_says_when_a_phase_ended_short():
     bar = progress.PlainBar("erase", 12, "sectors", clock=lambda: 5.0, out=out)
     bar.advance(3)
     bar.finish()
-    assert out.getvalue() == "bootkit: erase: 3 of 12 sectors in 0.0 s\n"
+    assert out.getvalue() == "erase: 3 of 12 sectors in 0.0 s\n"
 
 
 @pytest.mark.parametrize("argv, wrote", [
