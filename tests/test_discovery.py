@@ -127,6 +127,20 @@ def test_nothing_found_says_so(capsys):
         assert json.loads(capsys.readouterr().out) == []
 
 
+def test_list_loads_no_host_side_for_nothing():
+    """A listing that finds nothing imports no personality's host side, no memory core, no format."""
+    with UsbipServer([], ("127.0.0.1", 0), log=None) as server:
+        run = subprocess.run([sys.executable, "-X", "importtime", "-m", "bootkit", "list", "--usbip",
+                              f"127.0.0.1:{server.port}"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-500:]
+    names = {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines()
+             if line.startswith("import time:") and "self [us]" not in line}
+    heavy = sorted(n for n in names if n.startswith(("bootkit.memory", "bootkit.formats", "bootkit.isp"))
+                   or (n.startswith("bootkit.classes.") and n.endswith(".host")))
+    assert heavy == []
+    assert {"bootkit.classes.dfu.finder", "bootkit.classes.msc.finder", "bootkit.classes.midi.finder"} <= names
+
+
 def test_usbip_server_not_there_is_exit_1_and_bad_address_exit_2(capsys):
     import socket
 
@@ -189,9 +203,11 @@ def test_isp_programmer_port():
 
 
 def test_isp_usbasp_ids_match_the_link():
+    from bootkit.classes.isp.protocol import BOOTKIT_ISP_PID, BOOTKIT_VID
     from bootkit.isp.usbasp import USBASP_PID, USBASP_VID
 
     assert (isp_finder.USBASP_VID, isp_finder.USBASP_PID) == (USBASP_VID, USBASP_PID)
+    assert (isp_finder.BOOTKIT_VID, isp_finder.BOOTKIT_ISP_PID) == (BOOTKIT_VID, BOOTKIT_ISP_PID)
 
 
 # --------------------------------------------------------------------------

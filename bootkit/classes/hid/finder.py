@@ -13,8 +13,8 @@ NAME = "hid"
 
 
 def find(backend: Any = None, *, local: bool = True) -> list[Found]:
-    if backend is None:
-        return []
+    if backend is None or not _any_hid_interface(backend):
+        return []  # the host side (and the memory core under it) is not imported for nothing
     import usb.core
     import usb.util
 
@@ -51,3 +51,9 @@ def find(backend: Any = None, *, local: bool = True) -> list[Found]:
                         pass
         out.append(usb_found(NAME, t.dialect, t.device, backend, serial=t.serial, chip=chip, **details))
     return out
+
+
+def _any_hid_interface(backend: Any) -> bool:
+    from ..usbhost import matching_devices
+
+    return any(i.bInterfaceClass == 0x03 for _dev, cfg in matching_devices(backend) for i in cfg)  # HID 1.11 4.1

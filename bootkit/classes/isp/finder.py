@@ -8,12 +8,14 @@ from typing import Any, Callable, Iterable
 
 from ...contracts import Found
 from ..finding import port_found, real_usb, serial_ports, usb_found
-from .protocol import BOOTKIT_ISP_PID, BOOTKIT_VID
 
 NAME = "isp"
 # USBasp's usbconfig.h (USB_CFG_VENDOR_ID 0x16c0, USB_CFG_DEVICE_ID 0x05dc), as bootkit.isp.usbasp
-# has them: repeated so that a listing does not import the programmer's link (~35 ms)
+# has them, and our programmer's ids as .protocol has them: repeated so that a listing imports
+# neither the programmer's link nor the STK500 v2 engine .protocol brings (tests/test_discovery
+# checks they agree)
 USBASP_VID, USBASP_PID = 0x16C0, 0x05DC
+BOOTKIT_VID, BOOTKIT_ISP_PID = 0x1209, 0xB011
 
 
 def find(backend: Any = None, *, local: bool = True,

@@ -20,7 +20,7 @@ from ..finding import real_usb, usb_found
 
 NAME = "midi"
 PORT_NAME = re.compile(r"(?:^|[\s:])(?P<chip>[A-Za-z0-9_.+-]+) MIDI bootloader")
-IDENTIFY_TIMEOUT = 1.0  # s for the one IDENTIFY a listing sends (a bootloader answers at once)
+IDENTIFY_TIMEOUT = 2.0  # s for the one IDENTIFY a listing sends (SysexClient's own; a bootloader answers at once)
 
 
 def find(backend: Any = None, *, local: bool = True,
@@ -34,7 +34,13 @@ def find(backend: Any = None, *, local: bool = True,
 
 
 def on_bus(backend: Any) -> list[Found]:
-    from ..usbhost import device_serial
+    from ..usbhost import device_serial, matching_devices
+
+    # USB MIDI 1.0 section 4: an Audio (01) interface of subclass MIDIStreaming (03).  None on the
+    # bus: the host side (and the memory core and formats under it) is not imported for nothing
+    if not any((i.bInterfaceClass, i.bInterfaceSubClass) == (0x01, 0x03)
+               for _dev, cfg in matching_devices(backend) for i in cfg):
+        return []
     from .host import MidiError, SysexClient, UsbLink, find_devices
 
     out = []

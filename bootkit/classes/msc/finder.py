@@ -75,16 +75,17 @@ def mount_points(mounts: str | None = None, volumes: Path | None = None) -> list
 
 def mounted_drives(mounts: str | None = None, volumes: Path | None = None) -> list[Found]:
     """Every mounted drive with an INFO_UF2.TXT."""
-    from .plan import parse_info
-
     out = []
     for point in mount_points(mounts, volumes):
         info_path = os.path.join(point, "INFO_UF2.TXT")
         try:
             with open(info_path, "rb") as f:
-                info = parse_info(f.read(4096).decode("ascii", "replace"))
+                text = f.read(4096).decode("ascii", "replace")
         except OSError:
             continue
+        from .plan import parse_info  # only now: it brings the image formats and the chip database
+
+        info = parse_info(text)
         out.append(Found(NAME, dialect_of(info), Link(path=point), f"{point} (UF2 drive)", chip=chip_of(info),
                          details=info))
     return out
