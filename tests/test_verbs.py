@@ -174,3 +174,49 @@ def test_flash_and_read_json(tmp_path, capsys):
     assert main(["read", str(back), *dev, "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["file"] == str(back) and facts["format"] == "hex" and facts["start"] == "0x0"
+
+
+# --------------------------------------------------------------------------
+# -v (one line per transfer / serial read or write on stderr) and -q (only errors)
+
+
+def test_verbose_traces_usb_transfers_and_then_stops(tmp_path, capsys):
+    import sys as _sys
+
+    flash = tmp_path / "flash.bin"
+    assert main(["-v", "flash", SAMPLE, *_emulated("dfu", "atmega32u4", flash), "--no-leave"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    # FLIP's DFU_DNLOAD (class request 0x21 0x01) and DFU_GETSTATUS (0xa1 0x03), one line each
+    assert any(line.startswith("usb ctrl 21 01 ") for line in err)
+    assert any(line.startswith("usb ctrl a1 03 ") and "-> 6 bytes:" in line for line in err)
+    assert _sys.modules["bootkit.trace"]._undo == []  # the session put the backend back
+    assert main(["flash", SAMPLE, *_emulated("dfu", "atmega32u4", flash), "--no-leave"]) == 0
+    assert "usb ctrl" not in capsys.readouterr().err  # no -v: no trace
+
+
+def test_verbose_after_the_command_traces_the_serial_port(tmp_path, capsys):
+    dev = _emulated("cdc", "atmega32u4", tmp_path / "flash.bin")
+    assert main(["flash", SAMPLE, *dev, "--no-leave", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "write 1 bytes: 53" in err  # AVR109 'S' (return software identifier)
+
+
+def test_quiet_prints_only_errors(tmp_path, capsys):
+    flash = tmp_path / "flash.bin"
+    assert main(["-q", "flash", SAMPLE, *_emulated("dfu", "atmega32u4", flash)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert main(["erase", "-q", *_emulated("dfu", "atmega32u4", flash)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["-q", "verify", SAMPLE, *_emulated("dfu", "atmega32u4", flash)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "verify failed at 0x0" in captured.err
+    assert main(["-q", "-v", "erase", *_emulated("dfu", "atmega32u4", flash)]) == 2
+
+
+def test_no_trace_module_without_verbose(tmp_path):
+    code = ("import sys; from bootkit.cli import main\n"
+            f"main(['flash', {SAMPLE!r}, '--via', 'dfu', '--emulate', 'atmega32u4', '--no-leave'])\n"
+            "print('bootkit.trace' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip().endswith("False"), out.stderr

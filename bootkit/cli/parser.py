@@ -69,6 +69,17 @@ def _personality_commands(sub, command: str | None = None) -> None:
             personality.add_commands(sub)
 
 
+def add_verbosity(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """-v/--verbose and -q/--quiet: on the top-level parser, and again (``suppress``: no
+    default, so the subcommand does not overwrite the top level's value) on the host commands,
+    so `bootkit -v flash ...` and `bootkit flash ... -v` both work."""
+    default: dict = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("-v", "--verbose", action="count", **(default or {"default": 0}),
+                   help="one line per USB transfer or serial read/write on stderr (bootkit.trace)")
+    p.add_argument("-q", "--quiet", action="store_true", **(default or {"default": False}),
+                   help="print only errors")
+
+
 class LazyEpilog:
     """A command's help epilog, built only when the help is shown: gathering the
     personalities' examples loads every registered personality (plug-ins included), which
@@ -105,6 +116,7 @@ def build_parser(command: str | None = None, argv=()) -> argparse.ArgumentParser
     p.add_argument("--version", action="version", version=f"bootkit {__version__}")
     p.add_argument("--chip-file", action="append", default=[], metavar="FILE.toml",
                    help="add a chip from a TOML file (repeatable)")
+    add_verbosity(p)
     action = p.add_subparsers(dest="command", metavar="COMMAND")
     if command in GROUPS:
         importlib.import_module(f"bootkit.cli.{GROUPS[command]}").add_commands(_OneCommand(action, command), argv)

@@ -31,6 +31,9 @@ class Session:
         self.backend: Any = None
         self.port = getattr(args, "port", None)
         self._pty = None
+        self._traced = False
+        if getattr(args, "verbose", 0) and getattr(args, "quiet", False):
+            raise BadInput("-v and -q exclude each other")
         if args.emulate and args.usbip:
             raise BadInput("--emulate and --usbip exclude each other")
         if args.usbip:
@@ -84,8 +87,19 @@ class Session:
             if self.backend is None and not self.port and not getattr(args, "drive", None):
                 raise Failed("no USB access: libusb was not found (install libusb-1.0-0), or use --emulate CHIP")
             self.chip = find_chip(args.chip)
+        if getattr(args, "verbose", 0):
+            from ..trace import trace_backend, trace_serial  # only with -v
+
+            trace_backend(self.backend)
+            trace_serial()
+            self._traced = True
 
     def close(self):
+        if self._traced:
+            from ..trace import untrace
+
+            self._traced = False
+            untrace()
         if self._pty is not None:
             self._pty.__exit__(None, None, None)
         if self.emulator is not None:

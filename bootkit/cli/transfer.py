@@ -112,7 +112,26 @@ def add_selection(sp, argv=()) -> None:
                     help="a mounted bootloader drive or a device node, for a personality reached through one")
     sp.add_argument("--wait", type=float, metavar="SECONDS",
                     help="wait this long for the device to appear (personalities that can wait)")
+    from .parser import add_verbosity
+
+    add_verbosity(sp, suppress=True)
     _add_personality_flags(sp, argv)
+
+
+def say(args, line: str, *, err: bool = False) -> None:
+    """A command's line: on stdout (or stderr), unless -q (only errors; --json output is
+    what was asked for and still printed)."""
+    if getattr(args, "quiet", False) and not getattr(args, "json", False):
+        return
+    if err and getattr(args, "quiet", False):
+        return
+    print(line, file=sys.stderr if err else sys.stdout, flush=err)
+
+
+def quiet_progress(args) -> None:
+    """-q: no progress bar either."""
+    if getattr(args, "quiet", False):
+        args.progress = False
 
 
 def add_commands(sub, argv=()) -> None:
@@ -352,6 +371,7 @@ def _flash_line(path: str, via: str, result, image, memory: str) -> tuple[str, d
 
 
 def cmd_flash(args) -> int:
+    quiet_progress(args)
     if args.image and not args.emulate:
         raise BadInput("--image needs --emulate CHIP")  # bad input before any device is looked for
     if args.all:
@@ -369,7 +389,7 @@ def cmd_flash(args) -> int:
                            "--serial, or flash them all with --all")
         _use_found(args, found[0])
         if not args.json:
-            print(f"using {found[0].name} at {found[0].where}", file=sys.stderr)
+            say(args, f"using {found[0].name} at {found[0].where}", err=True)
     settings = _apply_product(args)
     # the file first: a bad one is refused before a personality (or a device) is even loaded
     image = input_image(args, target_chip(args), memory=args.memory)
@@ -379,7 +399,7 @@ def cmd_flash(args) -> int:
                                           progress=args.progress, memory=args.memory, verify=args.verify,
                                           leave=args.leave, force=args.force)
     line, facts = _flash_line(args.file, args.via, result, image, args.memory)
-    print(json.dumps(facts) if args.json else line)
+    say(args, json.dumps(facts) if args.json else line)
     return EXIT_OK
 
 
@@ -433,7 +453,10 @@ def _flash_all(args) -> int:
         with lock:
             if not facts["ok"]:
                 failed += 1
-            print(json.dumps(facts) if args.json else line, flush=True)
+            if args.json or not facts["ok"]:  # a failure is an error: printed under -q too
+                print(json.dumps(facts) if args.json else line, flush=True)
+            else:
+                say(args, line)
 
     try:
         with ThreadPoolExecutor(max_workers=len(found)) as pool:
@@ -442,8 +465,8 @@ def _flash_all(args) -> int:
         for _p, _o, session in prepared.values():
             session.close()
     if not args.json:
-        print(f"{len(found) - failed} of {len(found)} devices flashed in {time.perf_counter() - t0:.2f} s",
-              file=sys.stderr)
+        say(args, f"{len(found) - failed} of {len(found)} devices flashed in {time.perf_counter() - t0:.2f} s",
+            err=True)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -455,6 +478,8 @@ def _writable_extensions() -> str:
 
 def cmd_read(args) -> int:
     from ..formats import format_from_name, save
+
+    quiet_progress(args)
 
     settings = _apply_product(args)
     fmt = format_from_name(args.output)
@@ -470,8 +495,8 @@ def cmd_read(args) -> int:
         raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
     save(image, args.output, fmt, family=family)
     if args.json:
-        print(json.dumps({"file": args.output, "format": fmt, "bytes": image.size, "start": f"0x{image.start:X}",
-                          "personality": args.via, "dialect": args.dialect}))
+        say(args, json.dumps({"file": args.output, "format": fmt, "bytes": image.size,
+                              "start": f"0x{image.start:X}", "personality": args.via, "dialect": args.dialect}))
     else:
-        print(f"{args.output}: {image.size} bytes from 0x{image.start:X}")
+        say(args, f"{args.output}: {image.size} bytes from 0x{image.start:X}")
     return EXIT_OK

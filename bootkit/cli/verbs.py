@@ -17,6 +17,7 @@ from typing import Any
 
 from .arguments import add_input_options, parse_int
 from .errors import EXIT_OK, BadInput, Failed
+from .transfer import say
 
 FMT = argparse.RawDescriptionHelpFormatter
 TAIL = "\n\nexit status: 0 success, 1 the device or tool failed, 2 bad input"
@@ -72,8 +73,9 @@ def add_commands(sub, argv=()) -> None:
 
 def _device(args):
     """The personality, its host side, options, session and link of a verb's device."""
-    from .transfer import _apply_product, _prepare
+    from .transfer import _apply_product, _prepare, quiet_progress
 
+    quiet_progress(args)
     settings = _apply_product(args)
     personality, options, session, link = _prepare(args, settings)
     return personality, personality.host(), options, session, link
@@ -110,7 +112,7 @@ def cmd_erase(args) -> int:
         raise _cannot(personality, "erase")
     with _running("erase", session):
         line = host.erase(link, dialect=args.dialect, chip=session.chip, options=options, progress=args.progress)
-    print(f"erased: {line}")
+    say(args, f"erased: {line}")
     return EXIT_OK
 
 
@@ -151,7 +153,7 @@ def cmd_verify(args) -> int:
             back = host.read(link, dialect=args.dialect, chip=session.chip, options=options, start=image.start,
                              length=image.end - image.start, memory=args.memory, progress=args.progress)
             line = _compare(image, back)
-    print(f"{args.file}: verified: {line}")
+    say(args, f"{args.file}: verified: {line}")
     return EXIT_OK
 
 
@@ -164,7 +166,7 @@ def cmd_reset(args) -> int:
         raise _cannot(personality, "reset")
     with _running("reset", session):
         line = host.reset(link, dialect=args.dialect, chip=session.chip, options=options)
-    print(line)
+    say(args, line)
     return EXIT_OK
 
 
