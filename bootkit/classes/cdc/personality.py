@@ -198,6 +198,84 @@ class CdcHost:
         uart = _uart_dialect(dialect, chip, options, link)
         raise _no_fuse_write(uart or dialect or "AVR109")
 
+    # --- contracts.Verbs: bootkit erase / verify / reset
+
+    def _avr109(self, link: Link, dialect: str | None, chip: Chip | None, options: DeviceOptions | None,
+                progress: bool | None) -> Any:
+        from . import host
+
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, CdcOptions)
+        return host._Session(link.backend, link.port, link.vid, link.pid, link.serial, dialect, chip, progress,
+                             o.baudrate, o.touch)
+
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str:
+        from ...contracts import OptionError
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        uart = _uart_dialect(dialect, chip, options, link)
+        if uart is not None:
+            # Optiboot erases each page as it writes it; the Mega's stk500v2 reports chip erase
+            # FAILED (avrdude needs -D): neither erases alone
+            raise OptionError(f"the {uart} bootloader has no chip erase (it erases each page as it writes it): "
+                              "flash erases what it needs")
+        s = self._avr109(link, dialect, chip, options, progress)
+        try:
+            s.client.chip_erase()  # AVR109 'e': LUFA/Caterina erase the application section only
+            return f"application section of {s.client.target.name} erased (AVR109 'e')"
+        finally:
+            s.close()
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        uart = _uart_dialect(dialect, chip, options, link)
+        if uart is not None:
+            u = _uart_options(uart, dialect, options)
+            client, own = host._uart_session(link.backend, link.port, uart, chip, progress, u.baudrate)
+            try:
+                client.verify(image, memory)  # read-back, UartBootloaderError at the first difference
+            finally:
+                if own:
+                    client.port.close()  # type: ignore[attr-defined]  # a serial.Serial it opened
+        else:
+            s = self._avr109(link, dialect, chip, options, progress)
+            try:
+                normal = host._normalise(image, memory, s.client.target)
+                if memory == "flash":
+                    s.client.verify_flash(normal)  # read-back ('g'), Avr109Error at the first difference
+                else:
+                    s.client.verify_eeprom(normal)
+            finally:
+                s.close()
+        return f"{image.size} bytes equal to a read-back of 0x{image.start:X}-0x{image.end - 1:X}"
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str:
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        uart = _uart_dialect(dialect, chip, options, link)
+        if uart is not None:
+            u = _uart_options(uart, dialect, options)
+            client, own = host._uart_session(link.backend, link.port, uart, chip, False, u.baudrate)
+            try:
+                return client.leave()  # what it saw after the leave request
+            finally:
+                if own:
+                    client.port.close()  # type: ignore[attr-defined]  # a serial.Serial it opened
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, CdcOptions)
+        s = self._avr109(link, dialect, chip, options, False)
+        try:
+            s.client.leave()  # 'L', 'E'; watch_leave says what the board then did
+            return host.watch_leave(s, o.leave_wait)
+        finally:
+            s.close()
+
 
 class Cdc(Personality):
     name = NAME
