@@ -102,7 +102,9 @@ def _target(args):
         raise BadInput(str(exc)) from None
     except (OSError, MemoryFault) as exc:  # the target is not there or does not answer: one line
         raise Failed(f"--target {spec.text}: {exc}") from None
-    return args.chip, backend
+    # the back-end describes the chip as it reaches it (over ISP: all of flash, no boot region)
+    described = getattr(backend, "chip", None)
+    return described if described is not None else args.chip, backend
 
 
 def cmd_serve(args) -> int:
@@ -130,9 +132,11 @@ def cmd_serve(args) -> int:
             if not args.personality or not (args.chip or args.target):
                 raise BadInput("serve needs PERSONALITY and --chip, or --product P.toml")
             backend = None
+            described = None
             if args.target:
-                args.chip, backend = _target(args)
-            chip = find_chip(args.chip)
+                described, backend = _target(args)
+            chip = described if described is not None and not isinstance(described, str) else \
+                find_chip(described or args.chip)
             options = {}
             if args.dialect:
                 options["dialect"] = args.dialect

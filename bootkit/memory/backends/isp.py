@@ -94,13 +94,13 @@ class IspMemory:
             link.close()
             raise ValueError(f"the AVR on the link is {found[0].name} (signature {signature.hex(' ')}), "
                              f"not {chip.name}")
-        target = found[0].with_boot(0)  # ISP reaches all of flash
-        self.chip = chip or target
+        # ISP reaches all of flash (there is no bootloader to keep: Chip Erase takes every page),
+        # so the chip the front describes is this one, without a boot region, as the isp
+        # personality's programmer describes its target (serve uses it)
+        target = self.chip = (chip or found[0]).with_boot(0)
         page = target.page_size
         flash = Region("flash", target.flash_start, ((target.flash_size // page, page),), write_size=page)
-        # the front chip's boot region stays out of reach: what the front promises its host
-        protected = chip.layout().protected if chip is not None else ()
-        self.layout = Layout((flash,), protected)
+        self.layout = Layout((flash,))
         self.page_size = page
         self.timing = Timing()  # the link polls RDY/BSY itself: every call returns when done
         self.read_protected = False
