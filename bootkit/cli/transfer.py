@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from typing import Any
@@ -357,6 +356,12 @@ def _use_found(args, f) -> None:
         args.drive = f.link.path
 
 
+def _json(facts: dict[str, Any]) -> str:
+    import json  # only when printed: the help and parsing of these commands need none of it
+
+    return json.dumps(facts)
+
+
 def _flash_line(path: str, via: str, result, image, memory: str) -> tuple[str, dict[str, Any]]:
     rate = result.bytes / 1024 / result.seconds if result.seconds else 0
     left_out = image.origin.eeprom if image.origin is not None and memory == "flash" else 0
@@ -399,7 +404,7 @@ def cmd_flash(args) -> int:
                                           progress=args.progress, memory=args.memory, verify=args.verify,
                                           leave=args.leave, force=args.force)
     line, facts = _flash_line(args.file, args.via, result, image, args.memory)
-    say(args, json.dumps(facts) if args.json else line)
+    say(args, _json(facts) if args.json else line)
     return EXIT_OK
 
 
@@ -454,7 +459,7 @@ def _flash_all(args) -> int:
             if not facts["ok"]:
                 failed += 1
             if args.json or not facts["ok"]:  # a failure is an error: printed under -q too
-                print(json.dumps(facts) if args.json else line, flush=True)
+                print(_json(facts) if args.json else line, flush=True)
             else:
                 say(args, line)
 
@@ -495,7 +500,7 @@ def cmd_read(args) -> int:
         raise BadInput("UF2 output needs a chip with a UF2 family (--chip)")
     save(image, args.output, fmt, family=family)
     if args.json:
-        say(args, json.dumps({"file": args.output, "format": fmt, "bytes": image.size,
+        say(args, _json({"file": args.output, "format": fmt, "bytes": image.size,
                               "start": f"0x{image.start:X}", "personality": args.via, "dialect": args.dialect}))
     else:
         say(args, f"{args.output}: {image.size} bytes from 0x{image.start:X}")
