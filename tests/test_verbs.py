@@ -129,14 +129,35 @@ def test_a_dialect_that_cannot_says_so(capsys, argv, says):
 
 
 def test_verify_without_verbs_reads_back(tmp_path, capsys):
-    # the CDC host side has no Verbs: verify compares a read-back through HostSide.read
-    flash = tmp_path / "flash.bin"
-    dev = _emulated("cdc", "atmega32u4", flash)
+    # the isp host side has no Verbs (yet): verify compares a read-back through HostSide.read,
+    # erase and reset say they cannot, in one line, exit 2
+    sample = tmp_path / "t85.hex"
+    assert main(["sample", "attiny85", "-o", str(sample)]) == 0
+    dev = _emulated("isp", "attiny85", tmp_path / "flash.bin")
+    assert main(["flash", str(sample), *dev]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(sample), *dev]) == 0
+    assert "equal to a read-back" in capsys.readouterr().out
+    assert main(["erase", *dev]) == 2
+    assert "cannot erase alone" in capsys.readouterr().err
+
+
+def test_cdc_verbs(tmp_path, capsys):
+    # AVR109 (LUFA's CDC bootloader): erase 'e', verify by reading back, reset 'L' 'E'
+    dev = _emulated("cdc", "atmega32u4", tmp_path / "flash.bin")
     assert main(["flash", SAMPLE, *dev, "--no-leave"]) == 0
     capsys.readouterr()
     assert main(["verify", SAMPLE, *dev]) == 0
     assert "equal to a read-back" in capsys.readouterr().out
-    assert main(["erase", *dev]) == 2
+    assert main(["reset", *dev]) == 0
+    assert "application started (came back as 03EB:2044)" in capsys.readouterr().out
+    assert main(["erase", *dev]) == 0
+    assert "AVR109 'e'" in capsys.readouterr().out
+    assert main(["verify", SAMPLE, *dev]) == 1
+    assert "verify failed at 0x0" in capsys.readouterr().err
+    # Optiboot erases page by page as it writes: it says it cannot erase alone
+    assert main(["erase", "--via", "cdc", "--emulate", "atmega328p"]) == 2
+    assert "the optiboot bootloader has no chip erase" in capsys.readouterr().err
 
 
 def test_info_text_and_json(tmp_path, capsys):
