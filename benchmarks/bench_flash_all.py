@@ -3,9 +3,14 @@ same flash of ONE device, measured side by side in one run (issue 21 item 4: "al
 concurrently, wall time under 3x one device's").
 
 Each round flashes one device (`flash FILE --via dfu --usbip ... --serial S`) and all N
-(`flash FILE --all --usbip ...`), through bootkit.cli.main in this process (the server and its
-emulators run on threads here too, as tests/test_flash_all.py does), in an order reversed every
-other round; --runs rounds after one unmeasured warm-up.  Printed: median, IQR and min-max of
+(`flash FILE --all --usbip ...`) through bootkit.cli.main in this process, in an order reversed
+every other round; --runs rounds after one unmeasured warm-up.  The USB/IP server and its N
+emulators run in a child process (--server-here: on threads of this one, as
+tests/test_flash_all.py does): real devices do their work beside the host, and with every
+emulator on this process's interpreter the measurement would be of one GIL, not of --all.
+--realtime makes the emulated flash take the chip's erase and program times, as real devices
+do: then the devices' waits overlap; in fast mode (the default) every millisecond is CPU, and
+on a 2-core machine 8 flashes cannot overlap much.  Printed: median, IQR and min-max of
 each, and the ratio all/one (ratio of the medians, and the spread of the per-round ratios).
 Nothing is asserted: this is a measurement.
 
@@ -51,9 +56,53 @@ def timed(argv: list[str]) -> float:
     return seconds
 
 
-def run(devices: int, runs: int, chip: str, sample: str) -> None:
-    ems = [Emulator(get_chip(chip), "dfu", options={"serial": f"BENCH{i:02d}"}) for i in range(devices)]
-    server = UsbipServer([em.target for em in ems], ("127.0.0.1", 0), log=None).start()
+SERVER = """
+import sys, threading
+from bootkit.emulator import Emulator
+from bootkit.memory import get_chip
+from bootkit.transports.usbip import UsbipServer
+ems = [Emulator(get_chip(sys.argv[1]), "dfu", options={"serial": f"BENCH{i:02d}"}, realtime=sys.argv[3] == "1")
+       for i in range(int(sys.argv[2]))]
+server = UsbipServer([em.target for em in ems], ("127.0.0.1", 0), log=None).start()
+print(server.port, flush=True)
+sys.stdin.read()  # until the benchmark closes our stdin
+server.close()
+"""
+
+
+class _Child:
+    """The server in a child process: its port from its first line; closing stdin stops it."""
+
+    def __init__(self, chip: str, devices: int, realtime: bool):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, chip, str(devices), "1" if realtime else "0"],
+                                     stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=HERE)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+class _Here:
+    def __init__(self, chip: str, devices: int, realtime: bool):
+        self.ems = [Emulator(get_chip(chip), "dfu", options={"serial": f"BENCH{i:02d}"}, realtime=realtime)
+                    for i in range(devices)]
+        self.server = UsbipServer([em.target for em in self.ems], ("127.0.0.1", 0), log=None).start()
+        self.port = self.server.port
+
+    def close(self) -> None:
+        self.server.close()
+        for em in self.ems:
+            em.close()
+
+
+def run(devices: int, runs: int, chip: str, sample: str, here: bool = False, realtime: bool = False) -> None:
+    server = (_Here if here else _Child)(chip, devices, realtime)
     address = f"127.0.0.1:{server.port}"
     one = ["flash", sample, "--via", "dfu", "--usbip", address, "--serial", "BENCH00", "--no-leave"]
     every = ["flash", sample, "--all", "--json", "--usbip", address, "--no-leave"]
@@ -67,10 +116,9 @@ def run(devices: int, runs: int, chip: str, sample: str) -> None:
             ratios.append(t_all[-1] / t_one[-1])
     finally:
         server.close()
-        for em in ems:
-            em.close()
     print(f"python {sys.version.split()[0]}; {runs} rounds; {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.2f}; {chip}, {sample}")
+          f"{os.getloadavg()[0]:.2f}; {chip}, {sample}; server {'in this process' if here else 'in a child process'}, "
+          f"{'real-time' if realtime else 'fast'} flash timing")
     print("one device (flash --via dfu --serial BENCH00)")
     print("  " + spread(t_one))
     print(f"all {devices} devices (flash --all)")
@@ -86,5 +134,9 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=7, help="measured rounds (at least 5)")
     ap.add_argument("--chip", default="stm32f411")
     ap.add_argument("--sample", default=str(HERE / "examples" / "firmware" / "sample-stm32f411.hex"))
+    ap.add_argument("--server-here", action="store_true", help="the server and emulators on threads of this process")
+    ap.add_argument("--realtime", action="store_true",
+                    help="the emulated flash takes the chip's program and erase times (as a real device does); "
+                         "default: fast mode, where all the time is the host's and the server's CPU")
     a = ap.parse_args()
-    run(a.devices, max(5, a.runs), a.chip, a.sample)
+    run(a.devices, max(5, a.runs), a.chip, a.sample, a.server_here, a.realtime)
