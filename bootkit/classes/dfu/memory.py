@@ -21,6 +21,13 @@ How each MemoryIO operation maps onto DfuSe (ST AN3156):
   device then resets, and the next operation finds it again (detaching its run-time
   self, as dfu-util does).
 
+An Atmel FLIP device (LUFA's DFU bootloader, dfu-programmer's protocol) is a
+:class:`FlipMemory`: the layout is the chip its product id names (FLIP has no layout
+string), the first erase of an update is FLIP's chip erase (the only erase it has, and
+what dfu-programmer does first), flash goes a whole page per program command (LUFA
+erases each page it writes: BootloaderDFU.c ProcessMemProgCommand), reads by Display
+Data + UPLOAD, manifest by FLIP's start-application command.
+
 Every failure of the device or the exchange becomes a :class:`BackendFault` (write,
 erase or plain), which the front maps to its own protocol's error.
 """
@@ -38,7 +45,7 @@ from ...memory.backends import BackendEraseFault, BackendFault, BackendWriteFaul
 from ...memory.core import AddressFault, FirmwareFault, Layout, ProtectedFault, Region, Timing, WriteFault
 from ..common import HostError
 from .client import DfuError
-from .dialects import DfuSe
+from .dialects import DfuSe, Flip
 from .protocol import DFUSE_ERASE, DNLOAD, State, Status
 
 if TYPE_CHECKING:
@@ -49,9 +56,10 @@ if TYPE_CHECKING:
 REOPEN_WAIT = 10.0
 
 
-def usb_memory(backend, sel: UsbSelection, chip: Chip | None = None) -> DfuseMemory | None:
-    """The ``usb.dfu`` adapter: a DfuseMemory when the selected device speaks DfuSe (in DFU
-    mode, or a run-time interface that detaches into it), None when it has no DFU interface."""
+def usb_memory(backend, sel: UsbSelection, chip: Chip | None = None) -> DfuseMemory | FlipMemory | None:
+    """The ``usb.dfu`` adapter: a FlipMemory for a FLIP device, else a DfuseMemory (in DFU mode,
+    or a run-time interface that detaches into it; a plain DFU 1.1 device has no layout string
+    and is refused there), None when the device has no DFU interface."""
     from .finder import find_interfaces
 
     try:
@@ -60,6 +68,8 @@ def usb_memory(backend, sel: UsbSelection, chip: Chip | None = None) -> DfuseMem
         raise OSError(f"cannot list the devices: {exc}") from None
     if not items:
         return None
+    if items[0].guess_dialect() == "flip":
+        return FlipMemory(backend, sel, chip)
     return DfuseMemory(backend, sel, chip)
 
 
@@ -143,6 +153,10 @@ class DfuseMemory:
     # ------------------------------------------------------------------
     # MemoryIO
     def is_blank(self) -> bool:
+        if self.app_valid:
+            # checked before the confirmed manifest, and nothing changed since: asking again
+            # would bring a target that now runs its application back to its bootloader
+            return False
         start = self.layout.application_ranges()[0][0]
         return self.read(start, 2) == b"\xff\xff"
 
@@ -295,5 +309,195 @@ class DfuseMemory:
             self.flush()
         except BackendFault:
             pass  # the host was never told these bytes were written (no manifest): nothing lost
+        finally:
+            self._forget()
+
+
+class FlipMemory:
+    """MemoryIO over an Atmel FLIP device reached through ``backend`` (pyusb)."""
+
+    def __init__(self, backend, sel: UsbSelection, chip: Chip | None = None):
+        self.backend = backend
+        self.sel = sel
+        self.timing = Timing()
+        self.read_protected = False
+        self.app_valid = False
+        self._leaving = False
+        self._d: Flip | None = None
+        self._given = chip
+        self._d = self._open()
+        self.chip = self._d.chip  # FLIP names its chip by product id (or the one given)
+        base = self.chip.layout()
+        # flash only: EEPROM, fuses and signature are not what a front programs
+        self.layout = Layout((base.flash,), base.protected)
+        self.page_size = max(base.flash.write_size, 2)
+        self._erased_once = False  # this update began with FLIP's chip erase
+        self._written: set[int] = set()  # pages sent since that erase
+        self._page = bytearray()
+        self._page_at = -1
+
+    def _open(self) -> Flip:
+        from .host import open_dialect
+
+        try:
+            d = open_dialect(self.backend, vid=self.sel.vid, pid=self.sel.pid, serial=self.sel.serial,
+                             dialect="flip", chip=self._given, progress=False)
+        except (HostError, usb.core.USBError) as exc:
+            raise BackendFault(f"FLIP target: {exc}") from None
+        assert isinstance(d, Flip)
+        return d
+
+    def _device(self) -> Flip:
+        if self._d is None:
+            deadline = time.monotonic() + (REOPEN_WAIT if self._leaving else 0.0)
+            while True:
+                try:
+                    self._d = self._open()
+                    self._leaving = False
+                    break
+                except BackendFault:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        return self._d
+
+    def _lost(self, exc: Exception, what: str, fault: type[BackendFault] = BackendFault) -> BackendFault:
+        self._forget()
+        self.app_valid = False
+        return fault(f"FLIP target: {what}: {exc}")
+
+    def _forget(self) -> None:
+        d, self._d = self._d, None
+        if d is not None:
+            try:
+                usb.util.dispose_resources(d.client.dev)
+            except (usb.core.USBError, OSError, ValueError):
+                pass
+
+    def _region(self, address: int, length: int) -> Region:
+        region = self.layout.find(address)
+        if address + length > region.end:
+            raise AddressFault(f"0x{address:X}+{length} runs past the end of {region.name} (0x{region.end:X})",
+                               address)
+        return region
+
+    # ------------------------------------------------------------------
+    def read(self, address: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        self._region(address, length)
+        self.flush()
+        d = self._device()
+        try:
+            d.client.make_idle()
+            return d.read_range(address, length)
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, f"read at 0x{address:X}") from None
+
+    def is_blank(self) -> bool:
+        if self.app_valid:
+            # checked before the confirmed manifest, and nothing changed since: asking again
+            # would bring a target that now runs its application back to its bootloader
+            return False
+        start = self.layout.application_ranges()[0][0]
+        return self.read(start, 2) == b"\xff\xff"
+
+    def erase(self, address: int) -> float:
+        region = self._region(address, 1)
+        start, size = region.sector_at(address)
+        if self.layout.is_protected(start, start + size):
+            raise ProtectedFault(f"page 0x{start:X} holds the bootloader", address)
+        if not self._erased_once:
+            return self.erase_all()
+        if start in self._written:
+            # LUFA erases every page it writes: an erased page is a page of 0xFF written
+            self.flush()
+            self._send(start, b"\xff" * size, BackendEraseFault)
+        return 0.0
+
+    def erase_all(self) -> float:
+        """FLIP's chip erase (04 00 FF): the application flash; LUFA keeps itself."""
+        self._page.clear()
+        self.app_valid = False
+        d = self._device()
+        try:
+            d.erase()
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, "chip erase", BackendEraseFault) from None
+        self._erased_once = True
+        self._written.clear()
+        self.read_protected = False
+        return 0.0
+
+    def program(self, address: int, data: bytes) -> float:
+        if not data:
+            return 0.0
+        region = self._region(address, len(data))
+        if not region.writable:
+            raise WriteFault(f"{region.name} is read-only", address)
+        if self.layout.is_protected(address, address + len(data)):
+            raise ProtectedFault(f"0x{address:X}+{len(data)} reaches into the bootloader region", address)
+        self.app_valid = False
+        pos = 0
+        while pos < len(data):
+            at = address + pos
+            page = at - at % self.page_size
+            if self._page and page != self._page_at:
+                self.flush()
+            if not self._page:
+                self._page_at = page
+                # LUFA erases the page before writing it: what it held stays only if sent again
+                self._page[:] = self.read(page, self.page_size) if page in self._written else \
+                    b"\xff" * self.page_size
+            take = min(len(data) - pos, page + self.page_size - at)
+            self._page[at - page:at - page + take] = data[pos:pos + take]
+            pos += take
+        return 0.0
+
+    def flush(self) -> None:
+        if not self._page:
+            return
+        at, data = self._page_at, bytes(self._page)
+        self._page.clear()
+        self._send(at, data, BackendWriteFault)
+
+    def _send(self, at: int, data: bytes, fault: type[BackendFault]) -> None:
+        from ...formats.image import Image
+
+        d = self._device()
+        try:
+            d.client.make_idle()
+            d.write(Image([(at, data)]))
+            d.steps.clear()  # the dialect's record of a whole flash: not one line per page here
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, f"write at 0x{at:X}", fault) from None
+        self._written.add(at)
+
+    def manifest(self) -> float:
+        """FLIP's start application (04 03 00) and the zero-length DNLOAD LUFA leaves on:
+        valid only when the device answered the first with status OK."""
+        self.flush()
+        if self.is_blank():
+            raise FirmwareFault("no application: the first word of flash is erased")
+        d = self._device()
+        try:
+            d.leave()
+        except (HostError, usb.core.USBError) as exc:
+            raise self._lost(exc, "start application (manifest)") from None
+        self._forget()
+        self._leaving = True
+        self._erased_once = False
+        self._written.clear()
+        self.app_valid = True
+        return 0.0
+
+    def persist(self) -> None:
+        self.flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except BackendFault:
+            pass  # never reported to the host as written (no manifest): nothing lost
         finally:
             self._forget()

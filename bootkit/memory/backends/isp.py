@@ -140,6 +140,10 @@ class IspMemory:
             raise self._fail(exc, f"read at 0x{address:X}") from None
 
     def is_blank(self) -> bool:
+        if self.app_valid:
+            # checked before the confirmed manifest, and nothing changed since: asking again
+            # would bring a target that now runs its application back to its bootloader
+            return False
         start = self.layout.application_ranges()[0][0]
         return self.read(start, 2) == b"\xff\xff"
 
