@@ -92,6 +92,17 @@ def test_list_text_one_line_each(every_personality, capsys):
     assert any(line.startswith("msc/bin ") and "chip stm32f103c8" in line for line in lines)
 
 
+def test_a_listing_leaves_every_device_free(every_personality, capsys):
+    """A listing in this process lets go of every device it opened (a USB/IP server lets one client
+    import a device at a time): another process's listing or flash sees them all."""
+    from bootkit.transports import usbip, usbip_client
+
+    assert main(["list", "--usbip", f"127.0.0.1:{every_personality.port}"]) == 0
+    capsys.readouterr()
+    held = [d.path for d in usbip_client.list_devices(port=every_personality.port) if usbip.IMPORTED_BY in d.path]
+    assert held == []
+
+
 def test_found_links_reach_the_device(every_personality):
     """What discover() hands back is enough to talk to the device: the DFU one's link reads its flash."""
     from bootkit.transports import usbip_client

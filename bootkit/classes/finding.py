@@ -41,6 +41,18 @@ def usb_found(personality: str, dialect: str | None, dev: Any, backend: Any, *, 
                  details={"bus": dev.bus, "address": dev.address, **details})
 
 
+def release(dev: Any) -> None:
+    """Close what a finder opened on ``dev`` (pyusb's handle, claimed interfaces).  Over USB/IP
+    an open device holds the server's one import: left to the garbage collector, it would
+    keep the device from every other client (another process's listing or flash)."""
+    import usb.util
+
+    try:
+        usb.util.dispose_resources(dev)
+    except Exception:  # noqa: BLE001 - closing is best effort: the device may be gone
+        pass
+
+
 @dataclass(frozen=True)
 class SerialPort:
     """A serial port as pyserial's list_ports describes it (vid/pid None: not a USB port)."""
@@ -73,4 +85,4 @@ def port_found(personality: str, dialect: str | None, port: SerialPort, **detail
                  serial=port.serial, details=details)
 
 
-__all__ = ["real_usb", "usb_where", "usb_found", "SerialPort", "serial_ports", "port_found"]
+__all__ = ["real_usb", "release", "usb_where", "usb_found", "SerialPort", "serial_ports", "port_found"]

@@ -120,7 +120,7 @@ def detach_to_dfu(item: DfuInterface, backend, timeout: float = 5.0) -> DfuInter
 def find(backend=None, *, local: bool = True) -> list:
     """:class:`~bootkit.contracts.Found` for every DFU interface on ``backend``'s bus
     (run-time ones too: ``details["mode"]`` says which), for ``bootkit list``."""
-    from ..finding import usb_found
+    from ..finding import release, usb_found
     from .protocol import FLIP_PIDS
 
     if backend is None:
@@ -136,4 +136,5 @@ def find(backend=None, *, local: bool = True) -> list:
                              mode="runtime" if item.runtime else "dfu", interface=item.interface,
                              alternates=[{"alt": a, "name": n} for a, n in item.alts],
                              transfer_size=item.functional.wTransferSize))
+        release(item.device)  # the alternate settings' names were read through an open handle
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...contracts import Found
-from ..finding import usb_found
+from ..finding import release, usb_found
 
 NAME = "hid"
 
@@ -50,6 +50,7 @@ def find(backend: Any = None, *, local: bool = True) -> list[Found]:
                     except (usb.core.USBError, NotImplementedError):
                         pass
         out.append(usb_found(NAME, t.dialect, t.device, backend, serial=t.serial, chip=chip, **details))
+        release(t.device)  # the report descriptor was read through an open handle
     return out
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...contracts import Found, Link
-from ..finding import real_usb, usb_found
+from ..finding import real_usb, release, usb_found
 
 NAME = "msc"
 BOOTKIT_IDS = ((0x1209, 0xB010),)  # msc.BOOTKIT_VID, BOOTKIT_MSC_PID (repeated: __init__ is the device side's)
@@ -133,6 +133,8 @@ def on_bus(backend: Any) -> list[Found]:
         except (MscError, OSError) as exc:
             out.append(usb_found(NAME, None, dev, backend, serial=serial, note=f"INFO_UF2.TXT unreadable: {exc}"))
             continue
+        finally:
+            release(dev)
         out.append(usb_found(NAME, dialect_of(info) if info else None, dev, backend, serial=serial,
                              chip=chip_of(info) if info else None, **({"info": info} if info else {})))
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...contracts import Found, Link
-from ..finding import real_usb, usb_found
+from ..finding import real_usb, release, usb_found
 from .protocol import (
     DEFAULT_DEVICE_ID,
     LPIOC_GET_DEVICE_ID,
@@ -63,7 +63,10 @@ def on_bus(backend: Any) -> list[Found]:
                                                                                      PRINTER_SUBCLASS)), None)
         if intf is None:
             continue
-        device_id = _usb_device_id(dev, intf.bInterfaceNumber, intf.bAlternateSetting)
+        try:
+            device_id = _usb_device_id(dev, intf.bInterfaceNumber, intf.bAlternateSetting)
+        finally:
+            release(dev)
         dialect = ours((dev.idVendor, dev.idProduct), device_id)
         if dialect is not None:
             out.append(usb_found(NAME, dialect, dev, backend, serial=device_serial(dev),
