@@ -91,3 +91,22 @@ def test_flash_without_via_none_found_exit_1(served, capsys):
         server.close()
     err = capsys.readouterr().err
     assert "no device found: looked for bootloaders of any personality on the USB/IP server" in err
+
+
+def test_read_verify_reset_without_via_use_the_one_device(served, capsys, tmp_path):
+    server, ems = served(1)
+    usbip = ["--usbip", f"127.0.0.1:{server.port}"]
+    assert main(["flash", SAMPLE, *usbip, "--no-leave"]) == 0
+    back = tmp_path / "back.bin"
+    assert main(["read", str(back), *usbip, "--start", "0x08000000", "--length", "256"]) == 0
+    assert main(["verify", SAMPLE, *usbip]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("using dfu/dfuse at ") == 3 and "verified" in captured.out
+    assert back.read_bytes() == ems[0].memory.read(0x08000000, 256)
+
+
+def test_erase_without_via_several_lists_them_exit_2(served, capsys):
+    server, _ems = served(2)
+    assert main(["erase", "--usbip", f"127.0.0.1:{server.port}"]) == 2
+    err = capsys.readouterr().err
+    assert "2 devices found" in err and err.count("dfu/dfuse: ") == 2

@@ -362,6 +362,32 @@ def _json(facts: dict[str, Any]) -> str:
     return json.dumps(facts)
 
 
+def needs_discovery(args) -> bool:
+    """No --via, --product nor --emulate: the device is found (discover()), not assumed."""
+    return not args.via and not getattr(args, "product", None) and not args.emulate
+
+
+def pick_device(args, several: str = "") -> None:
+    """The one device discover() finds (--device, --serial, --port, --drive filter them) becomes
+    the command's selection, said on stderr; none is exit 1 saying what was looked for; several
+    are listed, exit 2."""
+    found = _found(args)
+    if getattr(args, "port", None):
+        found = [f for f in found if f.link.port == args.port]
+    if getattr(args, "drive", None):
+        found = [f for f in found if f.link.path == args.drive]
+    if not found:
+        raise Failed(f"no device found: looked for {_looked_for(args)}")
+    if len(found) > 1:
+        for f in found:
+            print(f"  {f.name}: {f.where}", file=sys.stderr)
+        raise BadInput(f"{len(found)} devices found (listed above): choose one with --via, --device or --serial"
+                       + (f", or {several}" if several else ""))
+    _use_found(args, found[0])
+    if not getattr(args, "json", False):
+        say(args, f"using {found[0].name} at {found[0].where}", err=True)
+
+
 def _flash_line(path: str, via: str, result, image, memory: str) -> tuple[str, dict[str, Any]]:
     rate = result.bytes / 1024 / result.seconds if result.seconds else 0
     left_out = image.origin.eeprom if image.origin is not None and memory == "flash" else 0
@@ -381,20 +407,10 @@ def cmd_flash(args) -> int:
         raise BadInput("--image needs --emulate CHIP")  # bad input before any device is looked for
     if args.all:
         return _flash_all(args)
-    if not args.via and not getattr(args, "product", None) and not args.emulate:
+    if needs_discovery(args):
         # the file first: a bad one is refused before any device is looked for
         input_image(args, target_chip(args), memory=args.memory)
-        found = _found(args)
-        if not found:
-            raise Failed(f"no device found: looked for {_looked_for(args)}")
-        if len(found) > 1:
-            for f in found:
-                print(f"  {f.name}: {f.where}", file=sys.stderr)
-            raise BadInput(f"{len(found)} devices found (listed above): choose one with --via, --device or "
-                           "--serial, or flash them all with --all")
-        _use_found(args, found[0])
-        if not args.json:
-            say(args, f"using {found[0].name} at {found[0].where}", err=True)
+        pick_device(args, "flash them all with --all")
     settings = _apply_product(args)
     # the file first: a bad one is refused before a personality (or a device) is even loaded
     image = input_image(args, target_chip(args), memory=args.memory)
@@ -485,11 +501,14 @@ def cmd_read(args) -> int:
     from ..formats import format_from_name, save
 
     quiet_progress(args)
-
-    settings = _apply_product(args)
     fmt = format_from_name(args.output)
     if fmt is None or fmt == "elf":
         raise BadInput(f"{args.output}: give a name ending in one of {_writable_extensions()}")
+    if args.image and not args.emulate:
+        raise BadInput("--image needs --emulate CHIP")  # bad input before any device is looked for
+    if needs_discovery(args):
+        pick_device(args)
+    settings = _apply_product(args)
     personality, options, session, link = _prepare(args, settings)
     with talking(args.output, session):
         image = personality.host().read(link, dialect=args.dialect, chip=session.chip, options=options,

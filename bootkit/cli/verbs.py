@@ -73,9 +73,13 @@ def add_commands(sub, argv=()) -> None:
 
 def _device(args):
     """The personality, its host side, options, session and link of a verb's device."""
-    from .transfer import _apply_product, _prepare, quiet_progress
+    from .transfer import _apply_product, _prepare, needs_discovery, pick_device, quiet_progress
 
     quiet_progress(args)
+    if args.image and not args.emulate:
+        raise BadInput("--image needs --emulate CHIP")  # bad input before any device is looked for
+    if needs_discovery(args):
+        pick_device(args)
     settings = _apply_product(args)
     personality, options, session, link = _prepare(args, settings)
     return personality, personality.host(), options, session, link
