@@ -158,7 +158,9 @@ class PlainBar:
 
     def finish(self) -> None:
         seconds = self.clock() - self.started
-        if self.total and self.done != self.total:
+        if self.unit == "s":  # a wait: how long it lasted is the news, not the ticks
+            count = "done"
+        elif self.total and self.done != self.total:
             count = f"{self.done} of {self.total} {self.unit}"
         else:
             count = f"{self.done} {self.unit}" if self.total is not None or self.done else "done"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...formats.image import Image
 from ...formats.uf2 import UF2_BLOCK_SIZE
-from ...progress import phase
+from ...progress import phase, progress_bar
 from ..common import FlashResult
 from ..usbhost import CAME_BACK, STAYED, Arrival, LeaveWatch, Look
 from .bot import MscError
@@ -30,7 +30,11 @@ def full_sync(fd: int) -> None:
             pass
 
 
-def flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, again, verify=True) -> FlashResult:
+COPY_CHUNK = 64 * 1024  # bytes per os.write: the copy's bar moves as the drive takes the file
+
+
+def flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, again, verify=True,
+                progress=None) -> FlashResult:
     t0 = time.perf_counter()
     if not drive.is_dir():
         raise MscError(f"{drive}: not a mounted drive")
@@ -69,9 +73,11 @@ def flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, a
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(payload)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            with progress_bar(f"copying {path.name}", len(payload), progress) as advance:
+                while view:
+                    n = os.write(fd, view[:COPY_CHUNK])
+                    view = view[n:]
+                    advance(n)
             full_sync(fd)
             if hold:
                 checked, again_spans = verify_before_last(hold[0], drop)
@@ -99,7 +105,21 @@ def flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, a
             return Look(False)
         return Look(False, Arrival(0, 0, True, where=str(drive))) if was_gone else Look(True)
 
-    out = LeaveWatch(look, wait=timeout, again=again, interval=0.1).run()
+    # A real board takes seconds to reset and its drive to unmount: the wait is a bar in
+    # seconds (it showed nothing for up to 15 s), ticked from the watch's own looks.
+    started = time.monotonic()
+    with progress_bar(f"waiting for {drive} to leave", max(1, round(timeout)), progress, unit="s") as tick:
+        shown = 0
+
+        def look_and_tick() -> Look:
+            nonlocal shown
+            elapsed = int(time.monotonic() - started)
+            if elapsed > shown:
+                tick(elapsed - shown)
+                shown = elapsed
+            return look()
+
+        out = LeaveWatch(look_and_tick, wait=timeout, again=again, interval=0.1).run()
     if out.seen == CAME_BACK:
         raise MscError(f"{STAYED}: {drive} came back after the copy")
     if out.stayed:

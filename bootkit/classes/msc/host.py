@@ -72,7 +72,7 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
     if drive is not None:
         return flash_drive(image, Path(drive), requested=fmt or dialect, chip=chip, force=force,
                             timeout=15.0 if timeout is None else timeout, again=AGAIN if again is None else again,
-                            verify=verify)
+                            verify=verify, progress=progress)
     t0 = time.perf_counter()
     wait = (LEAVE_WAIT_IN_PROCESS if in_process(backend) else 15.0) if timeout is None else timeout
     again = (AGAIN_IN_PROCESS if in_process(backend) else AGAIN) if again is None else again

@@ -21,17 +21,20 @@ def add_commands(sub) -> None:
                        epilog="examples:\n  bootkit print fw.hex --printer /dev/usb/lp0\n"
                               "  bootkit print fw.hex --emulate atmega32u4 --image flash.bin\n"
                               "  bootkit print fw.bin --device 03eb:206b --address 0\n"
+                              "  bootkit print fw.hex --usbip 127.0.0.1   # served by serve printer --transport usbip\n"
                               "  bootkit print fw.img --format hex --emulate atmega32u4 --image flash.bin")
     add_file_arguments(s, "select the device by USB ids (pyusb)", "print into an emulated device in this process")
     s.add_argument("--printer", metavar="/dev/usb/lpN", help="the kernel's printer device (usblp)")
-    s.set_defaults(func=cmd_print, via="printer", usbip=None, dialect=None, port=None)
+    s.add_argument("--usbip", metavar="HOST[:PORT]",
+                   help="a printer served by `bootkit serve printer --transport usbip` (no kernel needed)")
+    s.set_defaults(func=cmd_print, via="printer", dialect=None, port=None)
 
 
 def cmd_print(args) -> int:
     from . import host
 
-    if args.printer and (args.emulate or args.device):
-        raise BadInput("--printer excludes --emulate and --device")
+    if args.printer and (args.emulate or args.device or args.usbip):
+        raise BadInput("--printer excludes --emulate, --device and --usbip")
     if not Path(args.file).exists():
         raise BadInput(f"{args.file}: no such file")
     # the whole file is parsed first: a corrupt or empty one is refused before anything is sent
