@@ -26,14 +26,19 @@ def usbip_servers():
         server.close()
 
 
-SERVING = re.compile(r"^serving .* on 127\.0\.0\.1:(\d+)\. Ctrl-C to stop\.$")
+SERVING = re.compile(r"^serving .* on (\S+)\. Ctrl-C to stop\.$")
 
 
 class Served:
-    """``bootkit serve ... --transport usbip`` in a child process (so it can be killed)."""
+    """``bootkit serve ...`` in a child process (so it can be killed); USB/IP unless the
+    arguments name another transport."""
 
     def __init__(self, args: list[str], cwd):
-        self.proc = subprocess.Popen([sys.executable, "-m", "bootkit", "serve", *args, "--transport", "usbip"],
+        if "--transport" not in args:
+            args = [*args, "--transport", "usbip"]
+        self.port = 0
+        self.where = ""
+        self.proc = subprocess.Popen([sys.executable, "-m", "bootkit", "serve", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
         seen = []
         assert self.proc.stdout is not None
@@ -41,7 +46,9 @@ class Served:
             seen.append(line)
             m = SERVING.match(line.strip())
             if m:
-                self.port = int(m[1])
+                self.where = m[1]  # 127.0.0.1:PORT (usbip) or /dev/pts/N (pty)
+                if m[1].startswith("127.0.0.1:"):
+                    self.port = int(m[1].rpartition(":")[2])
                 return
         self.proc.wait()
         raise AssertionError(f"serve did not start: {''.join(seen)}")
