@@ -69,6 +69,79 @@ class MidiHost:
                          dialect=dialect, chip=chip, memory=memory, start=start, length=length, progress=progress,
                          retries=o.retries)
 
+    # -- bootkit.contracts.Verbs: bootkit erase / verify / reset (two-way SysEx; the one-way file cannot)
+
+    def _client(self, link: Link, dialect: str | None, options: DeviceOptions | None) -> tuple[Any, Any, Any]:
+        from ...contracts import OptionError
+        from . import host
+
+        link.check(PERSONALITY.name, PERSONALITY.link_fields)
+        if dialect == "file":
+            raise OptionError("the MIDI file dialect is one-way (a .mid played into the device): it has no "
+                              "erase, read or leave request")
+        o = PERSONALITY.options_or_default(dialect, options)
+        assert isinstance(o, MidiOptions)
+        c_link = host.open_link(link.backend, port=link.port, vid=link.vid, pid=link.pid, serial=link.serial)
+        try:
+            return c_link, host.SysexClient(c_link, retries=o.retries), o
+        except BaseException:
+            c_link.close()
+            raise
+
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str:
+        c_link, c, _o = self._client(link, dialect, options)
+        try:
+            info = c.identify()
+            span = info.app_end - info.app_start
+            # ERASE of the application span (the device refuses the bootloader's: NAK PROTECTED);
+            # the timeout allows twice the device's per-sector erase time, as flash does
+            n = c.erase(info.app_start, span, 2.0 + max(1, span // max(info.page_size, 1)) * info.erase_us / 1e6 * 2)
+            return f"{n} sector(s) of {info.chip}'s application erased (0x{info.app_start:X}-0x{info.app_end - 1:X})"
+        finally:
+            c_link.close()
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
+        from ...contracts import OptionError
+        from ..native import first_difference
+        from . import host
+
+        if dialect == "file":
+            raise OptionError("the MIDI file dialect is one-way (a .mid played into the device): it cannot be "
+                              "read back")
+        # READ page by page (at most a page per request), as read does
+        back = self.read(link, dialect=dialect, chip=chip, options=options, start=image.start,
+                         length=image.end - image.start, memory=memory, progress=progress)
+        for address, data in image.segments:
+            got = back.crop(address, address + len(data))
+            if got.size != len(data):  # what was not read is not verified (no 0xFF filling in)
+                raise host.MidiError(f"verify failed at 0x{address + got.size:X}: the device returned {got.size} "
+                                     f"of the {len(data)} bytes from 0x{address:X}")
+            differs = first_difference(address, data, got.tobytes(address, address + len(data)))
+            if differs:
+                raise host.MidiError(differs)
+        return f"{image.size} bytes equal to a read-back of 0x{image.start:X}-0x{image.end - 1:X}"
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str:
+        from ..usbhost import bus_snapshot
+        from . import host
+
+        c_link, c, o = self._client(link, dialect, options)
+        wait = host._default_wait(link.backend) if o.leave_wait is None else o.leave_wait
+        try:
+            before = bus_snapshot(link.backend) if isinstance(c_link, host.UsbLink) else None
+            try:
+                c.boot()  # a NAK: MidiError "the device stayed in its bootloader: ..."
+            except host.Gone:
+                pass  # it reset before its ACK reached us: what comes back (or not) says what happened
+        finally:
+            c_link.close()
+        if isinstance(c_link, host.UsbLink):
+            return host.watch_leave(link.backend, c_link.target, wait, before=before)
+        return host.watch_port_leave(link.port or "", wait)  # "": mido's default port, as PortLink opened
+
 
 class Midi(Personality):
     name = NAME
