@@ -54,6 +54,8 @@ def _emulated(via, chip, image, *extra):
     ("dfu", "stm32f411", SAMPLE_STM32, (), "application started (came back as "),  # DfuSe: sector erase
     # native: read-back + CRC, ERASE; its application shows nothing on the bus, and that is what is said
     ("hid", "atmega32u4", SAMPLE, ("--dialect", "native"), "left the bootloader (not seen again within"),
+    # two-way SysEx: READ page by page, ERASE of the application span, BOOT
+    ("midi", "atmega32u4", SAMPLE, (), "left the bootloader (not seen again within"),
 ])
 def test_verify_erase_reset(tmp_path, capsys, via, chip, sample, extra, left):
     flash = tmp_path / "flash.bin"
@@ -121,6 +123,7 @@ def test_xusb_verifies_by_its_crc(tmp_path, capsys):
     (["erase", "--via", "hid", "--dialect", "lufa"], "the lufa bootloader has no erase command"),
     (["erase", "--via", "dfu", "--dialect", "dfu"], "plain DFU 1.1 has no erase command"),
     (["verify", SAMPLE, "--via", "hid", "--dialect", "halfkay", "--mcu", "atmega32u4"], "has no read or CRC"),
+    (["erase", "--via", "midi", "--dialect", "file"], "the MIDI file dialect is one-way"),
 ])
 def test_a_dialect_that_cannot_says_so(capsys, argv, says):
     assert main([*argv, "--emulate", "atmega32u4"]) == 2
