@@ -98,6 +98,39 @@ class MscHost:
         return host.read(link.backend, drive=link.path, vid=link.vid, pid=link.pid, serial=link.serial, chip=chip,
                          start=start, length=length, progress=progress)
 
+    # -- bootkit.contracts.Verbs: a UF2 drive verifies by CURRENT.UF2; it has no erase nor leave request
+
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str:
+        from ...contracts import OptionError
+
+        raise OptionError("a UF2 drive has no erase command (each block written replaces its flash): "
+                          "flash writes what it needs")
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
+        from ..common import HostError
+        from ..native import first_difference
+
+        back = self.read(link, dialect=dialect, chip=chip, options=options, start=image.start,
+                         length=image.end - image.start, memory=memory, progress=progress)  # CURRENT.UF2
+        for address, data in image.segments:
+            got = back.crop(address, address + len(data))
+            if got.size != len(data):  # what was not read is not verified (no 0xFF filling in)
+                raise HostError(f"verify failed at 0x{address + got.size:X}: the device returned {got.size} "
+                                f"of the {len(data)} bytes from 0x{address:X}")
+            differs = first_difference(address, data, got.tobytes(address, address + len(data)))
+            if differs:
+                raise HostError(differs)
+        return f"{image.size} bytes equal to a read-back of 0x{image.start:X}-0x{image.end - 1:X}"
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str:
+        from ...contracts import OptionError
+
+        raise OptionError("a UF2 drive has no leave request: it starts the application after the last block "
+                          "of a copy (flash, drop)")
+
 
 class Msc(Personality):
     name = NAME
