@@ -78,6 +78,30 @@ class PrinterHost:
 
         return host.read(link.backend)  # raises HostError: a printer only receives jobs
 
+    # -- bootkit.contracts.Verbs: a printer only receives jobs
+
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str:
+        from ...contracts import OptionError
+
+        raise OptionError("the printer bootloader has no erase command (a job erases what it writes): "
+                          "flash sends the job")
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
+        from ...contracts import OptionError
+
+        raise OptionError("a printer only receives jobs: it cannot be read back (flash verifies by the CRC-32 "
+                          "the device reports for its job)")
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str:
+        from ...contracts import OptionError
+
+        # the class's SOFT_RESET (USB Printer Class 1.1, 4.2.3) only flushes the device's buffers
+        raise OptionError("the printer bootloader has no leave request: it starts the application after a "
+                          "good job (flash)")
+
 
 class Printer(Personality):
     name = NAME
