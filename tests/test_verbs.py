@@ -124,6 +124,10 @@ def test_xusb_verifies_by_its_crc(tmp_path, capsys):
     (["erase", "--via", "dfu", "--dialect", "dfu"], "plain DFU 1.1 has no erase command"),
     (["verify", SAMPLE, "--via", "hid", "--dialect", "halfkay", "--mcu", "atmega32u4"], "has no read or CRC"),
     (["erase", "--via", "midi", "--dialect", "file"], "the MIDI file dialect is one-way"),
+    (["erase", "--via", "msc"], "a UF2 drive has no erase command"),
+    (["reset", "--via", "msc"], "a UF2 drive has no leave request"),
+    (["verify", SAMPLE, "--via", "printer"], "a printer only receives jobs: it cannot be read back"),
+    (["reset", "--via", "printer"], "the printer bootloader has no leave request"),
 ])
 def test_a_dialect_that_cannot_says_so(capsys, argv, says):
     assert main([*argv, "--emulate", "atmega32u4"]) == 2
@@ -244,3 +248,18 @@ def test_no_trace_module_without_verbose(tmp_path):
             "print('bootkit.trace' in sys.modules, file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stderr.strip().endswith("False"), out.stderr
+
+
+def test_msc_verifies_by_current_uf2(tmp_path, capsys):
+    flash = tmp_path / "flash.bin"
+    dev = _emulated("msc", "stm32f411", flash)
+    assert main(["flash", SAMPLE_STM32, *dev]) == 0
+    capsys.readouterr()
+    assert main(["verify", SAMPLE_STM32, *dev]) == 0
+    assert "equal to a read-back" in capsys.readouterr().out
+    image = load(SAMPLE_STM32)
+    start, data = image.segments[0]
+    bad = tmp_path / "bad.hex"
+    save(Image([(start, data[:9] + bytes([data[9] ^ 0x80]) + data[10:])]), bad)
+    assert main(["verify", str(bad), *dev]) == 1
+    assert f"verify failed at 0x{start + 9:X}" in capsys.readouterr().err
