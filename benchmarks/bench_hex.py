@@ -23,13 +23,18 @@ import argparse
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 
 import bincopy
 from intelhex import IntelHex
 
-from bootkit.formats import Image, load, write_hex
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from run_all import emit, record  # noqa: E402
+
+from bootkit.formats import Image, load, write_hex  # noqa: E402
 
 TARGET = 0.2
 
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--size", type=parse_size, default=1 << 20,
                         help="image size in bytes, K/M suffixes allowed (default 1M)")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds, at least 5 (default 5)")
+    parser.add_argument("--repeat", "--runs", type=int, default=5, help="rounds, at least 5 (default 5)")
+    parser.add_argument("--json", action="store_true", help="last line: the records, for run_all.py")
     args = parser.parse_args(argv)
     if args.repeat < 5:
         parser.error("--repeat must be at least 5 (median and spread)")
@@ -105,12 +111,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:24s} median {med * 1000:9.1f} ms   IQR {q1 * 1000:9.1f}-{q3 * 1000:9.1f}   "
               f"min-max {lo * 1000:9.1f}-{hi * 1000:9.1f} ms")
     ours = times["bootkit load(path)"]
+    records = []
     for peer, target in (("bincopy BinFile(path)", TARGET), ("intelhex IntelHex(path)", None)):
+        records.append(record(f"hex parse {image.size // 1024} KiB: bootkit load / {peer.split()[0]}",
+                              f"bootkit load(path) vs {peer}, alternating, per-round ratio",
+                              [a / b for a, b in zip(ours, times[peer])],
+                              target=f"<= {target}" if target else None))
         ratio = statistics.median(ours) / statistics.median(times[peer])
         _, q1, q3, lo, hi = spread([a / b for a, b in zip(ours, times[peer])])
         verdict = f"; target <= {target}: {'met' if ratio <= target else 'NOT met'}" if target else ""
         print(f"ratio bootkit / {peer.split()[0]}: {ratio:.3f}  (per-round IQR {q1:.3f}-{q3:.3f}, "
               f"min-max {lo:.3f}-{hi:.3f}{verdict}; lower is better)")
+    if args.json:
+        emit(records, True)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,22 @@ personality on the in-process bus, flashes a full 2 MiB image into it
 through the host client, reads it back and writes the image file; the
 parent prints the child's peak resident set (ru_maxrss), next to the same
 process doing nothing but importing bootkit.  Target: under 60 MiB.
+Median and spread of --runs child processes of each (at least 5).
 
 example:
-  python benchmarks/bench_memory.py
+  python benchmarks/bench_memory.py --runs 5
 """
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from run_all import emit, record  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, tempfile, os
@@ -42,14 +49,25 @@ def peak(mode: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["maxrss_kib"] / 1024
 
 
-def main():
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    base = peak("import")
-    served = peak("serve")
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5, help="child processes of each, at least 5 (default 5)")
+    ap.add_argument("--json", action="store_true", help="last line: the records, for run_all.py")
+    args = ap.parse_args(argv)
+    if args.runs < 5:
+        ap.error("--runs: at least 5 (a median and a spread of fewer say little)")
+    base, served = [], []
+    for _ in range(args.runs):
+        base.append(peak("import"))
+        served.append(peak("serve"))
     print("peak resident memory (whole process, ru_maxrss)")
-    print(f"  python + bootkit imported:               {base:6.1f} MiB")
-    print(f"  serving a 2 MiB RP2040, flashed + read:  {served:6.1f} MiB   target < 60 MiB")
-    print(f"  growth for the 2 MiB chip:               {served - base:6.1f} MiB")
+    print(f"  python + bootkit imported:               {statistics.median(base):6.1f} MiB")
+    print(f"  serving a 2 MiB RP2040, flashed + read:  {statistics.median(served):6.1f} MiB   target < 60 MiB")
+    emit([record("peak RSS serving a 2 MiB RP2040 (DFU, flashed + read, image file written)",
+                 "ru_maxrss of the whole child process", served, unit="MiB", target="< 60"),
+          record("growth of the peak RSS for the 2 MiB chip over bootkit imported alone",
+                 "ru_maxrss of the serving child minus that of an importing one, per run",
+                 [s - b for s, b in zip(served, base)], unit="MiB")], args.json)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,10 @@ one that asks for a wait gets nothing ahead
 control transfers, "trips" the client's waits for the server (round
 trips); --no-pipeline sends one control transfer per round trip.
 
-Runs alternate (virtual, usbip just started, usbip running, virtual, ...)
-and the best of --repeat is kept for each, so load from other processes on
-the machine hits all alike.  "just started": the flash begins as soon as
+Runs alternate (virtual, usbip just started, usbip running, virtual, ...),
+--runs of each (at least 5), so load from other processes on the machine
+hits all alike; the table shows medians, and the ratios' median and spread
+(min-max) over the per-run ratios follow it.  "just started": the flash begins as soon as
 the server listens; "running": --settle seconds later, as when `bootkit
 serve` was started before the flash, the way it is used.  The target is
 for both.  The last line is the floor: a bare TCP round trip between two
@@ -41,24 +42,29 @@ round trip pays on top of the work at both ends; which case (one vCPU or
 two) a run gets is up to the scheduler.
 
 example:
-  python benchmarks/bench_usbip.py --size 256K --repeat 3
+  python benchmarks/bench_usbip.py --size 256K --runs 5
 """
 
 import argparse
 import os
+import statistics
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from bootkit.classes.dfu import host
-from bootkit.emulator import Emulator
-from bootkit.memory import get_chip
-from bootkit.samples import sample_image
-from bootkit.transports import usbip_client
-from bootkit.transports.usbip import UsbipServer
-from bootkit.transports.virtual import VirtualBus, get_backend
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from run_all import emit, record  # noqa: E402
+
+from bootkit.classes.dfu import host  # noqa: E402
+from bootkit.emulator import Emulator  # noqa: E402
+from bootkit.memory import get_chip  # noqa: E402
+from bootkit.samples import sample_image  # noqa: E402
+from bootkit.transports import usbip_client  # noqa: E402
+from bootkit.transports.usbip import UsbipServer  # noqa: E402
+from bootkit.transports.virtual import VirtualBus, get_backend  # noqa: E402
 
 
 def image_of(size: int):
@@ -187,45 +193,56 @@ def tcp_round_trip(size: int, count: int = 2000) -> float:
         proc.wait(10)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="256K", help="image size (default 256K)")
-    ap.add_argument("--repeat", type=int, default=5, help="runs per setting; the best is kept")
+    ap.add_argument("--runs", type=int, default=5, help="runs per setting, at least 5 (default 5)")
+    ap.add_argument("--json", action="store_true", help="last line: the records, for run_all.py")
     ap.add_argument("--thread", action="store_true", help="run the server on a thread of this process")
     ap.add_argument("--no-pipeline", dest="pipeline", action="store_false",
                     help="one control transfer per round trip (UsbipBackend(pipeline=False))")
     ap.add_argument("--settle", type=float, default=0.3, metavar="SECONDS",
                     help="how long the running server has been up before its flash (default 0.3)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.runs < 5:
+        ap.error("--runs: at least 5 (a median and a spread of fewer say little)")
     run_usbip = run_usbip_thread if args.thread else run_usbip_process
     size = int(args.size.rstrip("Kk")) * 1024 if args.size[-1] in "Kk" else int(args.size)
     image = image_of(size)
     print(f"DFU 1.1 download of {size // 1024} KiB into an emulated stm32f411: USB/IP on loopback vs in-process "
-          f"(best of {args.repeat}, server in {'a thread' if args.thread else 'another process'}; "
+          f"(medians of {args.runs}, server in {'a thread' if args.thread else 'another process'}; "
           f"'just started': flashed as soon as the server listens, 'running': {args.settle:g} s later; "
           f"'one block per round trip': running, nothing sent ahead)")
     print(f"{'':>13} {'':>9} {'':>9} {'------- just started -------':>28}  {'------ running ------':>21}  "
           f"{'one block per round trip':>24}")
     print(f"{'wTransferSize':>13} {'transfers':>9} {'virtual s':>9} {'trips':>6} {'usbip s':>8} {'MB/s':>6} "
           f"{'ratio':>5}  {'usbip s':>8} {'MB/s':>6} {'ratio':>5}  {'trips':>6} {'usbip s':>8} {'ratio':>8}  target")
+    records = []
     for transfer in (64, 1024, 4096):
         virtuals, fresh, running, single = [], [], [], []
-        for _ in range(args.repeat):  # interleaved: a burst of load hits all four
+        for _ in range(args.runs):  # interleaved: a burst of load hits all four
             virtuals.append(run_virtual(image, transfer))
             fresh.append(run_usbip(image, transfer, args.pipeline, 0.0))
             running.append(run_usbip(image, transfer, args.pipeline, args.settle))
             single.append(run_usbip(image, transfer, args.pipeline, args.settle, ahead=False))
-        virtual = min(virtuals)
-        cold, count, trips = min(fresh)
-        warm = min(running)[0]
-        one, _, one_trips = min(single)
+        virtual = statistics.median(virtuals)
+        cold, count, trips = statistics.median(f[0] for f in fresh), fresh[0][1], fresh[0][2]
+        warm = statistics.median(r[0] for r in running)
+        one, one_trips = statistics.median(s[0] for s in single), single[0][2]
         target = "<= 3" if transfer >= 1024 else "-"
         print(f"{transfer:>13} {count:>9} {virtual:>9.4f} {trips:>6} {cold:>8.4f} {size / cold / 1e6:>6.2f} "
               f"{cold / virtual:>5.2f}  {warm:>8.4f} {size / warm / 1e6:>6.2f} {warm / virtual:>5.2f}  "
               f"{one_trips:>6} {one:>8.4f} {one / virtual:>8.2f}  {target}")
+        for label, runs in (("just started", fresh), ("running", running)):
+            records.append(record(
+                f"dfu over USB/IP ({label}) {size // 1024} KiB wTransferSize {transfer}: usbip / in-process",
+                f"the same host.flash through a USB/IP server on loopback ({'thread' if args.thread else 'process'}) "
+                f"vs the in-process bus, per run", [r[0] / v for r, v in zip(runs, virtuals)],
+                target="<= 3" if transfer >= 1024 else None))
     rt = tcp_round_trip(48 + 1024)
     print(f"floor: a bare TCP round trip between two Python processes here takes {rt * 1e6:.1f} us "
           f"(1072 bytes out, 48 back); the in-process bus needs none")
+    emit(records, args.json)
 
 
 if __name__ == "__main__":
