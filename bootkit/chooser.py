@@ -41,7 +41,7 @@ NEEDS = {
     "no-host-software": "the OS alone is enough: no tool to install",
     "no-driver": "no driver to install on the chosen OSes",
     "unattended": "scriptable with no user action at the device",
-    "fast": "high throughput (as our benchmarks measured it)",
+    "fast": "high throughput (our benchmarks' figure: a wire bound or a measurement)",
     "small-bootloader": "the bootloader takes little or no flash",
     "feedback": "the user learns what went wrong",
 }
@@ -451,8 +451,11 @@ def generate_docs() -> str:
     out += [
         "",
         "A dialect whose driver entry for a requested OS is \"no\" cannot work there: it is ranked last, "
-        "with the reason. Throughput is the wire limit our own benchmarks measured (full-speed USB time of "
-        "the transfers the protocol needs); a real chip's flash programming time comes on top.",
+        "with the reason. Throughput is the figure `benchmarks/results.json` gives a dialect (written into its "
+        "facts.py by `python benchmarks/run_all.py --write-docs`, never typed): a \"wire bound\" is the "
+        "full-speed USB time of the transfers a benchmark counted our host client issuing, a bound and not a "
+        "measured speed (a real chip's flash programming time comes on top); \"measured\" was timed end to end; "
+        "a dialect with neither is \"not measured\" and is ranked by what is known.",
         "",
         f"Facts from: {', '.join(sorted({f'bootkit/classes/{f.personality}/facts.py' for f in facts}))}.",
         "",
