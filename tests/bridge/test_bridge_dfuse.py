@@ -10,6 +10,7 @@ host as the front protocol's own error.
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -25,6 +26,16 @@ CHIP = get_chip("stm32f411")
 
 def holds(flash: bytes, image, chip=CHIP) -> bool:
     return all(flash[a - chip.flash_start:a - chip.flash_start + len(d)] == d for a, d in image.segments)
+
+
+@pytest.fixture
+def big_firmware(tmp_path):
+    """200 KiB of firmware: several batches of the back-end's writer (32 KiB each)."""
+    data = bytes(random.Random(23).getrandbits(8) for _ in range(200 * 1024))
+    (tmp_path / "big.bin").write_bytes(data)
+    path = tmp_path / "big.uf2"
+    assert main(["convert", str(tmp_path / "big.bin"), str(path), "--base", "0x08000000", "--family", "stm32f4"]) == 0
+    return path, load_image(path)
 
 
 @pytest.fixture
@@ -68,8 +79,8 @@ def test_msc_in_front_of_dfuse_over_usbip(usbip_servers, firmware, tmp_path, cap
 
 
 def test_program_holds_at_most_one_transfer(usbip_servers, tmp_path):
-    """Bounded memory: whatever the image's size, the back-end holds one wTransferSize
-    block at most (the rest is on the device already)."""
+    """Bounded memory: whatever the image's size, the back-end holds what one round trip
+    carries ahead (16 blocks of wTransferSize 2048) at most; the rest is on the device."""
     back = Emulator(CHIP, "dfu", options={"dialect": "dfuse"})
     s1 = usbip_servers([back.target])
     memory = open_target(f"usbip://127.0.0.1:{s1.port}", CHIP)
@@ -84,7 +95,7 @@ def test_program_holds_at_most_one_transfer(usbip_servers, tmp_path):
         for off in range(0, len(data), 256):  # as a UF2 drive programs: 256 bytes a block
             memory.program(start + off, data[off:off + 256])
             most = max(most, len(memory._pending))
-        assert most <= memory.transfer_size == 2048
+        assert memory.transfer_size == 2048 and most <= memory.hold == 16 * 2048
         memory.flush()
         assert back.memory.flash_bytes()[:len(data)] == data
         assert memory.read(start + 1000, 3000) == data[1000:4000]
@@ -93,12 +104,12 @@ def test_program_holds_at_most_one_transfer(usbip_servers, tmp_path):
         back.close()
 
 
-def test_dfu_front_reports_a_killed_back_end_and_a_retry_succeeds(usbip_servers, served, firmware, tmp_path,
+def test_dfu_front_reports_a_killed_back_end_and_a_retry_succeeds(usbip_servers, served, big_firmware, tmp_path,
                                                                     monkeypatch, capsys):
     """The back-end process is killed in the middle of the download: the DFU host flashing the
     front sees the front's DFU error status (not a success), the back-end's image is marked
     invalid (it comes back in its bootloader), and the same flash again succeeds."""
-    fw, image = firmware
+    fw, image = big_firmware
     back = served("dfu", "--chip", "stm32f411", "--dialect", "dfuse", "--image", str(tmp_path / "back.bin"),
                   "--listen", "127.0.0.1:0")
     port = back.port
@@ -106,16 +117,16 @@ def test_dfu_front_reports_a_killed_back_end_and_a_retry_succeeds(usbip_servers,
     assert isinstance(memory, DfuseMemory)
     front = Emulator(CHIP, "dfu", options={"dialect": "dfuse"}, backend=memory)
     s2 = usbip_servers([front.target])
-    flushes = []
-    real_flush = memory.flush
+    batches = []
+    real_write = memory._write_batch
 
-    def flush_then_die():
-        flushes.append(len(memory._pending))
-        if len(flushes) == 3 and back.proc.poll() is None:
+    def write_then_die(at, data):  # the writer thread, sending a batch to the back-end
+        batches.append(at)
+        if len(batches) == 3 and back.proc.poll() is None:
             back.kill()  # SIGKILL: no write-back, no goodbye on the socket
-        real_flush()
+        real_write(at, data)
 
-    monkeypatch.setattr(memory, "flush", flush_then_die)
+    monkeypatch.setattr(memory, "_write_batch", write_then_die)
     try:
         code = main(["flash", str(fw), "--via", "dfu", "--usbip", f"127.0.0.1:{s2.port}", "--no-progress"])
         err = capsys.readouterr().err.strip()
@@ -137,26 +148,26 @@ def test_dfu_front_reports_a_killed_back_end_and_a_retry_succeeds(usbip_servers,
     assert holds((tmp_path / "back.bin").read_bytes(), image)
 
 
-def test_msc_front_never_reports_success_when_its_back_end_is_killed(usbip_servers, served, firmware, tmp_path,
+def test_msc_front_never_reports_success_when_its_back_end_is_killed(usbip_servers, served, big_firmware, tmp_path,
                                                                       monkeypatch, capsys):
     """The same kill behind the UF2 drive: the drop fails (exit 1, one line), never 'verified'."""
-    fw, image = firmware
+    fw, image = big_firmware
     back = served("dfu", "--chip", "stm32f411", "--dialect", "dfuse", "--image", str(tmp_path / "back.bin"),
                   "--listen", "127.0.0.1:0")
     memory = open_target(f"usbip://127.0.0.1:{back.port}", CHIP)
     assert isinstance(memory, DfuseMemory)
     front = Emulator(CHIP, "msc", backend=memory)
     s2 = usbip_servers([front.target])
-    real_flush = memory.flush
-    flushes = []
+    real_write = memory._write_batch
+    batches = []
 
-    def flush_then_die():
-        flushes.append(1)
-        if len(flushes) == 2 and back.proc.poll() is None:
+    def write_then_die(at, data):
+        batches.append(at)
+        if len(batches) == 2 and back.proc.poll() is None:
             back.kill()
-        real_flush()
+        real_write(at, data)
 
-    monkeypatch.setattr(memory, "flush", flush_then_die)
+    monkeypatch.setattr(memory, "_write_batch", write_then_die)
     try:
         code = main(["flash", str(fw), "--via", "msc", "--usbip", f"127.0.0.1:{s2.port}", "--no-progress"])
         captured = capsys.readouterr()

@@ -10,12 +10,19 @@ How each MemoryIO operation maps onto DfuSe (ST AN3156):
   our chip database; the front chip's bootloader ranges are added as protected, and
   the device refuses its own (system memory is ROM).
 - ``erase``: the Erase command on the sector holding the address.
-- ``program``: buffered and sent one wTransferSize block per DNLOAD, at the address
-  pointer (one Set Address per run of sequential blocks, as the host client does).  At
-  most one transfer is held (bounded memory whatever the image's size); it is sent
-  before any other operation, so the order the front asked for is the order on the bus.
-- ``read``: Set Address + UPLOAD; one transfer read ahead and kept until the next
-  change (a UF2 drive reads CURRENT.UF2 256 bytes at a time).
+- ``program``: gathered, then sent as one Set Address and its run of wTransferSize
+  blocks (AN3156: block N lands at (N - 2) x wTransferSize + the pointer), several
+  blocks per round trip where the backend can, as a direct flash sends them
+  (DfuClient.download_session).  A writer thread sends one batch of ``hold`` bytes
+  (what one round trip carries ahead: 32 KiB at wTransferSize 2048) while the next is
+  gathered, so both USB/IP links work side by side; at most three batches are held
+  whatever the image's size, and a front whose host runs ahead waits (flow control).
+  Everything is sent before any other operation, so the order the front asked for is
+  the order on the bus.  The front answers its host's block before the back-end has
+  it (as a device's write buffer does): a failure is the error of a later block, and
+  the update's outcome (manifest) waits for all of it.
+- ``read``: Set Address + UPLOAD; READ_AHEAD transfers read at once and kept until the
+  next change (a UF2 drive reads CURRENT.UF2 256 bytes at a time).
 - ``manifest``: the DfuSe leave (zero-length DNLOAD and the GETSTATUS that runs it).
   ``app_valid`` is set only when the device answered that GETSTATUS with OK; the
   device then resets, and the next operation finds it again (detaching its run-time
@@ -34,7 +41,9 @@ erase or plain), which the front maps to its own protocol's error.
 
 from __future__ import annotations
 
+import queue
 import struct
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -46,7 +55,8 @@ from ...memory.core import AddressFault, FirmwareFault, Layout, ProtectedFault, 
 from ..common import HostError
 from .client import DfuError
 from .dialects import DfuSe, Flip
-from .protocol import DFUSE_ERASE, DNLOAD, State, Status
+from .download import IN_CLASS_INTF
+from .protocol import DFUSE_ERASE, DNLOAD, UPLOAD, State, Status
 
 if TYPE_CHECKING:
     from ...memory.chips import Chip
@@ -76,6 +86,9 @@ def usb_memory(backend, sel: UsbSelection, chip: Chip | None = None) -> DfuseMem
 class DfuseMemory:
     """MemoryIO over a DfuSe device reached through ``backend`` (pyusb)."""
 
+    #: transfers read at once and kept until the next change (a UF2 drive reads 256 bytes a block)
+    READ_AHEAD = 16
+
     def __init__(self, backend, sel: UsbSelection, chip: Chip | None = None):
         self.backend = backend
         self.sel = sel
@@ -100,11 +113,18 @@ class DfuseMemory:
                 raise ValueError(f"{chip.name}'s flash 0x{chip.flash_start:X}-0x{chip.flash_end - 1:X} is not "
                                  f"within the device's \"{flash.name}\" 0x{flash.start:X}-0x{flash.end - 1:X}")
         self.transfer_size = self._d.client.transfer_size
-        self._pending = bytearray()  # programmed, not yet sent: at most one transfer
+        #: the most bytes held before they are sent: what one round trip carries ahead in a
+        #: direct flash (DfuClient.AHEAD_BLOCKS blocks, AHEAD_BYTES at most); whatever the
+        #: image's size, never more (bounded memory)
+        self.hold = max(self.transfer_size, min(self._d.client.AHEAD_BLOCKS * self.transfer_size,
+                                                self._d.client.AHEAD_BYTES) // self.transfer_size * self.transfer_size)
+        self._pending = bytearray()  # programmed, not yet sent: at most ``hold`` bytes
         self._pending_at = 0
         self._last: tuple[int, bytes] = (0, b"")  # the last block the device accepted
         self._cache: tuple[int, bytes] = (0, b"")  # read ahead, until the next change
-        self._next: tuple[int, int] | None = None  # (address, block) a sequential DNLOAD continues at
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+        self._writer: threading.Thread | None = None
+        self._failed: BackendFault | None = None  # the writer's failure, raised at the next call
 
     # ------------------------------------------------------------------
     def _open(self) -> DfuSe:
@@ -132,7 +152,6 @@ class DfuseMemory:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            self._next = None
         return self._d
 
     def _lost(self, exc: Exception, what: str, fault: type[BackendFault] = BackendFault) -> BackendFault:
@@ -143,7 +162,6 @@ class DfuseMemory:
 
     def _forget(self) -> None:
         d, self._d = self._d, None
-        self._next = None
         if d is not None:
             try:
                 usb.util.dispose_resources(d.client.dev)
@@ -170,26 +188,58 @@ class DfuseMemory:
         at, cached = self._cache
         if at <= address and address + length <= at + len(cached):
             return cached[address - at:address - at + length]
-        want = min(max(length, self.transfer_size), region.end - address)
+        want = min(max(length, self.READ_AHEAD * self.transfer_size), region.end - address)
         d = self._device()
         try:
-            got = d.read(address, want)
+            data = self._upload(d, address, want)
         except (HostError, usb.core.USBError) as exc:
             raise self._lost(exc, f"read at 0x{address:X}") from None
-        data = got.tobytes(address, address + want) if got.size == want else b""
         if len(data) < length:
-            raise BackendFault(f"DfuSe target: read at 0x{address:X}: {got.size} of {want} bytes came back",
+            raise BackendFault(f"DfuSe target: read at 0x{address:X}: {len(data)} of {want} bytes came back",
                                address)
         self._cache = (address, data)
-        self._next = None  # the upload moved the address pointer
         return data[:length]
+
+    def _upload(self, d: DfuSe, address: int, want: int) -> bytes:
+        """``want`` bytes from ``address``: Set Address, ABORT to dfuIDLE, UPLOAD from block 2
+        (dfu-util's DfuSe upload); on a backend that can, AHEAD_BLOCKS UPLOADs per round trip
+        (the device answers them in order, as one by one)."""
+        c = d.client
+        if not c.sequential_blocks or c.pipelined is None:
+            got = d.read(address, want)
+            return got.tobytes(address, address + want) if got.size == want else b""
+        c.make_idle()
+        d.set_address(address)
+        c.abort()
+        out = bytearray()
+        block = 2
+        size = self.transfer_size
+        while len(out) < want:
+            lengths: list[int] = []
+            left = want - len(out)
+            while left > 0 and len(lengths) < c.AHEAD_BLOCKS:
+                lengths.append(min(size, left))
+                left -= lengths[-1]
+            replies = c.pipelined(c.dev, [(IN_CLASS_INTF, UPLOAD, (block + k) & 0xFFFF, c.intf, n, c.timeout)
+                                          for k, n in enumerate(lengths)])
+            for n, reply in zip(lengths, replies):
+                if isinstance(reply, usb.core.USBError):
+                    raise reply
+                out += bytes(reply)
+                if len(reply) < n:  # a short frame ends the upload (DFU 1.1 section 6.2)
+                    c.abort()
+                    return bytes(out)
+            block += len(lengths)
+        c.abort()
+        return bytes(out)
 
     def peek(self, address: int, length: int) -> bytes:
         """What the device was last given at ``address`` when that is still at hand (the
         pending transfer, or the last one it accepted with status OK), else a read.  A UF2
         drive checks every block it programmed: an UPLOAD per 256 bytes would double the
         traffic for nothing the host sees."""
-        for at, data in ((self._pending_at, bytes(self._pending)), self._last):
+        last = self._last
+        for at, data in ((self._pending_at, bytes(self._pending)), last):
             if at <= address and address + length <= at + len(data):
                 return data[address - at:address - at + length]
         return self.read(address, length)
@@ -206,7 +256,6 @@ class DfuseMemory:
             d._command(struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")
         except (HostError, usb.core.USBError) as exc:
             raise self._lost(exc, f"erase 0x{start:X}", BackendEraseFault) from None
-        self._next = None
         return 0.0
 
     def erase_all(self) -> float:
@@ -229,41 +278,80 @@ class DfuseMemory:
         if self.layout.is_protected(address, address + len(data)):
             raise ProtectedFault(f"0x{address:X}+{len(data)} reaches into the bootloader region", address)
         self._changed()
-        if self._pending and address != self._pending_at + len(self._pending):
-            self.flush()
+        self._raise_failed()
+        if self._pending and (address != self._pending_at + len(self._pending)
+                              or len(self._pending) + len(data) > self.hold):
+            self._hand_off()
         if not self._pending:
             self._pending_at = address
-        view = memoryview(data)
-        while view:
-            room = self.transfer_size - len(self._pending)
-            self._pending += view[:room]
-            view = view[room:]
-            if len(self._pending) == self.transfer_size:
-                self.flush()
-                self._pending_at = address + len(data) - len(view)
+        for off in range(0, len(data), self.hold):  # more than we hold: a bounded piece at a time
+            piece = data[off:off + self.hold]
+            if off:
+                self._hand_off()
+                self._pending_at = address + off
+            self._pending += piece
+        if len(self._pending) >= self.hold:
+            self._hand_off()
         return 0.0
 
-    def flush(self) -> None:
-        """Send the pending transfer (DNLOAD, then GETSTATUS until the device is done)."""
+    def _hand_off(self) -> None:
+        """Give what is pending to the writer thread, which sends it while the front takes
+        the next blocks from its host (the two USB/IP links work side by side).  One batch
+        waits while one is being sent: at most 3 x ``hold`` bytes held in all."""
         if not self._pending:
             return
-        at, block_data = self._pending_at, bytes(self._pending)
+        batch = (self._pending_at, bytes(self._pending))
         self._pending.clear()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="dfuse-back-end writer", daemon=True)
+            self._writer.start()
+        self._queue.put(batch)  # blocks while the writer is behind (flow control toward the front's host)
+        self._last = batch
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                if self._failed is None:  # after a failure nothing more goes (the host hears of it first)
+                    self._write_batch(*batch)
+            except BackendFault as exc:
+                self._failed = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_failed(self) -> None:
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            self._pending.clear()
+            raise failed
+
+    def flush(self) -> None:
+        """Everything programmed is on the device (or the BackendWriteFault that stopped it)."""
+        self._hand_off()
+        self._queue.join()
+        self._raise_failed()
+
+    def _write_batch(self, at: int, data: bytes) -> None:
+        """One Set Address, then its wTransferSize blocks, several per round trip where the
+        backend can (DfuClient.download_session, as a direct flash sends them)."""
         d = self._device()
         c = d.client
+        size = self.transfer_size
         try:
-            # AN3156: block N lands at (N - 2) x wTransferSize + the pointer: one Set
-            # Address serves a run of full sequential blocks (DfuClient.sequential_blocks)
-            if self._next is not None and self._next[0] == at and self._next[1] <= 0xFFFF and c.sequential_blocks:
-                block = self._next[1]
-            else:
+            if c.sequential_blocks:
+                # AN3156: block N lands at (N - 2) x wTransferSize + the pointer
                 d.set_address(at)
-                block = 2
-            c.dnload_and_wait(block, block_data, f"write at 0x{at:X}")
+                blocks = [(2 + k, data[off:off + size], f"write at 0x{at + off:X}")
+                          for k, off in enumerate(range(0, len(data), size))]
+                c.download_session(blocks)
+            else:  # wTransferSize not ours: a fresh pointer and block 2 for every chunk (dfu-util)
+                for off in range(0, len(data), size):
+                    d.set_address(at + off)
+                    c.dnload_and_wait(2, data[off:off + size], f"write at 0x{at + off:X}")
         except (HostError, usb.core.USBError) as exc:
             raise self._lost(exc, f"write at 0x{at:X}", BackendWriteFault) from None
-        self._next = (at + len(block_data), block + 1) if len(block_data) == self.transfer_size else None
-        self._last = (at, block_data)
 
     def manifest(self) -> float:
         """The DfuSe leave; the application is valid only when the device confirmed it."""
@@ -310,6 +398,10 @@ class DfuseMemory:
         except BackendFault:
             pass  # the host was never told these bytes were written (no manifest): nothing lost
         finally:
+            if self._writer is not None:
+                self._queue.put(None)
+                self._writer.join()
+                self._writer = None
             self._forget()
 
 
