@@ -22,7 +22,9 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 def interactive() -> bool:
@@ -127,6 +129,24 @@ def progress_bar(description: str, total: int | None, enabled: bool | None = Non
                   transient=True, console=_console()) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+def ticking(look: Callable[[], T], tick: Callable[[int], None],
+            clock: Callable[[], float] = time.monotonic) -> Callable[[], T]:
+    """``look`` (a LeaveWatch's look at the device) that also advances a bar counted in
+    seconds (``unit="s"``) by the whole seconds gone since the first look."""
+    started = clock()
+    shown = 0
+
+    def look_and_tick() -> T:
+        nonlocal shown
+        elapsed = int(clock() - started)
+        if elapsed > shown:
+            tick(elapsed - shown)
+            shown = elapsed
+        return look()
+
+    return look_and_tick
 
 
 class PlainBar:

@@ -188,8 +188,11 @@ def usbip_server():
         server.close()
 
 
-def test_drop_over_usbip_takes_the_chip_from_the_drive(tmp_path, usbip_server, capsys):
+def test_drop_over_usbip_takes_the_chip_from_the_drive(tmp_path, usbip_server, capsys, monkeypatch):
     from bootkit.emulator import Emulator
+
+    monkeypatch.setattr(progress, "interactive", lambda: False)  # stderr as a log: plain lines
+    monkeypatch.setattr(progress, "logging_to_file", lambda: True)
 
     chip = get_chip("rp2040")
     start = chip.application_ranges[0][0]
@@ -197,10 +200,13 @@ def test_drop_over_usbip_takes_the_chip_from_the_drive(tmp_path, usbip_server, c
     (tmp_path / "fw.bin").write_bytes(data)
     with Emulator(chip, "msc", image=str(tmp_path / "flash.bin")) as em:
         server = usbip_server([em.target])
-        assert main(["drop", str(tmp_path / "fw.bin"), "--usbip", f"127.0.0.1:{server.port}",
-                     "--no-progress"]) == 0
-        out = capsys.readouterr().out
+        assert main(["drop", str(tmp_path / "fw.bin"), "--usbip", f"127.0.0.1:{server.port}"]) == 0
+        out, err = capsys.readouterr()
         assert "chip rp2040 from the drive's INFO_UF2.TXT" in out and "CURRENT.UF2 read back" in out, out
+        # the copy through SCSI, then the wait for the drive to leave, each end with a line
+        lines = err.splitlines()
+        assert lines[0].startswith("copying FIRMWARE.UF2: 6144 bytes in "), lines
+        assert lines[-1].startswith("waiting for the drive to leave: done in "), lines
         assert em.memory.read(start, len(data)) == data
 
 

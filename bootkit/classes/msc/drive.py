@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...formats.image import Image
 from ...formats.uf2 import UF2_BLOCK_SIZE
-from ...progress import phase, progress_bar
+from ...progress import phase, progress_bar, ticking
 from ..common import FlashResult
 from ..usbhost import CAME_BACK, STAYED, Arrival, LeaveWatch, Look
 from .bot import MscError
@@ -107,19 +107,8 @@ def flash_drive(image: Image, drive: Path, *, requested, chip, force, timeout, a
 
     # A real board takes seconds to reset and its drive to unmount: the wait is a bar in
     # seconds (it showed nothing for up to 15 s), ticked from the watch's own looks.
-    started = time.monotonic()
     with progress_bar(f"waiting for {drive} to leave", max(1, round(timeout)), progress, unit="s") as tick:
-        shown = 0
-
-        def look_and_tick() -> Look:
-            nonlocal shown
-            elapsed = int(time.monotonic() - started)
-            if elapsed > shown:
-                tick(elapsed - shown)
-                shown = elapsed
-            return look()
-
-        out = LeaveWatch(look_and_tick, wait=timeout, again=again, interval=0.1).run()
+        out = LeaveWatch(ticking(look, tick), wait=timeout, again=again, interval=0.1).run()
     if out.seen == CAME_BACK:
         raise MscError(f"{STAYED}: {drive} came back after the copy")
     if out.stayed:

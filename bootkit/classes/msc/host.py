@@ -29,7 +29,7 @@ import usb.core
 from ...formats.image import FormatError, Image
 from ...formats.uf2 import UF2_BLOCK_SIZE, UF2Block
 from ...memory import Chip
-from ...progress import phase, progress_bar
+from ...progress import phase, progress_bar, ticking
 from ..common import FlashResult, ImageRejected
 from ..usbhost import CAME_BACK, STAYED, LeaveWatch, UsbLook, bus_snapshot, gone, in_process
 from .bot import BotClient, MscError, MscTarget, find_devices
@@ -144,8 +144,9 @@ def flash(image: Image, backend=None, *, drive=None, vid=None, pid=None, serial=
         checked = read_back(current, drop, verify)
     steps.append(checked)
     seconds = time.perf_counter() - t0  # the copy and its read-back, not the watch after it
-    steps.append(_outcome(backend, target, before, wait, again,
-                          lambda: why_stayed(drop, current, chip, wait)))
+    with progress_bar("waiting for the drive to leave", max(1, round(wait)), progress, unit="s") as tick:
+        steps.append(_outcome(backend, target, before, wait, again,
+                              lambda: why_stayed(drop, current, chip, wait), tick))
     return FlashResult(drop.kind, drop.expected.size, seconds, checked.startswith("CURRENT.UF2 read back"), steps)
 
 
@@ -158,7 +159,8 @@ def _is_uf2_drive(dev) -> bool:
         return False
 
 
-def _outcome(backend, target: MscTarget, before: dict | None, wait: float, again: float, why) -> str:
+def _outcome(backend, target: MscTarget, before: dict | None, wait: float, again: float, why,
+             tick=lambda n=1: None) -> str:
     """What happened after the copy, as seen on the bus.
 
     - the drive left and another device appeared: "application started (came back as VVVV:PPPP)";
@@ -167,7 +169,7 @@ def _outcome(backend, target: MscTarget, before: dict | None, wait: float, again
       "the device stayed in its bootloader: <why>".
     """
     look = UsbLook(backend, target.device, before, bootloader=_is_uf2_drive)
-    out = LeaveWatch(look, wait=wait, again=again, interval=0.02).run()
+    out = LeaveWatch(ticking(look, tick), wait=wait, again=again, interval=0.02).run()
     if out.seen == CAME_BACK and out.arrival is not None:
         raise MscError(f"{STAYED}: it came back as its bootloader drive ({out.arrival.vid:04X}:{out.arrival.pid:04X})")
     if out.stayed:
