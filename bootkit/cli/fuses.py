@@ -90,12 +90,14 @@ def _fuse_capable() -> str:
     return ", ".join(names) or "none registered"
 
 
-def _epilog(command: str, generic: list[str], tail: str):
+def _epilog(command: str, generic: list[str], tail: str, sub: str | None = None):
     from .parser import LazyEpilog
     from .transfer import examples
 
     def build() -> str:
-        lines = examples(command) + generic
+        # a personality's "fuses" examples hold read, write and verify lines: each subcommand shows its own
+        own = [e for e in examples(command) if sub is None or e.startswith(f"bootkit {command} {sub}")]
+        lines = own + generic
         return ("examples:\n" + "".join(f"  {line}\n" for line in lines)
                 + f"\npersonalities whose host side can: {_fuse_capable()}\n" + tail)
 
@@ -125,20 +127,20 @@ def add_commands(sub, argv=()) -> None:
     actions = s.add_subparsers(dest="fuses_action", metavar="ACTION", required=True)
     r = actions.add_parser("read", formatter_class=FMT, help="print the fuses and lock byte",
                            description="Print every fuse of the chip and its lock byte (NAME=0xVV, or JSON).",
-                           epilog=_epilog("fuses", READ_EXAMPLES, EXITS))
+                           epilog=_epilog("fuses", READ_EXAMPLES, EXITS, "read"))
     _selection(r, argv)
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(func=cmd_fuses_read, unknown_arguments=unknown_arguments)
     w = actions.add_parser("write", formatter_class=FMT, help="write fuses (NAME=VALUE ...)",
                            description="Check every value against the chip's masks, write them, read them back.",
-                           epilog=_epilog("fuses", WRITE_EXAMPLES, MASK_NOTE + EXITS))
+                           epilog=_epilog("fuses", WRITE_EXAMPLES, MASK_NOTE + EXITS, "write"))
     w.add_argument("values", nargs="+", type=parse_assignment, metavar="NAME=VALUE")
     _selection(w, argv)
     w.set_defaults(func=cmd_fuses_write, unknown_arguments=unknown_arguments)
     v = actions.add_parser("verify", formatter_class=FMT, help="compare fuses with NAME=VALUE ... (exit 1 if not)",
                            description="Read the fuses and compare the bits in each fuse's mask with the values "
                                        "given; print what differs and exit 1 when anything does.",
-                           epilog=_epilog("fuses", VERIFY_EXAMPLES, MASK_NOTE + EXITS))
+                           epilog=_epilog("fuses", VERIFY_EXAMPLES, MASK_NOTE + EXITS, "verify"))
     v.add_argument("values", nargs="+", type=parse_assignment, metavar="NAME=VALUE")
     _selection(v, argv)
     v.set_defaults(func=cmd_fuses_verify, unknown_arguments=unknown_arguments)
