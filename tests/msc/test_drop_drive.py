@@ -220,3 +220,31 @@ def test_print_over_usbip(tmp_path, usbip_server, capsys):
         out = capsys.readouterr().out
         assert ": printed 9520 bytes, verified;" in out, out
         assert em.memory.app_valid
+
+
+@pytest.mark.parametrize("argv", [
+    ["drop", "{fw}", "--emulate", "rp2040", "--image", "{flash}"],
+    ["print", "{hex}", "--emulate", "atmega32u4", "--image", "{flash}"],
+], ids=["drop", "print"])
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_quiet_drop_and_print_say_nothing_but_work(tmp_path, argv, where):
+    """-q (W2b's global flag, also after the command): no progress line and no result line; a
+    plain run with stderr as a log file prints both (so the silence is -q's)."""
+    import subprocess
+    import sys
+
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(bytes(range(256)) * 4)
+    hex_file = Path(__file__).resolve().parents[2] / "examples" / "firmware" / "sample-atmega32u4.hex"
+    args = [a.format(fw=fw, hex=hex_file, flash=tmp_path / "flash.bin") for a in argv]
+
+    def run(*extra_before, extra_after=()):
+        with open(tmp_path / "log", "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "bootkit", *extra_before, *args, *extra_after],
+                                  stdout=subprocess.PIPE, stderr=log, text=True, cwd=tmp_path, timeout=BOARD_LIMIT)
+        return proc.returncode, proc.stdout, (tmp_path / "log").read_text()
+
+    code, out, err = run()
+    assert code == 0 and out and err, (out, err)
+    code, out, err = run(extra_after=["-q"]) if where == "after" else run("-q")
+    assert (code, out, err) == (0, "", "")

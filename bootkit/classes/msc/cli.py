@@ -8,6 +8,7 @@ from pathlib import Path
 from ...cli.arguments import add_file_arguments
 from ...cli.errors import EXIT_OK, BadInput, Failed
 from ...cli.images import find_chip, input_image, target_chip
+from ...cli.parser import add_verbosity
 from ...cli.session import Session, talking
 
 
@@ -33,6 +34,7 @@ def add_commands(sub) -> None:
     s.add_argument("--as", dest="as_kind", choices=("uf2", "bin", "hex"), help="kind of file to drop (default: UF2 "
                    "when the drive takes it)")
     s.add_argument("--accept", metavar="uf2,bin,hex", help="with --emulate: the file kinds the drive accepts")
+    add_verbosity(s, suppress=True)  # `bootkit drop ... -q` as `bootkit -q drop ...`
     s.set_defaults(func=cmd_drop, via="msc", dialect=None, port=None, product=None)
 
 
@@ -68,6 +70,9 @@ def _drive_info(drive: str) -> dict[str, str] | None:
 
 def cmd_drop(args) -> int:
     from . import host
+
+    if getattr(args, "quiet", False):
+        args.progress = False  # -q: no bar nor plain progress line either
 
     if args.drive and (args.emulate or args.device or args.usbip):
         raise BadInput("--drive excludes --emulate, --device and --usbip")
@@ -117,5 +122,6 @@ def cmd_drop(args) -> int:
                             serial=args.serial, chip=(session.chip or chip) if session else chip,
                             fmt=args.as_kind, progress=args.progress, force=args.force)
     steps = ([found] if found else []) + list(result.steps)
-    print(f"{args.file}: dropped {result.bytes} bytes as {result.dialect}; " + ", ".join(steps))
+    if not getattr(args, "quiet", False):  # -q: only errors
+        print(f"{args.file}: dropped {result.bytes} bytes as {result.dialect}; " + ", ".join(steps))
     return EXIT_OK

@@ -8,6 +8,7 @@ from pathlib import Path
 from ...cli.arguments import add_file_arguments
 from ...cli.errors import EXIT_OK, BadInput
 from ...cli.images import find_chip
+from ...cli.parser import add_verbosity
 from ...cli.session import Session, talking
 from ..common import ImageRejected
 
@@ -27,11 +28,15 @@ def add_commands(sub) -> None:
     s.add_argument("--printer", metavar="/dev/usb/lpN", help="the kernel's printer device (usblp)")
     s.add_argument("--usbip", metavar="HOST[:PORT]",
                    help="a printer served by `bootkit serve printer --transport usbip` (no kernel needed)")
+    add_verbosity(s, suppress=True)  # `bootkit print ... -q` as `bootkit -q print ...`
     s.set_defaults(func=cmd_print, via="printer", dialect=None, port=None)
 
 
 def cmd_print(args) -> int:
     from . import host
+
+    if getattr(args, "quiet", False):
+        args.progress = False  # -q: no bar nor plain progress line either
 
     if args.printer and (args.emulate or args.device or args.usbip):
         raise BadInput("--printer excludes --emulate, --device and --usbip")
@@ -57,6 +62,7 @@ def cmd_print(args) -> int:
     with talking(args.file, session):
         result = host.print_job(job, backend, printer=args.printer, vid=vid, pid=pid, serial=args.serial,
                                 chip=chip, force=getattr(args, "force", False), progress=args.progress)
-    print(f"{args.file}: printed {result.bytes} bytes, {'verified' if result.verified else 'not verified'}; "
-          + ", ".join(result.steps))
+    if not getattr(args, "quiet", False):  # -q: only errors
+        print(f"{args.file}: printed {result.bytes} bytes, {'verified' if result.verified else 'not verified'}; "
+              + ", ".join(result.steps))
     return EXIT_OK
