@@ -135,9 +135,37 @@ def test_a_dialect_that_cannot_says_so(capsys, argv, says):
     assert says in err and len(err.strip().splitlines()) == 1
 
 
-def test_verify_without_verbs_reads_back(tmp_path, capsys):
-    # the isp host side has no Verbs (yet): verify compares a read-back through HostSide.read,
-    # erase and reset say they cannot, in one line, exit 2
+def test_isp_verbs(tmp_path, capsys):
+    # an ISP programmer: Chip Erase (flash, EEPROM unless EESAVE, lock bits), verify by reading back
+    # through the programmer, reset = RESET released (nothing on the bus can confirm it: it says so)
+    sample = tmp_path / "t85.hex"
+    assert main(["sample", "attiny85", "-o", str(sample)]) == 0
+    dev = _emulated("isp", "attiny85", tmp_path / "flash.bin")
+    assert main(["flash", str(sample), *dev]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(sample), *dev]) == 0
+    assert "equal to a read-back" in capsys.readouterr().out
+    assert main(["reset", *dev]) == 0
+    out = capsys.readouterr().out
+    assert "RESET released" in out and "application started" not in out
+    assert main(["erase", *dev]) == 0
+    assert "chip erased" in capsys.readouterr().out
+    assert main(["verify", str(sample), *dev]) == 1
+    assert "verify failed: flash 0x0 reads 0xFF" in capsys.readouterr().err
+
+
+def test_verify_without_verbs_reads_back(tmp_path, capsys, monkeypatch):
+    # a host side without Verbs (a plug-in's, here the isp host reduced to HostSide): verify compares
+    # a read-back through HostSide.read, erase and reset say they cannot, in one line, exit 2
+    from bootkit import registry
+
+    isp = registry.personality("isp")
+    real = isp.host()
+
+    class OnlyHostSide:
+        flash, read = real.flash, real.read
+
+    monkeypatch.setattr(type(isp), "host", lambda self: OnlyHostSide())
     sample = tmp_path / "t85.hex"
     assert main(["sample", "attiny85", "-o", str(sample)]) == 0
     dev = _emulated("isp", "attiny85", tmp_path / "flash.bin")

@@ -445,6 +445,60 @@ def write_fuses(values: dict[str, int], backend: Any = None, *, port: str | None
         return s.link.read_fuses()
 
 
+@_isp_errors
+def erase(backend: Any = None, *, port: str | None = None, vid: int | None = None, pid: int | None = None,
+          serial: str | None = None, dialect: str | None = None, chip: Chip | None = None,
+          progress: bool | None = None, baudrate: int = 115200, sck_hz: int | None = None) -> str:
+    """Chip Erase: flash, EEPROM (unless EESAVE is programmed) and the lock bits (the datasheets'
+    serial programming instruction set: the only way to unlock a locked AVR)."""
+    with _Session(backend, _where(port, vid, pid, serial, baudrate), dialect, chip, sck_hz) as s:
+        with progress_bar("erasing chip", None, False):
+            s.link.chip_erase()
+        return (f"{s.chip.name} (signature {_hex(s.signature)}): chip erased (flash, EEPROM unless EESAVE, "
+                "lock bits)")
+
+
+@_isp_errors
+def verify(image: Image, backend: Any = None, *, port: str | None = None, vid: int | None = None,
+           pid: int | None = None, serial: str | None = None, dialect: str | None = None, chip: Chip | None = None,
+           memory: str = "flash", progress: bool | None = None, baudrate: int = 115200,
+           sck_hz: int | None = None) -> str:
+    """Read back every byte the image holds and compare; HostError at the first difference."""
+    if chip is not None:
+        image = normalise(image, memory, isp_chip(chip))
+    elif memory not in MEMORIES:
+        raise ImageRejected(f"an ISP programmer reads flash or eeprom, not {memory!r}")
+    with _Session(backend, _where(port, vid, pid, serial, baudrate), dialect, chip, sck_hz) as s:
+        image = normalise(image, memory, s.chip)
+        lock = s.lock()
+        if not lock & LB2:
+            raise HostError(f"the target is read-locked (lock 0x{lock:02X}): its {memory} reads as 0xFF and "
+                            "cannot be verified")
+        page = s.chip.page_size if memory == "flash" else max(s.chip.eeprom_page, 1)
+        chunks = _chunks(image, page)
+        total = sum(len(d) for _, d in chunks)
+        with progress_bar(f"verifying {memory}", total, progress) as advance:
+            for address, data in chunks:
+                got = s.link.read_memory(memory, address, len(data))
+                if got != data:
+                    i = next(i for i in range(len(data)) if got[i:i + 1] != data[i:i + 1])
+                    raise HostError(f"verify failed: {memory} 0x{address + i:X} reads "
+                                    f"0x{got[i] if i < len(got) else 0:02X}, the image has 0x{data[i]:02X}")
+                advance(len(data))
+    return f"{image.size} bytes of {memory} equal to a read-back through the programmer"
+
+
+@_isp_errors
+def reset(backend: Any = None, *, port: str | None = None, vid: int | None = None, pid: int | None = None,
+          serial: str | None = None, dialect: str | None = None, chip: Chip | None = None,
+          baudrate: int = 115200, sck_hz: int | None = None) -> str:
+    """Enter programming mode (RESET held), then release RESET: the target runs what it holds.
+    Nothing on the USB bus shows it (the programmer stays), so the line says only what was done."""
+    with _Session(backend, _where(port, vid, pid, serial, baudrate), dialect, chip, sck_hz) as s:
+        name = s.chip.name
+    return f"{name}: RESET released: the target runs (an ISP target shows nothing on the bus to confirm it)"
+
+
 # ----------------------------------------------------------------------------------------
 # the HostSide adapter
 
@@ -476,6 +530,19 @@ class IspHost:
         return read(link.backend, chip=chip, start=start, length=length, memory=memory, progress=progress,
                     **self._prepare(link, dialect, options))
 
+    def erase(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None, progress: bool | None = None) -> str:
+        return erase(link.backend, chip=chip, progress=progress, **self._prepare(link, dialect, options))
+
+    def verify(self, image: Image, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+               options: DeviceOptions | None = None, progress: bool | None = None, memory: str = "flash") -> str:
+        return verify(image, link.backend, chip=chip, memory=memory, progress=progress,
+                      **self._prepare(link, dialect, options))
+
+    def reset(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
+              options: DeviceOptions | None = None) -> str:
+        return reset(link.backend, chip=chip, **self._prepare(link, dialect, options))
+
     def signature(self, link: Link, *, dialect: str | None = None, chip: Chip | None = None,
                   options: DeviceOptions | None = None) -> bytes:
         return signature(link.backend, chip=chip, **self._prepare(link, dialect, options))
@@ -489,5 +556,5 @@ class IspHost:
         return write_fuses(values, link.backend, chip=chip, **self._prepare(link, dialect, options))
 
 
-__all__ = ["IspHost", "UsbCdcStream", "open_link", "flash", "read", "signature", "read_fuses", "write_fuses",
+__all__ = ["IspHost", "UsbCdcStream", "open_link", "flash", "read", "erase", "verify", "reset", "signature", "read_fuses", "write_fuses",
            "check_fuses", "normalise", "isp_chip"]
