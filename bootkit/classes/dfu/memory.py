@@ -45,7 +45,7 @@ import queue
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import usb.core
 import usb.util
@@ -122,8 +122,14 @@ class DfuseMemory:
         self._pending_at = 0
         self._last: tuple[int, bytes] = (0, b"")  # the last block the device accepted
         self._cache: tuple[int, bytes] = (0, b"")  # read ahead, until the next change
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+        # jobs of the writer thread: ("write", address, data), ("read", generation, address, n)
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=1)
         self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._writes_out = 0  # write jobs given to the writer and not done
+        self._generation = 0  # bumped by every change: a read ahead of an older one is dropped
+        self._ahead: tuple[int, bytes] | None = None  # what the writer read ahead
+        self._ahead_at: int | None = None
         self._failed: BackendFault | None = None  # the writer's failure, raised at the next call
 
     # ------------------------------------------------------------------
@@ -184,10 +190,14 @@ class DfuseMemory:
         region = self._region(address, length)
         if not region.readable:
             raise WriteFault(f"{region.name} is not readable", address)
-        self.flush()
-        at, cached = self._cache
-        if at <= address and address + length <= at + len(cached):
-            return cached[address - at:address - at + length]
+        if self._pending or self._writes_out:
+            self.flush()  # what was programmed is on the device before it is read
+        for at, cached in (self._cache, self._ahead or (0, b"")):
+            if at <= address and address + length <= at + len(cached):
+                self._cache = (at, cached)
+                self._read_ahead(region, at + len(cached), address + length > at + len(cached) // 2)
+                return cached[address - at:address - at + length]
+        self.flush()  # a read ahead still under way: the device is this thread's again after it
         want = min(max(length, self.READ_AHEAD * self.transfer_size), region.end - address)
         d = self._device()
         try:
@@ -198,7 +208,21 @@ class DfuseMemory:
             raise BackendFault(f"DfuSe target: read at 0x{address:X}: {len(data)} of {want} bytes came back",
                                address)
         self._cache = (address, data)
+        self._read_ahead(region, address + len(data), True)
         return data[:length]
+
+    def _read_ahead(self, region: Region, address: int, now: bool) -> None:
+        """Have the writer thread read the next READ_AHEAD transfers while the front serves
+        these (a host reading CURRENT.UF2 or uploading reads on in order)."""
+        if not now or address >= region.end or self._ahead_at == address:
+            return
+        self._ahead_at = address
+        self._ensure_writer()
+        try:
+            self._queue.put_nowait(("read", self._generation, address,
+                                    min(self.READ_AHEAD * self.transfer_size, region.end - address)))
+        except queue.Full:
+            self._ahead_at = None
 
     def _upload(self, d: DfuSe, address: int, want: int) -> bytes:
         """``want`` bytes from ``address``: Set Address, ABORT to dfuIDLE, UPLOAD from block 2
@@ -302,20 +326,35 @@ class DfuseMemory:
             return
         batch = (self._pending_at, bytes(self._pending))
         self._pending.clear()
+        self._ensure_writer()
+        with self._lock:
+            self._writes_out += 1
+        self._queue.put(("write", *batch))  # blocks while the writer is behind (flow control toward the host)
+        self._last = batch
+
+    def _ensure_writer(self) -> None:
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="dfuse-back-end writer", daemon=True)
             self._writer.start()
-        self._queue.put(batch)  # blocks while the writer is behind (flow control toward the front's host)
-        self._last = batch
 
     def _write_loop(self) -> None:
         while True:
-            batch = self._queue.get()
+            job = self._queue.get()
             try:
-                if batch is None:
+                if job is None:
                     return
-                if self._failed is None:  # after a failure nothing more goes (the host hears of it first)
-                    self._write_batch(*batch)
+                if job[0] == "write":
+                    try:
+                        if self._failed is None:  # after a failure nothing more goes (the host hears of it first)
+                            self._write_batch(job[1], job[2])
+                    finally:
+                        with self._lock:
+                            self._writes_out -= 1
+                elif job[1] == self._generation and self._failed is None:  # a read ahead, still wanted
+                    try:
+                        self._ahead = (job[2], self._upload(self._device(), job[2], job[3]))
+                    except (HostError, usb.core.USBError, BackendFault):
+                        self._forget()  # dropped: the read that needs it tries again and reports
             except BackendFault as exc:
                 self._failed = exc
             finally:
@@ -358,6 +397,7 @@ class DfuseMemory:
         self.flush()
         if self.is_blank():
             raise FirmwareFault("no application: the first word of flash is erased")
+        self.flush()  # the read ahead is_blank() may have started ends before the leave
         d = self._device()
         c = d.client
         try:
@@ -385,7 +425,10 @@ class DfuseMemory:
         return region
 
     def _changed(self) -> None:
+        self._generation += 1
         self._cache = (0, b"")
+        self._ahead = None
+        self._ahead_at = None
         self.app_valid = False
 
     def persist(self) -> None:
