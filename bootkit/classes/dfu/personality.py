@@ -134,7 +134,7 @@ class DfuHost:
         sectors = [start for region in d.regions if region.erasable for start, size in region.sector_bounds()
                    if not any(p0 < start + size and start < p1 for p0, p1 in protected)]
         d.client.make_idle()
-        with progress_bar("erase", len(sectors), progress) as bar:
+        with progress_bar("erase", len(sectors), progress, unit="sectors") as bar:
             for start in sectors:
                 d._command(struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")
                 bar(1)
