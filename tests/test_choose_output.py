@@ -87,3 +87,22 @@ def test_write_through_a_closed_pipe_still_writes_the_profile(tmp_path):
     best = next(r for r in choose("", "eeprom") if r.works)
     assert f'personality = "{best.personality}"' in out.read_text()
     assert proc.returncode == 0, proc.stderr
+
+
+def test_choose_json_is_the_same_ranking_as_the_text(capsys, tmp_path):
+    """--json: one array, best first, the same order and verdicts as the text ranking (#21 item 4)."""
+    import json
+
+    from bootkit.chooser import choose
+    from bootkit.cli import main
+
+    assert main(["choose", "--os", "ipados", "--needs", "no-host-software", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    ranked = choose(["ipados"], ["no-host-software"])
+    assert [r["name"] for r in rows] == [r.name for r in ranked]
+    assert [r["works"] for r in rows] == [r.works for r in ranked] and rows[0]["works"]
+    assert rows[0]["reasons"] and all(isinstance(r["score"], (int, float)) for r in rows)
+    out = tmp_path / "p.toml"
+    assert main(["choose", "--needs", "eeprom", "--json", "--write", str(out)]) == 0
+    assert out.exists() and json.loads(capsys.readouterr().out)
+    assert main(["choose", "--os", "plan9", "--json"]) == 2

@@ -55,6 +55,8 @@ def add_commands(sub, argv=()) -> None:
     s.add_argument("--write", metavar="P.toml", help="write a starter product profile for the top choice")
     s.add_argument("--details", action="store_true",
                    help="every reason of every dialect and the comparison table (default: a short ranking)")
+    s.add_argument("--json", action="store_true",
+                   help="the ranking as one JSON array (name, score, works, reasons), best first")
     s.set_defaults(func=cmd_choose)
 
     pr = sub.add_parser("product", formatter_class=FMT, help="product profiles (TOML)",
@@ -176,7 +178,33 @@ def cmd_list(args) -> int:
 def cmd_choose(args) -> int:
     from ..chooser import cli_choose
 
+    if args.json:
+        return _choose_json(args)
     return cli_choose(args.os, args.needs, args.chip, args.write, details=args.details)
+
+
+def _choose_json(args) -> int:
+    """``choose --json``: the same ranking as the text, one object per personality/dialect."""
+    import json
+
+    from ..chooser import choose, write_profile
+
+    try:
+        ranked = choose(args.os or (), args.needs or (), args.chip)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    best = next((r for r in ranked if r.works), None)
+    if args.write:  # before anything is printed, as the text form does
+        if best is None:
+            raise BadInput("no personality works for these OSes and this chip: nothing written")
+        try:
+            write_profile(best, args.chip, args.write)
+        except (ValueError, OSError) as exc:
+            raise BadInput(f"{args.write}: {exc}") from None
+    rows = [{"name": r.name, "personality": r.personality, "dialect": r.dialect, "score": r.score,
+             "works": r.works, "reasons": list(r.why), "unmeasured_needs": r.unmeasured} for r in ranked]
+    print(json.dumps(rows, indent=1))
+    return EXIT_OK
 
 
 def cmd_product_check(args) -> int:
