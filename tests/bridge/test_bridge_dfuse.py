@@ -177,3 +177,41 @@ def test_msc_front_never_reports_success_when_its_back_end_is_killed(usbip_serve
         assert not memory.app_valid
     finally:
         front.close()
+
+
+def test_the_front_never_uses_the_device_while_the_writer_thread_does(usbip_servers, monkeypatch):
+    """Every use of the DfuSe device from the front's thread waits for the writer thread's
+    job (a write batch or a read ahead) first: two threads' requests interleaved on one DFU
+    interface (the leave after is_blank() ran into a read ahead) stall the device."""
+    import threading
+    import time
+
+    back = Emulator(CHIP, "dfu", options={"dialect": "dfuse"})
+    s1 = usbip_servers([back.target])
+    memory = open_target(f"usbip://127.0.0.1:{s1.port}", CHIP)
+    assert isinstance(memory, DfuseMemory)
+    real_upload, real_device = memory._upload, memory._device
+    overlaps = []
+
+    def slow_upload(d, address, want):
+        if threading.current_thread() is memory._writer:
+            # slow enough that the front's thread reaches the device first unless it waits:
+            # a generous margin, the front's next step is microseconds away
+            time.sleep(0.3)
+        return real_upload(d, address, want)
+
+    def watched_device():
+        if threading.current_thread() is not memory._writer and memory._queue.unfinished_tasks:
+            overlaps.append(memory._queue.unfinished_tasks)
+        return real_device()
+
+    monkeypatch.setattr(memory, "_upload", slow_upload)
+    monkeypatch.setattr(memory, "_device", watched_device)
+    try:
+        memory.erase(CHIP.flash_start)
+        memory.program(CHIP.flash_start, b"\x01\x02\x03\x04" * 1024)
+        memory.manifest()  # flush, is_blank() (a read that starts a read ahead), the leave
+        assert memory.app_valid and not overlaps
+    finally:
+        memory.close()
+        back.close()
