@@ -107,7 +107,7 @@ MARKDOWN = {  # others' scripts: their --markdown table rows
     "startup": ("bench_startup.py", ["--runs", "21"]),
 }
 AVR_SERIAL = ("bench_avr_serial.py", ["--runs", "5"])
-VM = ("bench_gadget_vs_kernel.py", ["--json"])
+VM = ("bench_gadget_vs_kernel.py", ["--runs", "5"])  # W2e's; --json OUT writes {name: {median, spread, ...}}
 
 
 def _load() -> float:
@@ -155,25 +155,31 @@ def _rows(out: str, script: str) -> list[dict]:
 
 
 def _avr_serial(out: str, script: str) -> list[dict]:
+    """bench_avr_serial.py's per-path lines: each tool's per-KiB cost and the ratio."""
     recs = []
     title = None
+    runs = int(AVR_SERIAL[1][1])
+    number = r"(-?[0-9.]+)"
     for line in out.splitlines():
         if not line.startswith(" ") and ": bootkit flash" in line:
             title = line.split(":")[0]
-        m = re.search(r"ratio bootkit/avrdude per KiB: median ([0-9.]+), spread ([0-9.]+)-([0-9.]+)", line)
+            continue
+        m = re.search(rf"^\s+(bootkit|avrdude)\s+per KiB: median {number}, spread {number}-{number} ms/KiB", line)
         if m and title:
-            recs.append({"name": f"{title}: bootkit / avrdude per added KiB", "compares":
-                         "bootkit flash vs avrdude on one pty, (t_large - t_small) per KiB, per run",
-                         "unit": "ratio", "median": float(m.group(1)),
-                         "spread": [float(m.group(2)), float(m.group(3))], "runs": int(AVR_SERIAL[1][1]),
-                         "target": "<= 1.0", "met": float(m.group(1)) <= 1.0, "script": script})
+            recs.append({"name": f"{title}: {m.group(1)} per added KiB", "unit": "ms/KiB",
+                         "compares": f"{m.group(1)}, a subprocess on a pty: (t_large - t_small) per KiB",
+                         "median": float(m.group(2)), "spread": [float(m.group(3)), float(m.group(4))],
+                         "runs": runs, "target": None, "met": None, "script": script})
+        m = re.search(rf"ratio bootkit/avrdude per KiB: median {number}, spread {number}-{number}", line)
+        if m and title:
+            rec = {"name": f"{title}: bootkit / avrdude per added KiB", "unit": "ratio", "compares":
+                   "bootkit flash vs avrdude on one pty, (t_large - t_small) per KiB, per run",
+                   "median": float(m.group(1)), "spread": [float(m.group(2)), float(m.group(3))], "runs": runs,
+                   "target": None, "met": None, "script": script}
+            if min(r["spread"][0] for r in recs[-2:]) <= 0:  # as bench_cdc.py says it
+                rec["note"] = "not resolved: a per-KiB cost at or below 0 in some run (start-up noise larger than it)"
+            recs.append(rec)
     return recs
-
-
-def _table_text(out: str) -> str:
-    """A --markdown output's part for docs/performance.md: from its "Measured with" line on."""
-    at = out.rfind("Measured with")
-    return out[at:].strip() + "\n" if at >= 0 else ""
 
 
 def run(only: set[str] | None, vm: bool) -> tuple[list[dict], dict[str, str]]:
@@ -203,8 +209,17 @@ def run(only: set[str] | None, vm: bool) -> tuple[list[dict], dict[str, str]]:
         out += [{**rec, "load": load} for rec in _avr_serial(text, AVR_SERIAL[0])]
         ran.add(AVR_SERIAL[0])
     if vm and (HERE / VM[0]).exists():
-        text, load = _run(*VM)
-        out += [{**rec, "script": VM[0], "load": load} for rec in _last_json(text, VM[0])]
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            got = Path(tmp) / "vm.json"
+            text, load = _run(VM[0], [*VM[1], "--json", str(got)])
+            found = json.loads(got.read_text())
+        for name, rec in found.items():
+            target = rec.get("target")
+            out.append({"compares": "our FunctionFS gadget vs the kernel's own function, same payload, in the VM",
+                        **rec, "name": name, "unit": "ratio", "script": VM[0], "load": load,
+                        "target": f">= {target}" if isinstance(target, (int, float)) else target})
         ran.add(VM[0])
     return [r for r in old if r.get("script") not in ran] + out, tables
 
@@ -231,7 +246,7 @@ def markdown(results: list[dict]) -> str:
         lines.append("| " + " | ".join([
             r["name"].replace("|", "\\|"), f"`{r.get('script', '')}`", _fmt(r["median"]) + unit,
             f"{_fmt(lo)}-{_fmt(hi)}", str(r.get("runs") or "-"), r.get("target") or "-",
-            {True: "yes", False: "**no**", None: "-"}[r.get("met")],
+            {True: "yes", False: "**no**", None: "-"}[r.get("met")] + (f" ({r['note']})" if r.get("note") else ""),
             f"{load[0]:.1f} -> {load[1]:.1f}" if load else "-"]) + " |")
     return "\n".join(lines)
 

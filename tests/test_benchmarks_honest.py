@@ -68,7 +68,8 @@ def test_results_json_records_are_whole():
             assert key in rec, f"{rec.get('name')}: no {key}"
         lo, hi = rec["spread"]
         assert lo <= rec["median"] <= hi, rec["name"]
-        assert rec["met"] == run_all.met(rec["median"], rec["target"]), rec["name"]
+        # a figure the noise did not resolve gets no verdict, and says why
+        assert rec["met"] == (None if rec.get("note") else run_all.met(rec["median"], rec["target"])), rec["name"]
 
 
 def test_facts_throughput_blocks_are_generated_from_results_json():
