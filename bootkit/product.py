@@ -63,7 +63,7 @@ class ProductError(ValueError):
 
 # the tables every profile may have; then one named after the chosen personality
 _CORE_TABLES = ("product", "usb", "entry", "protection", "chip")
-_PRODUCT_KEYS = ("name", "chip", "personality", "dialect", "description")
+_PRODUCT_KEYS = ("name", "chip", "personality", "dialect", "description", "target")
 # [protection] keys of the profile itself; a personality's options may add more (table="protection")
 _PROTECTION_KEYS = ("bootloader_size", "read_protected")
 # what a [protection] key a personality adds means, for the one-line refusal of another personality
@@ -137,6 +137,8 @@ class Product:
     notes: list[str] = field(default_factory=list)
     #: options field name -> (table, key) in the profile
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: product.target: the memory behind the personality (bootkit.memory.backends; None: simulated)
+    target: str | None = None
 
     @property
     def definition(self):
@@ -179,12 +181,30 @@ class Product:
 
     def emulator(self, image=None, realtime: bool = False, readonly: bool = False) -> Emulator:
         """The emulated board this profile describes (chip, bootloader region, personality, options).
-        ``readonly``: the image is only read (a shared lock; nothing written back)."""
+        ``readonly``: the image is only read (a shared lock; nothing written back).  With a
+        product.target other than sim:, the front drives that target (docs/bridge.md): it is
+        opened here (OSError or a MemoryFault when it is not there)."""
+        backend = None
+        chip = self.chip
+        if self.target is not None and not self.target.lower().startswith("sim:"):
+            from .memory.backends import open_target
+
+            if image is not None or realtime or readonly:
+                raise ProductError(f"{self.path}: key product.target: {self.target} is not a simulated flash "
+                                   f"(an image file, real-time or read-only mode apply to sim: only)")
+            try:
+                backend = open_target(self.target, self.chip)
+            except ValueError as exc:
+                raise ProductError(f"{self.path}: key product.target: {exc}") from None
+            chip = getattr(backend, "chip", None) or chip  # as the back-end reaches it (ISP: no boot region)
         try:
-            return Emulator(self.chip, self.personality, image=image, realtime=realtime,
+            return Emulator(chip, self.personality, image=image, realtime=realtime,
                             options=self.device_options(), policy=self.policy,
-                            read_protected=self.read_protected, readonly=readonly)
+                            read_protected=self.read_protected, readonly=readonly, backend=backend)
         except ValueError as exc:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
             raise ProductError(f"{self.path}: {exc}") from None
 
     def host_chip(self) -> Chip:
@@ -399,6 +419,16 @@ def load_product(path: str | Path) -> Product:
         ck.fail("product.personality", f"unknown personality {personality!r}", ", ".join(names))
     definition = registry.personality(personality)
     description = ck.str_(prod, "description", "product.description") or ""
+    target = ck.str_(prod, "target", "product.target")
+    if target is not None:
+        from .memory.backends import parse_target
+
+        try:
+            spec = parse_target(target)
+        except ValueError as exc:
+            ck.fail("product.target", str(exc).removeprefix(f"--target {target.strip()}: "))
+        if spec.scheme == "sim" and spec.chip is not None and spec.chip.lower() != str(prod.get("chip", "")).lower():
+            ck.fail("product.target", f"{target} names another chip than product.chip", "sim:<product.chip>")
 
     # -- personality tables: only the chosen one
     for other in names:
@@ -439,7 +469,9 @@ def load_product(path: str | Path) -> Product:
     else:
         ck.fail("product.chip", "missing", "a chip from `bootkit chips`, or a [chip] table")
 
-    if not chip.usb:
+    # behind a product.target the chip is the target's: the front runs elsewhere (a Pi's gadget)
+    bridged = target is not None and not target.strip().lower().startswith("sim:")
+    if not chip.usb and not bridged:
         ck.fail("product.chip", f"{chip.name} has no USB device port: it cannot host the {personality} personality "
                                 f"(a USB class)", "a chip with USB (see `bootkit chips`)")
 
@@ -491,7 +523,7 @@ def load_product(path: str | Path) -> Product:
                 chip = chip.with_boot(size)
             except ValueError as exc:
                 ck.fail("protection.bootloader_size", str(exc), f"{_fmt_size(chip.boot_size)} on {chip.name}")
-    if fact is not None:
+    if fact is not None and not bridged:  # behind a target no front bootloader lives in its flash
         need = typical_bootloader_bytes(fact)
         if need and need >= chip.flash_size:
             ck.fail("product.chip", f"the flash of {chip.name} ({_fmt_size(chip.flash_size)}) is too small for the "
@@ -565,7 +597,7 @@ def load_product(path: str | Path) -> Product:
 
     return Product(path=path, name=name, chip=chip, personality=personality, dialect=dialect, usb=usb,
                    policy=policy, read_protected=read_protected, accept=accept, settings=settings,
-                   description=description, notes=notes, keys=keys)
+                   description=description, notes=notes, keys=keys, target=target)
 
 
 def check(path: str | Path) -> list[str]:

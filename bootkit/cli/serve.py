@@ -126,7 +126,21 @@ def cmd_serve(args) -> int:
                                         (args.chip, product.chip.name, "chip")):
                 if given and given.lower() != wanted.lower():
                     raise BadInput(f"{what} {given} disagrees with {args.product} ({what} {wanted})")
-            emulator = product.emulator(image=args.image, realtime=args.realtime)
+            if args.target:
+                raise BadInput(f"--target and --product exclude each other (a product names its target: "
+                               f"product.target in {args.product})")
+            try:
+                emulator = product.emulator(image=args.image, realtime=args.realtime)
+            except ProductError as exc:
+                raise BadInput(str(exc)) from None
+            except OSError as exc:  # product.target is not there or does not answer: one line
+                raise Failed(f"{args.product}: product.target {product.target}: {exc}") from None
+            except Exception as exc:
+                from ..memory.core import MemoryFault
+
+                if isinstance(exc, MemoryFault):
+                    raise Failed(f"{args.product}: product.target {product.target}: {exc}") from None
+                raise
             args.personality, chip = product.personality, product.chip
         else:
             if not args.personality or not (args.chip or args.target):

@@ -30,7 +30,7 @@ def _through(backend, sel: UsbSelection, chip: Chip | None, spec: TargetSpec) ->
         if memory is not None:
             return memory
     names = ", ".join(n for n, _ in found) or "none registered"
-    raise NoTarget(f"--target {spec.text}: no device there that a memory adapter ({names}) can drive")
+    raise NoTarget(f"no device there that a memory adapter ({names}) can drive")
 
 
 def open_usb(spec: TargetSpec, chip: Chip | None = None) -> MemoryIO:
