@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                            check=True, cwd=ROOT)
         return 0
     only = set(args.only.split(",")) if args.only else None
+    unknown = sorted((only or set()) - {*OURS, *MARKDOWN, "avr_serial"})
+    if unknown:
+        ap.error(f"--only: unknown benchmark {unknown[0]!r} (one of {', '.join([*OURS, *MARKDOWN, 'avr_serial'])})")
     results, tables = run(only, args.vm)
     RESULTS.write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                    "cpus": os.cpu_count(), "results": results, "markdown": tables}, indent=1) + "\n")
