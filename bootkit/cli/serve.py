@@ -34,8 +34,10 @@ def add_commands(sub, argv=()) -> None:
     s.add_argument("--product", metavar="P.toml", help="serve the device a product profile describes")
     s.add_argument("--dialect")
     s.add_argument("--image", metavar="FILE.bin")
-    s.add_argument("--transport", default="virtual", metavar="TRANSPORT",
-                   help="a registered device transport (default virtual): " + ", ".join(_transport_names()))
+    s.add_argument("--transport", metavar="TRANSPORT",
+                   help="a registered device transport: " + ", ".join(_transport_names()) + " (default: usbip on "
+                        "127.0.0.1:3240, which `bootkit flash --usbip` and `usbip attach` reach; pty for a "
+                        "serial personality; virtual is the in-process bus, which only this process sees)")
     s.add_argument("--udc", help="functionfs: the UDC to bind (default: the only one)")
     s.add_argument("--listen", metavar="ADDR:PORT",
                    help="usbip: where to listen (default 127.0.0.1:3240; another address prints a warning)")
@@ -45,6 +47,26 @@ def add_commands(sub, argv=()) -> None:
     s.add_argument("--read-protected", action="store_true",
                    help="refuse reads until a full erase (the dialects that model read-out protection)")
     s.set_defaults(func=cmd_serve)
+
+
+def _default_transport(args) -> str:
+    """Where a served device can be reached from another process: a pty for a personality whose
+    emulation is a byte stream (avrdude -P /dev/pts/N), USB/IP for the others (the in-process bus,
+    the old default, is reachable by nothing outside this process)."""
+    from .. import registry
+
+    name = args.personality
+    if name is None and args.product:
+        from ..product import ProductError, load_product
+
+        try:
+            name = load_product(args.product).personality
+        except (ProductError, OSError):
+            return "usbip"  # the profile's own error comes a moment later, in its own words
+    try:
+        return "pty" if registry.personality(name).serial_emulation else "usbip"
+    except (ValueError, TypeError):
+        return "usbip"  # an unknown name: its error comes a moment later
 
 
 def _transport(args):
@@ -113,6 +135,8 @@ def cmd_serve(args) -> int:
     from ..emulator import Emulator
     from ..transports.base import TransportUnavailable
 
+    if args.transport is None:
+        args.transport = _default_transport(args)
     cls, settings = _transport(args)
     try:
         if args.product:
