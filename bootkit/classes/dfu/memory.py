@@ -139,7 +139,8 @@ class DfuseMemory:
         try:
             d = open_dialect(self.backend, vid=self.sel.vid, pid=self.sel.pid, serial=self.sel.serial,
                              dialect="dfuse", chip=None, progress=False)
-        except (HostError, usb.core.USBError) as exc:
+        except (HostError, usb.core.USBError, OSError) as exc:
+            # OSError: a usbip:// target whose server is gone refuses the connection (ECONNREFUSED)
             raise BackendFault(f"DfuSe target: {exc}") from None
         assert isinstance(d, DfuSe)
         return d
@@ -477,7 +478,8 @@ class FlipMemory:
         try:
             d = open_dialect(self.backend, vid=self.sel.vid, pid=self.sel.pid, serial=self.sel.serial,
                              dialect="flip", chip=self._given, progress=False)
-        except (HostError, usb.core.USBError) as exc:
+        except (HostError, usb.core.USBError, OSError) as exc:
+            # OSError: a usbip:// target whose server is gone refuses the connection (ECONNREFUSED)
             raise BackendFault(f"FLIP target: {exc}") from None
         assert isinstance(d, Flip)
         return d

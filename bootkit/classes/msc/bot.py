@@ -29,12 +29,23 @@ class MscError(HostError):
     """The drive or the exchange failed."""
 
 
+# what the sense data a drive reports means, for the one-line error (SPC-4 table 27 and D.1)
+SENSE_KEYS = {0x2: "not ready", 0x3: "medium error", 0x4: "hardware error", 0x5: "illegal request",
+              0x6: "unit attention", 0x7: "data protect", 0xE: "miscompare"}
+ASC_NAMES = {(0x0C, 0x00): "write error", (0x11, 0x00): "unrecovered read error",
+             (0x3A, 0x00): "medium not present", (0x20, 0x00): "invalid command operation code",
+             (0x21, 0x00): "logical block address out of range", (0x24, 0x00): "invalid field in CDB",
+             (0x27, 0x00): "write protected", (0x28, 0x00): "medium may have changed",
+             (0x1D, 0x00): "miscompare during verify"}
+
+
 class CheckCondition(MscError):
     """A SCSI command ended in CHECK CONDITION; ``sense`` is (key, ASC, ASCQ)."""
 
     def __init__(self, what: str, sense: tuple[int, int, int]):
+        meaning = ": ".join(n for n in (SENSE_KEYS.get(sense[0]), ASC_NAMES.get((sense[1], sense[2]))) if n)
         super().__init__(f"{what}: CHECK CONDITION, sense key 0x{sense[0]:X} ASC 0x{sense[1]:02X} "
-                         f"ASCQ 0x{sense[2]:02X}")
+                         f"ASCQ 0x{sense[2]:02X}" + (f" ({meaning})" if meaning else ""))
         self.sense = sense
 
 

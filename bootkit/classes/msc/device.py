@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from ...memory.backends import BackendFault
 from ...usb.descriptors import Endpoint, Interface
 from ...usb.device import RECIP_INTERFACE, TYPE_CLASS, Function, SetupPacket, Stall
 from .ghostfat import SECTOR, GhostFat
@@ -22,6 +23,7 @@ from .protocol import (
     ASC_MEDIUM_NOT_PRESENT,
     ASC_MISCOMPARE_DURING_VERIFY,
     ASC_NONE,
+    ASC_WRITE_ERROR,
     BULK_ONLY_RESET,
     CBW,
     CSW,
@@ -31,6 +33,7 @@ from .protocol import (
     GET_MAX_LUN,
     ILLEGAL_REQUEST,
     INQUIRY,
+    MEDIUM_ERROR,
     MISCOMPARE,
     MODE_SENSE_6,
     MODE_SENSE_10,
@@ -139,13 +142,26 @@ class _Write(Command):
                 if self.good and vol.read(self._next) != sector:
                     self.good = False
                     self.target.set_sense(MISCOMPARE, ASC_MISCOMPARE_DURING_VERIFY)
-            else:
-                vol.write(self._next, sector)
+            elif self.good:  # after a write error the rest of the data phase is taken, not written
+                try:
+                    vol.write(self._next, sector)
+                except BackendFault:
+                    self._write_error()
             self._next += 1
+
+    def _write_error(self) -> None:
+        # The target behind the drive failed (issue 23): the command ends in CHECK CONDITION,
+        # MEDIUM ERROR / WRITE ERROR (SBC-3 4.13 and 5.40, SPC-4 table 28: 0x03, ASC 0x0C ASCQ
+        # 0x00), as a disk's failed write does; Linux' sd then fails the request with -EIO.
+        self.good = False
+        self.target.set_sense(MEDIUM_ERROR, ASC_WRITE_ERROR)
 
     def finish(self):
         if not self.verify:
-            self.target.volume.settle()
+            try:
+                self.target.volume.settle()
+            except BackendFault:
+                self._write_error()
         return self.good
 
 

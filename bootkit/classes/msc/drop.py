@@ -45,6 +45,7 @@ from ...formats.uf2 import (
     is_uf2_block,
 )
 from ...memory import MemoryFault
+from ...memory.backends import BackendFault
 from ...memory.writer import SessionWriter
 from ...usb.device import SignalKind
 from ..common import ImageRejected, check_ranges
@@ -123,7 +124,11 @@ class DropTarget:
         # the drive's own check, which no host sees: peek() where the memory has it, so a
         # file-backed emulated flash is not written through once per block (#17)
         look = getattr(self.memory, "peek", self.memory.read)
-        return look(target, size) == raw[32:32 + size]
+        try:
+            return look(target, size) == raw[32:32 + size]
+        except BackendFault as exc:
+            self._lost(lba, exc)
+            raise
 
     def _uf2_block(self, lba: int, raw: bytes) -> tuple[int, int] | None:
         """Check, program and count one block: (target, size) when its payload went to flash."""
@@ -161,6 +166,9 @@ class DropTarget:
         if to_flash:
             try:
                 self.busy(self.writer.write(target, raw[32:32 + size]))
+            except BackendFault as exc:
+                self._lost(lba, exc)
+                raise
             except MemoryFault as exc:
                 self._refuse(lba, str(exc))
                 return None
@@ -173,9 +181,20 @@ class DropTarget:
     def _refuse(self, lba: int, why: str) -> None:
         self.refusals.append(f"LBA {lba}: {why}")
 
+    def _lost(self, lba: int | None, exc: BackendFault) -> None:
+        """The target behind the drive failed: the file being written is abandoned (a retry
+        starts it again from its first block) and the fault goes on to the SCSI engine, which
+        ends the WRITE(10) with MEDIUM ERROR / WRITE ERROR (device.py _Write); the drive never
+        reports the update complete.  Not a refusal: the file itself was fine."""
+        self.session = None
+        self.events.append(f"{'LBA %d: ' % lba if lba is not None else ''}target failed: {exc}")
+
     def _finish(self, reason: str) -> None:
         try:
             self.busy(self.memory.manifest())
+        except BackendFault as exc:
+            self._lost(None, exc)
+            raise
         except MemoryFault as exc:
             self.refusals.append(f"manifest: {exc}")
             self.session = None
@@ -233,10 +252,10 @@ class DropTarget:
             self.seen_files.add(key)
             if data[:4] == APPLE_DOUBLE_MAGIC:
                 continue
-            if self._program_raw(entry.name, kind, data):
+            if self._program_raw(entry.name, kind, data, key):
                 return
 
-    def _program_raw(self, name: str, kind: str, data: bytes) -> bool:
+    def _program_raw(self, name: str, kind: str, data: bytes, key: tuple = ()) -> bool:
         try:
             if kind == "bin":
                 image = Image([(self.app_start, data)])
@@ -255,6 +274,10 @@ class DropTarget:
         try:
             for address, chunk in image.segments:
                 self.busy(self.writer.write(address, chunk))
+        except BackendFault as exc:
+            self.seen_files.discard(key)  # the same file written again is programmed again
+            self._lost(None, exc)
+            raise
         except MemoryFault as exc:
             self.refusals.append(f"{name}: {exc}")
             return False
