@@ -19,6 +19,9 @@ and the median and min-max of the per-round ratios.  Each flashed image is check
 against the back-end's image file once the back-ends stop (outside the timing).
 Nothing is asserted: a measurement, not a test.
 
+With ``--json`` the last line is the records (run_all.record: name, compares, median,
+spread, runs, target, met) that benchmarks/run_all.py reads.
+
 Example:
     python benchmarks/bench_bridge.py --runs 7 --size 262144
 """
@@ -26,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -34,6 +38,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from run_all import emit, record  # noqa: E402
 
 SERVING = re.compile(r"^serving .* on 127\.0\.0\.1:(\d+)\. Ctrl-C to stop\.$")
 TARGET = 1.5
@@ -67,6 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=7, help="rounds (at least 5)")
     ap.add_argument("--size", type=int, default=256 * 1024, help="image bytes (default 256 KiB)")
     ap.add_argument("--front", choices=("dfu", "msc"), default="dfu")
+    ap.add_argument("--json", action="store_true", help="last line: the records, for run_all.py")
     args = ap.parse_args(argv)
     args.runs = max(5, args.runs)
 
@@ -129,6 +138,11 @@ def main(argv=None) -> int:
               f"({args.size / statistics.median(xs) / 1024:.0f} KiB/s)")
     print(f"  bridged/direct: median {statistics.median(ratios):.2f}x, min-max {min(ratios):.2f}-{max(ratios):.2f}x "
           f"(target <= {TARGET}x{'' if args.front == 'dfu' else '; a drop includes the drive leave delay'})")
+    front_name = "DfuSe front" if args.front == "dfu" else "UF2 drive front (a drop, its leave delay included)"
+    emit([record(f"bridge {args.size // 1024} KiB: {front_name} -> DfuSe over USB/IP, bridged / direct",
+                 "the same DFU host flash of a DfuSe stm32f411 on USB/IP, through a front serving it "
+                 "with --target usbip:// vs straight to it, per alternating round",
+                 ratios, target=f"<= {TARGET}" if args.front == "dfu" else None)], args.json)
     return 0
 
 
