@@ -88,7 +88,9 @@ def test_list_text_one_line_each(every_personality, capsys):
     out = capsys.readouterr()
     lines = out.out.splitlines()
     assert len(lines) == len(SERVED)
-    assert any(line.startswith("dfu/flip ") and line.endswith("chip atmega32u4") for line in lines)
+    assert any(line.startswith("dfu/flip ") and "chip atmega32u4" in line for line in lines)
+    # what a device says of itself follows: xusb-boot's boot info (#19: `bootkit list` shows it)
+    assert any(line.startswith("hid/xusb ") and "version=1.0" in line and "page_size=" in line for line in lines)
     assert any(line.startswith("msc/bin ") and "chip stm32f103c8" in line for line in lines)
 
 

@@ -104,8 +104,11 @@ def test_every_line_runs_as_written(tmp_path, shim):
         for line in using_it_block(README.read_text()):
             cmd = _command(line)
             if cmd.endswith("&"):
+                # as from an interactive shell, where Ctrl-C works: a job started in the background (CI under
+                # nohup, `cmd &` in a script) inherits SIGINT ignored, and Python then installs no handler
                 proc = subprocess.Popen(["bash", "-c", f"exec {cmd[:-1].strip()}"], cwd=work, env=env, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
                 out: list[str] = []
                 ready = threading.Event()
                 threading.Thread(target=_reader, args=(proc, out, ready), daemon=True).start()

@@ -171,7 +171,11 @@ def cmd_list(args) -> int:
         return EXIT_OK
     width = max(len(f.name) for f in found)
     for f in found:
-        print(f"{f.name:<{width}}  {f.where}" + (f"  chip {f.chip}" if f.chip else ""))
+        # what the device says of itself (xusb-boot's boot info, DFU's transfer size, INFO_UF2.TXT ...);
+        # where it sits on the bus is already in f.where, the rest is in --json
+        said = " ".join(f"{k}={v}" for k, v in f.details.items()
+                        if k not in ("bus", "address", "interface", "usage") and isinstance(v, (str, int, float)))
+        print(f"{f.name:<{width}}  {f.where}" + (f"  chip {f.chip}" if f.chip else "") + (f"  {said}" if said else ""))
     return EXIT_OK
 
 

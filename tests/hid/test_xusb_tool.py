@@ -100,11 +100,25 @@ def test_library_boot_info_and_write_hexfile(tmp_path):
     assert em.memory.flash_bytes() == on_ff(em.chip.flash_size, image)
 
 
+def _script() -> str | None:
+    """The xusbboot-cli script pip installed with the package: found through the distribution's
+    own file list (beside this interpreter, or beside the base one under a venv with system site
+    packages; a pyenv shim on PATH is a shell script, not the script)."""
+    from importlib import metadata
+
+    dist = metadata.distribution("xusbboot")
+    for f in dist.files or ():
+        if f.name == "xusbboot-cli":
+            path = Path(str(dist.locate_file(f))).resolve()
+            if path.is_file():
+                return str(path)
+    beside = Path(sys.executable).parent / "xusbboot-cli"
+    return str(beside) if beside.is_file() else shutil.which("xusbboot-cli")
+
+
 def run_cli(monkeypatch, capsys, devices, *argv):
     monkeypatch.setattr(easyhid, "Enumeration", lambda: type("E", (), {"find": lambda self, **kw: devices})())
-    # pip puts the script beside this interpreter (a pyenv shim on PATH is a shell script)
-    beside = Path(sys.executable).parent / "xusbboot-cli"
-    script = str(beside) if beside.is_file() else shutil.which("xusbboot-cli")
+    script = _script()
     if script is None:
         pytest.skip("xusbboot-cli not on PATH")
     monkeypatch.setattr(sys, "argv", ["xusbboot-cli", *argv])

@@ -17,7 +17,7 @@ from bootkit import progress
 from bootkit.classes.msc import finder
 from bootkit.classes.msc import host as msc_host
 from bootkit.cli import main
-from bootkit.formats import write_hex
+from bootkit.formats import dump, write_hex
 from bootkit.formats.image import Image
 from bootkit.formats.uf2 import FAMILIES, UF2_BLOCK_SIZE
 from bootkit.memory import get_chip
@@ -121,6 +121,20 @@ def test_drop_checks_the_file_against_the_drives_chip_without_chip(tmp_path, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bootkit: error: ") and "samd21g18a" in err[0], err
     assert not (point / "FIRMWARE.UF2").exists()
+
+
+def test_a_uf2_of_another_family_is_judged_by_the_drives_family_id(tmp_path, monkeypatch, capsys):
+    """The chip is only inferred from INFO_UF2.TXT: the refusal names what the drive says, as the
+    board's own bootloader would judge the file (and as the VM test sees it on a real mount)."""
+    point = _drive(tmp_path, "RPI-RP2", RP2 + "Family-ID: 0xe48bff56\r\n")
+    _mount_table(monkeypatch, (point, "vfat"))
+    fw = tmp_path / "f4.uf2"
+    fw.write_bytes(dump(Image([(0x10000000, bytes(range(256)) * 16)]), "uf2", family="stm32f4"))
+    assert main(["drop", str(fw), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bootkit: error: {fw}: UF2 family stm32f4 (0x57755a57) does not match the drive's Family-ID "
+                   "rp2040 (0xe48bff56); --force drops it anyway"], err
+    assert sorted(p.name for p in point.iterdir()) == ["INFO_UF2.TXT"]
 
 
 def test_several_mounted_drives_are_listed_exit_2(tmp_path, monkeypatch, capsys):

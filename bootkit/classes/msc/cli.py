@@ -85,7 +85,7 @@ def cmd_drop(args) -> int:
         drive = _the_mounted_drive()
         args.drive = drive.link.path
         found = f"{args.drive}: the mounted UF2 drive"
-    chip = target_chip(args)
+    chip = given = target_chip(args)
     if chip is None and args.drive:
         # no --chip: the chip the drive's INFO_UF2.TXT names (Board-ID "SAMD21G18A-Feather-v0",
         # "RPI-RP2"; or the only chip of its UF2 family), so a .bin goes to its application start
@@ -111,7 +111,13 @@ def cmd_drop(args) -> int:
                 name = named.pop()
                 chip = find_chip(name)
                 found = f"chip {name} from the drive's INFO_UF2.TXT"
-        image = input_image(args, chip)
+        # a chip taken from the drive's INFO_UF2.TXT: a UF2 file (it carries its addresses) is loaded
+        # without it, so that the drop judges its family against the drive's own Family-ID first
+        # ("does not match the drive's Family-ID ...; --force drops it anyway": plan_drop)
+        inferred = chip is not None and given is None and _is_uf2(args.file)
+        image = input_image(args, None if inferred else chip)
+        if inferred and args.drive and not args.force:
+            _same_family_as_drive(args.file, image, _drive_info(args.drive))
     except BaseException:
         if session is not None:
             session.close()
@@ -125,3 +131,30 @@ def cmd_drop(args) -> int:
     if not getattr(args, "quiet", False):  # -q: only errors
         print(f"{args.file}: dropped {result.bytes} bytes as {result.dialect}; " + ", ".join(steps))
     return EXIT_OK
+
+
+def _is_uf2(path: str) -> bool:
+    """A UF2 file by its first block's magic numbers (UF2 spec: "UF2\\n", 0x9E5D5157)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False  # input_image says what is wrong with it
+    return head[:4] == b"UF2\n" and head[4:8] == b"\x57\x51\x5d\x9e"
+
+
+def _same_family_as_drive(path: str, image, info: dict | None) -> None:
+    """A UF2 file dropped on a drive whose chip was only inferred from its INFO_UF2.TXT is judged
+    against what the drive itself says (its Family-ID), as uf2conv.py and the board's bootloader
+    see it; the inferred chip's own checks follow in plan_drop."""
+    from ..common import family_name
+    from .plan import family_of_drive
+
+    drive_family, says = family_of_drive(info)
+    origin = getattr(image, "origin", None)
+    if drive_family is None or origin is None or origin.format != "uf2":
+        return
+    wrong = sorted((f for f in origin.uf2_families if f != drive_family), key=lambda f: -1 if f is None else f)
+    if wrong:
+        raise BadInput(f"{path}: UF2 family {', '.join(family_name(f) for f in wrong)} does not match "
+                       f"{says}; --force drops it anyway")
