@@ -89,6 +89,8 @@ class SimulatedFlash:
         # what changed since the last save: one flag per DIRTY_BLOCK of each saved region
         self._dirty_blocks: dict[str, bytearray] = {}
         self._dirty_since: float | None = None
+        # a change that _dirty_blocks does not locate (save()): the next save hashes the whole image
+        self._changed_anywhere = True
         self._store: ImageStore | None = None
         self._closed = False
         if self.image_path is not None:
@@ -130,6 +132,7 @@ class SimulatedFlash:
                 f"{self.image_path}: image is {len(image)} bytes but {self.chip.name} has "
                 f"{len(self._flash)} bytes of flash")
         self._flash[:] = image
+        self._changed_anywhere = False  # the store has the digests of what the memory now holds
         # Only a state that names this image's hash may say the application is
         # valid: none, an empty or unparsable one, or another image's, says invalid.
         self.app_valid = consistent and state.get("app_valid") is True
@@ -177,8 +180,11 @@ class SimulatedFlash:
             return
         if self._closed:
             raise RuntimeError(f"{self.image_path}: changes after close() are not saved")
-        # a view, not a copy (2 MiB on an RP2040): nothing changes the memory while it is saved
-        self._store.save(memoryview(self._flash), self._state())
+        # a view, not a copy (2 MiB on an RP2040): nothing changes the memory while it is saved;
+        # the store hashes again only the blocks that changed since the last save
+        changed = None if self._changed_anywhere else self._dirty_blocks.get(self.layout.flash.name)
+        self._store.save(memoryview(self._flash), self._state(), changed, self.DIRTY_BLOCK)
+        self._changed_anywhere = False
         self._dirty_since = None
         for flags in self._dirty_blocks.values():
             flags[:] = bytes(len(flags))
@@ -186,6 +192,7 @@ class SimulatedFlash:
     def save(self) -> None:
         """Write the flash image (and the state companion) back to disk now."""
         self._mark_dirty()
+        self._changed_anywhere = True
         self.persist()
 
     def close(self) -> None:
