@@ -123,6 +123,8 @@ class FunctionFsServer:
                 with self.lock:
                     self.target.poll()
                     changed = self.target.generation != generation
+                for port in ports.values():
+                    port.wake_in()  # a timer may have queued IN data
                 if changed:
                     self._linger(ports, DETACH_GRACE)
                     return
@@ -182,6 +184,7 @@ class FunctionFsServer:
             elif etype == FUNCTIONFS_UNBIND:
                 port.enabled.clear()
                 port.configured = False
+        port.wake_in()
         self.log(f"functionfs: {fn.name}: {name}")
 
     def _setup(self, port: FunctionPort, req: SetupPacket) -> None:
@@ -192,6 +195,12 @@ class FunctionFsServer:
         # over (the host's control transfer NAKs meanwhile); the one device is served here
         while (left := self.target.busy_left()) > 0 and not self._stop.is_set():
             self._stop.wait(left)
+        # What the host sent on the OUT endpoints before this request reaches the Function first
+        # (see endpoints.py: ep0 and OUT data come through different threads).
+        drain = getattr(port, "drain_out", None)  # (a test's stand-in port has none)
+        if drain is not None and not drain():
+            self.log(f"functionfs: {fn.name}: the OUT endpoint did not settle before request "
+                     f"0x{req.bmRequestType:02x}/0x{req.bRequest:02x}; handling it anyway")
         if req.recipient == RECIP_ENDPOINT and port.layout is not None:
             # f_fs gives the endpoint's file index (ffs_func_revmap_ep);
             # the function expects the address from its descriptors.
@@ -255,6 +264,10 @@ class FunctionFsServer:
                      f"raised {type(e).__name__}: {e}; stalling it")
             raise Stall(str(e)) from e
         self.target.poll()
+        gadget = getattr(self, "gadget", None)  # (a test's stand-in server has none)
+        if gadget is not None:  # the request may have queued IN data (the lock is held here)
+            for port in gadget.ports:
+                port.in_ready.notify_all()
         return reply
 
     def _stall(self, fd: int, req: SetupPacket) -> None:
