@@ -9,6 +9,7 @@ Files beside ``FILE.bin``:
   so a save rehashes only the blocks that changed since the last one; a state
   written before, naming the plain SHA-256 of the whole image, still loads);
 - ``FILE.bin.new`` and ``FILE.bin.state.json.tmp``: a save in progress;
+- ``FILE.bin.journal``: the blocks of an in-place save (below);
 - ``FILE.bin.lock``: the advisory lock, holding the writer's PID.
 
 A save (:meth:`ImageStore.save`) is write, fsync, rename, fsync the
@@ -24,9 +25,23 @@ directory is also needed"):
 4. fsync the directory;
 5. rename ``FILE.bin.new`` over ``FILE.bin``; fsync the directory.
 
+A save that changes at most :data:`IN_PLACE_SHARE` of the image (a host streaming
+an update into a 2 MiB flash) rewrites only the changed 4 KiB blocks, in place,
+behind a redo journal, instead of the whole image:
+
+1. write ``FILE.bin.journal`` (the new hash, the block numbers, their new bytes), fsync it;
+2. write the state, naming the new image's hash, to a temp file, fsync it,
+   fsync the directory;
+3. rename the temp file over ``FILE.bin.state.json``: THE COMMIT POINT;
+4. fsync the directory;
+5. write the blocks into ``FILE.bin`` in place, fsync it; remove the journal.
+
 :meth:`ImageStore.load` trusts a state only for the image whose hash it
 names: ``FILE.bin`` matches (consistent), or ``FILE.bin.new`` matches (a save
-was cut after its commit: roll forward by finishing step 5).  Anything else
+was cut after its commit: roll forward by finishing step 5), or ``FILE.bin``
+with the journal's blocks written over it matches (an in-place save cut after
+its commit, FILE.bin possibly torn in those blocks: roll forward by writing
+them again).  Anything else
 (no state, an empty or unparsable one, an old one without a hash, a hash
 that matches no image: a hand-edited or foreign ``FILE.bin``) loads the image
 with the application INVALID, so the bootloader keeps control.  Leftovers of
@@ -57,8 +72,10 @@ class ImageBusy(OSError):
     """
 
 
-#: bytes per block of the hash list (image_hash)
+#: bytes per block of the hash list (image_hash), and of an in-place save
 HASH_BLOCK = 4096
+#: a save whose changed blocks are at most this share of the image rewrites them in place
+IN_PLACE_SHARE = 0.25
 
 
 def block_digests(data: bytes | bytearray | memoryview) -> list[bytes]:
@@ -99,11 +116,14 @@ class ImageStore:
         self.new_path = self.path.with_name(name + ".new")
         self.state_tmp_path = self.path.with_name(name + ".state.json.tmp")
         self.lock_path = self.path.with_name(name + ".lock")
+        self.journal_path = self.path.with_name(name + ".journal")
         self._lock_fd: int | None = None
         #: image_hash of what FILE.bin holds on disk now (None: unknown or absent)
         self.disk_hash: str | None = None
         #: block_digests of the image given to the last save (or loaded): what save(changed=...) updates
         self._digests: list[bytes] | None = None
+        #: list_hash of those digests
+        self._given_hash: str | None = None
 
     # ------------------------------------------------------------------
     # fault plan
@@ -179,7 +199,7 @@ class ImageStore:
         want = state.get("image_sha256")
         image = _read_or_none(self.path)
         if image is not None and want is not None and self._matches(image, want):
-            self.disk_hash = want
+            self.disk_hash = self._given_hash
             self._remove_leftovers()
             return image, state, True
         staged = _read_or_none(self.new_path) if want is not None else None
@@ -189,12 +209,22 @@ class ImageStore:
                 self._step("rename")
                 os.replace(self.new_path, self.path)
                 self._dirsync()
-                self.disk_hash = want
+                self.disk_hash = self._given_hash
             self._remove_leftovers()
             return staged, state, True
+        journal = _read_or_none(self.journal_path) if want is not None and image is not None else None
+        replayed = _replay(image, journal, want) if journal is not None else None
+        if replayed is not None and self._matches(replayed[0], want):
+            # an in-place save cut after its commit (step 3): write its blocks again
+            if not self.readonly:
+                self._write_in_place(replayed[0], replayed[1])
+                self.disk_hash = self._given_hash
+            self._remove_leftovers()
+            return replayed[0], state, True
         # No trustworthy state for this image: whatever it holds, the application is invalid.
         self._digests = block_digests(image) if image is not None else None
-        self.disk_hash = list_hash(self._digests) if self._digests is not None else None
+        self._given_hash = list_hash(self._digests) if self._digests is not None else None
+        self.disk_hash = self._given_hash
         self._remove_leftovers()
         return image, state, False
 
@@ -202,8 +232,9 @@ class ImageStore:
         """``image`` is the one ``want`` names (the hash list, or a state's older whole-image
         SHA-256); keeps its block digests for the next save."""
         digests = block_digests(image)
-        if list_hash(digests) == want or _legacy_hash(image) == want:
-            self._digests = digests
+        given = list_hash(digests)
+        if given == want or _legacy_hash(image) == want:
+            self._digests, self._given_hash = digests, given
             return True
         return False
 
@@ -217,7 +248,7 @@ class ImageStore:
     def _remove_leftovers(self) -> None:
         if self.readonly:
             return
-        for leftover in (self.new_path, self.state_tmp_path):
+        for leftover in (self.new_path, self.state_tmp_path, self.journal_path):
             if leftover.exists():
                 self._step("unlink")
                 leftover.unlink(missing_ok=True)
@@ -235,11 +266,17 @@ class ImageStore:
         """
         if self.readonly:
             raise RuntimeError(f"{self.path} is open read-only")
-        digest = self._hash(image, changed, granule)
+        given_before = self._given_hash
+        digest, blocks = self._hash(image, changed, granule)
         state = dict(state, image_sha256=digest)
         text = (json.dumps(state, indent=1) + "\n").encode()
         same_image = digest == self.disk_hash
-        if not same_image:
+        # FILE.bin holds what the last save was given, and few blocks changed since: in place
+        in_place = (not same_image and blocks is not None and self.disk_hash is not None
+                    and self.disk_hash == given_before and len(blocks) * HASH_BLOCK <= IN_PLACE_SHARE * len(image))
+        if in_place:
+            self._write_synced(self.journal_path, _journal(image, blocks, digest))
+        elif not same_image:
             self._write_synced(self.new_path, image)
         self._write_synced(self.state_tmp_path, text)
         # The staged files' names must be on disk before the commit names them: a
@@ -248,22 +285,58 @@ class ImageStore:
         self._step("rename")
         os.replace(self.state_tmp_path, self.state_path)  # the commit point
         self._dirsync()
-        if not same_image:
+        if same_image:
+            return
+        self.disk_hash = None  # until FILE.bin holds this image
+        if in_place:
+            self._write_in_place(image, blocks)
+            # a journal left behind (a cut here) is harmless: load uses it only for a
+            # state that names an image FILE.bin does not hold, and then removes it
+            self._step("unlink")
+            self.journal_path.unlink(missing_ok=True)
+        else:
             self._step("rename")
             os.replace(self.new_path, self.path)
             self._dirsync()
-            self.disk_hash = digest
+        self.disk_hash = digest
 
-    def _hash(self, image, changed, granule: int) -> str:
+    def _write_in_place(self, image, blocks: list[int]) -> None:
+        """Write these HASH_BLOCKs of ``image`` over FILE.bin's, fsync it."""
+        view = memoryview(image).cast("B")
+
+        def tear():  # the power went mid-way: the first half of the blocks arrived
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                for b in blocks[:len(blocks) // 2]:
+                    os.pwrite(fd, view[b * HASH_BLOCK:(b + 1) * HASH_BLOCK], b * HASH_BLOCK)
+            finally:
+                os.close(fd)
+
+        self._step("write", tear)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for b in blocks:
+                offset = b * HASH_BLOCK
+                chunk = view[offset:offset + HASH_BLOCK]
+                while chunk:
+                    n = os.pwrite(fd, chunk, offset)
+                    chunk, offset = chunk[n:], offset + n
+            self._step("fsync")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _hash(self, image, changed, granule: int) -> tuple[str, list[int] | None]:
         """image_hash(image), rehashing only the blocks ``changed`` flags when the digests of the
-        image given last are known."""
+        image given last are known; and those blocks' numbers (None: all were hashed)."""
         view = memoryview(image).cast("B")
         digests = self._digests
-        blocks = -(-len(view) // HASH_BLOCK)
-        if changed is None or digests is None or len(digests) != blocks or HASH_BLOCK % granule:
+        count = -(-len(view) // HASH_BLOCK)
+        blocks: list[int] | None = None
+        if changed is None or digests is None or len(digests) != count or HASH_BLOCK % granule:
             digests = block_digests(view)
         else:
-            digests = list(digests)
+            digests, blocks = list(digests), []
             per_block = HASH_BLOCK // granule
             sha256 = hashlib.sha256
             pos = changed.find(1) if isinstance(changed, (bytes, bytearray)) else -1
@@ -271,9 +344,11 @@ class ImageStore:
                 block = pos // per_block
                 start = block * HASH_BLOCK
                 digests[block] = sha256(view[start:start + HASH_BLOCK]).digest()
+                blocks.append(block)
                 pos = changed.find(1, (block + 1) * per_block)
         self._digests = digests
-        return list_hash(digests)
+        self._given_hash = list_hash(digests)
+        return self._given_hash, blocks
 
     def _write_synced(self, path: Path, data: bytes | bytearray | memoryview) -> None:
         def tear():  # the power went while the bytes were on their way: half of them arrived
@@ -299,6 +374,36 @@ class ImageStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _journal(image, blocks: list[int], digest: str) -> bytes:
+    """An in-place save's redo journal: a JSON line (the image's hash and size, the block
+    numbers), then those blocks' new bytes."""
+    view = memoryview(image).cast("B")
+    head = json.dumps({"image_sha256": digest, "size": len(view), "blocks": blocks}).encode() + b"\n"
+    return head + b"".join(view[b * HASH_BLOCK:(b + 1) * HASH_BLOCK] for b in blocks)
+
+
+def _replay(image: bytes, journal: bytes, want: str) -> tuple[bytes, list[int]] | None:
+    """``image`` with the journal's blocks written over it, when the journal is the one of the
+    save that made ``want`` (whether the result really hashes to it is the caller's check)."""
+    try:
+        end = journal.index(b"\n")
+        head = json.loads(journal[:end])
+        blocks = [int(b) for b in head["blocks"]]
+        if head["image_sha256"] != want or head["size"] != len(image):
+            return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    data, out, pos = memoryview(journal)[end + 1:], bytearray(image), 0
+    for b in blocks:
+        start = b * HASH_BLOCK
+        n = min(HASH_BLOCK, len(out) - start)
+        if not 0 <= start < len(out) or pos + n > len(data):
+            return None
+        out[start:start + n] = data[pos:pos + n]
+        pos += n
+    return bytes(out), blocks
 
 
 def _read_or_none(path: Path) -> bytes | None:
