@@ -160,11 +160,12 @@ def cdc_case(kib: int = 16) -> Case:
     block = 128
     stream = b"".join(b"B" + block.to_bytes(2, "big") + b"F" + fw[i:i + block] for i in range(0, len(fw), block))
     raw = "stty -F {node} raw -echo -echoe -echok -icanon min 1 time 0"
-    # Closing the port drops DTR, and our CDC function abandons a half-received command then
-    # (LUFA does the same): the FunctionFS transport can take that control request before the
-    # last bulk packet the host already sent (one thread reads ep0, another the OUT endpoint), so
-    # a plain `cat > port` could lose its tail.  A holder keeps the port open, reads the '\r'
-    # answers, and the run ends when all of them came back.
+    # A holder keeps the port open, reads the '\r' answers, and our run ends when all of them
+    # came back: the update is programmed then (the kernel's acm only passes bytes on).  It also
+    # kept the tail before 686a882: closing the port drops DTR, our CDC function abandons a
+    # half-received command then (LUFA does the same), and the FunctionFS transport could take
+    # that control request before the last bulk packet the host had sent (ep0 and the OUT
+    # endpoint are read by different threads; tests/vm/test_ffs_ordering.py).
     return Case(
         "cdc", fw, stream, "fw.avr109", "cdc --chip atmega32u4", "03eb:204a",
         # {node} is open once {out} exists: bash opens the redirections in order
