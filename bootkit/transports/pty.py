@@ -277,6 +277,8 @@ class PtyServer:
         tty.setraw(self.master)
         os.close(slave)  # a client's close must be seen as POLLHUP: we hold no slave fd
         os.set_blocking(self.master, False)
+        #: the line speed while no client has the port open (a client's settings outlive its close)
+        self._idle_baud = self._baud()
         self.connected = False
         self.sessions = 0
         self.bytes_in = 0
@@ -341,9 +343,22 @@ class PtyServer:
                 if flags & select.POLLHUP:
                     if self.connected:
                         self.connected = False
-                        self.stream.closed(baud)
-                        self.log(f"pty: port closed (last at {baud} baud)")
-                        tty.setraw(self.master)
+                        # The speed the client left, not the one last polled: a
+                        # 1200-baud touch may set it and close between two polls.
+                        last = self._baud()
+                        self.stream.closed(last)
+                        self.log(f"pty: port closed (last at {last} baud)")
+                        self._idle()
+                    elif self._baud() != self._idle_baud:
+                        # A whole session between two polls (a loaded machine: the
+                        # touch holds the port 0.1 s): it sent nothing, or POLLIN
+                        # would have shown it, so it was a touch; replay it.
+                        last = self._baud()
+                        self.sessions += 1
+                        self.stream.opened(last)
+                        self.stream.closed(last)
+                        self.log(f"pty: port opened and closed at {last} baud")
+                        self._idle()
                     else:
                         self.stream.poll()
                     stop.wait(0.01)
@@ -362,6 +377,19 @@ class PtyServer:
                     self._send(late)
         finally:
             self.close()
+
+    def _idle(self) -> None:
+        """Back to a fresh pty's settings once the client closed (raw, 38400 baud, as
+        openpty leaves it): the next client's speed then shows as a change, even a
+        repeated 1200-baud touch that comes and goes unseen."""
+        tty.setraw(self.master)
+        try:
+            attrs = termios.tcgetattr(self.master)
+            attrs[4] = attrs[5] = termios.B38400
+            termios.tcsetattr(self.master, termios.TCSANOW, attrs)
+        except termios.error:
+            pass
+        self._idle_baud = self._baud()
 
     def _open(self) -> None:
         self.connected = True

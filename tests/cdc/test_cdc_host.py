@@ -79,6 +79,35 @@ def test_demo_row_runs_the_emulator_on_a_pty():
     assert row["verified"] and row["personality"] == "cdc" and row["bytes"] == image.size
 
 
+def test_a_touch_that_comes_and_goes_between_two_polls_still_resets_into_the_bootloader():
+    """On a loaded machine the server may not run while the port is open at 1200 baud:
+    the touch is done before it serves at all, and must still be seen."""
+    import threading
+    import time
+
+    from bootkit.transports.pty import PtyServer
+
+    with Emulator(CHIP, "cdc", options={"dialect": "caterina"}) as em:
+        em.memory.program(0, b"\x0c\x94" * 64)
+        em.memory.manifest()
+        em.run_application()
+        assert em.mode == "application"
+        srv = PtyServer(em, log=None)
+        host.touch_1200(srv.slave_path, hold=0)
+        stop = threading.Event()
+        thread = threading.Thread(target=srv.serve, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 5
+            while em.mode != "bootloader" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert em.mode == "bootloader"
+            assert srv.sessions == 1
+        finally:
+            stop.set()
+            thread.join(5)
+
+
 def test_host_touches_an_application_on_the_pty_into_the_bootloader():
     """The pty transport turns open-at-1200-then-close into SET_LINE_CODING + DTR drop."""
     with Emulator(CHIP, "cdc", options={"dialect": "caterina"}) as em:
