@@ -12,7 +12,9 @@ emulator on this process's interpreter the measurement would be of one GIL, not 
 do: then the devices' waits overlap; in fast mode (the default) every millisecond is CPU, and
 on a 2-core machine 8 flashes cannot overlap much.  Printed: median, IQR and min-max of
 each, and the ratio all/one (ratio of the medians, and the spread of the per-round ratios).
-Nothing is asserted: this is a measurement.
+Nothing is asserted: this is a measurement.  With ``--json`` the last line is the
+run_all record of the all/one ratio (per-round ratios: median and min-max; target < 3),
+which benchmarks/run_all.py reads.
 
 Example:
     python benchmarks/bench_flash_all.py
@@ -34,6 +36,8 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
 from bootkit.cli import main  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_all import emit, record  # noqa: E402
 from bootkit.emulator import Emulator  # noqa: E402
 from bootkit.memory import get_chip  # noqa: E402
 from bootkit.transports.usbip import UsbipServer  # noqa: E402
@@ -101,7 +105,8 @@ class _Here:
             em.close()
 
 
-def run(devices: int, runs: int, chip: str, sample: str, here: bool = False, realtime: bool = False) -> None:
+def run(devices: int, runs: int, chip: str, sample: str, here: bool = False, realtime: bool = False,
+        as_json: bool = False) -> None:
     server = (_Here if here else _Child)(chip, devices, realtime)
     address = f"127.0.0.1:{server.port}"
     one = ["flash", sample, "--via", "dfu", "--usbip", address, "--serial", "BENCH00", "--no-leave"]
@@ -126,6 +131,10 @@ def run(devices: int, runs: int, chip: str, sample: str, here: bool = False, rea
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     print(f"  ratio all/one: {statistics.median(t_all) / statistics.median(t_one):.2f}  (per-round IQR "
           f"{q[0]:.2f}-{q[2]:.2f}, min-max {min(ratios):.2f}-{max(ratios):.2f}; target < 3.0)")
+    if as_json:
+        timing = "the chips' real erase/program times" if realtime else "fast mode: all CPU"
+        emit([record(f"flash --all of {devices} {chip} over USB/IP ({timing}): wall time / one device's",
+                     "bootkit flash --all / bootkit flash of one device, per round", ratios, target="< 3")], True)
 
 
 if __name__ == "__main__":
@@ -138,5 +147,6 @@ if __name__ == "__main__":
     ap.add_argument("--realtime", action="store_true",
                     help="the emulated flash takes the chip's program and erase times (as a real device does); "
                          "default: fast mode, where all the time is the host's and the server's CPU")
+    ap.add_argument("--json", action="store_true", help="last line: the run_all record (JSON)")
     a = ap.parse_args()
-    run(a.devices, max(5, a.runs), a.chip, a.sample, a.server_here, a.realtime)
+    run(a.devices, max(5, a.runs), a.chip, a.sample, a.server_here, a.realtime, a.json)
