@@ -80,14 +80,17 @@ CASES: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {
 # campaign of thousands of flashes does not spend its time in the watch after leaving.
 DEVICE_OPTIONS = {"msc": {"leave_delay": 0.05}, "printer": {"leave_delay": 0.05}}
 # Host options: how long each host watches the bus after leaving.  Long enough for the
-# device's own leave delay above (native HID: 50 ms; MIDI: 50 ms; Caterina: 0.5 s).
+# device's own leave delay above (native HID: 50 ms; MIDI: 50 ms; Caterina: 0.5 s) on a loaded
+# machine: the in-process bus re-enumerates from a timer thread, which a load of 16 on 2 cores
+# delayed past 0.3 s (a retry reported as a brick in CI).  A watch ends as soon as the
+# application enumerates, so the margin costs nothing when the flash went well.
 HOST_OPTIONS = {
-    "dfu": {"leave_timeout": 0.3},
-    "hid": {"leave_wait": 0.3},
+    "dfu": {"leave_timeout": 1.0},
+    "hid": {"leave_wait": 1.0},
     "cdc": {"leave_wait": 1.0},
     "printer": {"wait": (1.0, 0.1)},
     "msc": {"timeout": 1.0, "again": 0.1},
-    "midi": {"leave_wait": 0.3, "realtime": False},
+    "midi": {"leave_wait": 1.0, "realtime": False},
 }
 
 
