@@ -315,6 +315,11 @@ def ratios(ours: list[float], theirs: list[float]) -> list[float]:
     return [o / t for o, t in zip(ours, theirs)]
 
 
+def seconds(ours: list[float], theirs: list[float]) -> dict:
+    """The per-run seconds behind a ratio, kept in its record (what the ratio is made of)."""
+    return {"bootkit_s": [round(x, 3) for x in ours], "dfu_util_s": [round(x, 3) for x in theirs]}
+
+
 def records(rows: list[dict], start: dict[str, list[float]], kver: str, commit: str) -> list[dict]:
     where = f"in QEMU/TCG (guest kernel {kver}), FunctionFS gadget on dummy_hcd, bootkit {commit}"
     recs = []
@@ -326,19 +331,22 @@ def records(rows: list[dict], start: dict[str, list[float]], kver: str, commit: 
         theirs_download = [t - dfu_util_start for t in cold["dfu-util"]]
         recs.append(record(f"{head}: download, bootkit / dfu-util",
                            f"bootkit's own download time vs dfu-util -D minus its median start-up (dfu-util -V), "
-                           f"{where}", ratios(cold["bootkit download"], theirs_download), target=TARGET))
+                           f"{where}", ratios(cold["bootkit download"], theirs_download), target=TARGET,
+                           **seconds(cold["bootkit download"], theirs_download)))
         recs.append(record(f"{head}: whole command, cold, bootkit flash / dfu-util -D",
                            f"each a new process against a freshly served board, {where}",
-                           ratios(cold["bootkit"], cold["dfu-util"]), target=TARGET))
+                           ratios(cold["bootkit"], cold["dfu-util"]), target=TARGET,
+                           **seconds(cold["bootkit"], cold["dfu-util"])))
         ours = [f["seconds"] for f in flashes if f["tool"] == "bootkit"]
         theirs = [f["seconds"] for f in flashes if f["tool"] == "dfu-util"]
         recs.append(record(f"{head}: per flash in one persistent process (Target.flash) / dfu-util -D",
                            f"a production script importing bootkit once vs dfu-util's whole command per flash, "
                            f"images alternating, each flash read back, {where}", ratios(ours, theirs),
-                           target=TARGET))
+                           target=TARGET, **seconds(ours, theirs),
+                           read_attempts=[f["read_attempts"] for f in flashes]))
     for name, values in start.items():
         recs.append(record(f"process start-up in the TCG guest: {name}", f"wall-clock seconds, {where}",
-                           values, unit="s"))
+                           values, unit="s", seconds_per_run=[round(x, 3) for x in values]))
     return recs
 
 
@@ -396,7 +404,7 @@ def main(argv=None) -> int:
     with GuestVM(timeout=180) as vm:
         vm.run("modprobe -a dummy_hcd libcomposite usb_f_fs", check=True)
         (vm.xfer_dir / "serve.py").write_text(SERVE)
-        bench = Bench(vm, venv_bin, src, args.runs, log=lambda m: print(m, file=sys.stderr, flush=True))
+        bench = Bench(vm, venv_bin, src, args.runs, log=lambda m: print(m, flush=True))
         start = bench.startup()
         for case in CASES:
             if case[0] not in chips:

@@ -3,7 +3,10 @@
 Each of our scripts is run as its own process with ``--json`` (its last stdout line: a list
 of records); bench_formats.py and bench_startup.py (issue 22 items 2-3) are run with
 ``--markdown`` and their table rows read; bench_avr_serial.py's ratio line is read;
-bench_gadget_vs_kernel.py (a VM) only with ``--vm``, merging its ``--json`` output.  The
+the VM scripts (bench_gadget_vs_kernel.py, bench_gadget_dfu.py: QEMU, minutes each, one boot
+per script) only with ``--vm`` or when ``--only`` names them.  A run replaces the records of
+the scripts it ran and keeps every other record in results.json, each with the time it was
+measured (``measured_at``), so ``--only`` reruns one and the docs are regenerated from all.  The
 1-minute load average is sampled before and after each script and kept with its records:
 the machine is shared, so a figure says under what load it was taken.  Every record holds:
 name, what is compared, median, spread (min-max), runs, target (or null), met (or null),
@@ -12,9 +15,11 @@ load; a record with ``throughput`` also gives a dialect's throughput figure for
 
     python benchmarks/run_all.py                      # run all, write results.json
     python benchmarks/run_all.py --only hid,dfu       # rerun some, keep the others' records
+    python benchmarks/run_all.py --only gadget_dfu    # one VM script, the others' records kept
     python benchmarks/run_all.py --markdown           # print docs/performance.md's table
-    python benchmarks/run_all.py --write-docs         # regenerate docs/performance.md, the facts' throughput
-                                                      # blocks and docs/choosing.md from results.json
+    python benchmarks/run_all.py --write-docs         # regenerate docs/performance.md, docs/gadget.md's
+                                                      # dfu-util rows, the facts' throughput blocks and
+                                                      # docs/choosing.md from results.json
 
 Nothing here is typed by hand: a figure is in results.json because a script printed it.
 """
@@ -101,6 +106,7 @@ OURS = {  # name -> (script, arguments); each prints records with --json
     "usbip": ("bench_usbip.py", []),
     "memory": ("bench_memory.py", []),
     "hex": ("bench_hex.py", []),
+    "bridge": ("bench_bridge.py", []),
 }
 MARKDOWN = {  # others' scripts: their --markdown table rows
     "formats": ("bench_formats.py", ["--runs", "5"]),
@@ -108,6 +114,15 @@ MARKDOWN = {  # others' scripts: their --markdown table rows
 }
 AVR_SERIAL = ("bench_avr_serial.py", ["--runs", "5"])
 VM = ("bench_gadget_vs_kernel.py", ["--runs", "5"])  # W2e's; --json OUT writes {name: {median, spread, ...}}
+VM_OURS = {  # VM scripts that print records with --json, as OURS do
+    "gadget_dfu": ("bench_gadget_dfu.py", ["--runs", "5"]),
+}
+VM_KEYS = ("gadget_vs_kernel", *VM_OURS)
+
+
+def known() -> list[str]:
+    """Every name --only takes."""
+    return [*OURS, *MARKDOWN, "avr_serial", *VM_KEYS]
 
 
 def _load() -> float:
@@ -184,13 +199,19 @@ def _avr_serial(out: str, script: str) -> list[dict]:
 
 def run(only: set[str] | None, vm: bool) -> tuple[list[dict], dict[str, str]]:
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    old = previous.get("results", [])
+    # a record kept from an earlier run keeps the time it was measured (older files had one
+    # time for all: the file's own)
+    old = [{**r, "measured_at": r.get("measured_at", previous.get("measured_at"))}
+           for r in previous.get("results", [])]
     tables: dict[str, str] = dict(previous.get("markdown", {}))
     out: list[dict] = []
     ran: set[str] = set()
 
     def want(key: str) -> bool:
         return only is None or key in only
+
+    def want_vm(key: str) -> bool:  # a VM script: asked for by name, or all of them with --vm
+        return key in (only or ()) or (vm and (only is None or key in only))
 
     for key, (script, args) in OURS.items():
         if want(key):
@@ -208,7 +229,7 @@ def run(only: set[str] | None, vm: bool) -> tuple[list[dict], dict[str, str]]:
         text, load = _run(*AVR_SERIAL)
         out += [{**rec, "load": load} for rec in _avr_serial(text, AVR_SERIAL[0])]
         ran.add(AVR_SERIAL[0])
-    if vm and (HERE / VM[0]).exists():
+    if want_vm("gadget_vs_kernel") and (HERE / VM[0]).exists():
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +242,14 @@ def run(only: set[str] | None, vm: bool) -> tuple[list[dict], dict[str, str]]:
                         **rec, "name": name, "unit": "ratio", "script": VM[0], "load": load,
                         "target": f">= {target}" if isinstance(target, (int, float)) else target})
         ran.add(VM[0])
+    for key, (script, args) in VM_OURS.items():
+        if want_vm(key):
+            text, load = _run(script, [*args, "--json"])
+            for rec in _last_json(text, script):
+                out.append({**rec, "script": script, "load": load})
+            ran.add(script)
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = [{**r, "measured_at": now} for r in out]
     return [r for r in old if r.get("script") not in ran] + out, tables
 
 
@@ -237,8 +266,8 @@ def _fmt(x: float) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| benchmark | script | median | spread (min-max) | runs | target | met | load (1-min avg) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| benchmark | script | median | spread (min-max) | runs | target | met | load (1-min avg) | measured |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["spread"]
         unit = "" if r.get("unit") == "ratio" else f" {r['unit']}"
@@ -247,7 +276,7 @@ def markdown(results: list[dict]) -> str:
             r["name"].replace("|", "\\|"), f"`{r.get('script', '')}`", _fmt(r["median"]) + unit,
             f"{_fmt(lo)}-{_fmt(hi)}", str(r.get("runs") or "-"), r.get("target") or "-",
             {True: "yes", False: "**no**", None: "-"}[r.get("met")] + (f" ({r['note']})" if r.get("note") else ""),
-            f"{load[0]:.1f} -> {load[1]:.1f}" if load else "-"]) + " |")
+            f"{load[0]:.1f} -> {load[1]:.1f}" if load else "-", r.get("measured_at") or "-"]) + " |")
     return "\n".join(lines)
 
 
@@ -276,7 +305,9 @@ END = "<!-- end generated by run_all.py -->"
 def write_performance(results: list[dict], measured_at: str, tables: dict[str, str]) -> None:
     text = PERFORMANCE.read_text()
     text = text.replace(INTRO_OLD, INTRO)
-    block = (f"{BEGIN}\nMeasured by `python benchmarks/run_all.py` ({measured_at}); ratios are ours / the peer's "
+    block = (f"{BEGIN}\nMeasured by `python benchmarks/run_all.py` (results.json last written {measured_at}; "
+             "`--only` reruns some scripts and keeps the other records, so each row says when it was measured); "
+             "ratios are ours / the peer's "
              "or the bound's, measured side by side in one run, lower is better unless the target says otherwise.\n\n"
              f"{markdown(results)}\n{END}")
     for script, table in tables.items():  # issue 22 items 2-3's own tables, as their scripts printed them
@@ -290,6 +321,30 @@ def write_performance(results: list[dict], measured_at: str, tables: dict[str, s
         head, sep, tail = text.partition("\n## ")
         text = head.rstrip() + "\n\n## Every benchmark\n\n" + block + "\n\n" + sep.lstrip("\n") + tail
     PERFORMANCE.write_text(text)
+
+
+GADGET = ROOT / "docs" / "gadget.md"
+GADGET_SCRIPT = "bench_gadget_dfu.py"
+GADGET_BEGIN = f"<!-- generated: python benchmarks/run_all.py --write-docs ({GADGET_SCRIPT}'s records in benchmarks/results.json) -->"
+
+
+def gadget_block(results: list[dict]) -> str:
+    """docs/gadget.md's "Speed against dfu-util" figures: bench_gadget_dfu.py's records."""
+    mine = [r for r in results if r.get("script") == GADGET_SCRIPT]
+    if not mine:
+        return f"{GADGET_BEGIN}\nNot measured yet: `python benchmarks/run_all.py --only gadget_dfu`.\n{END}"
+    return f"{GADGET_BEGIN}\n{markdown(mine)}\n{END}"
+
+
+def write_gadget(results: list[dict]) -> bool:
+    """Replace the generated block of docs/gadget.md; False when it has none."""
+    text = GADGET.read_text()
+    if GADGET_BEGIN not in text:
+        return False
+    head, _, rest = text.partition(GADGET_BEGIN)
+    _, _, tail = rest.partition(END)
+    GADGET.write_text(head + gadget_block(results) + tail)
+    return True
 
 
 FACTS_BEGIN = "# generated by benchmarks/run_all.py --write-docs from benchmarks/results.json: do not edit"
@@ -331,11 +386,13 @@ def write_facts(results: list[dict]) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="example: python benchmarks/run_all.py && python benchmarks/run_all.py --write-docs")
-    ap.add_argument("--only", help="comma-separated: " + ", ".join([*OURS, *MARKDOWN, "avr_serial"]))
-    ap.add_argument("--vm", action="store_true", help="also run bench_gadget_vs_kernel.py (QEMU, minutes)")
+    ap.add_argument("--only", help="comma-separated: " + ", ".join(known()))
+    ap.add_argument("--vm", action="store_true",
+                    help="also run the VM scripts: " + ", ".join(VM_KEYS) + " (QEMU, minutes)")
     ap.add_argument("--markdown", action="store_true", help="print docs/performance.md's table from results.json")
     ap.add_argument("--write-docs", action="store_true",
-                    help="regenerate docs/performance.md, the facts.py throughput blocks and docs/choosing.md")
+                    help="regenerate docs/performance.md, docs/gadget.md's dfu-util figures, the facts.py "
+                         "throughput blocks and docs/choosing.md")
     args = ap.parse_args(argv)
     if args.markdown or args.write_docs:
         data = json.loads(RESULTS.read_text())
@@ -343,15 +400,16 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(data["results"]))
         if args.write_docs:
             write_performance(data["results"], data["measured_at"], data.get("markdown", {}))
+            write_gadget(data["results"])
             for path in write_facts(data["results"]):
                 print(path.relative_to(ROOT))
             subprocess.run([sys.executable, "-m", "bootkit.chooser", "--write-docs", str(ROOT / "docs" / "choosing.md")],
                            check=True, cwd=ROOT)
         return 0
     only = set(args.only.split(",")) if args.only else None
-    unknown = sorted((only or set()) - {*OURS, *MARKDOWN, "avr_serial"})
+    unknown = sorted((only or set()) - set(known()))
     if unknown:
-        ap.error(f"--only: unknown benchmark {unknown[0]!r} (one of {', '.join([*OURS, *MARKDOWN, 'avr_serial'])})")
+        ap.error(f"--only: unknown benchmark {unknown[0]!r} (one of {', '.join(known())})")
     results, tables = run(only, args.vm)
     RESULTS.write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                    "cpus": os.cpu_count(), "results": results, "markdown": tables}, indent=1) + "\n")
