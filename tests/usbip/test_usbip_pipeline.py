@@ -409,3 +409,83 @@ def test_pipeline_false_sends_nothing_ahead(served, requests_seen):
     assert calls.count(DNLOAD) == 8 and calls.count(GETSTATUS) >= 8
     assert flashed(em, len(data)) == data
     backend.close()
+
+
+# a DfuSe device: dfuDNBUSY with bwPollTimeout 0 at every block's GETSTATUS, then dfuDNLOAD-IDLE
+
+
+def dfuse_session(size: int, address: int = 0x08000000, seed: int = 4) -> tuple[bytes, list[tuple[int, bytes, str]]]:
+    """Set Address, then the blocks from 2 (AN3156), as DfuseMemory sends a batch."""
+    data = payload(size, seed)
+    blocks = [(0, bytes([0x21]) + address.to_bytes(4, "little"), "set address")]
+    return data, blocks + [(2 + n, data[off:off + 2048], f"block {n}") for n, off in enumerate(range(0, size, 2048))]
+
+
+def test_a_device_busy_for_no_time_gets_blocks_ahead_with_their_second_getstatus(served, requests_seen):
+    """The Set Address alone (dfuDNBUSY, bwPollTimeout 0; the next GETSTATUS at once says
+    dfuDNLOAD-IDLE: the device is busy for no time), then 16 blocks a round trip, each DNLOAD
+    with both its GETSTATUS: the requests the one-by-one host sends, in order.  The client
+    keeps what it learned: its next session goes ahead from its first request."""
+    em = Emulator("stm32f411", "dfu", options={"dialect": "dfuse"})
+    server = served(em.target)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    calls = counting(backend)
+    data, blocks = dfuse_session(40 * 2048)
+    c = dfu_client(backend)
+    requests_seen.clear()
+    done = []
+    c.download_session(blocks, done.append)
+    assert done == [len(b[1]) for b in blocks]
+    assert [call.count(DNLOAD) for call in calls if DNLOAD in call] == [1, 16, 16, 8]
+    assert all(call == [DNLOAD, GETSTATUS, GETSTATUS] * (len(call) // 3) for call in calls[1:] if DNLOAD in call)
+    assert requests_seen == [r for n, chunk, _ in blocks for r in ((DNLOAD, n, len(chunk)), (GETSTATUS, 0, 6),
+                                                                   (GETSTATUS, 0, 6))]
+    assert flashed(em, len(data)) == data
+    assert c.ahead_polls == 2
+    calls.clear()
+    more, blocks = dfuse_session(8 * 2048, 0x08000000 + len(data), seed=5)
+    c.download_session(blocks)
+    assert [call.count(DNLOAD) for call in calls if DNLOAD in call] == [9]
+    assert flashed(em, len(data) + len(more)) == data + more
+    backend.close()
+
+
+@pytest.mark.parametrize("busy", [6, 16], ids=["in-the-middle", "last-of-a-round-trip"])
+def test_a_device_busy_for_no_time_that_asks_for_a_wait_later_ends_right(served, monkeypatch, requests_seen, busy):
+    """Request ``busy`` (the Set Address is 0) answers dfuDNBUSY with a wait: the second GETSTATUS
+    sent with it, and the blocks behind it, reached a busy device.  The host brings it back to
+    dfuIDLE and sends the whole session again one by one, Set Address first; nothing is lost
+    and nothing counted twice.  When it is the last of a round trip, only its own second
+    GETSTATUS went early, and the device answered it with the time left: the host waits from
+    there, as one by one, and sends the rest one by one."""
+    from bootkit.classes.dfu.device import DfuSeEngine
+
+    real = DfuSeEngine.poll_timeout_ms
+    count = [0]
+
+    def poll(self, kind, size=0):
+        if kind == "manifest":
+            return real(self, kind, size)
+        count[0] += 1
+        return 3 if count[0] - 1 == busy else real(self, kind, size)
+
+    monkeypatch.setattr(DfuSeEngine, "poll_timeout_ms", poll)
+    em = Emulator("stm32f411", "dfu", options={"dialect": "dfuse"})
+    server = served(em.target)
+    backend = usbip_client.UsbipBackend(port=server.port)
+    calls = counting(backend)
+    data, blocks = dfuse_session(30 * 2048)
+    done = []
+    c = dfu_client(backend)
+    c.download_session(blocks, done.append)
+    assert done == [len(b[1]) for b in blocks]  # each counted once, restart or not
+    assert flashed(em, len(data)) == data
+    set_addresses = [i for i, r in enumerate(requests_seen) if r[:2] == (DNLOAD, 0)]
+    dnloads = [call.count(DNLOAD) for call in calls if DNLOAD in call]
+    if busy == 16:  # request 16 ends the round trip of requests 1-16: no start over
+        assert len(set_addresses) == 1 and dnloads == [1, 16] + [1] * 14
+    else:
+        assert len(set_addresses) == 2 and CLRSTATUS in [r[0] for r in requests_seen[set_addresses[0]:set_addresses[1]]]
+        assert dnloads == [1, 16] + [1] * 31  # then all of it again, one by one
+    assert c.ahead_polls is None  # it asked for a wait: nothing ahead in the next session either
+    backend.close()

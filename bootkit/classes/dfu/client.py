@@ -63,6 +63,11 @@ class DfuClient:
         # a backend that can send several control transfers in one round trip
         # (bootkit's USB/IP client): DNLOAD and its GETSTATUS then go together
         self.pipelined = getattr(self.dev.backend, "ctrl_transfers", None)
+        #: what a download session learned (download.download_session): the GETSTATUS requests
+        #: a block needs when sent ahead, 1 (the device finishes it within its GETSTATUS) or 2
+        #: (dfuDNBUSY with bwPollTimeout 0 first, as DfuSe answers); None: not known, or the
+        #: device asked for a wait since
+        self.ahead_polls: int | None = None
 
     def check_transfer_size(self) -> None:
         """DFU 1.1 (4.1.3, 6.1.1): wTransferSize is the most a device takes in one request;

@@ -55,8 +55,18 @@ from ...memory.core import AddressFault, FirmwareFault, Layout, ProtectedFault, 
 from ..common import HostError
 from .client import DfuError
 from .dialects import DfuSe, Flip
-from .download import IN_CLASS_INTF
-from .protocol import DFUSE_ERASE, DNLOAD, UPLOAD, State, Status
+from .download import IN_CLASS_INTF, OUT_CLASS_INTF, busy_for_no_time, finished_at_once
+from .protocol import (
+    ABORT,
+    DFUSE_ERASE,
+    DFUSE_SET_ADDRESS_POINTER,
+    DNLOAD,
+    GETSTATUS,
+    UPLOAD,
+    State,
+    Status,
+    StatusReply,
+)
 
 if TYPE_CHECKING:
     from ...memory.chips import Chip
@@ -131,6 +141,9 @@ class DfuseMemory:
         self._ahead: tuple[int, bytes] | None = None  # what the writer read ahead
         self._ahead_at: int | None = None
         self._failed: BackendFault | None = None  # the writer's failure, raised at the next call
+        #: (address, block): where the run of blocks from the device's address pointer goes on
+        #: (AN3156: the pointer is set once per contiguous run); None: set it again
+        self._run: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------
     def _open(self) -> DfuSe:
@@ -168,6 +181,7 @@ class DfuseMemory:
         return fault(f"DfuSe target: {what}: {exc}")
 
     def _forget(self) -> None:
+        self._run = None
         d, self._d = self._d, None
         if d is not None:
             try:
@@ -183,9 +197,13 @@ class DfuseMemory:
             # would bring a target that now runs its application back to its bootloader
             return False
         start = self.layout.application_ranges()[0][0]
-        return self.read(start, 2) == b"\xff\xff"
+        # one transfer, nothing read ahead: the leave that usually follows would wait for it
+        return self._read(start, 2, ahead=False) == b"\xff\xff"
 
     def read(self, address: int, length: int) -> bytes:
+        return self._read(address, length, ahead=True)
+
+    def _read(self, address: int, length: int, ahead: bool) -> bytes:
         if length == 0:
             return b""
         region = self._region(address, length)
@@ -193,13 +211,18 @@ class DfuseMemory:
             raise WriteFault(f"{region.name} is not readable", address)
         if self._pending or self._writes_out:
             self.flush()  # what was programmed is on the device before it is read
-        for at, cached in (self._cache, self._ahead or (0, b"")):
-            if at <= address and address + length <= at + len(cached):
-                self._cache = (at, cached)
-                self._read_ahead(region, at + len(cached), address + length > at + len(cached) // 2)
-                return cached[address - at:address - at + length]
-        self.flush()  # a read ahead still under way: the device is this thread's again after it
-        want = min(max(length, self.READ_AHEAD * self.transfer_size), region.end - address)
+        for looked in (False, True):
+            for at, cached in (self._cache, self._ahead or (0, b"")):
+                if at <= address and address + length <= at + len(cached):
+                    self._cache = (at, cached)
+                    if ahead:  # the next ones while the front serves these (two held: bounded)
+                        self._read_ahead(region, at + len(cached))
+                    return cached[address - at:address - at + length]
+            if not looked:
+                # a read ahead still under way: the device is this thread's again after it, and
+                # what it read may be what is asked for (the front overtook it)
+                self.flush()
+        want = min(max(length, (self.READ_AHEAD if ahead else 1) * self.transfer_size), region.end - address)
         d = self._device()
         try:
             data = self._upload(d, address, want)
@@ -209,13 +232,15 @@ class DfuseMemory:
             raise BackendFault(f"DfuSe target: read at 0x{address:X}: {len(data)} of {want} bytes came back",
                                address)
         self._cache = (address, data)
-        self._read_ahead(region, address + len(data), True)
+        if ahead:
+            self._read_ahead(region, address + len(data))
         return data[:length]
 
-    def _read_ahead(self, region: Region, address: int, now: bool) -> None:
+    def _read_ahead(self, region: Region, address: int) -> None:
         """Have the writer thread read the next READ_AHEAD transfers while the front serves
-        these (a host reading CURRENT.UF2 or uploading reads on in order)."""
-        if not now or address >= region.end or self._ahead_at == address:
+        these (a host reading CURRENT.UF2 or uploading reads on in order): started as soon as
+        the front serves from the ones before, so the next ones are there when it gets to them."""
+        if address >= region.end or self._ahead_at == address:
             return
         self._ahead_at = address
         self._ensure_writer()
@@ -228,11 +253,17 @@ class DfuseMemory:
     def _upload(self, d: DfuSe, address: int, want: int) -> bytes:
         """``want`` bytes from ``address``: Set Address, ABORT to dfuIDLE, UPLOAD from block 2
         (dfu-util's DfuSe upload); on a backend that can, AHEAD_BLOCKS UPLOADs per round trip
-        (the device answers them in order, as one by one)."""
+        (the device answers them in order, as one by one), and on a device known to finish
+        commands busy for no time the Set Address and ABORTs in the same round trip."""
         c = d.client
+        self._run = None  # the pointer moves to what is read
         if not c.sequential_blocks or c.pipelined is None:
             got = d.read(address, want)
             return got.tobytes(address, address + want) if got.size == want else b""
+        if c.ahead_polls:
+            ahead = self._upload_ahead(c, address, want)
+            if ahead is not None:
+                return ahead
         c.make_idle()
         d.set_address(address)
         c.abort()
@@ -258,6 +289,57 @@ class DfuseMemory:
         c.abort()
         return bytes(out)
 
+    def _set_address_requests(self, c, address: int) -> list[tuple]:
+        """Set Address and the GETSTATUS requests it takes (``ahead_polls``: the device finishes
+        commands busy for no time), for one round trip with what follows."""
+        assert c.ahead_polls
+        return ([(OUT_CLASS_INTF, DNLOAD, 0, c.intf, struct.pack("<BI", DFUSE_SET_ADDRESS_POINTER, address),
+                  c.timeout)] + [(IN_CLASS_INTF, GETSTATUS, 0, c.intf, 6, c.timeout)] * c.ahead_polls)
+
+    @staticmethod
+    def _address_set(replies: list) -> bool:
+        """The Set Address requests' replies say the pointer was set, as one by one they would:
+        accepted, then dfuDNBUSY for no time (when two GETSTATUS) and OK in dfuDNLOAD-IDLE."""
+        if any(isinstance(r, usb.core.USBError) for r in replies):
+            return False
+        states = [StatusReply.unpack(bytes(r)) for r in replies[1:]]
+        return finished_at_once(states[-1]) and all(busy_for_no_time(st) for st in states[:-1])
+
+    def _upload_ahead(self, c, address: int, want: int) -> bytes | None:
+        """:meth:`_upload` in one round trip per AHEAD_BLOCKS transfers, Set Address and the
+        ABORTs included, on a device known to finish commands busy for no time (the requests
+        the one-by-one host sends, in order).  None when the Set Address did not go as it
+        does one by one: the device is brought to dfuIDLE and the caller reads one by one."""
+        abort = (OUT_CLASS_INTF, ABORT, 0, c.intf, None, c.timeout)
+        first = self._set_address_requests(c, address) + [abort]
+        size = self.transfer_size
+        lengths = [min(size, want - off) for off in range(0, want, size)]
+        out = bytearray()
+        i = 0
+        while i < len(lengths):
+            batch = lengths[i:i + c.AHEAD_BLOCKS]
+            last = i + len(batch) == len(lengths)
+            requests = first + [(IN_CLASS_INTF, UPLOAD, (2 + i + k) & 0xFFFF, c.intf, n, c.timeout)
+                                for k, n in enumerate(batch)] + ([abort] if last else [])
+            replies = c.pipelined(c.dev, requests)
+            if first:
+                if not self._address_set(replies[:len(first) - 1]) or isinstance(replies[len(first) - 1],
+                                                                                  usb.core.USBError):
+                    c.make_idle()
+                    return None
+                replies, first = replies[len(first):], []
+            for n, reply in zip(batch, replies):
+                if isinstance(reply, usb.core.USBError):
+                    raise reply
+                out += bytes(reply)
+                if len(reply) < n:  # a short frame ends the upload (DFU 1.1 section 6.2)
+                    c.make_idle()  # what was sent behind it may have started another
+                    return bytes(out)
+            if last and isinstance(replies[-1], usb.core.USBError):
+                raise replies[-1]
+            i += len(batch)
+        return bytes(out)
+
     def peek(self, address: int, length: int) -> bytes:
         """What the device was last given at ``address`` when that is still at hand (the
         pending transfer, or the last one it accepted with status OK), else a read.  A UF2
@@ -274,14 +356,21 @@ class DfuseMemory:
         start, size = region.sector_at(address)
         if self.layout.is_protected(start, start + size):
             raise ProtectedFault(f"sector 0x{start:X} holds the bootloader", address)
-        self.flush()
         self._changed()
+        self._raise_failed()
+        self._hand_off()  # what was programmed before goes first: the order the front asked for
+        self._give(("erase", start))
+        return 0.0
+
+    def _erase_sector(self, start: int) -> None:
+        """The Erase command, in one round trip with its GETSTATUS where the device finishes
+        commands busy for no time (DfuClient.download_session), as one by one otherwise."""
         d = self._device()
+        self._run = None  # ST's usbd_dfu.c sets its data pointer from an Erase command's address too
         try:
-            d._command(struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")
+            d.client.download_session([(0, struct.pack("<BI", DFUSE_ERASE, start), f"erase sector 0x{start:X}")])
         except (HostError, usb.core.USBError) as exc:
             raise self._lost(exc, f"erase 0x{start:X}", BackendEraseFault) from None
-        return 0.0
 
     def erase_all(self) -> float:
         """Every sector of the flash outside the protected ranges, one Erase each (never
@@ -327,11 +416,16 @@ class DfuseMemory:
             return
         batch = (self._pending_at, bytes(self._pending))
         self._pending.clear()
+        self._give(("write", *batch))
+        self._last = batch
+
+    def _give(self, job: tuple) -> None:
+        """A write or erase job to the writer thread; blocks while the writer is behind (flow
+        control toward the front's host: one job waits while one runs)."""
         self._ensure_writer()
         with self._lock:
             self._writes_out += 1
-        self._queue.put(("write", *batch))  # blocks while the writer is behind (flow control toward the host)
-        self._last = batch
+        self._queue.put(job)
 
     def _ensure_writer(self) -> None:
         if self._writer is None:
@@ -344,16 +438,22 @@ class DfuseMemory:
             try:
                 if job is None:
                     return
-                if job[0] == "write":
+                if job[0] in ("write", "erase"):
                     try:
                         if self._failed is None:  # after a failure nothing more goes (the host hears of it first)
-                            self._write_batch(job[1], job[2])
+                            if job[0] == "write":
+                                self._write_batch(job[1], job[2])
+                            else:
+                                self._erase_sector(job[1])
                     finally:
                         with self._lock:
                             self._writes_out -= 1
                 elif job[1] == self._generation and self._failed is None:  # a read ahead, still wanted
                     try:
-                        self._ahead = (job[2], self._upload(self._device(), job[2], job[3]))
+                        data = self._upload(self._device(), job[2], job[3])
+                        with self._lock:  # kept only if nothing changed while it was read
+                            if job[1] == self._generation:
+                                self._ahead = (job[2], data)
                     except (HostError, usb.core.USBError, BackendFault):
                         self._forget()  # dropped: the read that needs it tries again and reports
             except BackendFault as exc:
@@ -362,30 +462,46 @@ class DfuseMemory:
                 self._queue.task_done()
 
     def _raise_failed(self) -> None:
+        """The writer's failure, once.  The jobs queued behind it are dropped first (the writer
+        skips them while it stands): sent later they would meet the dead target again, and
+        that stale failure would be the error of the next update's first call."""
+        if self._failed is None:
+            return
+        self._queue.join()
         failed, self._failed = self._failed, None
-        if failed is not None:
-            self._pending.clear()
-            raise failed
+        self._pending.clear()
+        raise failed
 
     def flush(self) -> None:
-        """Everything programmed is on the device (or the BackendWriteFault that stopped it)."""
+        """Everything programmed or erased is on the device (or the BackendWriteFault /
+        BackendEraseFault that stopped it)."""
         self._hand_off()
         self._queue.join()
         self._raise_failed()
 
     def _write_batch(self, at: int, data: bytes) -> None:
-        """One Set Address, then its wTransferSize blocks, several per round trip where the
-        backend can (DfuClient.download_session, as a direct flash sends them)."""
+        """The batch's wTransferSize blocks from the device's address pointer, several per round
+        trip where the backend can (DfuClient.download_session, as a direct flash sends them);
+        a Set Address first unless the batch goes on from where the last one ended."""
         d = self._device()
         c = d.client
         size = self.transfer_size
+        run, self._run = self._run, None
         try:
             if c.sequential_blocks:
-                # AN3156: block N lands at (N - 2) x wTransferSize + the pointer
-                d.set_address(at)
-                blocks = [(2 + k, data[off:off + size], f"write at 0x{at + off:X}")
-                          for k, off in enumerate(range(0, len(data), size))]
+                # AN3156: block N lands at (N - 2) x wTransferSize + the pointer, so the pointer
+                # is set once per contiguous run (as DfuSe.write does).  A batch that starts one
+                # opens with the Set Address command (block 0): a session that starts over sets
+                # it again, and its replies say whether the device is busy for no time
+                first = run[1] if run is not None and run[0] == at else 2
+                blocks = [] if first > 2 else [
+                    (0, struct.pack("<BI", DFUSE_SET_ADDRESS_POINTER, at), f"set address 0x{at:X}")]
+                blocks += [(first + k, data[off:off + size], f"write at 0x{at + off:X}")
+                           for k, off in enumerate(range(0, len(data), size))]
                 c.download_session(blocks)
+                last = blocks[-1][0]
+                if len(blocks[-1][1]) == size and last < 0xFFFF:
+                    self._run = (at + len(data), last + 1)
             else:  # wTransferSize not ours: a fresh pointer and block 2 for every chunk (dfu-util)
                 for off in range(0, len(data), size):
                     d.set_address(at + off)
@@ -401,11 +517,14 @@ class DfuseMemory:
         self.flush()  # the read ahead is_blank() may have started ends before the leave
         d = self._device()
         c = d.client
+        start = self.layout.application_ranges()[0][0]
         try:
-            c.make_idle()
-            d.set_address(self.layout.application_ranges()[0][0])
-            c._out(DNLOAD, 2)  # zero-length DNLOAD, block 2 (dfu-util dfuse_dnload_done)
-            st = c.get_status()  # the device answers dfuMANIFEST, then resets
+            st = self._leave_ahead(c, start) if c.ahead_polls else None
+            if st is None:
+                c.make_idle()
+                d.set_address(start)
+                c._out(DNLOAD, 2)  # zero-length DNLOAD, block 2 (dfu-util dfuse_dnload_done)
+                st = c.get_status()  # the device answers dfuMANIFEST, then resets
         except (HostError, usb.core.USBError) as exc:
             raise self._lost(exc, "leave (manifest)", BackendFault) from None
         if st.bStatus != Status.OK or st.bState == State.dfuERROR:
@@ -417,6 +536,23 @@ class DfuseMemory:
         self.app_valid = True
         return 0.0
 
+    def _leave_ahead(self, c, start: int) -> StatusReply | None:
+        """Set Address, the zero-length DNLOAD and its GETSTATUS in one round trip, on a device
+        known to finish commands busy for no time: the status that GETSTATUS read (raised: the
+        USBError it or the DNLOAD failed with).  None when the Set Address did not go as one by
+        one (the DNLOAD behind it then met a device in dfuERROR or busy, which refuses it):
+        the device is brought to dfuIDLE and the caller leaves one by one."""
+        first = self._set_address_requests(c, start)
+        replies = c.pipelined(c.dev, first + [(OUT_CLASS_INTF, DNLOAD, 2, c.intf, None, c.timeout),
+                                              (IN_CLASS_INTF, GETSTATUS, 0, c.intf, 6, c.timeout)])
+        if not self._address_set(replies[:len(first)]):
+            c.make_idle()
+            return None
+        for reply in replies[len(first):]:
+            if isinstance(reply, usb.core.USBError):
+                raise reply
+        return StatusReply.unpack(bytes(replies[-1]))
+
     # ------------------------------------------------------------------
     def _region(self, address: int, length: int) -> Region:
         region = self.layout.find(address)
@@ -426,9 +562,10 @@ class DfuseMemory:
         return region
 
     def _changed(self) -> None:
-        self._generation += 1
+        with self._lock:  # a read ahead under way is dropped when it ends (_write_loop)
+            self._generation += 1
+            self._ahead = None
         self._cache = (0, b"")
-        self._ahead = None
         self._ahead_at = None
         self.app_valid = False
 
