@@ -9,7 +9,8 @@ How each MemoryIO operation maps onto DfuSe (ST AN3156):
 - ``layout``: the device's own DfuSe layout string (its alternate setting's name), not
   our chip database; the front chip's bootloader ranges are added as protected, and
   the device refuses its own (system memory is ROM).
-- ``erase``: the Erase command on the sector holding the address.
+- ``erase``: the Erase command on the sector holding the address, sent by the writer
+  thread in order with the writes (below): its failure is the error of the next call.
 - ``program``: gathered, then sent as one Set Address and its run of wTransferSize
   blocks (AN3156: block N lands at (N - 2) x wTransferSize + the pointer), several
   blocks per round trip where the backend can, as a direct flash sends them
@@ -22,7 +23,10 @@ How each MemoryIO operation maps onto DfuSe (ST AN3156):
   it (as a device's write buffer does): a failure is the error of a later block, and
   the update's outcome (manifest) waits for all of it.
 - ``read``: Set Address + UPLOAD; READ_AHEAD transfers read at once and kept until the
-  next change (a UF2 drive reads CURRENT.UF2 256 bytes at a time).
+  next change (a UF2 drive reads CURRENT.UF2 256 bytes at a time), the next ones read
+  ahead by the writer thread while the front serves these.  On a device that finishes
+  commands busy for no time (DfuClient.ahead_polls), Set Address, ABORT, the UPLOADs and
+  ABORT go in one round trip, and so do the leave's requests.
 - ``manifest``: the DfuSe leave (zero-length DNLOAD and the GETSTATUS that runs it).
   ``app_valid`` is set only when the device answered that GETSTATUS with OK; the
   device then resets, and the next operation finds it again (detaching its run-time
