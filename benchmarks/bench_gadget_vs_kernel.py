@@ -40,10 +40,19 @@ Target: ours/kernel >= 0.5 for every class.
 --profile CLASS runs our gadget once more under cProfile in every thread
 (benchmarks/gadget_profile.py) and prints the functions taking the most time.
 
+--baseline DIR adds a third side: our gadget served from another bootkit tree (an
+older commit, e.g. `git archive OLD | tar -x -C DIR`), in the same boot, the three
+sides rotating their order per run; the table then also gives baseline/kernel and
+ours/baseline.  A before/after comparison on a loaded machine needs this: the
+kernel side's own times differ between two boots as the load changes, so ratios
+from separate boots do not compare.  DIR must be visible in the guest (not under
+/tmp, which the guest mounts over).
+
 examples:
   python benchmarks/bench_gadget_vs_kernel.py --runs 5
   python benchmarks/bench_gadget_vs_kernel.py --runs 5 --json build/gadget_vs_kernel.json --markdown
   python benchmarks/bench_gadget_vs_kernel.py --runs 1 --classes printer --profile printer
+  python benchmarks/bench_gadget_vs_kernel.py --runs 5 --baseline /tmp/bootkit-old
 """
 
 from __future__ import annotations
@@ -212,6 +221,7 @@ class Bench:
         self.vm, self.log = vm, log
         self.cpu: list[tuple[str, float, float]] = []  # (class, CPU seconds of our serve, wall seconds) per run
         self.persist_after: float | None = None  # SimulatedFlash.PERSIST_AFTER for our serve (an experiment)
+        self.baseline: str | None = None  # another bootkit tree, for the "baseline" side
 
     def sh(self, cmd: str, timeout: float = 120.0, check: bool = True):
         r = self.vm.run(["bash", "-c", cmd], timeout=timeout, cwd=self.vm.guest_xfer_dir)
@@ -263,7 +273,7 @@ class Bench:
         return float(end) - float(start), (int(ticks) / int(hz) if pid is not None else float("nan"))
 
     # our gadget ------------------------------------------------------------
-    def ours(self, case: Case, profile: str | None = None) -> float:
+    def ours(self, case: Case, profile: str | None = None, tree: str | None = None) -> float:
         """One update through our gadget; the host command's seconds.  `profile`: a guest path for
         the pstats of a profiled run (gadget_profile.py); self.persist_after: an experiment."""
         image = f"ours-{case.name}.bin"
@@ -274,7 +284,9 @@ class Bench:
         serve = f"serve {case.serve} --image {self.vm.guest_path(image)} --transport functionfs"
         wrapper = (f" --profile {profile}" if profile else "") + \
             (f" --persist-after {self.persist_after}" if self.persist_after is not None else "")
-        if wrapper:
+        if tree is not None:  # the baseline: bootkit from that tree (the guest's PYTHONPATH names ours)
+            cmd = f"exec env PYTHONPATH={shlex.quote(tree)} python3 -m bootkit {serve}"
+        elif wrapper:
             cmd = f"exec python3 {ROOT / 'benchmarks' / 'gadget_profile.py'}{wrapper} {serve}"
         else:
             cmd = f"exec bootkit {serve}"
@@ -374,23 +386,32 @@ def run_class(bench: Bench, case: Case, runs: int, log=print) -> dict:
         bench.sh(f"echo '{vid} {pid} 2 {NO_UNION_REFERENCE}' > /sys/bus/usb/drivers/cdc_acm/new_id", check=False)
     bench.kernel_remove()
     bench.kernel_build(case)
-    ours, kernel, busy = [], [], []
+    ours, kernel, busy, base = [], [], [], []
     try:
         for i in range(runs):
-            order = ("ours", "kernel") if i % 2 == 0 else ("kernel", "ours")
+            if bench.baseline is None:
+                order = ("ours", "kernel") if i % 2 == 0 else ("kernel", "ours")
+            else:  # each side first, second and third in turn
+                sides = ("ours", "kernel", "baseline")
+                order = sides[i % 3:] + sides[:i % 3]
             for side in order:
-                t = bench.ours(case) if side == "ours" else bench.kernel(case)
-                (ours if side == "ours" else kernel).append(t)
+                if side == "kernel":
+                    t = bench.kernel(case)
+                else:
+                    t = bench.ours(case, tree=bench.baseline if side == "baseline" else None)
+                {"ours": ours, "kernel": kernel, "baseline": base}[side].append(t)
                 cpu = ""
                 if side == "ours":
                     busy.append(bench.cpu[-1][1] / t)
+                if side != "kernel":
                     cpu = f", serve's CPU {bench.cpu[-1][1]:.2f} s"
                 log(f"  {case.name} run {i + 1}/{runs} {side}: {t:.3f} s "
                     f"({len(case.payload) / t / 1024:.1f} KiB/s{cpu})")
     finally:
         bench.kernel_remove()
     ratios = [k / o for o, k in zip(ours, kernel)]  # throughput ratio = time ratio inverted
-    return {"case": case, "ours": ours, "kernel": kernel, "ratios": ratios, "busy": busy}
+    return {"case": case, "ours": ours, "kernel": kernel, "ratios": ratios, "busy": busy, "baseline": base,
+            "base_ratios": [k / b for b, k in zip(base, kernel)], "vs_base": [b / o for o, b in zip(ours, base)]}
 
 
 def profile_class(bench: Bench, case: Case, top: int = 25) -> str:
@@ -428,12 +449,21 @@ def summary(results: list[dict], runs: int) -> dict:
             "payload_bytes": len(case.payload),
             "ours_cpu_share": round(statistics.median(r["busy"]), 2),
         }
+        if r["baseline"]:
+            out[f"gadget_vs_kernel.{case.name}"].update(
+                baseline_median=round(statistics.median(r["base_ratios"]), 3),
+                baseline_spread=[round(min(r["base_ratios"]), 3), round(max(r["base_ratios"]), 3)],
+                ours_over_baseline=round(statistics.median(r["vs_base"]), 3),
+                ours_over_baseline_spread=[round(min(r["vs_base"]), 3), round(max(r["vs_base"]), 3)])
     return out
 
 
 def table(results: list[dict], markdown: bool) -> str:
     head = ("class", "payload", "ours KiB/s", "kernel KiB/s", "ours/kernel", "spread", "target", "met",
             "our CPU/wall")
+    based = any(r["baseline"] for r in results)
+    if based:
+        head += ("baseline/kernel", "ours/baseline", "spread")
     rows = []
     for r in results:
         case, ratios = r["case"], r["ratios"]
@@ -443,7 +473,10 @@ def table(results: list[dict], markdown: bool) -> str:
         rows.append((case.name, f"{len(case.payload) // 1024} KiB {case.file.split('.')[-1]}", f"{o:.1f}",
                      f"{k:.1f}", f"{med:.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}", f">= {TARGET}",
                      "yes" if med >= TARGET else "no", f"{statistics.median(r['busy']):.2f}"))
-    rows.append(("midi", "-", "-", "-", "-", "-", f">= {TARGET}", "n/a", "-"))
+        if based:
+            b, v = r["base_ratios"], r["vs_base"]
+            rows[-1] += (f"{statistics.median(b):.2f}", f"{statistics.median(v):.2f}", f"{min(v):.2f}-{max(v):.2f}")
+    rows.append(("midi", "-", "-", "-", "-", "-", f">= {TARGET}", "n/a", "-") + (("-",) * 3 if based else ()))
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -459,6 +492,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="OUT", help="write {name: {median, spread, runs, target, met}} to OUT")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/performance.md)")
     ap.add_argument("--profile", metavar="CLASS", help="also run our gadget for CLASS once under cProfile")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run our gadget from the bootkit tree DIR (an older commit), in the same boot")
     ap.add_argument("--persist-after", type=float, metavar="S",
                     help="an experiment: our emulator saves its image file after S s of changes (default 1)")
     args = ap.parse_args(argv)
@@ -474,11 +509,13 @@ def main(argv=None) -> int:
     # The guest's root is read-only: without byte code on disk every bootkit run in it would
     # compile the package first (a second or more under TCG).
     import compileall
-    compileall.compile_dir(str(ROOT / "bootkit"), quiet=1)
+    for tree in [ROOT] + ([Path(args.baseline)] if args.baseline else []):
+        compileall.compile_dir(str(tree / "bootkit"), quiet=1)
     results = []
     with GuestVM(timeout=180) as vm:
         bench = Bench(vm)
         bench.persist_after = args.persist_after
+        bench.baseline = args.baseline
         bench.sh(f"modprobe -a {MODULES}")
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
         for name in names:
@@ -488,7 +525,9 @@ def main(argv=None) -> int:
     print(f"Our FunctionFS gadgets against the kernel's functions on dummy_hcd, one VM boot (guest kernel {kver}, "
           f"TCG; {args.runs} runs per side, alternating; ratio = ours/kernel throughput per pair, median and "
           f"min-max)" + (f"; EXPERIMENT: our flash image saved after {args.persist_after} s of changes, not 1 s"
-                         if args.persist_after is not None else "") + "\n")
+                         if args.persist_after is not None else "")
+          + (f"; baseline: our gadget from {args.baseline}, the three sides rotating" if args.baseline else "")
+          + "\n")
     print(table(results, args.markdown))
     print("\nmidi: not comparable on FunctionFS: f_fs refuses the USB-MIDI class-specific descriptors, so "
           "snd-usb-audio cannot bind our MIDI function (see the module docstring).\n"
