@@ -124,6 +124,7 @@ def fresh_venv(tmp_path_factory):
     return venv
 
 
+@pytest.mark.xdist_group("fresh-venv")  # one fresh_venv (pip install .) for both under xdist
 def test_install_without_the_midi_extra_runs_the_demo(fresh_venv, tmp_path):
     py = fresh_venv / "bin" / "python"
     probe = subprocess.run([str(py), "-c", "import rtmidi"], capture_output=True, text=True)
@@ -137,6 +138,7 @@ def test_install_without_the_midi_extra_runs_the_demo(fresh_venv, tmp_path):
     assert any(row.strip("│ ").startswith("midi") for row in rows)
 
 
+@pytest.mark.xdist_group("fresh-venv")  # one fresh_venv (pip install .) for both under xdist
 def test_without_the_extra_a_midi_port_names_the_extra(fresh_venv, tmp_path):
     bootkit = str(fresh_venv / "bin" / "bootkit")
     (tmp_path / "fw.hex").write_text(":0400000001020304F2\n:00000001FF\n")

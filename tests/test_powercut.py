@@ -35,6 +35,10 @@ def _load_campaign():
 
 powercut = _load_campaign()
 
+# one worker runs the module: under pytest-xdist its module fixtures (the whole campaign)
+# ran once on every worker that got one of its tests
+pytestmark = pytest.mark.xdist_group("powercut")
+
 # Cut points: about 100 per personality, as the issue suggests, shared among its dialects
 # (34 each for the three DFU, HID and MSC dialects, 50 for the two CDC and MIDI ones, 100 for
 # the printer).  A cut costs 0.1-1 s of wall time, mostly the host watching the bus after
