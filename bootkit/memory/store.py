@@ -203,7 +203,7 @@ class ImageStore:
             self._remove_leftovers()
             return image, state, True
         staged = _read_or_none(self.new_path) if want is not None else None
-        if staged is not None and self._matches(staged, want):
+        if staged is not None and want is not None and self._matches(staged, want):
             # cut between the commit (step 3) and the image's rename (step 5): finish it
             if not self.readonly:
                 self._step("rename")
@@ -213,8 +213,9 @@ class ImageStore:
             self._remove_leftovers()
             return staged, state, True
         journal = _read_or_none(self.journal_path) if want is not None and image is not None else None
-        replayed = _replay(image, journal, want) if journal is not None else None
-        if replayed is not None and self._matches(replayed[0], want):
+        replayed = _replay(image, journal, want) if journal is not None and image is not None and want is not None \
+            else None
+        if replayed is not None and want is not None and self._matches(replayed[0], want):
             # an in-place save cut after its commit (step 3): write its blocks again
             if not self.readonly:
                 self._write_in_place(replayed[0], replayed[1])
@@ -275,6 +276,7 @@ class ImageStore:
         in_place = (not same_image and blocks is not None and self.disk_hash is not None
                     and self.disk_hash == given_before and len(blocks) * HASH_BLOCK <= IN_PLACE_SHARE * len(image))
         if in_place:
+            assert blocks is not None  # in_place requires them
             self._write_synced(self.journal_path, _journal(image, blocks, digest))
         elif not same_image:
             self._write_synced(self.new_path, image)
@@ -289,6 +291,7 @@ class ImageStore:
             return
         self.disk_hash = None  # until FILE.bin holds this image
         if in_place:
+            assert blocks is not None
             self._write_in_place(image, blocks)
             # a journal left behind (a cut here) is harmless: load uses it only for a
             # state that names an image FILE.bin does not hold, and then removes it

@@ -127,12 +127,12 @@ class FunctionPort:
             if (ep.number, ep.direction) in seen:
                 continue  # the same endpoint in another alternate setting
             seen.add((ep.number, ep.direction))
+            name = f"ffs-{self.fn.name}-ep{address:02x}"
             if ep.is_in:
-                target, args = self._in_loop, (fd, ep)
+                t = threading.Thread(target=self._in_loop, args=(fd, ep), daemon=True, name=name)
             else:
-                target, args = self._out_loop, (fd, ep, self._new_out_state())
-            t = threading.Thread(target=target, args=args, daemon=True,
-                                 name=f"ffs-{self.fn.name}-ep{address:02x}")
+                t = threading.Thread(target=self._out_loop, args=(fd, ep, self._new_out_state()), daemon=True,
+                                     name=name)
             t.start()
             self.threads.append(t)
 
