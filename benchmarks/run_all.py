@@ -107,6 +107,9 @@ OURS = {  # name -> (script, arguments); each prints records with --json
     "memory": ("bench_memory.py", []),
     "hex": ("bench_hex.py", []),
     "bridge": ("bench_bridge.py", []),
+    # issue 21's flash --all: 8 devices against one, in fast mode (all CPU) and with the chips' times
+    "flash_all": ("bench_flash_all.py", ["--runs", "5"]),
+    "flash_all_realtime": ("bench_flash_all.py", ["--runs", "5", "--realtime"]),
 }
 MARKDOWN = {  # others' scripts: their --markdown table rows
     "formats": ("bench_formats.py", ["--runs", "5"]),

@@ -422,6 +422,21 @@ def test_isp_refuses_a_value_outside_its_mask_and_writes_nothing(capsys, tmp_pat
 
 
 @pytest.mark.parametrize("dialect", ["stk500v2", "usbasp"])
+def test_a_read_locked_target_is_one_line_exit_1_and_no_file(capsys, tmp_path, dialect):
+    """Issue 20's bad input "a locked target", end to end: lock bits 0xFC (mode 3, no read
+    nor write) make its flash read as 0xFF; a read says so and writes no file."""
+    flash = str(tmp_path / "flash.bin")
+    via = ("--via", "isp", "--dialect", dialect, "--emulate", "attiny85", "--image", flash)
+    code, _, err = run(capsys, "fuses", "write", "lock=0xFC", *via)
+    assert (code, err) == (0, "")
+    back = tmp_path / "back.hex"
+    code, out, err = run(capsys, "read", str(back), *via)
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("bootkit: failed: ") and "read-locked" in err, err
+    assert not back.exists()
+
+
+@pytest.mark.parametrize("dialect", ["stk500v2", "usbasp"])
 def test_isp_signature(capsys, dialect):
     code, out, _ = run(capsys, "signature", "--via", "isp", "--dialect", dialect, "--emulate", "atmega2560")
     assert (code, out) == (0, "1E 98 01: atmega2560\n")

@@ -132,8 +132,9 @@ def test_install_without_the_midi_extra_runs_the_demo(fresh_venv, tmp_path):
     r = subprocess.run([str(fresh_venv / "bin" / "bootkit"), "demo"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stdout + r.stderr
-    rows = [line for line in r.stdout.splitlines() if re.match(r"^\W*(dfu|hid|cdc|printer|msc|midi)\b", line)]
-    assert len(rows) >= 13, r.stdout
+    rows = [line for line in r.stdout.splitlines() if re.match(r"^\W*(dfu|hid|cdc|printer|msc|midi|isp)\b", line)]
+    assert len(rows) >= 14, r.stdout
+    assert {row.strip("│ ").split()[0] for row in rows} >= {"dfu", "hid", "cdc", "printer", "msc", "midi", "isp"}
     assert all(re.search(r"\byes\b", row) for row in rows), r.stdout
     assert any(row.strip("│ ").startswith("midi") for row in rows)
 
