@@ -20,7 +20,7 @@ from bootkit.memory import SimulatedFlash
 from bootkit.memory.faults import FILE_STEPS, FaultPlan, PowerCut
 from bootkit.memory.store import HASH_BLOCK, IN_PLACE_SHARE
 
-from .test_durable import APP, CHIP, PowerLossModel, load_after_crash, make_old, snapshot
+from .test_durable import APP, CHIP, load_after_crash, make_old, power_loss_outcomes, snapshot
 
 SMALL = bytes((i * 29 + 3) & 0xFF for i in range(HASH_BLOCK + 600))  # two blocks, erased before
 
@@ -112,29 +112,7 @@ def test_a_cut_during_the_roll_forward_of_an_in_place_save_still_ends_consistent
 def test_power_loss_after_an_in_place_save_keeps_old_or_new(tmp_path, monkeypatch):
     old, new = states(tmp_path)
     plan = count_steps(tmp_path)
-    outcomes = 0
-    for cut_at in range(1, plan.count + 2):
-        work = tmp_path / f"cut{cut_at}"
-        shutil.copytree(tmp_path / "base", work)
-        model = PowerLossModel(work)
-        with monkeypatch.context() as m:
-            model.install(m)
-            flash = SimulatedFlash(CHIP, work / "img.bin", faults=FaultPlan(cut_at, kinds=FILE_STEPS))
-            try:
-                update(flash)
-            except PowerCut:
-                pass
-            del flash
-            gc.collect()
-        for i, files in enumerate(model.outcomes()):
-            disk = tmp_path / f"loss{cut_at}-{i}"
-            disk.mkdir()
-            for name, data in files.items():
-                (disk / name).write_bytes(data)
-            got = load_after_crash(disk / "img.bin")
-            assert got in (old, new), f"power lost at step {cut_at} keeping {sorted(files)}: a mixed state"
-            outcomes += 1
-    assert outcomes > plan.count + 1
+    assert power_loss_outcomes(tmp_path, monkeypatch, update, plan.count, (old, new)) > plan.count + 1
 
 
 def test_a_large_change_still_writes_a_new_file(tmp_path):
