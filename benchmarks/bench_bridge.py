@@ -32,6 +32,7 @@ import argparse
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -102,7 +103,23 @@ def main(argv=None) -> int:
         dfu_host.flash(image, usbip_client.UsbipBackend("127.0.0.1", direct_port), dialect="dfuse", progress=False)
         return time.perf_counter() - t
 
+    def drive_back() -> None:
+        """After a drop the drive left as the application: serve's SIGUSR2 (the "magic" entry
+        event) brings the bootloader back; wait, outside the timing, until the drive is listed."""
+        import usb.core
+
+        front.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            devices = usb.core.find(find_all=True, backend=usbip_client.UsbipBackend("127.0.0.1", front_port))
+            if any(i.bInterfaceClass == 8 for d in devices for c in d for i in c):
+                return
+            time.sleep(0.05)
+        raise SystemExit("the UF2 drive did not come back after SIGUSR2")
+
     def flash_bridged() -> float:
+        if args.front == "msc":
+            drive_back()
         backend = usbip_client.UsbipBackend("127.0.0.1", front_port)
         t = time.perf_counter()
         if args.front == "dfu":
